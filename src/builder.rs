@@ -1,0 +1,315 @@
+//! `Builder`: a pool's settings, validated by `build`.
+
+use crate::error::BuildError;
+use crate::loom::sync::Arc;
+use crate::loom::thread;
+use crate::queue::{LocalQueue, Local};
+use crate::registry::{Registry, ShutdownMode};
+use crate::{worker, Pool};
+use std::fmt;
+
+/// The largest worker count a pool accepts.
+pub const MAX_WORKERS: usize = 1 << 14;
+/// The largest `queue_capacity` a pool accepts.
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 30;
+/// The default `queue_capacity`: large, but finite.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1 << 20;
+
+/// What a submission does when `queue_capacity` tasks are already waiting.
+///
+/// `try_execute`/`try_spawn` never block whatever the policy: under `Block`
+/// and `CallerRuns` they return [`SubmitError::Full`](crate::SubmitError::Full)
+/// instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Backpressure {
+    /// Wait for room (the default). An outside thread sleeps until a worker
+    /// starts a task; a worker of the same pool runs queued work meanwhile,
+    /// so it never deadlocks on its own pool. `execute_timeout` bounds it.
+    #[default]
+    Block,
+    /// Return [`SubmitError::Full`](crate::SubmitError::Full) with the task.
+    Reject,
+    /// Discard the new task (counted); its handle resolves to
+    /// [`TaskError::Dropped`](crate::TaskError::Dropped).
+    DropNewest,
+    /// Evict the oldest waiting task (counted; its handle resolves to
+    /// [`TaskError::Dropped`](crate::TaskError::Dropped)) and queue the new
+    /// one. "Oldest" is the front of the global queue, or, when that is
+    /// empty, the front of a worker's deque.
+    DropOldest,
+    /// Run the task on the submitting thread, now. Not after shutdown: then
+    /// the submission fails with `ShutDown` like any other.
+    CallerRuns,
+}
+
+/// A report of a task's panic, handed to the pool's panic handler.
+#[derive(Clone, Debug)]
+pub struct TaskPanic {
+    pub(crate) thread: Option<String>,
+    pub(crate) message: String,
+}
+
+impl TaskPanic {
+    /// The name of the thread the task panicked on (a worker's
+    /// `thread_name`-based name, or the caller's under `CallerRuns`).
+    pub fn thread_name(&self) -> Option<&str> {
+        self.thread.as_deref()
+    }
+
+    /// The panic message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+pub(crate) type PanicHandler = Arc<dyn Fn(&TaskPanic) + Send + Sync + 'static>;
+
+/// A validated configuration.
+pub(crate) struct Config {
+    pub(crate) name: String,
+    pub(crate) workers: usize,
+    pub(crate) min_workers: usize,
+    pub(crate) capacity: usize,
+    pub(crate) backpressure: Backpressure,
+    pub(crate) thread_name: String,
+    pub(crate) stack_size: Option<usize>,
+    pub(crate) panic_handler: Option<PanicHandler>,
+}
+
+/// Settings for a [`Pool`]; [`build`](Builder::build) validates them.
+///
+/// ```
+/// use ebbtide::{Backpressure, Pool};
+/// let pool = Pool::builder()
+///     .workers(4)
+///     .queue_capacity(1024)
+///     .backpressure(Backpressure::Reject)
+///     .thread_name("render")
+///     .build()?;
+/// assert_eq!(pool.num_workers(), 4);
+/// # Ok::<(), ebbtide::BuildError>(())
+/// ```
+#[derive(Clone)]
+pub struct Builder {
+    name: String,
+    workers: Option<usize>,
+    min_workers: Option<usize>,
+    max_workers: Option<usize>,
+    queue_capacity: usize,
+    backpressure: Backpressure,
+    thread_name: String,
+    stack_size: Option<usize>,
+    panic_handler: Option<PanicHandler>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("name", &self.name)
+            .field("workers", &self.workers)
+            .field("min_workers", &self.min_workers)
+            .field("max_workers", &self.max_workers)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("backpressure", &self.backpressure)
+            .field("thread_name", &self.thread_name)
+            .field("stack_size", &self.stack_size)
+            .field("panic_handler", &self.panic_handler.is_some())
+            .finish()
+    }
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            name: "ebbtide".to_string(),
+            workers: None,
+            min_workers: None,
+            max_workers: None,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            backpressure: Backpressure::Block,
+            thread_name: "ebbtide-worker".to_string(),
+            stack_size: None,
+            panic_handler: None,
+        }
+    }
+}
+
+impl Builder {
+    /// Default settings: one worker per CPU, a queue of
+    /// [`DEFAULT_QUEUE_CAPACITY`], [`Backpressure::Block`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The pool's name (used in metrics).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// A fixed number of workers: `min_workers = max_workers = n`.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// The fewest workers the pool keeps.
+    pub fn min_workers(mut self, n: usize) -> Self {
+        self.min_workers = Some(n);
+        self
+    }
+
+    /// The most workers the pool runs. Until the pool scales itself it runs
+    /// exactly this many.
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// How many accepted-but-not-started tasks may wait (1 ..=
+    /// [`MAX_QUEUE_CAPACITY`]); beyond it the [`Backpressure`] policy applies.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n;
+        self
+    }
+
+    /// What a submission does when the queue is full.
+    pub fn backpressure(mut self, policy: Backpressure) -> Self {
+        self.backpressure = policy;
+        self
+    }
+
+    /// The prefix of worker thread names: `"{prefix}-{index}"`.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = prefix.into();
+        self
+    }
+
+    /// The stack size of worker threads, in bytes.
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Called with a [`TaskPanic`] for every task that panics, on the thread
+    /// where it panicked. The task's panic never takes the worker down, and
+    /// a panic inside the handler is caught as well.
+    pub fn panic_handler<H>(mut self, handler: H) -> Self
+    where
+        H: Fn(&TaskPanic) + Send + Sync + 'static,
+    {
+        self.panic_handler = Some(Arc::new(handler));
+        self
+    }
+
+    fn validate(&self) -> Result<Config, BuildError> {
+        let invalid = |field, value: &dyn fmt::Display, expected| BuildError::Invalid {
+            field,
+            value: value.to_string(),
+            expected,
+        };
+        let cpus = num_cpus::get().max(1);
+        for (field, value) in [
+            ("workers", self.workers),
+            ("max_workers", self.max_workers),
+        ] {
+            if value == Some(0) {
+                return Err(invalid(field, &0, "at least 1"));
+            }
+        }
+        for (field, value) in [
+            ("workers", self.workers),
+            ("min_workers", self.min_workers),
+            ("max_workers", self.max_workers),
+        ] {
+            if let Some(v) = value.filter(|&v| v > MAX_WORKERS) {
+                return Err(invalid(field, &v, "at most 16384"));
+            }
+        }
+        let (min, max) = match (self.workers, self.min_workers, self.max_workers) {
+            (Some(w), min, max) => {
+                for (other, value) in [("min_workers", min), ("max_workers", max)] {
+                    if let Some(v) = value.filter(|&v| v != w) {
+                        return Err(BuildError::Conflict {
+                            workers: w,
+                            other,
+                            value: v,
+                        });
+                    }
+                }
+                (w, w)
+            }
+            (None, Some(min), Some(max)) => (min, max),
+            (None, Some(min), None) => (min, min.max(cpus)),
+            (None, None, Some(max)) => (cpus.min(max), max),
+            (None, None, None) => (cpus, cpus),
+        };
+        if min > max {
+            return Err(BuildError::MinAboveMax { min, max });
+        }
+        if self.queue_capacity == 0 || self.queue_capacity > MAX_QUEUE_CAPACITY {
+            return Err(invalid(
+                "queue_capacity",
+                &self.queue_capacity,
+                "between 1 and 1073741824",
+            ));
+        }
+        if self.stack_size == Some(0) {
+            return Err(invalid("stack_size", &0, "a positive number of bytes"));
+        }
+        if self.thread_name.contains('\0') {
+            return Err(invalid(
+                "thread_name",
+                &format!("{:?}", self.thread_name),
+                "a name without NUL bytes",
+            ));
+        }
+        Ok(Config {
+            name: self.name.clone(),
+            workers: max,
+            min_workers: min,
+            capacity: self.queue_capacity,
+            backpressure: self.backpressure,
+            thread_name: self.thread_name.clone(),
+            stack_size: self.stack_size,
+            panic_handler: self.panic_handler.clone(),
+        })
+    }
+
+    /// Validates the settings and starts the worker threads.
+    ///
+    /// # Errors
+    /// A [`BuildError`] naming the setting and value that is wrong: zero or
+    /// more than [`MAX_WORKERS`] workers, `min_workers > max_workers`,
+    /// `workers` contradicting `min_workers`/`max_workers`, a
+    /// `queue_capacity` of 0 or above [`MAX_QUEUE_CAPACITY`], a zero
+    /// `stack_size`, a NUL byte in `thread_name`; or
+    /// [`BuildError::Spawn`] when the OS refuses a thread, in which case
+    /// every thread already started is stopped and joined first.
+    pub fn build(self) -> Result<Pool, BuildError> {
+        let config = self.validate()?;
+        let n = config.workers;
+        let locals: Vec<Local> = (0..n).map(|_| Local::new_lifo()).collect();
+        let stealers = locals.iter().map(LocalQueue::stealer).collect();
+        let registry = Arc::new(Registry::new(config, stealers));
+        for (index, local) in locals.into_iter().enumerate() {
+            let mut builder =
+                thread::Builder::new().name(format!("{}-{}", registry.config.thread_name, index));
+            if let Some(size) = registry.config.stack_size {
+                builder = builder.stack_size(size);
+            }
+            let r = Arc::clone(&registry);
+            match builder.spawn(move || worker::run(r, index, local)) {
+                Ok(handle) => registry.add_thread(handle),
+                Err(source) => {
+                    registry.shutdown(ShutdownMode::Drain);
+                    return Err(BuildError::Spawn {
+                        worker: index,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(Pool::from_registry(registry))
+    }
+}

@@ -1,0 +1,194 @@
+//! The pool's error types.
+
+use std::fmt;
+
+/// Why a submission was not accepted. Every variant hands the closure back,
+/// so nothing is silently lost: retry it, run it elsewhere, or drop it.
+///
+/// `Debug` and `Display` do not require the closure to be `Debug`.
+pub enum SubmitError<F> {
+    /// The queue held `queue_capacity` waiting tasks and the policy is
+    /// [`Backpressure::Reject`](crate::Backpressure::Reject), or a
+    /// non-blocking `try_*` call found no room.
+    Full(F),
+    /// The pool is shutting down or shut down; the task will never run.
+    ShutDown(F),
+    /// A bounded wait for room (`execute_timeout`, `spawn_timeout`) ran out.
+    Timeout(F),
+}
+
+impl<F> SubmitError<F> {
+    /// The closure that was not accepted.
+    pub fn into_inner(self) -> F {
+        match self {
+            SubmitError::Full(f) | SubmitError::ShutDown(f) | SubmitError::Timeout(f) => f,
+        }
+    }
+
+    /// Whether the queue was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, SubmitError::Full(_))
+    }
+
+    /// Whether the pool was shut down.
+    pub fn is_shut_down(&self) -> bool {
+        matches!(self, SubmitError::ShutDown(_))
+    }
+
+    /// Whether a bounded wait for room ran out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SubmitError::Timeout(_))
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            SubmitError::Full(_) => "Full",
+            SubmitError::ShutDown(_) => "ShutDown",
+            SubmitError::Timeout(_) => "Timeout",
+        }
+    }
+}
+
+impl<F> fmt::Debug for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}(..)", self.name())
+    }
+}
+
+impl<F> fmt::Display for SubmitError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SubmitError::Full(_) => {
+                f.write_str("task rejected: the pool's queue is full (queue_capacity reached)")
+            }
+            SubmitError::ShutDown(_) => {
+                f.write_str("task rejected: the pool is shutting down or shut down")
+            }
+            SubmitError::Timeout(_) => {
+                f.write_str("task rejected: no room in the pool's queue before the timeout")
+            }
+        }
+    }
+}
+
+impl<F> std::error::Error for SubmitError<F> {}
+
+/// Why a task produced no value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task panicked; the panic's message is kept (a non-string payload
+    /// is reported as `<non-string panic payload>`).
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The task never ran: the pool was shut down (`shutdown_timeout` past
+    /// its deadline, or `shutdown_now`) while it waited.
+    Abandoned,
+    /// The task never ran: [`Backpressure::DropOldest`](crate::Backpressure::DropOldest)
+    /// evicted it to make room for a newer one.
+    Dropped,
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Panicked { message } => write!(f, "task panicked: {message}"),
+            TaskError::Abandoned => f.write_str("task abandoned: the pool shut down before it ran"),
+            TaskError::Dropped => {
+                f.write_str("task dropped: evicted from a full queue by the DropOldest policy")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// A mistake in a [`Builder`](crate::Builder)'s settings, or a failure to
+/// start the pool's threads. Each variant names the setting and the value.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A setting has a value it cannot take.
+    Invalid {
+        /// The builder method, e.g. `"workers"`.
+        field: &'static str,
+        /// The value given, rendered.
+        value: String,
+        /// What the value must be.
+        expected: &'static str,
+    },
+    /// `min_workers` is greater than `max_workers`.
+    MinAboveMax {
+        /// The minimum given.
+        min: usize,
+        /// The maximum given.
+        max: usize,
+    },
+    /// `workers(n)` contradicts `min_workers`/`max_workers`.
+    Conflict {
+        /// The value of `workers`.
+        workers: usize,
+        /// The other setting's name.
+        other: &'static str,
+        /// The other setting's value.
+        value: usize,
+    },
+    /// The operating system refused to start a worker thread; every thread
+    /// already started was stopped and joined.
+    Spawn {
+        /// The index of the worker that could not start.
+        worker: usize,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Invalid {
+                field,
+                value,
+                expected,
+            } => write!(f, "invalid {field} = {value}: expected {expected}"),
+            BuildError::MinAboveMax { min, max } => write!(
+                f,
+                "invalid worker bounds: min_workers = {min} is greater than max_workers = {max}"
+            ),
+            BuildError::Conflict {
+                workers,
+                other,
+                value,
+            } => write!(
+                f,
+                "conflicting settings: workers = {workers} but {other} = {value} \
+                 (workers(n) means min_workers = max_workers = n)"
+            ),
+            BuildError::Spawn { worker, source } => {
+                write!(f, "could not start worker thread {worker}: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Spawn { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl<F> SubmitError<F> {
+    /// The same error around another value.
+    pub(crate) fn map<G>(self, f: impl FnOnce(F) -> G) -> SubmitError<G> {
+        match self {
+            SubmitError::Full(x) => SubmitError::Full(f(x)),
+            SubmitError::ShutDown(x) => SubmitError::ShutDown(f(x)),
+            SubmitError::Timeout(x) => SubmitError::Timeout(f(x)),
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! `JoinHandle<T>`: the result of a spawned task, awaited by blocking
+//! (`join`, helping the pool when called on a worker), with a timeout, or as
+//! a `Future`.
+//!
+//! Protocol (a one-shot latch with a single waiter):
+//! 1. The waiter registers itself (`Waiter`) under the slot's lock, unless
+//!    the result is already there.
+//! 2. The task stores its result under the same lock, sets `done` (release),
+//!    takes the waiter and wakes it after unlocking.
+//! 3. The waiter sleeps only on a primitive with a token (`Thread::park`, a
+//!    worker's `Parker`, a `Waker`), so a wake-up between its check of
+//!    `done` and its sleep is kept, never lost.
+
+use crate::error::TaskError;
+use crate::job::{panic_message, PanicPayload, Runnable};
+use crate::loom::sync::atomic::{AtomicBool, Ordering};
+use crate::loom::sync::{Arc, Mutex};
+use crate::loom::thread::{self, Thread};
+use crate::sleep::Parker;
+use crate::worker::WorkerThread;
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Who to wake when a result arrives.
+pub(crate) enum Waiter {
+    /// Nobody waits.
+    None,
+    /// A thread outside the pool, blocked in `park`.
+    Thread(Thread),
+    /// A worker, possibly parked while it helps the pool.
+    Worker(Arc<Parker>),
+    /// An async task.
+    Waker(Waker),
+}
+
+impl Waiter {
+    pub(crate) fn wake(self) {
+        match self {
+            Waiter::None => {}
+            Waiter::Thread(t) => t.unpark(),
+            Waiter::Worker(p) => p.unpark(),
+            Waiter::Waker(w) => w.wake(),
+        }
+    }
+
+    /// Wakes the waiter, keeping it registered.
+    pub(crate) fn wake_ref(&self) {
+        match self {
+            Waiter::None => {}
+            Waiter::Thread(t) => t.unpark(),
+            Waiter::Worker(p) => p.unpark(),
+            Waiter::Waker(w) => w.wake_by_ref(),
+        }
+    }
+
+    /// The waiter for the calling thread: its worker parker or the thread.
+    pub(crate) fn current() -> Waiter {
+        match WorkerThread::current() {
+            Some(w) => Waiter::Worker(w.parker().clone()),
+            None => Waiter::Thread(thread::current()),
+        }
+    }
+}
+
+struct SlotInner<T> {
+    result: Option<Result<T, TaskError>>,
+    waiter: Waiter,
+}
+
+/// Where a spawned task's result waits for its handle.
+pub(crate) struct Slot<T> {
+    done: AtomicBool,
+    inner: Mutex<SlotInner<T>>,
+}
+
+impl<T> Slot<T> {
+    pub(crate) fn new() -> Self {
+        Slot {
+            done: AtomicBool::new(false),
+            inner: Mutex::new(SlotInner {
+                result: None,
+                waiter: Waiter::None,
+            }),
+        }
+    }
+
+    /// Step 2: stores the result and wakes the waiter.
+    pub(crate) fn complete(&self, result: Result<T, TaskError>) {
+        let mut inner = self.inner.lock();
+        inner.result = Some(result);
+        // Release: a waiter that sees `done` (acquire) sees the result; it
+        // reads the result under the lock anyway.
+        self.done.store(true, Ordering::Release);
+        let waiter = std::mem::replace(&mut inner.waiter, Waiter::None);
+        drop(inner);
+        waiter.wake();
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        // Acquire pairs with the release in `complete`.
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Step 1: registers `waiter` unless the result is there; returns
+    /// whether it registered.
+    fn register(&self, waiter: Waiter) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.result.is_some() {
+            return false;
+        }
+        inner.waiter = waiter;
+        true
+    }
+
+    fn take(&self) -> Option<Result<T, TaskError>> {
+        self.inner.lock().result.take()
+    }
+}
+
+/// The task body behind `spawn`: runs the closure and fills the slot.
+pub(crate) struct Spawn<F, T> {
+    pub(crate) f: F,
+    pub(crate) slot: Arc<Slot<T>>,
+}
+
+impl<F, T> Runnable for Spawn<F, T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(self) -> Result<(), PanicPayload> {
+        let Spawn { f, slot } = self;
+        let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+        let (result, payload) = match outcome {
+            Ok(value) => (Ok(value), None),
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                (Err(TaskError::Panicked { message }), Some(payload))
+            }
+        };
+        slot.complete(result);
+        // With the handle gone, this drops the value: its destructor must
+        // not take the worker down.
+        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(slot)));
+        payload.map_or(Ok(()), Err)
+    }
+
+    fn discard(self, why: TaskError) {
+        let Spawn { f, slot } = self;
+        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
+        slot.complete(Err(why));
+    }
+}
+
+/// The handle of a task started with [`spawn`](crate::PoolHandle::spawn).
+///
+/// * [`join`](JoinHandle::join) blocks for the result; on a worker thread of
+///   any ebbtide pool it runs other work of that pool while it waits, so it
+///   never deadlocks, even in a one-worker pool.
+/// * [`join_timeout`](JoinHandle::join_timeout) waits at most a duration.
+/// * `.await` it: `JoinHandle<T>` is a `Future<Output = Result<T, TaskError>>`,
+///   so async code can wait for compute work without blocking its runtime.
+/// * Dropping the handle detaches the task: it still runs, its value is
+///   dropped.
+///
+/// ```
+/// let pool = ebbtide::Pool::builder().workers(2).build()?;
+/// let handle = pool.spawn(|| 6 * 7)?;
+/// assert_eq!(handle.join(), Ok(42));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "dropping a JoinHandle detaches the task; call join() to get its result"]
+pub struct JoinHandle<T> {
+    slot: Arc<Slot<T>>,
+}
+
+impl<T> std::fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+impl<T> JoinHandle<T> {
+    pub(crate) fn new(slot: Arc<Slot<T>>) -> Self {
+        JoinHandle { slot }
+    }
+
+    /// Whether the task has finished (or will never run). A `true` means
+    /// `join` returns at once.
+    pub fn is_finished(&self) -> bool {
+        self.slot.is_done()
+    }
+
+    /// Waits for the task and returns its value.
+    ///
+    /// Called on a worker thread, it helps: the worker runs other queued
+    /// work of its pool until the result is there. Helping means an
+    /// unrelated task may run on this thread meanwhile; do not hold a lock
+    /// that such a task could take.
+    ///
+    /// # Errors
+    /// [`TaskError::Panicked`] if the task panicked, [`TaskError::Abandoned`]
+    /// if shutdown abandoned it, [`TaskError::Dropped`] if backpressure
+    /// dropped it.
+    pub fn join(self) -> Result<T, TaskError> {
+        if !self.slot.is_done() {
+            match WorkerThread::current() {
+                Some(worker) => {
+                    if self.slot.register(Waiter::Worker(worker.parker().clone())) {
+                        worker.wait_until(&|| self.slot.is_done());
+                    }
+                }
+                None => {
+                    if self.slot.register(Waiter::Thread(thread::current())) {
+                        while !self.slot.is_done() {
+                            thread::park();
+                        }
+                    }
+                }
+            }
+        }
+        self.slot
+            .take()
+            .expect("a finished slot holds its result until taken")
+    }
+
+    /// Waits at most `timeout` for the task. Returns `Ok(result)` when it
+    /// finished, or `Err(self)` to wait again later. It blocks the calling
+    /// thread without helping (also on a worker), so it returns on time.
+    ///
+    /// # Errors
+    /// `Err(self)` when the timeout passed first.
+    pub fn join_timeout(self, timeout: Duration) -> Result<Result<T, TaskError>, Self> {
+        let deadline = Instant::now() + timeout;
+        if !self.slot.is_done() && self.slot.register(Waiter::Thread(thread::current())) {
+            while !self.slot.is_done() {
+                let now = Instant::now();
+                if now >= deadline {
+                    let mut inner = self.slot.inner.lock();
+                    if inner.result.is_none() {
+                        inner.waiter = Waiter::None;
+                        drop(inner);
+                        return Err(self);
+                    }
+                    break;
+                }
+                crate::loom::park_timeout(deadline - now);
+            }
+        }
+        Ok(self
+            .slot
+            .take()
+            .expect("a finished slot holds its result until taken"))
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut inner = self.slot.inner.lock();
+        if let Some(result) = inner.result.take() {
+            return Poll::Ready(result);
+        }
+        inner.waiter = Waiter::Waker(cx.waker().clone());
+        Poll::Pending
+    }
+}

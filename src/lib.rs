@@ -1,0 +1,68 @@
+//! # ebbtide
+//!
+//! A work-stealing thread pool with result handles, a bounded queue with
+//! backpressure policies, panic isolation and exact shutdown accounting.
+//!
+//! * Each worker owns a deque; tasks from outside go to a global injector,
+//!   tasks submitted by a task go to its worker's own deque; idle workers
+//!   steal, then park (no busy waiting beyond a short bounded spin).
+//! * [`PoolHandle::spawn`] returns a [`JoinHandle`]: `join()` it (on a worker
+//!   it helps instead of blocking), `join_timeout` it, or `.await` it.
+//! * `queue_capacity` bounds waiting tasks; [`Backpressure`] decides what a
+//!   full queue does: `Block`, `Reject`, `DropNewest`, `DropOldest`,
+//!   `CallerRuns`.
+//! * A panicking task is counted, reported to the panic handler and returned
+//!   through its handle; its worker carries on.
+//! * [`Pool::shutdown`] drains, [`Pool::shutdown_timeout`] drains until a
+//!   deadline, [`Pool::shutdown_now`] abandons; the [`ShutdownReport`]
+//!   accounts for every task, and every thread is joined.
+//!
+//! ```
+//! use ebbtide::{Backpressure, Pool, SubmitError};
+//!
+//! let pool = Pool::builder()
+//!     .workers(2)
+//!     .queue_capacity(64)
+//!     .backpressure(Backpressure::Reject)
+//!     .build()?;
+//! let answer = pool.spawn(|| 6 * 7)?;
+//! assert_eq!(answer.join()?, 42);
+//!
+//! let report = pool.shutdown();
+//! assert_eq!(report.completed, 1);
+//! assert!(matches!(pool.execute(|| ()), Err(SubmitError::ShutDown(_))));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Waiting inside the pool
+//!
+//! `JoinHandle::join` and `wait_idle` called from a worker run other queued
+//! work while they wait, so they never deadlock the pool, even with one
+//! worker. The flip side, common to work-stealing pools: an unrelated task
+//! may run on the waiting thread, so do not hold a lock across such a wait
+//! that another task might take. `JoinHandle::join_timeout` waits without
+//! helping.
+
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod builder;
+mod error;
+mod handle;
+mod job;
+mod loom;
+mod metrics;
+mod pool;
+mod queue;
+mod registry;
+mod sleep;
+mod worker;
+
+pub use builder::{
+    Backpressure, Builder, TaskPanic, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_WORKERS,
+};
+pub use error::{BuildError, SubmitError, TaskError};
+pub use handle::JoinHandle;
+pub use metrics::{Counts, Metrics};
+pub use pool::{Pool, PoolHandle, ShutdownReport};

@@ -1,0 +1,102 @@
+//! Real synchronisation types: `std` atomics and threads, `parking_lot` locks.
+
+pub(crate) mod sync {
+    pub(crate) use std::sync::Arc;
+
+    pub(crate) mod atomic {
+        pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    }
+
+    /// A `parking_lot` mutex behind the crate's common lock API.
+    #[derive(Default)]
+    pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+
+    /// The guard of [`Mutex`].
+    pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Mutex(parking_lot::Mutex::new(value))
+        }
+
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock()
+        }
+
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock()
+        }
+    }
+
+    /// A `parking_lot` condition variable behind the crate's common API.
+    #[derive(Default)]
+    pub(crate) struct Condvar(parking_lot::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Condvar(parking_lot::Condvar::new())
+        }
+
+        pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+            self.0.wait(guard);
+        }
+
+        /// Waits until notified or until `deadline`; returns `true` when the
+        /// deadline passed.
+        pub(crate) fn wait_until<T>(
+            &self,
+            guard: &mut MutexGuard<'_, T>,
+            deadline: std::time::Instant,
+        ) -> bool {
+            self.0.wait_until(guard, deadline).timed_out()
+        }
+
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
+
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all();
+        }
+    }
+}
+
+pub(crate) mod cell {
+    /// `std::cell::UnsafeCell` with loom's closure-based accessors.
+    #[derive(Debug, Default)]
+    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(crate) const fn new(value: T) -> Self {
+            UnsafeCell(std::cell::UnsafeCell::new(value))
+        }
+
+        pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+
+        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+}
+
+pub(crate) mod thread {
+    pub(crate) use std::thread::{current, park, yield_now, Builder, JoinHandle, Thread};
+}
+
+pub(crate) use std::thread_local;
+
+/// A hint inside a bounded spin; under loom this yields to the scheduler.
+#[inline]
+pub(crate) fn spin_loop() {
+    std::hint::spin_loop();
+}
+
+/// How many rounds an idle worker spins before parking (loom: none).
+pub(crate) const SPIN_ROUNDS: u32 = 16;
+
+/// Parks the current thread for at most `dur`.
+pub(crate) fn park_timeout(dur: std::time::Duration) {
+    std::thread::park_timeout(dur);
+}

@@ -1,0 +1,335 @@
+//! The public face: `Pool` (owns the threads, shuts down on drop) and
+//! `PoolHandle` (a cheap, clonable reference for submitting and waiting).
+
+use crate::builder::Builder;
+use crate::error::{BuildError, SubmitError};
+use crate::handle::{JoinHandle, Slot, Spawn};
+use crate::job::Execute;
+use crate::loom::sync::Arc;
+use crate::metrics::Metrics;
+use crate::registry::{Registry, ShutdownMode, Wait};
+use std::fmt;
+use std::ops::Deref;
+use std::time::{Duration, Instant};
+
+/// What shutdown did, counted since the pool was built.
+///
+/// Identity, exact once shutdown has returned:
+/// `submitted = completed + panicked + abandoned + dropped + rejected + still_running`
+/// (nothing is queued any more). Submissions refused with
+/// [`SubmitError::ShutDown`] are not counted anywhere: the caller got the
+/// closure back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Tasks offered while the pool was open.
+    pub submitted: u64,
+    /// Tasks that returned normally.
+    pub completed: u64,
+    /// Tasks that panicked.
+    pub panicked: u64,
+    /// Queued tasks shutdown discarded (their handles say `Abandoned`).
+    pub abandoned: u64,
+    /// Tasks dropped by `DropNewest`/`DropOldest`.
+    pub dropped: u64,
+    /// Submissions refused for want of room.
+    pub rejected: u64,
+    /// Tasks still running when the call returned (only after a deadline
+    /// or `shutdown_now`; their workers exit when they finish, and dropping
+    /// the `Pool` joins them).
+    pub still_running: u64,
+}
+
+/// A clonable reference to a pool: submit tasks, wait, read metrics.
+///
+/// It does not keep the pool's threads alive: once the owning [`Pool`] shuts
+/// down, submissions through any handle fail with
+/// [`SubmitError::ShutDown`]. Capture one in a task to submit from inside.
+#[derive(Clone)]
+pub struct PoolHandle {
+    registry: Arc<Registry>,
+}
+
+impl fmt::Debug for PoolHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolHandle")
+            .field("name", &self.registry.config.name)
+            .field("workers", &self.registry.num_workers())
+            .finish()
+    }
+}
+
+fn spawn_parts<F, T>(f: F) -> (Spawn<F, T>, Arc<Slot<T>>) {
+    let slot = Arc::new(Slot::new());
+    (
+        Spawn {
+            f,
+            slot: Arc::clone(&slot),
+        },
+        slot,
+    )
+}
+
+impl PoolHandle {
+    fn execute_with<F>(&self, f: F, wait: Wait) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.registry
+            .submit(Execute(f), wait)
+            .map(drop)
+            .map_err(|e| e.map(|Execute(f)| f))
+    }
+
+    fn spawn_with<F, T>(&self, f: F, wait: Wait) -> Result<JoinHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (body, slot) = spawn_parts(f);
+        match self.registry.submit(body, wait) {
+            Ok(_) => Ok(JoinHandle::new(slot)),
+            Err(e) => Err(e.map(|s| s.f)),
+        }
+    }
+
+    /// Submits a fire-and-forget task. Called on one of this pool's workers,
+    /// the task goes to that worker's own deque (idle workers steal it).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// let pool = ebbtide::Pool::builder().workers(2).build()?;
+    /// let count = Arc::new(AtomicUsize::new(0));
+    /// for _ in 0..100 {
+    ///     let count = Arc::clone(&count);
+    ///     pool.execute(move || { count.fetch_add(1, Ordering::Relaxed); })?;
+    /// }
+    /// pool.wait_idle();
+    /// assert_eq!(count.load(Ordering::Relaxed), 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`SubmitError::ShutDown`] once shutdown began; [`SubmitError::Full`]
+    /// when the queue is full and the policy is
+    /// [`Reject`](crate::Backpressure::Reject). The closure is handed back.
+    /// Under `DropNewest` a full queue discards the task and returns `Ok`
+    /// (it is counted in the metrics).
+    pub fn execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.execute_with(f, Wait::Policy)
+    }
+
+    /// Like [`execute`](Self::execute), but never blocks: when the queue is
+    /// full, `Block` and `CallerRuns` return `Full` too.
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute), plus `Full` for a full queue under
+    /// `Block` and `CallerRuns`.
+    pub fn try_execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.execute_with(f, Wait::Never)
+    }
+
+    /// Like [`execute`](Self::execute), but under `Block` waits at most
+    /// `timeout` for room.
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute), plus [`SubmitError::Timeout`] when no
+    /// room appeared in time.
+    pub fn execute_timeout<F>(&self, f: F, timeout: Duration) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.execute_with(f, Wait::Until(Instant::now() + timeout))
+    }
+
+    /// Submits a task and returns a [`JoinHandle`] to its result.
+    ///
+    /// ```
+    /// let pool = ebbtide::Pool::builder().workers(2).build()?;
+    /// let handle = pool.spawn(|| (1..=10u64).product::<u64>())?;
+    /// assert_eq!(handle.join()?, 3_628_800);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute). Under `DropNewest`/`DropOldest` the
+    /// handle of a dropped task resolves to
+    /// [`TaskError::Dropped`](crate::TaskError::Dropped).
+    pub fn spawn<F, T>(&self, f: F) -> Result<JoinHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_with(f, Wait::Policy)
+    }
+
+    /// Like [`spawn`](Self::spawn), but never blocks.
+    ///
+    /// # Errors
+    /// As [`try_execute`](Self::try_execute).
+    pub fn try_spawn<F, T>(&self, f: F) -> Result<JoinHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_with(f, Wait::Never)
+    }
+
+    /// Like [`spawn`](Self::spawn), but under `Block` waits at most
+    /// `timeout` for room.
+    ///
+    /// # Errors
+    /// As [`execute_timeout`](Self::execute_timeout).
+    pub fn spawn_timeout<F, T>(
+        &self,
+        f: F,
+        timeout: Duration,
+    ) -> Result<JoinHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_with(f, Wait::Until(Instant::now() + timeout))
+    }
+
+    /// Blocks until no task is queued or running; the pool stays usable (a
+    /// barrier between batches).
+    ///
+    /// Called from a task of this pool, it waits for every *other* task
+    /// (tasks that are themselves in `wait_idle` do not count) and runs
+    /// queued work meanwhile, so it does not deadlock, even with one worker.
+    pub fn wait_idle(&self) {
+        self.registry.wait_idle();
+    }
+
+    /// The number of worker threads.
+    pub fn num_workers(&self) -> usize {
+        self.registry.num_workers()
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.registry.config.name
+    }
+
+    /// The fewest workers the pool keeps (as configured).
+    pub fn min_workers(&self) -> usize {
+        self.registry.config.min_workers
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shut_down(&self) -> bool {
+        self.registry.is_closed()
+    }
+
+    /// A snapshot of the pool's gauges and counters.
+    pub fn metrics(&self) -> Metrics {
+        self.registry.metrics()
+    }
+}
+
+/// A work-stealing thread pool. Owns its worker threads: dropping it shuts
+/// it down (draining every queued task) and joins them.
+///
+/// `Pool` dereferences to [`PoolHandle`], which carries the submission API;
+/// [`Pool::handle`] gives a clonable handle to pass into tasks.
+///
+/// ```
+/// use ebbtide::Pool;
+/// let pool = Pool::builder().workers(2).build()?;
+/// let handles: Vec<_> = (0..4u64)
+///     .map(|i| pool.spawn(move || i * i))
+///     .collect::<Result<_, _>>()?;
+/// let squares: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+/// assert_eq!(squares, [0, 1, 4, 9]);
+/// let report = pool.shutdown();
+/// assert_eq!(report.completed, 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Pool {
+    handle: PoolHandle,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name())
+            .field("workers", &self.num_workers())
+            .field("shut_down", &self.is_shut_down())
+            .finish()
+    }
+}
+
+impl Deref for Pool {
+    type Target = PoolHandle;
+    fn deref(&self) -> &PoolHandle {
+        &self.handle
+    }
+}
+
+impl Pool {
+    /// A pool with default settings: one worker per CPU.
+    ///
+    /// # Errors
+    /// [`BuildError::Spawn`] if the OS refuses to start a thread.
+    pub fn new() -> Result<Pool, BuildError> {
+        Builder::new().build()
+    }
+
+    /// A [`Builder`] to configure a pool.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn from_registry(registry: Arc<Registry>) -> Pool {
+        Pool {
+            handle: PoolHandle { registry },
+        }
+    }
+
+    /// A clonable handle for submitting from elsewhere (e.g. inside tasks).
+    pub fn handle(&self) -> PoolHandle {
+        self.handle.clone()
+    }
+
+    /// Stops accepting tasks, runs every queued task, and joins every
+    /// worker thread. Idempotent; several threads may call it at once and
+    /// all return once the pool is down.
+    ///
+    /// Called from a task running on this pool, it closes admission and
+    /// returns without waiting (it cannot wait for its own task); the
+    /// workers drain the queue and exit on their own.
+    pub fn shutdown(&self) -> ShutdownReport {
+        self.handle.registry.shutdown(ShutdownMode::Drain)
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but runs queued tasks only until
+    /// `timeout` has passed; then abandons what has not started (each
+    /// closure is dropped and its handle resolves to
+    /// [`TaskError::Abandoned`](crate::TaskError::Abandoned)). Tasks running
+    /// then are counted in `still_running`; the call does not wait for them.
+    pub fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
+        self.handle
+            .registry
+            .shutdown(ShutdownMode::Deadline(Instant::now() + timeout))
+    }
+
+    /// Abandons every queued task now and lets running tasks finish (they
+    /// are counted in `still_running`; the call does not wait for them).
+    pub fn shutdown_now(&self) -> ShutdownReport {
+        self.handle.registry.shutdown(ShutdownMode::Now)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

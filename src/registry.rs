@@ -1,0 +1,671 @@
+//! State shared by all workers of one pool: the queues, the admission word
+//! (capacity and shutdown), the sleep coordinator, waiters and counters.
+//!
+//! # The admission word
+//!
+//! One `AtomicU64` holds three fields, so that "is the pool open?", "is there
+//! room?" and "take a place" are a single compare-and-swap, and shutdown's
+//! close is ordered against every submission:
+//!
+//! | bits   | field     | meaning                                            |
+//! |--------|-----------|----------------------------------------------------|
+//! | 63     | `CLOSED`  | admission closed (shutdown began)                  |
+//! | 32..63 | `pending` | tasks accepted and not yet finished or discarded   |
+//! | 0..32  | `queued`  | tasks accepted and not yet started or discarded    |
+//!
+//! * submit: CAS `queued += 1, pending += 1` if open and `queued < capacity`;
+//! * start: `queued -= 1`; finish: `pending -= 1`;
+//! * discard (abandon, evict): `queued -= 1, pending -= 1`;
+//! * close: `fetch_or(CLOSED)`. A submission either reserved before the close
+//!   in the word's modification order (and is counted in `pending`, so
+//!   shutdown waits for it or abandons it), or sees `CLOSED` and fails with
+//!   `ShutDown`. Nothing slips between.
+//! * Workers exit when `CLOSED` is set and `pending == 0`; the finish that
+//!   brings `pending` to zero after the close wakes every parked worker.
+
+use crate::builder::{Backpressure, Config, TaskPanic};
+use crate::error::{SubmitError, TaskError};
+use crate::handle::Waiter;
+use crate::job::{drop_payload, panic_message, HeapJob, JobKind, JobRef, PanicPayload, Runnable};
+use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use crate::loom::sync::{Condvar, Mutex};
+use crate::loom::thread::{self, JoinHandle};
+use crate::metrics::{bump, Counters, Metrics};
+use crate::queue::{GlobalQueue, Injector, LocalQueue, Steal, StealQueue, Stealer};
+use crate::sleep::Sleep;
+use crate::worker::WorkerThread;
+use crate::ShutdownReport;
+use crossbeam_utils::CachePadded;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Instant;
+
+const CLOSED: u64 = 1 << 63;
+const PENDING_ONE: u64 = 1 << 32;
+const QUEUED_ONE: u64 = 1;
+const QUEUED_MASK: u64 = PENDING_ONE - 1;
+
+fn queued(word: u64) -> usize {
+    (word & QUEUED_MASK) as usize
+}
+
+fn pending(word: u64) -> usize {
+    ((word & !CLOSED) >> 32) as usize
+}
+
+fn closed(word: u64) -> bool {
+    word & CLOSED != 0
+}
+
+enum Reserve {
+    Ok,
+    Full,
+    Closed,
+}
+
+/// How a submission may wait for room.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Apply the pool's policy (Block waits as long as it takes).
+    Policy,
+    /// Never block: Block and CallerRuns report `Full`.
+    Never,
+    /// Block waits until this instant at most.
+    Until(Instant),
+}
+
+/// How a task that was not refused was handled.
+pub(crate) enum Admitted {
+    /// Queued for a worker.
+    Queued,
+    /// Discarded by `DropNewest` (its handle says `Dropped`).
+    DroppedNewest,
+    /// Run on the submitting thread by `CallerRuns`.
+    RanOnCaller,
+}
+
+/// How shutdown treats queued tasks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShutdownMode {
+    /// Run everything queued.
+    Drain,
+    /// Run queued tasks until the instant, then abandon the rest.
+    Deadline(Instant),
+    /// Abandon everything queued now.
+    Now,
+}
+
+#[derive(Default)]
+struct Threads {
+    handles: Vec<JoinHandle<()>>,
+    joining: bool,
+    joined: bool,
+}
+
+/// The shared state of one pool.
+pub(crate) struct Registry {
+    admission: CachePadded<AtomicU64>,
+    injector: Injector,
+    /// Internal jobs displaced from a worker's deque (by eviction or
+    /// shutdown); never abandoned.
+    side: Injector,
+    stealers: Box<[Stealer]>,
+    pub(crate) sleep: Sleep,
+    /// Outside threads blocked for room (`Backpressure::Block`).
+    room_waiters: CachePadded<AtomicUsize>,
+    room_lock: Mutex<()>,
+    room_cv: Condvar,
+    /// Threads waiting for the pool to become idle (or to drain).
+    idle_waiters: CachePadded<AtomicUsize>,
+    idle_list: Mutex<Vec<(u64, Waiter)>>,
+    next_waiter_id: AtomicU64,
+    /// `wait_idle` calls in progress on this pool's own workers.
+    inside_idle: AtomicUsize,
+    abandon: AtomicBool,
+    pub(crate) counters: Counters,
+    threads: Mutex<Threads>,
+    threads_cv: Condvar,
+    pub(crate) config: Config,
+}
+
+impl Registry {
+    pub(crate) fn new(config: Config, stealers: Box<[Stealer]>) -> Self {
+        let workers = stealers.len();
+        Registry {
+            admission: CachePadded::new(AtomicU64::new(0)),
+            injector: Injector::new(),
+            side: Injector::new(),
+            stealers,
+            sleep: Sleep::new(workers),
+            room_waiters: CachePadded::new(AtomicUsize::new(0)),
+            room_lock: Mutex::new(()),
+            room_cv: Condvar::new(),
+            idle_waiters: CachePadded::new(AtomicUsize::new(0)),
+            idle_list: Mutex::new(Vec::new()),
+            next_waiter_id: AtomicU64::new(0),
+            inside_idle: AtomicUsize::new(0),
+            abandon: AtomicBool::new(false),
+            counters: Counters::new(workers),
+            threads: Mutex::new(Threads::default()),
+            threads_cv: Condvar::new(),
+            config,
+        }
+    }
+
+    pub(crate) fn num_workers(&self) -> usize {
+        self.stealers.len()
+    }
+
+    pub(crate) fn stealers(&self) -> &[Stealer] {
+        &self.stealers
+    }
+
+    pub(crate) fn add_thread(&self, handle: JoinHandle<()>) {
+        self.threads.lock().handles.push(handle);
+    }
+
+    /// The calling thread's worker, if it is one of this pool's.
+    pub(crate) fn own_worker(&self) -> Option<&'static WorkerThread> {
+        WorkerThread::current().filter(|w| std::ptr::eq(w.registry(), self))
+    }
+
+    fn own_worker_index(&self) -> Option<usize> {
+        self.own_worker().map(WorkerThread::index)
+    }
+
+    // ----- admission -------------------------------------------------------
+
+    fn try_reserve(&self) -> Reserve {
+        // SeqCst: the load and CAS take part in the Dekker-style handshake
+        // with `task_started` (room waiters) and with `shutdown` (close).
+        let mut word = self.admission.load(SeqCst);
+        loop {
+            if closed(word) {
+                return Reserve::Closed;
+            }
+            if queued(word) >= self.config.capacity {
+                return Reserve::Full;
+            }
+            match self.admission.compare_exchange_weak(
+                word,
+                word + QUEUED_ONE + PENDING_ONE,
+                SeqCst,
+                SeqCst,
+            ) {
+                Ok(_) => return Reserve::Ok,
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Puts an admitted job where a worker will find it and wakes one if
+    /// needed: a worker's own deque when called on this pool's worker (the
+    /// job stays near the data its submitter touched), else the injector.
+    pub(crate) fn enqueue(&self, job: JobRef) {
+        match self.own_worker() {
+            Some(worker) => worker.push_local(job),
+            None => self.injector.push(job),
+        }
+        self.sleep.notify_one();
+    }
+
+    /// Offers a task, applying the backpressure policy when the queue is full.
+    pub(crate) fn submit<R: Runnable>(&self, body: R, wait: Wait) -> Result<Admitted, SubmitError<R>> {
+        let worker = self.own_worker_index();
+        let slot = self.counters.slot(worker);
+        match self.try_reserve() {
+            Reserve::Ok => {
+                bump(&slot.submitted);
+                self.enqueue(HeapJob::into_job_ref(body));
+                return Ok(Admitted::Queued);
+            }
+            Reserve::Closed => return Err(SubmitError::ShutDown(body)),
+            Reserve::Full => {}
+        }
+        match (self.config.backpressure, wait) {
+            (Backpressure::Block | Backpressure::CallerRuns, Wait::Never)
+            | (Backpressure::Reject, _) => {
+                bump(&slot.submitted);
+                bump(&slot.rejected);
+                Err(SubmitError::Full(body))
+            }
+            (Backpressure::Block, _) => self.block_for_room(body, wait),
+            (Backpressure::DropNewest, _) => {
+                bump(&slot.submitted);
+                bump(&slot.dropped_newest);
+                body.discard(TaskError::Dropped);
+                Ok(Admitted::DroppedNewest)
+            }
+            (Backpressure::DropOldest, _) => self.evict_oldest(body),
+            (Backpressure::CallerRuns, _) => {
+                bump(&slot.submitted);
+                bump(&slot.caller_runs);
+                bump(&slot.started);
+                let outcome = body.run();
+                self.record_outcome(outcome, worker);
+                Ok(Admitted::RanOnCaller)
+            }
+        }
+    }
+
+    fn block_for_room<R: Runnable>(&self, body: R, wait: Wait) -> Result<Admitted, SubmitError<R>> {
+        let deadline = match wait {
+            Wait::Until(d) => Some(d),
+            _ => None,
+        };
+        if let Some(worker) = self.own_worker() {
+            // A worker never sleeps on its own pool's queue: it runs queued
+            // work until there is room (the queued tasks are somewhere in
+            // this pool's queues, so it finds them or they start elsewhere).
+            loop {
+                match self.try_reserve() {
+                    Reserve::Ok => return Ok(self.admit(body)),
+                    Reserve::Closed => return Err(SubmitError::ShutDown(body)),
+                    Reserve::Full => {}
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(self.timed_out(body));
+                }
+                match worker.find_work() {
+                    Some(job) => worker.execute(job),
+                    None => thread::yield_now(),
+                }
+            }
+        }
+        let mut guard = self.room_lock.lock();
+        self.room_waiters.fetch_add(1, SeqCst);
+        let result = loop {
+            match self.try_reserve() {
+                Reserve::Ok => break Ok(()),
+                Reserve::Closed => break Err(false),
+                Reserve::Full => {}
+            }
+            match deadline {
+                None => self.room_cv.wait(&mut guard),
+                Some(d) => {
+                    if self.room_cv.wait_until(&mut guard, d) {
+                        match self.try_reserve() {
+                            Reserve::Ok => break Ok(()),
+                            Reserve::Closed => break Err(false),
+                            Reserve::Full => break Err(true),
+                        }
+                    }
+                }
+            }
+        };
+        let others = self.room_waiters.fetch_sub(1, SeqCst) - 1;
+        if result.is_ok() && others > 0 {
+            // Pass the baton: the next waiter re-checks (more room may have
+            // been freed while this one woke).
+            self.room_cv.notify_one();
+        }
+        drop(guard);
+        match result {
+            Ok(()) => Ok(self.admit(body)),
+            Err(false) => Err(SubmitError::ShutDown(body)),
+            Err(true) => Err(self.timed_out(body)),
+        }
+    }
+
+    fn admit<R: Runnable>(&self, body: R) -> Admitted {
+        bump(&self.counters.slot(self.own_worker_index()).submitted);
+        self.enqueue(HeapJob::into_job_ref(body));
+        Admitted::Queued
+    }
+
+    fn timed_out<R>(&self, body: R) -> SubmitError<R> {
+        let slot = self.counters.slot(self.own_worker_index());
+        bump(&slot.submitted);
+        bump(&slot.rejected);
+        SubmitError::Timeout(body)
+    }
+
+    fn evict_oldest<R: Runnable>(&self, body: R) -> Result<Admitted, SubmitError<R>> {
+        loop {
+            match self.try_reserve() {
+                Reserve::Ok => return Ok(self.admit(body)),
+                Reserve::Closed => return Err(SubmitError::ShutDown(body)),
+                Reserve::Full => {}
+            }
+            if let Some(oldest) = self.steal_oldest_task() {
+                // The evicted task's place (queued and pending) passes to the
+                // new one: the admission word does not change.
+                let slot = self.counters.slot(self.own_worker_index());
+                bump(&slot.submitted);
+                bump(&slot.dropped_oldest);
+                oldest.discard(TaskError::Dropped);
+                self.enqueue(HeapJob::into_job_ref(body));
+                return Ok(Admitted::Queued);
+            }
+            // Every queued task is between a queue and its start: retry.
+            thread::yield_now();
+        }
+    }
+
+    /// The oldest waiting task: the injector's front, else the front of a
+    /// worker's deque. Internal jobs met on the way go to the side queue.
+    fn steal_oldest_task(&self) -> Option<JobRef> {
+        loop {
+            match self.injector.steal() {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+        for stealer in self.stealers.iter() {
+            loop {
+                match stealer.steal() {
+                    Steal::Success(job) if job.kind() == JobKind::Task => return Some(job),
+                    Steal::Success(job) => {
+                        self.side.push(job);
+                        self.sleep.notify_one();
+                    }
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
+            }
+        }
+        None
+    }
+
+    // ----- running ----------------------------------------------------------
+
+    /// Runs (or, once shutdown abandons, discards) a popped task.
+    pub(crate) fn run_task(&self, job: JobRef, worker: Option<usize>) {
+        // Acquire pairs with the SeqCst store in `abandon_queued`.
+        if self.abandon.load(std::sync::atomic::Ordering::Acquire) {
+            self.discard_task(job, TaskError::Abandoned, worker);
+            return;
+        }
+        self.task_started();
+        bump(&self.counters.slot(worker).started);
+        let outcome = job.run();
+        self.record_outcome(outcome, worker);
+        self.finish(PENDING_ONE);
+    }
+
+    fn task_started(&self) {
+        self.admission.fetch_sub(QUEUED_ONE, SeqCst);
+        self.notify_room();
+    }
+
+    fn notify_room(&self) {
+        // SeqCst: pairs with `fetch_add` + `try_reserve` in `block_for_room`
+        // (either the waiter sees the freed room or this sees the waiter).
+        if self.room_waiters.load(SeqCst) > 0 {
+            let _guard = self.room_lock.lock();
+            self.room_cv.notify_one();
+        }
+    }
+
+    /// Counts a finished task and reports its panic.
+    fn record_outcome(&self, outcome: Result<(), PanicPayload>, worker: Option<usize>) {
+        let slot = self.counters.slot(worker);
+        match outcome {
+            Ok(()) => bump(&slot.completed),
+            Err(payload) => {
+                bump(&slot.panicked);
+                if let Some(handler) = &self.config.panic_handler {
+                    let report = TaskPanic {
+                        thread: thread::current().name().map(str::to_owned),
+                        message: panic_message(&*payload),
+                    };
+                    // A panicking handler is contained too.
+                    let _ = panic::catch_unwind(AssertUnwindSafe(|| handler(&report)));
+                }
+                drop_payload(payload);
+            }
+        }
+    }
+
+    /// Discards a queued task unrun.
+    fn discard_task(&self, job: JobRef, why: TaskError, worker: Option<usize>) {
+        job.discard(why);
+        bump(&self.counters.slot(worker).abandoned);
+        self.finish(QUEUED_ONE + PENDING_ONE);
+        self.notify_room();
+    }
+
+    /// Retires `delta` from the admission word and wakes whoever waits on it.
+    fn finish(&self, delta: u64) {
+        let before = self.admission.fetch_sub(delta, SeqCst);
+        if closed(before) && pending(before) == 1 {
+            // Termination: the last task after close; workers may exit.
+            self.sleep.wake_all();
+        }
+        self.wake_idle_waiters();
+    }
+
+    fn wake_idle_waiters(&self) {
+        // SeqCst: pairs with the registration in `wait_for` (either the
+        // waiter sees the new word or this sees the waiter).
+        if self.idle_waiters.load(SeqCst) > 0 {
+            for (_, waiter) in self.idle_list.lock().iter() {
+                waiter.wake_ref();
+            }
+        }
+    }
+
+    /// Whether workers should leave: closed and nothing pending.
+    pub(crate) fn should_exit(&self) -> bool {
+        let word = self.admission.load(SeqCst);
+        closed(word) && pending(word) == 0
+    }
+
+    /// Whether any queue visibly holds work (re-check before parking).
+    pub(crate) fn has_work(&self) -> bool {
+        !self.injector.is_empty()
+            || !self.side.is_empty()
+            || self.stealers.iter().any(|s| s.len() > 0)
+    }
+
+    /// Takes work from the global queues: a batch of the injector into
+    /// `local` (one of it returned), else an internal job from the side
+    /// queue.
+    pub(crate) fn take_global(&self, local: &crate::queue::Local) -> Option<JobRef> {
+        loop {
+            match self.injector.steal_batch_and_pop(local) {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+        loop {
+            match self.side.steal() {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => continue,
+                Steal::Empty => return None,
+            }
+        }
+    }
+
+    // ----- waiting ------------------------------------------------------------
+
+    /// Waits until `cond(admission word)` holds, or `deadline` passes
+    /// (returns `false` then). On this pool's worker, it helps meanwhile.
+    fn wait_for(&self, cond: &dyn Fn(u64) -> bool, deadline: Option<Instant>) -> bool {
+        if cond(self.admission.load(SeqCst)) {
+            return true;
+        }
+        let id = self.next_waiter_id.fetch_add(1, SeqCst);
+        let worker = self.own_worker();
+        let waiter = match worker {
+            Some(w) => Waiter::Worker(w.parker().clone()),
+            None => Waiter::Thread(thread::current()),
+        };
+        self.idle_list.lock().push((id, waiter));
+        self.idle_waiters.fetch_add(1, SeqCst);
+        let mut met = true;
+        match worker {
+            Some(w) => w.wait_until(&|| cond(self.admission.load(SeqCst))),
+            None => {
+                while !cond(self.admission.load(SeqCst)) {
+                    match deadline {
+                        None => thread::park(),
+                        Some(d) => {
+                            let now = Instant::now();
+                            if now >= d {
+                                met = cond(self.admission.load(SeqCst));
+                                break;
+                            }
+                            crate::loom::park_timeout(d - now);
+                        }
+                    }
+                }
+            }
+        }
+        self.idle_waiters.fetch_sub(1, SeqCst);
+        self.idle_list.lock().retain(|(i, _)| *i != id);
+        met
+    }
+
+    /// Blocks until nothing is queued or running. On this pool's own worker
+    /// (a task calling it), "running" excludes the tasks that are themselves
+    /// in `wait_idle`, and the worker runs queued work while it waits.
+    pub(crate) fn wait_idle(&self) {
+        if self.own_worker().is_some() {
+            self.inside_idle.fetch_add(1, SeqCst);
+            self.wait_for(
+                &|w| queued(w) == 0 && pending(w) <= self.inside_idle.load(SeqCst),
+                None,
+            );
+            self.inside_idle.fetch_sub(1, SeqCst);
+            // Others waiting may now be satisfied.
+            self.wake_idle_waiters();
+        } else {
+            self.wait_for(&|w| pending(w) == 0, None);
+        }
+    }
+
+    // ----- shutdown -----------------------------------------------------------
+
+    pub(crate) fn is_closed(&self) -> bool {
+        closed(self.admission.load(SeqCst))
+    }
+
+    /// Closes admission and drains or abandons according to `mode`; joins
+    /// the worker threads once nothing is pending. Idempotent; concurrent
+    /// callers all return once the pool is down.
+    pub(crate) fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
+        let before = self.admission.fetch_or(CLOSED, SeqCst);
+        if !closed(before) {
+            // Blocked submitters wake and fail with `ShutDown`.
+            let _guard = self.room_lock.lock();
+            self.room_cv.notify_all();
+        }
+        if pending(before) == 0 {
+            self.sleep.wake_all();
+        }
+        let inside = self.own_worker().is_some();
+        match mode {
+            ShutdownMode::Drain if !inside => {
+                self.wait_for(&|w| pending(w) == 0, None);
+            }
+            ShutdownMode::Drain => {}
+            ShutdownMode::Deadline(deadline) => {
+                if inside || !self.wait_for(&|w| pending(w) == 0, Some(deadline)) {
+                    self.abandon_queued();
+                }
+            }
+            ShutdownMode::Now => self.abandon_queued(),
+        }
+        let still_running = pending(self.admission.load(SeqCst));
+        if still_running == 0 && !inside {
+            self.join_threads();
+        }
+        self.report(still_running)
+    }
+
+    fn report(&self, still_running: usize) -> ShutdownReport {
+        let c = self.counters.sum();
+        ShutdownReport {
+            submitted: c.submitted,
+            completed: c.completed,
+            panicked: c.panicked,
+            abandoned: c.abandoned,
+            dropped: c.dropped(),
+            rejected: c.rejected,
+            still_running: still_running as u64,
+        }
+    }
+
+    /// Discards every queued task (their handles resolve to `Abandoned`).
+    /// Workers that pop a task after the flag is set discard it too.
+    fn abandon_queued(&self) {
+        self.abandon.store(true, SeqCst);
+        let me = self.own_worker_index();
+        loop {
+            loop {
+                match self.injector.steal() {
+                    Steal::Success(job) => self.discard_task(job, TaskError::Abandoned, me),
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
+            }
+            for stealer in self.stealers.iter() {
+                loop {
+                    match stealer.steal() {
+                        Steal::Success(job) if job.kind() == JobKind::Task => {
+                            self.discard_task(job, TaskError::Abandoned, me)
+                        }
+                        Steal::Success(job) => {
+                            self.side.push(job);
+                            self.sleep.notify_one();
+                        }
+                        Steal::Retry => continue,
+                        Steal::Empty => break,
+                    }
+                }
+            }
+            if queued(self.admission.load(SeqCst)) == 0 {
+                break;
+            }
+            // A popped task is about to start or be discarded by its worker.
+            thread::yield_now();
+        }
+    }
+
+    fn join_threads(&self) {
+        let mut threads = self.threads.lock();
+        if threads.joining {
+            while !threads.joined {
+                self.threads_cv.wait(&mut threads);
+            }
+            return;
+        }
+        threads.joining = true;
+        let handles = std::mem::take(&mut threads.handles);
+        drop(threads);
+        for handle in handles {
+            // Workers catch every task panic; an error here could only come
+            // from the pool's own code, and the pool is going away anyway.
+            let _ = handle.join();
+        }
+        self.threads.lock().joined = true;
+        self.threads_cv.notify_all();
+    }
+
+    // ----- observation --------------------------------------------------------
+
+    pub(crate) fn metrics(&self) -> Metrics {
+        let word = self.admission.load(SeqCst);
+        Metrics {
+            workers: self.num_workers(),
+            parked: self.sleep.parked(),
+            queued: queued(word),
+            running: pending(word).saturating_sub(queued(word)),
+            queue_capacity: self.config.capacity,
+            shut_down: closed(word),
+            counts: self.counters.sum(),
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        // Only reachable with queued jobs if threads never started (a failed
+        // build); resolve them rather than leak them.
+        while let Steal::Success(job) = self.injector.steal() {
+            job.discard(TaskError::Abandoned);
+        }
+    }
+}

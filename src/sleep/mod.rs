@@ -1,0 +1,182 @@
+//! Parking and waking idle workers. The protocol, its invariants and the
+//! argument that no wake-up is lost are in `README.md` beside this file.
+//!
+//! State (`Sleep::state`, one atomic word): the number of *unparked* workers
+//! (not in the sleeper list) in the high bits and the number of *searching*
+//! workers (awake, out of local work, looking in other queues) in the low
+//! 16 bits. The sleeper list and the per-worker "woken to search" grants are
+//! under one mutex, taken only to park, to wake, and after waking.
+
+use crate::loom::sync::atomic::{fence, AtomicUsize, Ordering::SeqCst};
+use crate::loom::sync::{Arc, Condvar, Mutex};
+use crossbeam_utils::CachePadded;
+
+const SEARCH_MASK: usize = (1 << 16) - 1;
+const UNPARK_ONE: usize = 1 << 16;
+
+fn searching(state: usize) -> usize {
+    state & SEARCH_MASK
+}
+
+fn unparked(state: usize) -> usize {
+    state >> 16
+}
+
+/// A one-token parking spot: `unpark` before `park` makes `park` return at
+/// once (the token is kept), so a wake-up can never fall between a check and
+/// the sleep.
+#[derive(Default)]
+pub(crate) struct Parker {
+    notified: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Parker {
+    /// Blocks until the token is set, then clears it.
+    pub(crate) fn park(&self) {
+        let mut notified = self.notified.lock();
+        while !*notified {
+            self.cv.wait(&mut notified);
+        }
+        *notified = false;
+    }
+
+    /// Sets the token and wakes the parked thread, if any.
+    pub(crate) fn unpark(&self) {
+        *self.notified.lock() = true;
+        self.cv.notify_one();
+    }
+}
+
+struct Sleepers {
+    /// Indices of parked workers.
+    list: Vec<usize>,
+    /// `granted[i]`: worker `i` was taken off the list by `notify_one`,
+    /// which counted it as searching on its behalf.
+    granted: Vec<bool>,
+}
+
+/// The sleep/wake coordinator of one pool.
+pub(crate) struct Sleep {
+    state: CachePadded<AtomicUsize>,
+    sleepers: Mutex<Sleepers>,
+    parkers: Box<[Arc<Parker>]>,
+    num_workers: usize,
+}
+
+impl Sleep {
+    /// All `num_workers` workers start unparked and not searching.
+    pub(crate) fn new(num_workers: usize) -> Self {
+        assert!(num_workers < SEARCH_MASK, "worker count checked by the builder");
+        Sleep {
+            state: CachePadded::new(AtomicUsize::new(num_workers * UNPARK_ONE)),
+            sleepers: Mutex::new(Sleepers {
+                list: Vec::with_capacity(num_workers),
+                granted: vec![false; num_workers],
+            }),
+            parkers: (0..num_workers).map(|_| Arc::new(Parker::default())).collect(),
+            num_workers,
+        }
+    }
+
+    /// Worker `index`'s parker (handed to latches that must wake it).
+    pub(crate) fn parker(&self, index: usize) -> &Arc<Parker> {
+        &self.parkers[index]
+    }
+
+    /// Step 2: a worker out of local work asks to search. Refused when half
+    /// the workers already search (they will find the work; more would only
+    /// contend). The limit is a heuristic: the check and the increment race.
+    pub(crate) fn transition_to_searching(&self) -> bool {
+        let state = self.state.load(SeqCst);
+        if 2 * searching(state) >= self.num_workers {
+            return false;
+        }
+        self.state.fetch_add(1, SeqCst);
+        true
+    }
+
+    /// Step 3: a searching worker found work. Returns `true` if it was the
+    /// last searcher, in which case the caller wakes another worker to take
+    /// over the search (there may be more work where this came from).
+    pub(crate) fn transition_from_searching(&self) -> bool {
+        searching(self.state.fetch_sub(1, SeqCst)) == 1
+    }
+
+    /// Step 4: worker `index` found no work and goes on the sleeper list.
+    /// The caller must then issue a `SeqCst` fence and re-check every queue
+    /// (and its own wait condition) before it actually parks.
+    pub(crate) fn transition_to_parked(&self, index: usize, is_searching: bool) {
+        let mut sleepers = self.sleepers.lock();
+        self.state
+            .fetch_sub(UNPARK_ONE + usize::from(is_searching), SeqCst);
+        sleepers.list.push(index);
+        sleepers.granted[index] = false;
+    }
+
+    /// Step 6: after `park` returned (or instead of parking): take worker
+    /// `index` off the sleeper list if nobody did. Returns whether the
+    /// worker was woken to search (`notify_one` counted it as searching).
+    pub(crate) fn after_wake(&self, index: usize) -> bool {
+        let mut sleepers = self.sleepers.lock();
+        if let Some(pos) = sleepers.list.iter().position(|&i| i == index) {
+            sleepers.list.swap_remove(pos);
+            self.state.fetch_add(UNPARK_ONE, SeqCst);
+            false
+        } else {
+            std::mem::take(&mut sleepers.granted[index])
+        }
+    }
+
+    fn should_wake(&self) -> bool {
+        let state = self.state.load(SeqCst);
+        searching(state) == 0 && unparked(state) < self.num_workers
+    }
+
+    /// Step 1 (submitter side), after the job is in a queue: wake one parked
+    /// worker if nobody is searching. Returns whether one was woken.
+    pub(crate) fn notify_one(&self) -> bool {
+        // Pairs with the fence after `transition_to_parked`: either this load
+        // sees the worker's decrement, or the worker's re-check sees the job.
+        fence(SeqCst);
+        if !self.should_wake() {
+            return false;
+        }
+        let mut sleepers = self.sleepers.lock();
+        if !self.should_wake() {
+            return false;
+        }
+        let Some(index) = sleepers.list.pop() else {
+            return false;
+        };
+        self.state.fetch_add(UNPARK_ONE + 1, SeqCst);
+        sleepers.granted[index] = true;
+        drop(sleepers);
+        self.parkers[index].unpark();
+        true
+    }
+
+    /// Wakes every parked worker (shutdown, termination).
+    pub(crate) fn wake_all(&self) {
+        let mut sleepers = self.sleepers.lock();
+        let woken: Vec<usize> = sleepers.list.drain(..).collect();
+        for &index in &woken {
+            self.state.fetch_add(UNPARK_ONE, SeqCst);
+            sleepers.granted[index] = false;
+        }
+        drop(sleepers);
+        for index in woken {
+            self.parkers[index].unpark();
+        }
+    }
+
+    /// How many workers are on the sleeper list (a racy gauge).
+    pub(crate) fn parked(&self) -> usize {
+        self.num_workers - unparked(self.state.load(SeqCst))
+    }
+
+    /// How many workers are searching (a racy gauge).
+    pub(crate) fn searching(&self) -> usize {
+        searching(self.state.load(SeqCst))
+    }
+}

@@ -1,0 +1,229 @@
+//! The worker thread: find work, run it, park when there is none.
+//!
+//! A worker looks, in order: its own deque (LIFO, newest first) → the
+//! injector (a batch, FIFO) → the side queue → the other workers' deques
+//! (oldest first, starting at a random peer). Stealing from peers makes it a
+//! *searcher* (see `sleep/README.md`); before parking it spins a bounded
+//! number of rounds, then parks on its own `Parker`.
+//!
+//! A worker that waits for something (`JoinHandle::join`, `wait_idle`, room
+//! in the queue) runs the same loop with "the thing is done" as its exit
+//! condition, so waiting inside the pool never deadlocks: the work it waits
+//! for is either queued (and this worker may run it) or running elsewhere
+//! (and its completion unparks this worker).
+
+use crate::job::{JobKind, JobRef};
+use crate::loom::sync::atomic::{fence, Ordering::SeqCst};
+use crate::loom::sync::Arc;
+use crate::loom::{spin_loop, thread, thread_local, SPIN_ROUNDS};
+use crate::metrics::bump;
+use crate::queue::{Local, LocalQueue, Steal, StealQueue};
+use crate::registry::Registry;
+use crate::sleep::Parker;
+use std::cell::Cell;
+
+thread_local! {
+    static CURRENT: Cell<*const WorkerThread> = Cell::new(std::ptr::null());
+}
+
+/// The per-thread state of a worker. Lives on the worker thread's stack for
+/// the thread's whole life; `!Sync` (it holds `Cell`s and the deque's owner
+/// end), so references to it never leave the thread.
+pub(crate) struct WorkerThread {
+    registry: Arc<Registry>,
+    index: usize,
+    local: Local,
+    searching: Cell<bool>,
+    rng: Cell<u64>,
+}
+
+/// The body of worker thread `index`.
+pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
+    let worker = WorkerThread {
+        registry,
+        index,
+        local,
+        searching: Cell::new(false),
+        rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9)),
+    };
+    CURRENT.with(|c| c.set(&worker));
+    worker.main_loop();
+    CURRENT.with(|c| c.set(std::ptr::null()));
+}
+
+impl WorkerThread {
+    /// The worker running on this thread, if any (of any pool).
+    pub(crate) fn current() -> Option<&'static WorkerThread> {
+        let ptr = CURRENT.with(Cell::get);
+        // SAFETY: `CURRENT` is non-null only while `run` executes on this
+        // thread, and `run`'s frame owns the `WorkerThread` for that whole
+        // time; every caller runs inside that frame (jobs are executed from
+        // `main_loop`). `WorkerThread` is `!Sync`, so the reference cannot
+        // be sent to another thread that could outlive the frame.
+        unsafe { ptr.as_ref() }
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    pub(crate) fn parker(&self) -> &Arc<Parker> {
+        self.registry.sleep.parker(self.index)
+    }
+
+    /// Pushes onto this worker's own deque.
+    pub(crate) fn push_local(&self, job: JobRef) {
+        self.local.push(job);
+    }
+
+    fn main_loop(&self) {
+        let registry = &*self.registry;
+        let stop = || registry.should_exit();
+        loop {
+            if let Some(job) = self.find_work_spinning(&stop) {
+                self.execute(job);
+                continue;
+            }
+            if stop() {
+                break;
+            }
+            self.park(&stop);
+        }
+        if self.searching.replace(false) {
+            registry.sleep.transition_from_searching();
+        }
+    }
+
+    /// Runs a job popped from a queue.
+    pub(crate) fn execute(&self, job: JobRef) {
+        match job.kind() {
+            JobKind::Task => self.registry.run_task(job, Some(self.index)),
+            // Internal jobs hand their outcome (and panic) to their waiter.
+            JobKind::Internal => {
+                let _ = job.run();
+            }
+        }
+    }
+
+    /// Waits until `done()` holds, running other work meanwhile. Whoever
+    /// makes `done()` true must then unpark this worker's parker (the
+    /// caller registers it beforehand).
+    pub(crate) fn wait_until(&self, done: &dyn Fn() -> bool) {
+        while !done() {
+            if let Some(job) = self.find_work_spinning(done) {
+                self.execute(job);
+                continue;
+            }
+            if done() {
+                break;
+            }
+            self.park(done);
+        }
+    }
+
+    /// One look for work in every queue; becomes a searcher to steal.
+    pub(crate) fn find_work(&self) -> Option<JobRef> {
+        let found = self.local.pop().or_else(|| self.registry.take_global(&self.local));
+        let found = match found {
+            Some(job) => Some(job),
+            None => {
+                if !self.searching.get() {
+                    if !self.registry.sleep.transition_to_searching() {
+                        return None;
+                    }
+                    self.searching.set(true);
+                }
+                self.steal_from_peers()
+                    .or_else(|| self.registry.take_global(&self.local))
+            }
+        };
+        if found.is_some() && self.searching.replace(false) {
+            // The last searcher to find work wakes another to carry on.
+            if self.registry.sleep.transition_from_searching() {
+                self.registry.sleep.notify_one();
+            }
+        }
+        found
+    }
+
+    /// `find_work`, retried for a bounded number of rounds with growing
+    /// back-off while this worker is a searcher and `stop()` is false.
+    fn find_work_spinning(&self, stop: &dyn Fn() -> bool) -> Option<JobRef> {
+        for round in 0..=SPIN_ROUNDS {
+            if let Some(job) = self.find_work() {
+                return Some(job);
+            }
+            if !self.searching.get() || round == SPIN_ROUNDS || stop() {
+                return None;
+            }
+            if round < 6 {
+                for _ in 0..(1u32 << round) {
+                    spin_loop();
+                }
+            } else {
+                thread::yield_now();
+            }
+        }
+        None
+    }
+
+    fn steal_from_peers(&self) -> Option<JobRef> {
+        let stealers = self.registry.stealers();
+        let n = stealers.len();
+        if n <= 1 {
+            return None;
+        }
+        let start = self.next_random() % n;
+        let slot = self.registry.counters.slot(Some(self.index));
+        // A few passes: `Retry` means a race was lost, not that it is empty.
+        for _ in 0..3 {
+            let mut retry = false;
+            for i in (start..n).chain(0..start) {
+                if i == self.index {
+                    continue;
+                }
+                match stealers[i].steal_batch_and_pop(&self.local) {
+                    Steal::Success(job) => {
+                        bump(&slot.steals);
+                        return Some(job);
+                    }
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Parks until woken, unless work or `stop()` shows up after this
+    /// worker announced itself as parked (steps 4–6 of the protocol).
+    fn park(&self, stop: &dyn Fn() -> bool) {
+        let sleep = &self.registry.sleep;
+        sleep.transition_to_parked(self.index, self.searching.replace(false));
+        // Pairs with the fence in `notify_one`: either the submitter sees
+        // this worker parked, or this re-check sees its job.
+        fence(SeqCst);
+        if !(self.registry.has_work() || stop()) {
+            bump(&self.registry.counters.slot(Some(self.index)).parks);
+            self.parker().park();
+        }
+        self.searching.set(sleep.after_wake(self.index));
+    }
+
+    fn next_random(&self) -> usize {
+        // xorshift64*: only spreads the first victim of a steal.
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as usize
+    }
+}
