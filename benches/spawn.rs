@@ -1,1 +1,167 @@
-fn main(){}
+//! 1M tiny tasks submitted from one thread, then wait for all, against the
+//! peers in the same run: rayon (`scope` + `spawn`), tokio
+//! (`Runtime::spawn`), the `threadpool` crate and a plain crossbeam-channel
+//! pool. Every pool has one worker per CPU.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+const TASKS: usize = 1_000_000;
+
+/// A countdown latch for the peers that have no "wait for all".
+struct Countdown {
+    left: AtomicUsize,
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Countdown {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(Countdown {
+            left: AtomicUsize::new(n),
+            done: Mutex::new(false),
+            cv: Condvar::new(),
+        })
+    }
+    fn count_down(&self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.done.lock().unwrap() = true;
+            self.cv.notify_all();
+        }
+    }
+    fn wait(&self) {
+        let mut done = self.done.lock().unwrap();
+        while !*done {
+            done = self.cv.wait(done).unwrap();
+        }
+    }
+}
+
+/// The classic channel pool: N threads receiving boxed closures.
+struct ChannelPool {
+    tx: Option<crossbeam_channel::Sender<Box<dyn FnOnce() + Send>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ChannelPool {
+    fn new(n: usize) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
+        let threads = (0..n)
+            .map(|_| {
+                let rx = rx.clone();
+                std::thread::spawn(move || {
+                    for job in rx {
+                        job();
+                    }
+                })
+            })
+            .collect();
+        ChannelPool {
+            tx: Some(tx),
+            threads,
+        }
+    }
+    fn execute(&self, f: impl FnOnce() + Send + 'static) {
+        self.tx.as_ref().unwrap().send(Box::new(f)).unwrap();
+    }
+}
+
+impl Drop for ChannelPool {
+    fn drop(&mut self) {
+        self.tx.take();
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// Every peer runs this same task body.
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn tiny() {
+    COUNTER.fetch_add(1, Ordering::Relaxed);
+}
+
+fn spawn_1m(c: &mut Criterion) {
+    let n = num_cpus::get();
+    let mut group = c.benchmark_group("spawn_1m");
+    group.throughput(Throughput::Elements(TASKS as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(6));
+    group.warm_up_time(Duration::from_secs(1));
+
+    let pool = ebbtide::Pool::builder().workers(n).build().unwrap();
+    group.bench_function(BenchmarkId::new("ebbtide", n), |b| {
+        b.iter(|| {
+            for _ in 0..TASKS {
+                pool.execute(tiny).unwrap();
+            }
+            pool.wait_idle();
+        })
+    });
+    drop(pool);
+
+    let rayon = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    group.bench_function(BenchmarkId::new("rayon_scope_spawn", n), |b| {
+        b.iter(|| {
+            rayon.scope(|s| {
+                for _ in 0..TASKS {
+                    s.spawn(|_| tiny());
+                }
+            })
+        })
+    });
+    drop(rayon);
+
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(n)
+        .build()
+        .unwrap();
+    group.bench_function(BenchmarkId::new("tokio_spawn", n), |b| {
+        b.iter(|| {
+            let latch = Countdown::new(TASKS);
+            for _ in 0..TASKS {
+                let l = Arc::clone(&latch);
+                drop(tokio.spawn(async move {
+                    tiny();
+                    l.count_down();
+                }));
+            }
+            latch.wait();
+        })
+    });
+    drop(tokio);
+
+    let tp = threadpool::ThreadPool::new(n);
+    group.bench_function(BenchmarkId::new("threadpool", n), |b| {
+        b.iter(|| {
+            for _ in 0..TASKS {
+                tp.execute(tiny);
+            }
+            tp.join();
+        })
+    });
+    drop(tp);
+
+    let cp = ChannelPool::new(n);
+    group.bench_function(BenchmarkId::new("crossbeam_channel_pool", n), |b| {
+        b.iter(|| {
+            let latch = Countdown::new(TASKS);
+            for _ in 0..TASKS {
+                let l = Arc::clone(&latch);
+                cp.execute(move || {
+                    tiny();
+                    l.count_down();
+                });
+            }
+            latch.wait();
+        })
+    });
+    drop(cp);
+    group.finish();
+}
+
+criterion_group!(benches, spawn_1m);
+criterion_main!(benches);

@@ -1,19 +1,23 @@
 //! Type-erased jobs: what the queues carry.
 //!
-//! A queue slot holds a [`JobRef`], one thin pointer to a [`JobHeader`] that
-//! starts every job. The header's vtable says how to run the job, how to
-//! discard it without running it, and which [`JobKind`] it is. Tasks
-//! submitted with `execute`/`spawn` are [`HeapJob`]s: one allocation holding
-//! the header and the closure, freed when the job runs or is discarded.
+//! A queue slot holds a [`JobRef`]: a vtable pointer (how to run the job,
+//! how to discard it unrun, which [`JobKind`] it is) and 24 bytes of inline
+//! state. A small task (a closure capturing up to three words, plus its
+//! result slot for `spawn`) lives in the slot itself, so submitting it
+//! allocates nothing and the worker frees nothing: with a submitter
+//! allocating and workers freeing, the allocator's cross-thread frees were
+//! the largest cost of a tiny task. Larger tasks are boxed.
 //!
-//! Memory per queued task, beyond the closure: the 8-byte header in the box
-//! (plus the allocator's own overhead) and one queue slot (8 bytes in a
-//! worker's deque, 16 in the injector).
+//! Memory per queued task, beyond the closure: a 32-byte slot (40 in the
+//! injector, which adds a state word), plus for a boxed task the allocation
+//! holding the closure.
 
 use crate::error::TaskError;
 use std::any::Any;
+use std::marker::PhantomData;
+use std::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
-use std::ptr::NonNull;
+use std::ptr;
 
 /// A caught panic's payload.
 pub(crate) type PanicPayload = Box<dyn Any + Send + 'static>;
@@ -29,85 +33,92 @@ pub(crate) enum JobKind {
     Internal,
 }
 
+/// How many bytes of a task live inline in its queue slot. A task body
+/// (closure plus bookkeeping) that fits, with alignment at most 8, is
+/// stored in the slot itself: no allocation, and nothing for the worker to
+/// free. Larger bodies are boxed and the slot holds the box.
+pub(crate) const INLINE_BYTES: usize = 24;
+
+/// A job's inline storage.
+#[repr(C, align(8))]
+pub(crate) struct InlineBuf([MaybeUninit<u8>; INLINE_BYTES]);
+
+impl InlineBuf {
+    const fn uninit() -> Self {
+        InlineBuf([MaybeUninit::uninit(); INLINE_BYTES])
+    }
+}
+
 /// The type-erased operations of a job.
 pub(crate) struct JobVTable {
     /// The job's kind.
     pub(crate) kind: JobKind,
-    /// Runs the job and frees it; returns the panic payload if it panicked
-    /// and the panic is the pool's to report (tasks), `Ok` otherwise.
-    run: unsafe fn(NonNull<JobHeader>) -> Result<(), PanicPayload>,
-    /// Frees the job without running it, resolving its handle with `why`.
-    discard: unsafe fn(NonNull<JobHeader>, TaskError),
+    /// Runs the job from its storage (which it then no longer owns);
+    /// returns the panic payload if the pool must report a panic.
+    run: unsafe fn(*mut InlineBuf) -> Result<(), PanicPayload>,
+    /// Disposes of the job unrun, resolving its handle with `why`.
+    discard: unsafe fn(*mut InlineBuf, TaskError),
 }
 
-/// The first field of every job (`#[repr(C)]`), so a pointer to the job is a
-/// pointer to its header.
-#[repr(C)]
-pub(crate) struct JobHeader {
+/// A job in a queue: a vtable and up to [`INLINE_BYTES`] of state (the task
+/// itself, a box holding it, or a pointer to a job on a waiting thread's
+/// stack). Whoever pops it owns it and must [`run`](JobRef::run) or
+/// [`discard`](JobRef::discard) it, exactly once; a `JobRef` dropped
+/// otherwise leaks its task (never double-frees).
+pub(crate) struct JobRef {
     vtable: &'static JobVTable,
+    data: InlineBuf,
 }
 
-impl JobHeader {
-    /// A header for a job with the given operations.
-    pub(crate) const fn new(vtable: &'static JobVTable) -> Self {
-        JobHeader { vtable }
-    }
-}
-
-/// A pointer to a job in a queue. Whoever pops it owns it and must either
-/// [`run`](JobRef::run) or [`discard`](JobRef::discard) it, exactly once.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct JobRef(NonNull<JobHeader>);
-
-// SAFETY: a `JobRef` is a unique owning pointer to a job whose contents are
-// `Send` (enforced by the constructors: `HeapJob<R: Runnable>` requires
-// `R: Send`, internal jobs are built by `join`/`install`/`scope` from `Send`
-// closures). Moving the pointer between threads moves that ownership.
+// SAFETY: the constructors only accept `Send` payloads (`Runnable: Send`;
+// internal jobs are built from `Send` closures), so moving the job to another
+// thread moves only `Send` data.
 unsafe impl Send for JobRef {}
 
-impl std::fmt::Debug for JobHeader {
+impl std::fmt::Debug for JobRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobHeader").field("kind", &self.vtable.kind).finish()
+        f.debug_struct("JobRef").field("kind", &self.vtable.kind).finish()
     }
 }
 
 impl JobRef {
-    /// Wraps a pointer to a live job header.
+    /// A job whose state is the value `state`, run and discarded by the
+    /// functions of `vtable`.
     ///
     /// # Safety
-    /// `header` must point to a job that stays valid until the returned
-    /// `JobRef` is run or discarded, and whose vtable matches its layout.
-    pub(crate) unsafe fn new(header: NonNull<JobHeader>) -> Self {
-        JobRef(header)
+    /// `size_of::<S>() <= INLINE_BYTES`, `align_of::<S>() <= 8`, and
+    /// `vtable`'s functions must read the storage as an `S` (once).
+    pub(crate) unsafe fn from_state<S: Send>(vtable: &'static JobVTable, state: S) -> Self {
+        debug_assert!(size_of::<S>() <= INLINE_BYTES && align_of::<S>() <= 8);
+        let mut data = InlineBuf::uninit();
+        // SAFETY: the buffer is large and aligned enough (caller contract)
+        // and uninitialised, so writing does not overwrite a live value.
+        unsafe { ptr::write(data.0.as_mut_ptr().cast::<S>(), state) };
+        JobRef { vtable, data }
     }
 
     /// The job's kind.
     pub(crate) fn kind(&self) -> JobKind {
-        // SAFETY: the header is valid until the job is run or discarded,
-        // which consumes `self`.
-        unsafe { self.0.as_ref() }.vtable.kind
-    }
-
-    /// The raw pointer, to compare a popped job with a known one.
-    pub(crate) fn as_ptr(&self) -> *const JobHeader {
-        self.0.as_ptr()
+        self.vtable.kind
     }
 
     /// Runs the job (consuming it).
     pub(crate) fn run(self) -> Result<(), PanicPayload> {
-        // SAFETY: the header is valid (constructor contract) and the job is
-        // run exactly once because `self` is consumed and not `Clone`.
-        unsafe { (self.0.as_ref().vtable.run)(self.0) }
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: the storage holds the state `vtable` expects (constructor
+        // contract) and is read exactly once, since `self` is consumed.
+        unsafe { (this.vtable.run)(&mut this.data) }
     }
 
     /// Discards the job without running it (consuming it).
     pub(crate) fn discard(self, why: TaskError) {
+        let mut this = ManuallyDrop::new(self);
         // SAFETY: as for `run`.
-        unsafe { (self.0.as_ref().vtable.discard)(self.0, why) }
+        unsafe { (this.vtable.discard)(&mut this.data, why) }
     }
 }
 
-/// The body of a heap-allocated task.
+/// The body of a submitted task.
 pub(crate) trait Runnable: Send + 'static {
     /// Runs the task, catching its panic.
     fn run(self) -> Result<(), PanicPayload>;
@@ -129,46 +140,61 @@ impl<F: FnOnce() + Send + 'static> Runnable for Execute<F> {
     }
 }
 
-/// A task in one allocation: header first, then the body.
-#[repr(C)]
-pub(crate) struct HeapJob<R> {
-    header: JobHeader,
-    body: R,
-}
+/// Task jobs: a `Runnable` stored inline when it fits, boxed otherwise.
+pub(crate) struct TaskJob<R>(PhantomData<R>);
 
-impl<R: Runnable> HeapJob<R> {
-    const VTABLE: JobVTable = JobVTable {
+impl<R: Runnable> TaskJob<R> {
+    const FITS: bool = size_of::<R>() <= INLINE_BYTES && align_of::<R>() <= 8;
+
+    const INLINE: JobVTable = JobVTable {
         kind: JobKind::Task,
-        run: Self::run_raw,
-        discard: Self::discard_raw,
+        run: Self::run_inline,
+        discard: Self::discard_inline,
     };
 
-    /// Boxes `body` as a task and returns the owning queue pointer.
+    const BOXED: JobVTable = JobVTable {
+        kind: JobKind::Task,
+        run: Self::run_boxed,
+        discard: Self::discard_boxed,
+    };
+
+    /// Wraps `body` as a queued task.
     pub(crate) fn into_job_ref(body: R) -> JobRef {
-        let boxed = Box::new(HeapJob {
-            header: JobHeader::new(&Self::VTABLE),
-            body,
-        });
-        let ptr = NonNull::from(Box::leak(boxed)).cast::<JobHeader>();
-        // SAFETY: the box stays allocated until `run_raw`/`discard_raw`
-        // reclaims it, and `VTABLE` matches `HeapJob<R>`.
-        unsafe { JobRef::new(ptr) }
+        if Self::FITS {
+            // SAFETY: `FITS` checked size and alignment; `INLINE` reads an `R`.
+            unsafe { JobRef::from_state(&Self::INLINE, body) }
+        } else {
+            // SAFETY: a `Box<R>` is one pointer; `BOXED` reads a `Box<R>`.
+            unsafe { JobRef::from_state(&Self::BOXED, Box::new(body)) }
+        }
     }
 
     /// # Safety
-    /// `ptr` came from `into_job_ref::<R>` and is reclaimed only here.
-    unsafe fn run_raw(ptr: NonNull<JobHeader>) -> Result<(), PanicPayload> {
-        // SAFETY: by the contract, `ptr` is the leaked `Box<HeapJob<R>>`.
-        let job = unsafe { Box::from_raw(ptr.cast::<HeapJob<R>>().as_ptr()) };
-        job.body.run()
+    /// `data` holds an `R` written by `into_job_ref`, read only here.
+    unsafe fn run_inline(data: *mut InlineBuf) -> Result<(), PanicPayload> {
+        // SAFETY: by the contract; the read moves the task out.
+        unsafe { ptr::read(data.cast::<R>()) }.run()
     }
 
     /// # Safety
-    /// As for `run_raw`.
-    unsafe fn discard_raw(ptr: NonNull<JobHeader>, why: TaskError) {
-        // SAFETY: as in `run_raw`.
-        let job = unsafe { Box::from_raw(ptr.cast::<HeapJob<R>>().as_ptr()) };
-        job.body.discard(why);
+    /// As for `run_inline`.
+    unsafe fn discard_inline(data: *mut InlineBuf, why: TaskError) {
+        // SAFETY: as in `run_inline`.
+        unsafe { ptr::read(data.cast::<R>()) }.discard(why)
+    }
+
+    /// # Safety
+    /// `data` holds a `Box<R>` written by `into_job_ref`, read only here.
+    unsafe fn run_boxed(data: *mut InlineBuf) -> Result<(), PanicPayload> {
+        // SAFETY: by the contract; the read moves the box out.
+        unsafe { ptr::read(data.cast::<Box<R>>()) }.run()
+    }
+
+    /// # Safety
+    /// As for `run_boxed`.
+    unsafe fn discard_boxed(data: *mut InlineBuf, why: TaskError) {
+        // SAFETY: as in `run_boxed`.
+        unsafe { ptr::read(data.cast::<Box<R>>()) }.discard(why)
     }
 }
 

@@ -127,6 +127,17 @@ pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Relaxed);
 }
 
+/// Adds one to a counter of `worker`'s own slot, or of a shared stripe
+/// (`None`). A worker is the only writer of its slot, so a plain relaxed
+/// load and store suffice there (no locked instruction on the hot path).
+#[inline]
+pub(crate) fn bump_at(counter: &AtomicU64, worker: Option<usize>) {
+    match worker {
+        Some(_) => counter.store(counter.load(Relaxed) + 1, Relaxed),
+        None => bump(counter),
+    }
+}
+
 /// A snapshot of a pool's state and counters.
 ///
 /// Gauges (`queued`, `running`, `parked`) are read one after another and

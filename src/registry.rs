@@ -26,12 +26,12 @@
 use crate::builder::{Backpressure, Config, TaskPanic};
 use crate::error::{SubmitError, TaskError};
 use crate::handle::Waiter;
-use crate::job::{drop_payload, panic_message, HeapJob, JobKind, JobRef, PanicPayload, Runnable};
+use crate::job::{drop_payload, panic_message, TaskJob, JobKind, JobRef, PanicPayload, Runnable};
 use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use crate::loom::sync::{Condvar, Mutex};
 use crate::loom::thread::{self, JoinHandle};
-use crate::metrics::{bump, Counters, Metrics};
-use crate::queue::{GlobalQueue, Injector, LocalQueue, Steal, StealQueue, Stealer};
+use crate::metrics::{bump, bump_at, Counters, Metrics};
+use crate::queue::{GlobalQueue, Injector, Steal, StealQueue, Stealer};
 use crate::sleep::Sleep;
 use crate::worker::WorkerThread;
 use crate::ShutdownReport;
@@ -175,25 +175,24 @@ impl Registry {
     // ----- admission -------------------------------------------------------
 
     fn try_reserve(&self) -> Reserve {
-        // SeqCst: the load and CAS take part in the Dekker-style handshake
-        // with `task_started` (room waiters) and with `shutdown` (close).
-        let mut word = self.admission.load(SeqCst);
-        loop {
-            if closed(word) {
-                return Reserve::Closed;
-            }
-            if queued(word) >= self.config.capacity {
-                return Reserve::Full;
-            }
-            match self.admission.compare_exchange_weak(
-                word,
-                word + QUEUED_ONE + PENDING_ONE,
-                SeqCst,
-                SeqCst,
-            ) {
-                Ok(_) => return Reserve::Ok,
-                Err(actual) => word = actual,
-            }
+        // One `fetch_add` takes the place; a refused reservation is undone.
+        // (A CAS loop would retry under the workers' constant decrements.)
+        // While undone places are in flight, `queued` may exceed the true
+        // count by the number of concurrently refused submitters, so a racing
+        // submitter at the very edge of capacity may see `Full`: "full" is
+        // decided at the moment of the `fetch_add`, as if those refused
+        // submissions were still holding their places.
+        // SeqCst: the add takes part in the Dekker-style handshakes with
+        // `task_started`/`notify_room` (room waiters) and with `shutdown`.
+        let before = self.admission.fetch_add(QUEUED_ONE + PENDING_ONE, SeqCst);
+        if closed(before) {
+            self.retire(QUEUED_ONE + PENDING_ONE);
+            Reserve::Closed
+        } else if queued(before) >= self.config.capacity {
+            self.retire(QUEUED_ONE + PENDING_ONE);
+            Reserve::Full
+        } else {
+            Reserve::Ok
         }
     }
 
@@ -215,7 +214,7 @@ impl Registry {
         match self.try_reserve() {
             Reserve::Ok => {
                 bump(&slot.submitted);
-                self.enqueue(HeapJob::into_job_ref(body));
+                self.enqueue(TaskJob::into_job_ref(body));
                 return Ok(Admitted::Queued);
             }
             Reserve::Closed => return Err(SubmitError::ShutDown(body)),
@@ -239,7 +238,7 @@ impl Registry {
             (Backpressure::CallerRuns, _) => {
                 bump(&slot.submitted);
                 bump(&slot.caller_runs);
-                bump(&slot.started);
+                bump_at(&slot.started, worker);
                 let outcome = body.run();
                 self.record_outcome(outcome, worker);
                 Ok(Admitted::RanOnCaller)
@@ -267,7 +266,10 @@ impl Registry {
                 }
                 match worker.find_work() {
                     Some(job) => worker.execute(job),
-                    None => thread::yield_now(),
+                    None => {
+                        worker.pay_owed();
+                        thread::yield_now();
+                    }
                 }
             }
         }
@@ -308,7 +310,7 @@ impl Registry {
 
     fn admit<R: Runnable>(&self, body: R) -> Admitted {
         bump(&self.counters.slot(self.own_worker_index()).submitted);
-        self.enqueue(HeapJob::into_job_ref(body));
+        self.enqueue(TaskJob::into_job_ref(body));
         Admitted::Queued
     }
 
@@ -333,7 +335,7 @@ impl Registry {
                 bump(&slot.submitted);
                 bump(&slot.dropped_oldest);
                 oldest.discard(TaskError::Dropped);
-                self.enqueue(HeapJob::into_job_ref(body));
+                self.enqueue(TaskJob::into_job_ref(body));
                 return Ok(Admitted::Queued);
             }
             // Every queued task is between a queue and its start: retry.
@@ -370,22 +372,34 @@ impl Registry {
     // ----- running ----------------------------------------------------------
 
     /// Runs (or, once shutdown abandons, discards) a popped task.
-    pub(crate) fn run_task(&self, job: JobRef, worker: Option<usize>) {
+    ///
+    /// `owed` is the number of this thread's earlier tasks that finished
+    /// without retiring their `pending` place yet; it is paid here, folded
+    /// into this task's start, so a busy worker touches the admission word
+    /// once per task. Returns the new debt: this task's place, which the
+    /// caller pays with [`pay`](Self::pay) before it waits, parks or runs
+    /// anything but a task.
+    pub(crate) fn run_task(&self, job: JobRef, worker: Option<usize>, owed: u64) -> u64 {
         // Acquire pairs with the SeqCst store in `abandon_queued`.
         if self.abandon.load(std::sync::atomic::Ordering::Acquire) {
+            self.pay(owed);
             self.discard_task(job, TaskError::Abandoned, worker);
-            return;
+            return 0;
         }
-        self.task_started();
-        bump(&self.counters.slot(worker).started);
+        self.retire(QUEUED_ONE + owed * PENDING_ONE);
+        self.notify_room();
+        let slot = self.counters.slot(worker);
+        bump_at(&slot.started, worker);
         let outcome = job.run();
         self.record_outcome(outcome, worker);
-        self.finish(PENDING_ONE);
+        1
     }
 
-    fn task_started(&self) {
-        self.admission.fetch_sub(QUEUED_ONE, SeqCst);
-        self.notify_room();
+    /// Retires `owed` finished tasks' `pending` places.
+    pub(crate) fn pay(&self, owed: u64) {
+        if owed > 0 {
+            self.retire(owed * PENDING_ONE);
+        }
     }
 
     fn notify_room(&self) {
@@ -401,9 +415,9 @@ impl Registry {
     fn record_outcome(&self, outcome: Result<(), PanicPayload>, worker: Option<usize>) {
         let slot = self.counters.slot(worker);
         match outcome {
-            Ok(()) => bump(&slot.completed),
+            Ok(()) => bump_at(&slot.completed, worker),
             Err(payload) => {
-                bump(&slot.panicked);
+                bump_at(&slot.panicked, worker);
                 if let Some(handler) = &self.config.panic_handler {
                     let report = TaskPanic {
                         thread: thread::current().name().map(str::to_owned),
@@ -420,15 +434,15 @@ impl Registry {
     /// Discards a queued task unrun.
     fn discard_task(&self, job: JobRef, why: TaskError, worker: Option<usize>) {
         job.discard(why);
-        bump(&self.counters.slot(worker).abandoned);
-        self.finish(QUEUED_ONE + PENDING_ONE);
+        bump_at(&self.counters.slot(worker).abandoned, worker);
+        self.retire(QUEUED_ONE + PENDING_ONE);
         self.notify_room();
     }
 
     /// Retires `delta` from the admission word and wakes whoever waits on it.
-    fn finish(&self, delta: u64) {
+    fn retire(&self, delta: u64) {
         let before = self.admission.fetch_sub(delta, SeqCst);
-        if closed(before) && pending(before) == 1 {
+        if closed(before) && pending(before) == pending(delta) && pending(delta) > 0 {
             // Termination: the last task after close; workers may exit.
             self.sleep.wake_all();
         }

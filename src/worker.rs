@@ -35,6 +35,9 @@ pub(crate) struct WorkerThread {
     local: Local,
     searching: Cell<bool>,
     rng: Cell<u64>,
+    /// Finished tasks whose `pending` place is not yet retired (see
+    /// `Registry::run_task`).
+    owed: Cell<u64>,
 }
 
 /// The body of worker thread `index`.
@@ -44,6 +47,7 @@ pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
         index,
         local,
         searching: Cell::new(false),
+        owed: Cell::new(0),
         rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9)),
     };
     CURRENT.with(|c| c.set(&worker));
@@ -88,6 +92,7 @@ impl WorkerThread {
                 self.execute(job);
                 continue;
             }
+            self.pay_owed();
             if stop() {
                 break;
             }
@@ -101,9 +106,14 @@ impl WorkerThread {
     /// Runs a job popped from a queue.
     pub(crate) fn execute(&self, job: JobRef) {
         match job.kind() {
-            JobKind::Task => self.registry.run_task(job, Some(self.index)),
+            JobKind::Task => {
+                let owed = self.owed.take();
+                let owed = self.registry.run_task(job, Some(self.index), owed);
+                self.owed.set(self.owed.get() + owed);
+            }
             // Internal jobs hand their outcome (and panic) to their waiter.
             JobKind::Internal => {
+                self.pay_owed();
                 let _ = job.run();
             }
         }
@@ -113,16 +123,23 @@ impl WorkerThread {
     /// makes `done()` true must then unpark this worker's parker (the
     /// caller registers it beforehand).
     pub(crate) fn wait_until(&self, done: &dyn Fn() -> bool) {
+        self.pay_owed();
         while !done() {
             if let Some(job) = self.find_work_spinning(done) {
                 self.execute(job);
                 continue;
             }
+            self.pay_owed();
             if done() {
                 break;
             }
             self.park(done);
         }
+    }
+
+    /// Retires the places of finished tasks this worker still owes.
+    pub(crate) fn pay_owed(&self) {
+        self.registry.pay(self.owed.take());
     }
 
     /// One look for work in every queue; becomes a searcher to steal.
@@ -157,6 +174,9 @@ impl WorkerThread {
             if let Some(job) = self.find_work() {
                 return Some(job);
             }
+            // Before spinning or parking: whoever waits for idleness or
+            // termination must see this worker's finished tasks.
+            self.pay_owed();
             if !self.searching.get() || round == SPIN_ROUNDS || stop() {
                 return None;
             }
