@@ -156,6 +156,8 @@ pub struct Metrics {
     pub running: usize,
     /// The queue's capacity.
     pub queue_capacity: usize,
+    /// Outside threads blocked waiting for room (`Backpressure::Block`).
+    pub blocked_submitters: usize,
     /// Whether admission is closed (shutdown began).
     pub shut_down: bool,
     /// Counters since the pool was built.

@@ -668,6 +668,7 @@ impl Registry {
             queued: queued(word),
             running: pending(word).saturating_sub(queued(word)),
             queue_capacity: self.config.capacity,
+            blocked_submitters: self.room_waiters.load(SeqCst),
             shut_down: closed(word),
             counts: self.counters.sum(),
         }

@@ -1,0 +1,79 @@
+//! Synchronisation helpers for the tests: latches and gates, no sleeps.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// A gate tasks wait at until the test opens it.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn open(&self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+    }
+    pub fn wait(&self) {
+        let mut open = self.0 .0.lock().unwrap();
+        while !*open {
+            open = self.0 .1.wait(open).unwrap();
+        }
+    }
+}
+
+/// Counts arrivals; `wait_for(n)` blocks until `n` have arrived.
+#[derive(Clone, Default)]
+pub struct Arrivals(Arc<(Mutex<usize>, Condvar)>);
+
+impl Arrivals {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn arrive(&self) {
+        *self.0 .0.lock().unwrap() += 1;
+        self.0 .1.notify_all();
+    }
+    pub fn wait_for(&self, n: usize) {
+        let mut count = self.0 .0.lock().unwrap();
+        while *count < n {
+            count = self.0 .1.wait(count).unwrap();
+        }
+    }
+}
+
+/// Occupies `n` workers of `pool` with tasks that wait at the returned gate;
+/// returns once all `n` are running.
+pub fn block_workers(pool: &ebbtide::PoolHandle, n: usize) -> Gate {
+    let gate = Gate::new();
+    let started = Arrivals::new();
+    for _ in 0..n {
+        let (gate, started) = (gate.clone(), started.clone());
+        pool.execute(move || {
+            started.arrive();
+            gate.wait();
+        })
+        .unwrap_or_else(|_| panic!("blocker not accepted"));
+    }
+    started.wait_for(n);
+    gate
+}
+
+/// Spins (yielding) until `cond` holds: for states the test cannot be
+/// notified of, such as "a thread is blocked inside the pool".
+pub fn until(mut cond: impl FnMut() -> bool) {
+    while !cond() {
+        std::thread::yield_now();
+    }
+}
+
+/// A value that counts its drops.
+pub struct DropCounter(pub Arc<AtomicUsize>);
+
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,115 @@
+//! No leaked threads or closures. One test in this binary, so the process's
+//! thread count belongs to it alone.
+
+use ebbtide::{Backpressure, Pool};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+
+fn os_threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+}
+
+struct DropCounter(Arc<AtomicUsize>);
+
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+#[test]
+fn every_thread_is_joined_and_every_closure_dropped_exactly_once() {
+    let linux = std::path::Path::new("/proc/self/task").exists();
+    let base = os_threads();
+    let created = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let token = || {
+        created.fetch_add(1, SeqCst);
+        DropCounter(dropped.clone())
+    };
+
+    for round in 0..3 {
+        let policy = [Backpressure::Block, Backpressure::DropOldest, Backpressure::Reject][round];
+        let pool = Pool::builder()
+            .workers(4)
+            .queue_capacity(16)
+            .backpressure(policy)
+            .build()
+            .unwrap();
+        if linux {
+            assert_eq!(os_threads(), base + 4, "round {round}: 4 workers running");
+        }
+        // Hold every worker so the queue fills and the policies apply.
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let started = Arc::new(AtomicUsize::new(0));
+        for _ in 0..4 {
+            let (g, s, t) = (gate.clone(), started.clone(), token());
+            pool.execute(move || {
+                let _t = t;
+                s.fetch_add(1, SeqCst);
+                let mut open = g.0.lock().unwrap();
+                while !*open {
+                    open = g.1.wait(open).unwrap();
+                }
+            })
+            .unwrap();
+        }
+        while started.load(SeqCst) < 4 {
+            std::thread::yield_now();
+        }
+        for _ in 0..40 {
+            let (t, r) = (token(), ran.clone());
+            let task = move || {
+                let _t = t;
+                r.fetch_add(1, SeqCst);
+            };
+            match pool.try_execute(task) {
+                Ok(()) => {}
+                Err(e) => drop(e.into_inner()),
+            }
+        }
+        // Tasks queued with handles that are dropped unjoined.
+        let report = pool.shutdown_now();
+        assert_eq!(report.still_running, 4, "round {round}");
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        let report = pool.shutdown();
+        assert_eq!(
+            report.submitted,
+            report.completed + report.abandoned + report.dropped + report.rejected,
+            "round {round}: {report:?}"
+        );
+        drop(pool);
+        if linux {
+            assert_eq!(os_threads(), base, "round {round}: every worker joined");
+        }
+        assert_eq!(dropped.load(SeqCst), created.load(SeqCst), "round {round}");
+    }
+    assert_eq!(ran.load(SeqCst), 0, "every queued task was abandoned");
+
+    // Normal runs: dropping the pool drains and joins.
+    {
+        let pool = Pool::builder().workers(3).build().unwrap();
+        for _ in 0..1_000 {
+            let (t, r) = (token(), ran.clone());
+            pool.execute(move || {
+                let _t = t;
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap();
+        }
+    }
+    assert_eq!(ran.load(SeqCst), 1_000);
+    assert_eq!(dropped.load(SeqCst), created.load(SeqCst));
+    if linux {
+        assert_eq!(os_threads(), base);
+    }
+
+    // A build that fails part-way stops and joins what it started.
+    let err = Pool::builder().workers(3).stack_size(1 << 46).build();
+    assert!(err.is_err());
+    if linux {
+        assert_eq!(os_threads(), base);
+    }
+}
