@@ -103,7 +103,10 @@ fn spawn_1m(c: &mut Criterion) {
     });
     drop(pool);
 
-    let rayon = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    let rayon = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap();
     group.bench_function(BenchmarkId::new("rayon_scope_spawn", n), |b| {
         b.iter(|| {
             rayon.scope(|s| {

@@ -6,7 +6,10 @@ fn main() {
     for _ in 0..3 {
         let t = Instant::now();
         for _ in 0..1_000_000 {
-            pool.execute(|| { C.fetch_add(1, Ordering::Relaxed); }).unwrap();
+            pool.execute(|| {
+                C.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
         }
         pool.wait_idle();
         println!("{} in {:?}", C.load(Ordering::Relaxed), t.elapsed());

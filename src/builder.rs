@@ -3,7 +3,7 @@
 use crate::error::BuildError;
 use crate::loom::sync::Arc;
 use crate::loom::thread;
-use crate::queue::{LocalQueue, Local};
+use crate::queue::{Local, LocalQueue};
 use crate::registry::{Registry, ShutdownMode};
 use crate::{worker, Pool};
 use std::fmt;
@@ -62,7 +62,9 @@ impl TaskPanic {
     }
 }
 
-pub(crate) type PanicHandler = Arc<dyn Fn(&TaskPanic) + Send + Sync + 'static>;
+/// A plain `std` `Arc`: the handler takes part in no protocol (and loom's
+/// `Arc` cannot hold a trait object).
+pub(crate) type PanicHandler = std::sync::Arc<dyn Fn(&TaskPanic) + Send + Sync + 'static>;
 
 /// A validated configuration.
 pub(crate) struct Config {
@@ -198,7 +200,7 @@ impl Builder {
     where
         H: Fn(&TaskPanic) + Send + Sync + 'static,
     {
-        self.panic_handler = Some(Arc::new(handler));
+        self.panic_handler = Some(std::sync::Arc::new(handler));
         self
     }
 
@@ -209,10 +211,7 @@ impl Builder {
             expected,
         };
         let cpus = num_cpus::get().max(1);
-        for (field, value) in [
-            ("workers", self.workers),
-            ("max_workers", self.max_workers),
-        ] {
+        for (field, value) in [("workers", self.workers), ("max_workers", self.max_workers)] {
             if value == Some(0) {
                 return Err(invalid(field, &0, "at least 1"));
             }

@@ -55,14 +55,6 @@ impl Waiter {
             Waiter::Waker(w) => w.wake_by_ref(),
         }
     }
-
-    /// The waiter for the calling thread: its worker parker or the thread.
-    pub(crate) fn current() -> Waiter {
-        match WorkerThread::current() {
-            Some(w) => Waiter::Worker(w.parker().clone()),
-            None => Waiter::Thread(thread::current()),
-        }
-    }
 }
 
 struct SlotInner<T> {

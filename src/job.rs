@@ -29,7 +29,10 @@ pub(crate) enum JobKind {
     /// backpressure and abandoned by shutdown.
     Task,
     /// Work a running job waits for (its caller owns the result): never
-    /// counted as queued, never abandoned; it always runs.
+    /// counted as queued, never abandoned; it always runs. The scheduler,
+    /// eviction and shutdown already route these; fork-join jobs (`join`,
+    /// `scope`, `install`) are what construct them.
+    #[allow(dead_code)]
     Internal,
 }
 
@@ -77,7 +80,9 @@ unsafe impl Send for JobRef {}
 
 impl std::fmt::Debug for JobRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobRef").field("kind", &self.vtable.kind).finish()
+        f.debug_struct("JobRef")
+            .field("kind", &self.vtable.kind)
+            .finish()
     }
 }
 

@@ -66,3 +66,6 @@ pub use error::{BuildError, SubmitError, TaskError};
 pub use handle::JoinHandle;
 pub use metrics::{Counts, Metrics};
 pub use pool::{Pool, PoolHandle, ShutdownReport};
+
+#[cfg(all(test, loom))]
+mod loom_tests;

@@ -150,6 +150,12 @@ pub struct Metrics {
     pub workers: usize,
     /// Workers parked (sleeping for want of work).
     pub parked: usize,
+    /// Workers searching other queues for work.
+    pub searching: usize,
+    /// Jobs in the global injector.
+    pub injector_len: usize,
+    /// Jobs in each worker's own deque.
+    pub worker_queue_lens: Vec<usize>,
     /// Tasks accepted and not yet started.
     pub queued: usize,
     /// Tasks running now.

@@ -26,7 +26,8 @@
 use crate::builder::{Backpressure, Config, TaskPanic};
 use crate::error::{SubmitError, TaskError};
 use crate::handle::Waiter;
-use crate::job::{drop_payload, panic_message, TaskJob, JobKind, JobRef, PanicPayload, Runnable};
+use crate::job::{drop_payload, panic_message, JobKind, JobRef, PanicPayload, Runnable, TaskJob};
+use crate::loom::handshake_fence;
 use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use crate::loom::sync::{Condvar, Mutex};
 use crate::loom::thread::{self, JoinHandle};
@@ -182,8 +183,17 @@ impl Registry {
         // submitter at the very edge of capacity may see `Full`: "full" is
         // decided at the moment of the `fetch_add`, as if those refused
         // submissions were still holding their places.
+        // A plain load first: a closed or full pool is refused without
+        // touching the word (so transient places are only taken in a race).
+        let word = self.admission.load(SeqCst);
+        if closed(word) {
+            return Reserve::Closed;
+        }
+        if queued(word) >= self.config.capacity {
+            return Reserve::Full;
+        }
         // SeqCst: the add takes part in the Dekker-style handshakes with
-        // `task_started`/`notify_room` (room waiters) and with `shutdown`.
+        // `retire`/`notify_room` (room waiters) and with `shutdown`.
         let before = self.admission.fetch_add(QUEUED_ONE + PENDING_ONE, SeqCst);
         if closed(before) {
             self.retire(QUEUED_ONE + PENDING_ONE);
@@ -208,7 +218,11 @@ impl Registry {
     }
 
     /// Offers a task, applying the backpressure policy when the queue is full.
-    pub(crate) fn submit<R: Runnable>(&self, body: R, wait: Wait) -> Result<Admitted, SubmitError<R>> {
+    pub(crate) fn submit<R: Runnable>(
+        &self,
+        body: R,
+        wait: Wait,
+    ) -> Result<Admitted, SubmitError<R>> {
         let worker = self.own_worker_index();
         let slot = self.counters.slot(worker);
         match self.try_reserve() {
@@ -275,6 +289,8 @@ impl Registry {
         }
         let mut guard = self.room_lock.lock();
         self.room_waiters.fetch_add(1, SeqCst);
+        // Handshake with `retire`: this registration, then `try_reserve`.
+        handshake_fence();
         let result = loop {
             match self.try_reserve() {
                 Reserve::Ok => break Ok(()),
@@ -442,6 +458,9 @@ impl Registry {
     /// Retires `delta` from the admission word and wakes whoever waits on it.
     fn retire(&self, delta: u64) {
         let before = self.admission.fetch_sub(delta, SeqCst);
+        // Handshake with `wait_for` and `block_for_room`: this decrement,
+        // then the loads of their waiter counts.
+        handshake_fence();
         if closed(before) && pending(before) == pending(delta) && pending(delta) > 0 {
             // Termination: the last task after close; workers may exit.
             self.sleep.wake_all();
@@ -508,6 +527,9 @@ impl Registry {
         };
         self.idle_list.lock().push((id, waiter));
         self.idle_waiters.fetch_add(1, SeqCst);
+        // Handshake with `retire`: this registration, then the loads of the
+        // admission word below.
+        handshake_fence();
         let mut met = true;
         match worker {
             Some(w) => w.wait_until(&|| cond(self.admission.load(SeqCst))),
@@ -582,7 +604,10 @@ impl Registry {
             }
             ShutdownMode::Now => self.abandon_queued(),
         }
-        let still_running = pending(self.admission.load(SeqCst));
+        // A reservation refused for `CLOSED` holds a place in both fields
+        // until it is undone; the difference counts running tasks only.
+        let word = self.admission.load(SeqCst);
+        let still_running = pending(word) - queued(word);
         if still_running == 0 && !inside {
             self.join_threads();
         }
@@ -665,6 +690,9 @@ impl Registry {
         Metrics {
             workers: self.num_workers(),
             parked: self.sleep.parked(),
+            searching: self.sleep.searching(),
+            injector_len: self.injector.len(),
+            worker_queue_lens: self.stealers.iter().map(StealQueue::len).collect(),
             queued: queued(word),
             running: pending(word).saturating_sub(queued(word)),
             queue_capacity: self.config.capacity,

@@ -23,6 +23,8 @@ use crate::sleep::Parker;
 use std::cell::Cell;
 
 thread_local! {
+    // Not `const`: loom's `thread_local!` does not take const initialisers.
+    #[allow(clippy::missing_const_for_thread_local)]
     static CURRENT: Cell<*const WorkerThread> = Cell::new(std::ptr::null());
 }
 
@@ -48,7 +50,9 @@ pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
         local,
         searching: Cell::new(false),
         owed: Cell::new(0),
-        rng: Cell::new(0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9)),
+        rng: Cell::new(
+            0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+        ),
     };
     CURRENT.with(|c| c.set(&worker));
     worker.main_loop();
@@ -144,7 +148,10 @@ impl WorkerThread {
 
     /// One look for work in every queue; becomes a searcher to steal.
     pub(crate) fn find_work(&self) -> Option<JobRef> {
-        let found = self.local.pop().or_else(|| self.registry.take_global(&self.local));
+        let found = self
+            .local
+            .pop()
+            .or_else(|| self.registry.take_global(&self.local));
         let found = match found {
             Some(job) => Some(job),
             None => {

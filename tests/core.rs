@@ -1,5 +1,6 @@
 //! The core executor: every task once, result handles, waiting inside the
 //! pool, shutdown accounting, builder validation.
+#![cfg(not(loom))]
 
 mod common;
 
@@ -15,7 +16,11 @@ fn a_million_tasks_from_eight_threads_each_run_exactly_once() {
     const THREADS: usize = 8;
     const PER_THREAD: usize = 125_000;
     let pool = Pool::builder().workers(4).build().unwrap();
-    let runs: Arc<Vec<AtomicU8>> = Arc::new((0..THREADS * PER_THREAD).map(|_| AtomicU8::new(0)).collect());
+    let runs: Arc<Vec<AtomicU8>> = Arc::new(
+        (0..THREADS * PER_THREAD)
+            .map(|_| AtomicU8::new(0))
+            .collect(),
+    );
     std::thread::scope(|s| {
         for t in 0..THREADS {
             let (pool, runs) = (pool.handle(), Arc::clone(&runs));
@@ -32,8 +37,15 @@ fn a_million_tasks_from_eight_threads_each_run_exactly_once() {
         }
     });
     pool.wait_idle();
-    let wrong: Vec<usize> = (0..runs.len()).filter(|&i| runs[i].load(SeqCst) != 1).collect();
-    assert!(wrong.is_empty(), "{} tasks did not run exactly once, e.g. {:?}", wrong.len(), &wrong[..wrong.len().min(5)]);
+    let wrong: Vec<usize> = (0..runs.len())
+        .filter(|&i| runs[i].load(SeqCst) != 1)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} tasks did not run exactly once, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
     let report = pool.shutdown();
     assert_eq!(report.submitted, (THREADS * PER_THREAD) as u64);
     assert_eq!(report.completed, (THREADS * PER_THREAD) as u64);
@@ -58,22 +70,42 @@ fn running_tasks_never_exceed_workers_and_threads_are_reused() {
     }
     pool.wait_idle();
     let peak = peak.load(SeqCst);
-    assert!((1..=3).contains(&peak), "peak running tasks {peak} with 3 workers");
+    assert!(
+        (1..=3).contains(&peak),
+        "peak running tasks {peak} with 3 workers"
+    );
     let distinct = threads.lock().unwrap().len();
-    assert!((1..=3).contains(&distinct), "{distinct} distinct threads ran tasks with 3 workers");
+    assert!(
+        (1..=3).contains(&distinct),
+        "{distinct} distinct threads ran tasks with 3 workers"
+    );
 }
 
 #[test]
 fn spawn_returns_values_and_panics_through_handles() {
     let pool = Pool::builder().workers(2).build().unwrap();
-    let handles: Vec<_> = (0..100u64).map(|i| pool.spawn(move || i * 3).unwrap()).collect();
+    let handles: Vec<_> = (0..100u64)
+        .map(|i| pool.spawn(move || i * 3).unwrap())
+        .collect();
     let values: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(values, (0..100u64).map(|i| i * 3).collect::<Vec<_>>());
 
     let h = pool.spawn(|| -> u32 { panic!("boom {}", 7) }).unwrap();
-    assert_eq!(h.join(), Err(TaskError::Panicked { message: "boom 7".into() }));
-    let h = pool.spawn(|| -> u32 { std::panic::panic_any(5u8) }).unwrap();
-    assert_eq!(h.join(), Err(TaskError::Panicked { message: "<non-string panic payload>".into() }));
+    assert_eq!(
+        h.join(),
+        Err(TaskError::Panicked {
+            message: "boom 7".into()
+        })
+    );
+    let h = pool
+        .spawn(|| -> u32 { std::panic::panic_any(5u8) })
+        .unwrap();
+    assert_eq!(
+        h.join(),
+        Err(TaskError::Panicked {
+            message: "<non-string panic payload>".into()
+        })
+    );
     // The worker survived.
     assert_eq!(pool.spawn(|| 1).unwrap().join(), Ok(1));
 }
@@ -83,20 +115,20 @@ fn is_finished_and_join_timeout() {
     let pool = Pool::builder().workers(1).build().unwrap();
     let gate = Gate::new();
     let g = gate.clone();
-    let h = pool.spawn(move || {
-        g.wait();
-        9
-    })
-    .unwrap();
+    let h = pool
+        .spawn(move || {
+            g.wait();
+            9
+        })
+        .unwrap();
     assert!(!h.is_finished());
-    let h = h.join_timeout(Duration::from_millis(20)).expect_err("gate is closed");
+    let h = h
+        .join_timeout(Duration::from_millis(20))
+        .expect_err("gate is closed");
     gate.open();
-    let result = loop {
-        match h.join_timeout(Duration::from_secs(60)) {
-            Ok(r) => break r,
-            Err(_) => unreachable!("the gate is open"),
-        }
-    };
+    let result = h
+        .join_timeout(Duration::from_secs(300))
+        .expect("the gate is open");
     assert_eq!(result, Ok(9));
 }
 
@@ -116,7 +148,9 @@ fn join_inside_a_one_worker_pool_helps_instead_of_deadlocking() {
     let handle = pool.handle();
     let outer = pool
         .spawn(move || {
-            let inner: Vec<_> = (0..10u64).map(|i| handle.spawn(move || i + 1).unwrap()).collect();
+            let inner: Vec<_> = (0..10u64)
+                .map(|i| handle.spawn(move || i + 1).unwrap())
+                .collect();
             inner.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
         })
         .unwrap();
@@ -149,10 +183,11 @@ fn wait_idle_inside_a_task_waits_for_the_others_and_helps() {
         .spawn(move || {
             for _ in 0..10 {
                 let c = c.clone();
-                handle.execute(move || {
-                    c.fetch_add(1, SeqCst);
-                })
-                .unwrap();
+                handle
+                    .execute(move || {
+                        c.fetch_add(1, SeqCst);
+                    })
+                    .unwrap();
             }
             handle.wait_idle();
             c.load(SeqCst)
@@ -227,7 +262,10 @@ fn shutdown_now_abandons_exactly_the_queued_tasks() {
     }
     gate.open();
     let report = pool.shutdown();
-    assert_eq!((report.completed, report.abandoned, report.still_running), (2, 62, 0));
+    assert_eq!(
+        (report.completed, report.abandoned, report.still_running),
+        (2, 62, 0)
+    );
     assert_eq!(report.submitted, 64);
     assert_eq!(ran.load(SeqCst), 0);
 }
@@ -238,8 +276,13 @@ fn shutdown_timeout_abandons_what_has_not_started_by_the_deadline() {
     let gate = block_workers(&pool, 2);
     let handles: Vec<_> = (0..10).map(|i| pool.spawn(move || i).unwrap()).collect();
     let report = pool.shutdown_timeout(Duration::from_millis(30));
-    assert_eq!((report.abandoned, report.still_running, report.completed), (10, 2, 0));
-    assert!(handles.into_iter().all(|h| h.join() == Err(TaskError::Abandoned)));
+    assert_eq!(
+        (report.abandoned, report.still_running, report.completed),
+        (10, 2, 0)
+    );
+    assert!(handles
+        .into_iter()
+        .all(|h| h.join() == Err(TaskError::Abandoned)));
     gate.open();
     drop(pool);
 }
@@ -251,7 +294,10 @@ fn shutdown_timeout_drains_when_there_is_time() {
         pool.execute(|| ()).unwrap();
     }
     let report = pool.shutdown_timeout(Duration::from_secs(300));
-    assert_eq!((report.completed, report.abandoned, report.still_running), (500, 0, 0));
+    assert_eq!(
+        (report.completed, report.abandoned, report.still_running),
+        (500, 0, 0)
+    );
 }
 
 #[test]
@@ -320,7 +366,10 @@ fn submission_after_shutdown_hands_the_closure_back() {
     let r = ran.clone();
     let err = pool.spawn(move || r.fetch_add(1, SeqCst)).unwrap_err();
     assert!(err.is_shut_down());
-    assert_eq!(err.to_string(), "task rejected: the pool is shutting down or shut down");
+    assert_eq!(
+        err.to_string(),
+        "task rejected: the pool is shutting down or shut down"
+    );
     (err.into_inner())();
     assert_eq!(ran.load(SeqCst), 1);
     // Idempotent.
@@ -334,27 +383,83 @@ fn builder_mistakes_are_errors_naming_the_setting() {
         b.build().expect_err("invalid settings must not build")
     }
     let e = err(Pool::builder().workers(0));
-    assert!(matches!(e, BuildError::Invalid { field: "workers", .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            BuildError::Invalid {
+                field: "workers",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_eq!(e.to_string(), "invalid workers = 0: expected at least 1");
     let e = err(Pool::builder().max_workers(0));
-    assert!(matches!(e, BuildError::Invalid { field: "max_workers", .. }));
+    assert!(matches!(
+        e,
+        BuildError::Invalid {
+            field: "max_workers",
+            ..
+        }
+    ));
     let e = err(Pool::builder().min_workers(5).max_workers(2));
     assert!(matches!(e, BuildError::MinAboveMax { min: 5, max: 2 }));
     assert!(e.to_string().contains("min_workers = 5"));
     let e = err(Pool::builder().workers(4).max_workers(8));
-    assert!(matches!(e, BuildError::Conflict { workers: 4, other: "max_workers", value: 8 }));
+    assert!(matches!(
+        e,
+        BuildError::Conflict {
+            workers: 4,
+            other: "max_workers",
+            value: 8
+        }
+    ));
     let e = err(Pool::builder().queue_capacity(0));
-    assert!(matches!(e, BuildError::Invalid { field: "queue_capacity", .. }));
+    assert!(matches!(
+        e,
+        BuildError::Invalid {
+            field: "queue_capacity",
+            ..
+        }
+    ));
     let e = err(Pool::builder().queue_capacity(ebbtide::MAX_QUEUE_CAPACITY + 1));
-    assert!(matches!(e, BuildError::Invalid { field: "queue_capacity", .. }));
+    assert!(matches!(
+        e,
+        BuildError::Invalid {
+            field: "queue_capacity",
+            ..
+        }
+    ));
     let e = err(Pool::builder().workers(ebbtide::MAX_WORKERS + 1));
-    assert!(matches!(e, BuildError::Invalid { field: "workers", .. }));
+    assert!(matches!(
+        e,
+        BuildError::Invalid {
+            field: "workers",
+            ..
+        }
+    ));
     let e = err(Pool::builder().stack_size(0));
-    assert!(matches!(e, BuildError::Invalid { field: "stack_size", .. }));
+    assert!(matches!(
+        e,
+        BuildError::Invalid {
+            field: "stack_size",
+            ..
+        }
+    ));
     let e = err(Pool::builder().thread_name("bad\0name"));
-    assert!(matches!(e, BuildError::Invalid { field: "thread_name", .. }));
+    assert!(matches!(
+        e,
+        BuildError::Invalid {
+            field: "thread_name",
+            ..
+        }
+    ));
     // Defaults and consistent combinations build.
-    let pool = Pool::builder().min_workers(1).max_workers(3).build().unwrap();
+    let pool = Pool::builder()
+        .min_workers(1)
+        .max_workers(3)
+        .build()
+        .unwrap();
     assert_eq!((pool.min_workers(), pool.num_workers()), (1, 3));
     assert_eq!(Pool::new().unwrap().num_workers(), num_cpus::get());
 }
@@ -362,15 +467,27 @@ fn builder_mistakes_are_errors_naming_the_setting() {
 #[test]
 fn a_refused_thread_is_a_build_error() {
     // No OS gives a thread a 64 TiB stack.
-    let e = Pool::builder().workers(2).stack_size(1 << 46).build().unwrap_err();
+    let e = Pool::builder()
+        .workers(2)
+        .stack_size(1 << 46)
+        .build()
+        .unwrap_err();
     assert!(matches!(e, BuildError::Spawn { worker: 0, .. }), "{e:?}");
     assert!(std::error::Error::source(&e).is_some());
 }
 
 #[test]
 fn worker_threads_carry_the_configured_name() {
-    let pool = Pool::builder().workers(2).thread_name("crunch").build().unwrap();
-    let name = pool.spawn(|| std::thread::current().name().map(String::from)).unwrap().join().unwrap();
+    let pool = Pool::builder()
+        .workers(2)
+        .thread_name("crunch")
+        .build()
+        .unwrap();
+    let name = pool
+        .spawn(|| std::thread::current().name().map(String::from))
+        .unwrap()
+        .join()
+        .unwrap();
     let name = name.expect("workers are named");
     assert!(name == "crunch-0" || name == "crunch-1", "{name}");
 }
@@ -386,7 +503,9 @@ fn handles_can_be_awaited_without_blocking_the_runtime() {
             "done"
         })
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let result = rt.block_on(async move {
         // One runtime thread: if awaiting blocked it, the opener never ran.
         let waiter = tokio::spawn(handle);

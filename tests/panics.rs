@@ -1,4 +1,5 @@
 //! Panic isolation: a thousand panicking tasks, a panicking handler.
+#![cfg(not(loom))]
 
 use ebbtide::{Pool, TaskError};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -61,7 +62,10 @@ fn a_thousand_panics_are_reported_and_the_pool_keeps_working() {
     assert_eq!((c.panicked, c.completed), (1_000, 0));
     // Still works, on every worker.
     let handles: Vec<_> = (0..100).map(|i| pool.spawn(move || i).unwrap()).collect();
-    assert_eq!(handles.into_iter().map(|h| h.join().unwrap()).sum::<i32>(), 4950);
+    assert_eq!(
+        handles.into_iter().map(|h| h.join().unwrap()).sum::<i32>(),
+        4950
+    );
     assert_eq!(pool.shutdown().panicked, 1_000);
 }
 
@@ -78,10 +82,14 @@ fn a_panicking_panic_handler_is_contained() {
         })
         .build()
         .unwrap();
-    let h = pool.spawn(|| -> u8 { panic!("{MARK}: from the task") }).unwrap();
+    let h = pool
+        .spawn(|| -> u8 { panic!("{MARK}: from the task") })
+        .unwrap();
     assert_eq!(
         h.join(),
-        Err(TaskError::Panicked { message: format!("{MARK}: from the task") })
+        Err(TaskError::Panicked {
+            message: format!("{MARK}: from the task")
+        })
     );
     assert_eq!(pool.spawn(|| 3).unwrap().join(), Ok(3));
     pool.wait_idle();

@@ -9,8 +9,7 @@
 //! against submit, join latches).
 //!
 //! Both implementations expose one API: `Mutex::lock` returns a guard (no
-//! poisoning), `Condvar::wait` takes `&mut guard`, and `UnsafeCell` offers
-//! loom's `with`/`with_mut` accessors.
+//! poisoning) and `Condvar::wait` takes `&mut guard`.
 
 #[cfg(not(loom))]
 mod real;

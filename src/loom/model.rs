@@ -41,10 +41,6 @@ pub(crate) mod sync {
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             MutexGuard(Some(self.0.lock().expect("loom mutex poisoned")))
         }
-
-        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            self.0.try_lock().ok().map(|g| MutexGuard(Some(g)))
-        }
     }
 
     /// loom's condition variable behind the crate's common API.
@@ -82,10 +78,6 @@ pub(crate) mod sync {
     }
 }
 
-pub(crate) mod cell {
-    pub(crate) use loom::cell::UnsafeCell;
-}
-
 pub(crate) mod thread {
     pub(crate) use loom::thread::{current, park, yield_now, Builder, JoinHandle, Thread};
 }
@@ -104,4 +96,9 @@ pub(crate) const SPIN_ROUNDS: u32 = 0;
 /// loom does not model time: parks until unparked.
 pub(crate) fn park_timeout(_dur: std::time::Duration) {
     loom::thread::park();
+}
+
+/// See `real.rs`: loom only honours `SeqCst` through fences.
+pub(crate) fn handshake_fence() {
+    loom::sync::atomic::fence(loom::sync::atomic::Ordering::SeqCst);
 }

@@ -22,10 +22,6 @@ pub(crate) mod sync {
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock()
         }
-
-        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            self.0.try_lock()
-        }
     }
 
     /// A `parking_lot` condition variable behind the crate's common API.
@@ -61,26 +57,6 @@ pub(crate) mod sync {
     }
 }
 
-pub(crate) mod cell {
-    /// `std::cell::UnsafeCell` with loom's closure-based accessors.
-    #[derive(Debug, Default)]
-    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
-
-    impl<T> UnsafeCell<T> {
-        pub(crate) const fn new(value: T) -> Self {
-            UnsafeCell(std::cell::UnsafeCell::new(value))
-        }
-
-        pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
-            f(self.0.get())
-        }
-
-        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
-            f(self.0.get())
-        }
-    }
-}
-
 pub(crate) mod thread {
     pub(crate) use std::thread::{current, park, yield_now, Builder, JoinHandle, Thread};
 }
@@ -100,3 +76,12 @@ pub(crate) const SPIN_ROUNDS: u32 = 16;
 pub(crate) fn park_timeout(dur: std::time::Duration) {
     std::thread::park_timeout(dur);
 }
+
+/// Marks the middle of a Dekker-style handshake: "my `SeqCst` RMW on one
+/// word, then my `SeqCst` load of another", matched by the other side doing
+/// the same in reverse. Real builds need nothing here: all `SeqCst`
+/// operations lie in one total order, so one side must see the other's
+/// write. loom models `SeqCst` accesses as `AcqRel` and only honours
+/// `fence(SeqCst)`, so under loom this is that fence.
+#[inline(always)]
+pub(crate) fn handshake_fence() {}

@@ -67,14 +67,19 @@ pub(crate) struct Sleep {
 impl Sleep {
     /// All `num_workers` workers start unparked and not searching.
     pub(crate) fn new(num_workers: usize) -> Self {
-        assert!(num_workers < SEARCH_MASK, "worker count checked by the builder");
+        assert!(
+            num_workers < SEARCH_MASK,
+            "worker count checked by the builder"
+        );
         Sleep {
             state: CachePadded::new(AtomicUsize::new(num_workers * UNPARK_ONE)),
             sleepers: Mutex::new(Sleepers {
                 list: Vec::with_capacity(num_workers),
                 granted: vec![false; num_workers],
             }),
-            parkers: (0..num_workers).map(|_| Arc::new(Parker::default())).collect(),
+            parkers: (0..num_workers)
+                .map(|_| Arc::new(Parker::default()))
+                .collect(),
             num_workers,
         }
     }

@@ -1,0 +1,182 @@
+//! loom models of the pool's protocols, run over the real registry, worker
+//! loop and sleep code with the simple queue backend:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" cargo test --release --lib loom_
+//! ```
+//!
+//! loom explores the interleavings of each model (bounded by
+//! `LOOM_MAX_PREEMPTIONS`) and fails on a deadlock, which is how a lost
+//! wake-up shows: every thread parked with work still queued.
+
+use crate::loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use crate::loom::sync::{Arc, Condvar, Mutex};
+use crate::{Backpressure, Pool, SubmitError, TaskError};
+
+fn pool(workers: usize) -> Pool {
+    Pool::builder()
+        .workers(workers)
+        .build()
+        .expect("pool builds under loom")
+}
+
+/// Sleep/wake: a task submitted while the worker may be searching, spinning
+/// or parking is always run (no lost wake-up), exactly once.
+#[test]
+fn loom_sleep_wake_no_lost_wakeup() {
+    loom::model(|| {
+        let pool = pool(1);
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        pool.execute(move || {
+            r.fetch_add(1, SeqCst);
+        })
+        .unwrap_or_else(|_| panic!("accepted"));
+        pool.wait_idle();
+        assert_eq!(ran.load(SeqCst), 1);
+        let report = pool.shutdown();
+        assert_eq!(report.completed, 1);
+    });
+}
+
+/// Sleep/wake with two workers and two tasks: both run, the pool drains.
+#[test]
+fn loom_two_workers_two_tasks() {
+    loom::model(|| {
+        let pool = pool(2);
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..2 {
+            let r = ran.clone();
+            pool.execute(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap_or_else(|_| panic!("accepted"));
+        }
+        let report = pool.shutdown();
+        assert_eq!(ran.load(SeqCst), 2);
+        assert_eq!(report.completed, 2);
+    });
+}
+
+/// Shutdown racing a submission from another thread: the task is either
+/// accepted and run, or refused with `ShutDown` and never run.
+#[test]
+fn loom_shutdown_races_submit() {
+    loom::model(|| {
+        let pool = Arc::new(pool(1));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (p, r) = (pool.clone(), ran.clone());
+        let submitter = loom::thread::spawn(move || {
+            let r2 = r.clone();
+            match p.execute(move || {
+                r2.fetch_add(1, SeqCst);
+            }) {
+                Ok(()) => 1,
+                Err(SubmitError::ShutDown(_)) => 0,
+                Err(_) => panic!("unexpected refusal"),
+            }
+        });
+        let report = pool.shutdown();
+        let accepted = submitter.join().unwrap();
+        // An accepted task counted before the close was drained by it; one
+        // accepted after the close is impossible.
+        assert_eq!(ran.load(SeqCst), accepted);
+        assert_eq!(report.completed as usize, accepted);
+        assert_eq!(report.still_running, 0);
+    });
+}
+
+/// The join latch: an outside thread joining a handle is always woken.
+#[test]
+fn loom_join_handle_wakes_outside_thread() {
+    loom::model(|| {
+        let pool = pool(1);
+        let h = pool.spawn(|| 7).unwrap_or_else(|_| panic!("accepted"));
+        assert_eq!(h.join(), Ok(7));
+    });
+}
+
+/// The join latch from inside the pool: a one-worker task joining a task it
+/// spawned runs it itself or is woken when it finishes.
+#[test]
+fn loom_join_inside_one_worker() {
+    loom::model(|| {
+        let pool = pool(1);
+        let handle = pool.handle();
+        let h = pool
+            .spawn(move || {
+                let inner = handle.spawn(|| 5).unwrap_or_else(|_| panic!("accepted"));
+                inner.join().map(|v| v + 1)
+            })
+            .unwrap_or_else(|_| panic!("accepted"));
+        assert_eq!(h.join(), Ok(Ok(6)));
+    });
+}
+
+/// shutdown_now against a task that is finishing and a queued one: the
+/// queued task is run or abandoned, exactly once; the counts add up.
+#[test]
+fn loom_shutdown_now_abandons_queued() {
+    loom::model(|| {
+        let pool = pool(1);
+        // (started, open) flags under one lock.
+        let gate = Arc::new((Mutex::new((false, false)), Condvar::new()));
+        let g = gate.clone();
+        pool.execute(move || {
+            let mut state = g.0.lock();
+            state.0 = true;
+            g.1.notify_all();
+            while !state.1 {
+                g.1.wait(&mut state);
+            }
+        })
+        .unwrap_or_else(|_| panic!("accepted"));
+        {
+            let mut state = gate.0.lock();
+            while !state.0 {
+                gate.1.wait(&mut state);
+            }
+        }
+        let queued = pool.spawn(|| 1).unwrap_or_else(|_| panic!("accepted"));
+        let g = gate.clone();
+        let opener = loom::thread::spawn(move || {
+            g.0.lock().1 = true;
+            g.1.notify_all();
+        });
+        let report = pool.shutdown_now();
+        opener.join().unwrap();
+        let result = queued.join();
+        let report_after = pool.shutdown();
+        match result {
+            Ok(1) => assert_eq!(report.abandoned, 0),
+            Err(TaskError::Abandoned) => assert_eq!(report.abandoned, 1),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(report_after.completed + report_after.abandoned, 2);
+        assert_eq!(report_after.still_running, 0);
+    });
+}
+
+/// Block backpressure: a submitter blocked for room is woken when the
+/// worker starts a task.
+#[test]
+fn loom_block_for_room_is_woken() {
+    loom::model(|| {
+        let pool = Pool::builder()
+            .workers(1)
+            .queue_capacity(1)
+            .backpressure(Backpressure::Block)
+            .build()
+            .unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..2 {
+            let r = ran.clone();
+            pool.execute(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap_or_else(|_| panic!("accepted"));
+        }
+        pool.shutdown();
+        assert_eq!(ran.load(SeqCst), 2);
+    });
+}
