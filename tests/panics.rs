@@ -125,7 +125,10 @@ fn a_panicking_destructor_of_an_abandoned_task_is_contained() {
         }
     }
     let bomb = Bomb;
-    pool.execute(move || drop(&bomb)).unwrap();
+    pool.execute(move || {
+        let _keep = &bomb;
+    })
+    .unwrap();
     let report = pool.shutdown_now();
     assert_eq!((report.abandoned, report.still_running), (1, 1));
     *gate.0.lock().unwrap() = true;
