@@ -69,3 +69,8 @@ pub use pool::{Pool, PoolHandle, ShutdownReport};
 
 #[cfg(all(test, loom))]
 mod loom_tests;
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctest;

@@ -3,7 +3,7 @@
 //! A worker looks, in order: its own deque (LIFO, newest first) → the
 //! injector (a batch, FIFO) → the side queue → the other workers' deques
 //! (oldest first, starting at a random peer). Stealing from peers makes it a
-//! *searcher* (see `sleep/README.md`); before parking it spins a bounded
+//! *searcher* (see `design/sleep-wake.md`); before parking it spins a bounded
 //! number of rounds, then parks on its own `Parker`.
 //!
 //! A worker that waits for something (`JoinHandle::join`, `wait_idle`, room

@@ -1,5 +1,6 @@
 //! Parking and waking idle workers. The protocol, its invariants and the
-//! argument that no wake-up is lost are in `README.md` beside this file.
+//! argument that no wake-up is lost are in `design/sleep-wake.md`; the step
+//! numbers below refer to it.
 //!
 //! State (`Sleep::state`, one atomic word): the number of *unparked* workers
 //! (not in the sleeper list) in the high bits and the number of *searching*
