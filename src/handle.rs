@@ -15,7 +15,7 @@ use crate::error::TaskError;
 use crate::job::{panic_message, PanicPayload, Runnable};
 use crate::loom::sync::atomic::{AtomicBool, Ordering};
 use crate::loom::sync::{Arc, Mutex};
-use crate::loom::thread::{self, Thread};
+use crate::loom::thread_local;
 use crate::sleep::Parker;
 use crate::worker::WorkerThread;
 use std::future::Future;
@@ -25,13 +25,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Who to wake when a result arrives.
+#[derive(Clone)]
 pub(crate) enum Waiter {
     /// Nobody waits.
     None,
-    /// A thread outside the pool, blocked in `park`.
-    Thread(Thread),
-    /// A worker, possibly parked while it helps the pool.
-    Worker(Arc<Parker>),
+    /// A thread sleeping on its `Parker`: a worker (possibly parked while it
+    /// helps its pool) or an outside thread (see [`thread_parker`]).
+    Parker(Arc<Parker>),
     /// An async task.
     Waker(Waker),
 }
@@ -40,8 +40,7 @@ impl Waiter {
     pub(crate) fn wake(self) {
         match self {
             Waiter::None => {}
-            Waiter::Thread(t) => t.unpark(),
-            Waiter::Worker(p) => p.unpark(),
+            Waiter::Parker(p) => p.unpark(),
             Waiter::Waker(w) => w.wake(),
         }
     }
@@ -50,25 +49,45 @@ impl Waiter {
     pub(crate) fn wake_ref(&self) {
         match self {
             Waiter::None => {}
-            Waiter::Thread(t) => t.unpark(),
-            Waiter::Worker(p) => p.unpark(),
+            Waiter::Parker(p) => p.unpark(),
             Waiter::Waker(w) => w.wake_by_ref(),
+        }
+    }
+
+    /// The calling thread as a waiter: its worker's parker, or its own.
+    pub(crate) fn current() -> Waiter {
+        match WorkerThread::current() {
+            Some(worker) => Waiter::Parker(worker.parker().clone()),
+            None => Waiter::Parker(thread_parker()),
         }
     }
 }
 
-struct SlotInner<T> {
-    result: Option<Result<T, TaskError>>,
+thread_local! {
+    static THREAD_PARKER: Arc<Parker> = Arc::new(Parker::default());
+}
+
+/// The calling thread's own parker, for waits outside any pool. Every wait
+/// in the crate sleeps on a `Parker` (never `thread::park`), so a wake-up
+/// meant for one wait can only make another wait re-check its condition.
+pub(crate) fn thread_parker() -> Arc<Parker> {
+    THREAD_PARKER.with(Arc::clone)
+}
+
+impl Waiter {}
+
+struct SlotInner<V> {
+    result: Option<V>,
     waiter: Waiter,
 }
 
-/// Where a spawned task's result waits for its handle.
-pub(crate) struct Slot<T> {
+/// Where a task's result `V` waits for its handle.
+pub(crate) struct Slot<V> {
     done: AtomicBool,
-    inner: Mutex<SlotInner<T>>,
+    inner: Mutex<SlotInner<V>>,
 }
 
-impl<T> Slot<T> {
+impl<V> Slot<V> {
     pub(crate) fn new() -> Self {
         Slot {
             done: AtomicBool::new(false),
@@ -80,7 +99,7 @@ impl<T> Slot<T> {
     }
 
     /// Step 2: stores the result and wakes the waiter.
-    pub(crate) fn complete(&self, result: Result<T, TaskError>) {
+    pub(crate) fn complete(&self, result: V) {
         let mut inner = self.inner.lock();
         inner.result = Some(result);
         // Release: a waiter that sees `done` (acquire) sees the result; it
@@ -90,6 +109,8 @@ impl<T> Slot<T> {
         drop(inner);
         waiter.wake();
     }
+
+    #[inline]
 
     pub(crate) fn is_done(&self) -> bool {
         // Acquire pairs with the release in `complete`.
@@ -107,15 +128,46 @@ impl<T> Slot<T> {
         true
     }
 
-    fn take(&self) -> Option<Result<T, TaskError>> {
+    pub(crate) fn take(&self) -> Option<V> {
         self.inner.lock().result.take()
     }
+
+    /// Waits for the result and takes it. On a worker thread it helps with
+    /// the worker's pool meanwhile.
+    pub(crate) fn wait(&self) -> V {
+        if !self.is_done() {
+            match WorkerThread::current() {
+                Some(worker) => {
+                    if self.register(Waiter::Parker(worker.parker().clone())) {
+                        worker.wait_until(&|| self.is_done());
+                    }
+                }
+                None => self.wait_blocking(),
+            }
+        }
+        self.take()
+            .expect("a finished slot holds its result until taken")
+    }
+
+    /// Blocks the calling thread until the result is there, without
+    /// running anything else.
+    fn wait_blocking(&self) {
+        let parker = thread_parker();
+        if self.register(Waiter::Parker(Arc::clone(&parker))) {
+            while !self.is_done() {
+                parker.park();
+            }
+        }
+    }
 }
+
+/// The slot of a spawned task.
+pub(crate) type TaskSlot<T> = Slot<Result<T, TaskError>>;
 
 /// The task body behind `spawn`: runs the closure and fills the slot.
 pub(crate) struct Spawn<F, T> {
     pub(crate) f: F,
-    pub(crate) slot: Arc<Slot<T>>,
+    pub(crate) slot: Arc<TaskSlot<T>>,
 }
 
 impl<F, T> Runnable for Spawn<F, T>
@@ -166,7 +218,7 @@ where
 /// ```
 #[must_use = "dropping a JoinHandle detaches the task; call join() to get its result"]
 pub struct JoinHandle<T> {
-    slot: Arc<Slot<T>>,
+    slot: Arc<TaskSlot<T>>,
 }
 
 impl<T> std::fmt::Debug for JoinHandle<T> {
@@ -178,7 +230,7 @@ impl<T> std::fmt::Debug for JoinHandle<T> {
 }
 
 impl<T> JoinHandle<T> {
-    pub(crate) fn new(slot: Arc<Slot<T>>) -> Self {
+    pub(crate) fn new(slot: Arc<TaskSlot<T>>) -> Self {
         JoinHandle { slot }
     }
 
@@ -200,21 +252,24 @@ impl<T> JoinHandle<T> {
     /// if shutdown abandoned it, [`TaskError::Dropped`] if backpressure
     /// dropped it.
     pub fn join(self) -> Result<T, TaskError> {
+        self.slot.wait()
+    }
+
+    /// Waits for the task *without* running other work meanwhile: the
+    /// thread blocks. Use it where helping is unsafe, e.g. while holding a
+    /// lock that a helped task might take (with helping, an unrelated task
+    /// can run on this thread inside the wait and deadlock on that lock).
+    /// On a worker thread the worker is counted as blocked
+    /// (`Metrics::blocked_workers`) while it waits. Beware that in a pool
+    /// whose every worker blocks this way on queued tasks, nothing runs
+    /// them: prefer [`join`](Self::join) unless a lock forbids it.
+    ///
+    /// # Errors
+    /// As [`join`](Self::join).
+    pub fn join_blocking(self) -> Result<T, TaskError> {
         if !self.slot.is_done() {
-            match WorkerThread::current() {
-                Some(worker) => {
-                    if self.slot.register(Waiter::Worker(worker.parker().clone())) {
-                        worker.wait_until(&|| self.slot.is_done());
-                    }
-                }
-                None => {
-                    if self.slot.register(Waiter::Thread(thread::current())) {
-                        while !self.slot.is_done() {
-                            thread::park();
-                        }
-                    }
-                }
-            }
+            let _blocked = WorkerThread::current().map(|w| w.registry().block_guard());
+            self.slot.wait_blocking();
         }
         self.slot
             .take()
@@ -229,10 +284,10 @@ impl<T> JoinHandle<T> {
     /// `Err(self)` when the timeout passed first.
     pub fn join_timeout(self, timeout: Duration) -> Result<Result<T, TaskError>, Self> {
         let deadline = Instant::now() + timeout;
-        if !self.slot.is_done() && self.slot.register(Waiter::Thread(thread::current())) {
+        let parker = thread_parker();
+        if !self.slot.is_done() && self.slot.register(Waiter::Parker(Arc::clone(&parker))) {
             while !self.slot.is_done() {
-                let now = Instant::now();
-                if now >= deadline {
+                if Instant::now() >= deadline {
                     let mut inner = self.slot.inner.lock();
                     if inner.result.is_none() {
                         inner.waiter = Waiter::None;
@@ -241,7 +296,7 @@ impl<T> JoinHandle<T> {
                     }
                     break;
                 }
-                crate::loom::park_timeout(deadline - now);
+                parker.park_until(deadline);
             }
         }
         Ok(self

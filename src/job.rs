@@ -28,12 +28,13 @@ pub(crate) enum JobKind {
     /// A submitted task: counts towards `queue_capacity`, may be dropped by
     /// backpressure and abandoned by shutdown.
     Task,
-    /// Work a running job waits for (its caller owns the result): never
-    /// counted as queued, never abandoned; it always runs. The scheduler,
-    /// eviction and shutdown already route these; fork-join jobs (`join`,
-    /// `scope`, `install`) are what construct them.
-    #[allow(dead_code)]
+    /// Work a running job waits for (a `join` half, a scope's task): never
+    /// counted, never abandoned; it always runs.
     Internal,
+    /// An `install` call's closure: counted in `pending` (so shutdown waits
+    /// for it) and in the task counters, but never abandoned: its caller is
+    /// blocked on it.
+    Install,
 }
 
 /// How many bytes of a task live inline in its queue slot. A task body
@@ -56,11 +57,42 @@ impl InlineBuf {
 pub(crate) struct JobVTable {
     /// The job's kind.
     pub(crate) kind: JobKind,
-    /// Runs the job from its storage (which it then no longer owns);
-    /// returns the panic payload if the pool must report a panic.
-    run: unsafe fn(*mut InlineBuf) -> Result<(), PanicPayload>,
+    /// Whether the state is a pointer to a `StackJob` (see `stack_ptr`).
+    stack: bool,
+    /// Runs the job from its storage (which it then no longer owns).
+    run: unsafe fn(*mut InlineBuf) -> Outcome,
     /// Disposes of the job unrun, resolving its handle with `why`.
     discard: unsafe fn(*mut InlineBuf, TaskError),
+}
+
+impl JobVTable {
+    /// The operations of a job kind whose state is read by `run`/`discard`.
+    pub(crate) const fn new(
+        kind: JobKind,
+        run: unsafe fn(*mut InlineBuf) -> Outcome,
+        discard: unsafe fn(*mut InlineBuf, TaskError),
+    ) -> Self {
+        JobVTable {
+            kind,
+            stack: false,
+            run,
+            discard,
+        }
+    }
+
+    /// As `new`, for jobs whose state is a pointer to a `StackJob`.
+    pub(crate) const fn new_stack(
+        kind: JobKind,
+        run: unsafe fn(*mut InlineBuf) -> Outcome,
+        discard: unsafe fn(*mut InlineBuf, TaskError),
+    ) -> Self {
+        JobVTable {
+            kind,
+            stack: true,
+            run,
+            discard,
+        }
+    }
 }
 
 /// A job in a queue: a vtable and up to [`INLINE_BYTES`] of state (the task
@@ -93,6 +125,7 @@ impl JobRef {
     /// # Safety
     /// `size_of::<S>() <= INLINE_BYTES`, `align_of::<S>() <= 8`, and
     /// `vtable`'s functions must read the storage as an `S` (once).
+    #[inline]
     pub(crate) unsafe fn from_state<S: Send>(vtable: &'static JobVTable, state: S) -> Self {
         debug_assert!(size_of::<S>() <= INLINE_BYTES && align_of::<S>() <= 8);
         let mut data = InlineBuf::uninit();
@@ -103,12 +136,27 @@ impl JobRef {
     }
 
     /// The job's kind.
+    #[inline]
     pub(crate) fn kind(&self) -> JobKind {
         self.vtable.kind
     }
 
+    /// For a job on its waiter's stack (a `join` half, an `install`), the
+    /// pointer to it; `None` for every other job.
+    #[inline]
+    pub(crate) fn stack_ptr(&self) -> Option<*const ()> {
+        // Only `StackJob`s are looked up by address. Any other job's first
+        // word may be padding, so it is never read.
+        if !self.vtable.stack {
+            return None;
+        }
+        // SAFETY: a stack job's state is one initialised pointer.
+        Some(unsafe { ptr::read(self.data.0.as_ptr().cast::<*const ()>()) })
+    }
+
     /// Runs the job (consuming it).
-    pub(crate) fn run(self) -> Result<(), PanicPayload> {
+    #[inline]
+    pub(crate) fn run(self) -> Outcome {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: the storage holds the state `vtable` expects (constructor
         // contract) and is read exactly once, since `self` is consumed.
@@ -116,10 +164,31 @@ impl JobRef {
     }
 
     /// Discards the job without running it (consuming it).
+    #[inline]
     pub(crate) fn discard(self, why: TaskError) {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: as for `run`.
         unsafe { (this.vtable.discard)(&mut this.data, why) }
+    }
+}
+
+/// How a job ended.
+pub(crate) enum Outcome {
+    /// It returned.
+    Done,
+    /// It panicked and the pool reports the panic (handler, counters).
+    Panicked(PanicPayload),
+    /// It panicked and the panic was handed to whoever waits for the job
+    /// (it is resumed there), so the pool only counts it.
+    PanicForwarded,
+}
+
+impl From<Result<(), PanicPayload>> for Outcome {
+    fn from(r: Result<(), PanicPayload>) -> Self {
+        match r {
+            Ok(()) => Outcome::Done,
+            Err(p) => Outcome::Panicked(p),
+        }
     }
 }
 
@@ -151,19 +220,11 @@ pub(crate) struct TaskJob<R>(PhantomData<R>);
 impl<R: Runnable> TaskJob<R> {
     const FITS: bool = size_of::<R>() <= INLINE_BYTES && align_of::<R>() <= 8;
 
-    const INLINE: JobVTable = JobVTable {
-        kind: JobKind::Task,
-        run: Self::run_inline,
-        discard: Self::discard_inline,
-    };
-
-    const BOXED: JobVTable = JobVTable {
-        kind: JobKind::Task,
-        run: Self::run_boxed,
-        discard: Self::discard_boxed,
-    };
+    const INLINE: JobVTable = JobVTable::new(JobKind::Task, Self::run_inline, Self::discard_inline);
+    const BOXED: JobVTable = JobVTable::new(JobKind::Task, Self::run_boxed, Self::discard_boxed);
 
     /// Wraps `body` as a queued task.
+    #[inline]
     pub(crate) fn into_job_ref(body: R) -> JobRef {
         if Self::FITS {
             // SAFETY: `FITS` checked size and alignment; `INLINE` reads an `R`.
@@ -176,9 +237,9 @@ impl<R: Runnable> TaskJob<R> {
 
     /// # Safety
     /// `data` holds an `R` written by `into_job_ref`, read only here.
-    unsafe fn run_inline(data: *mut InlineBuf) -> Result<(), PanicPayload> {
+    unsafe fn run_inline(data: *mut InlineBuf) -> Outcome {
         // SAFETY: by the contract; the read moves the task out.
-        unsafe { ptr::read(data.cast::<R>()) }.run()
+        Outcome::from(unsafe { ptr::read(data.cast::<R>()) }.run())
     }
 
     /// # Safety
@@ -190,9 +251,9 @@ impl<R: Runnable> TaskJob<R> {
 
     /// # Safety
     /// `data` holds a `Box<R>` written by `into_job_ref`, read only here.
-    unsafe fn run_boxed(data: *mut InlineBuf) -> Result<(), PanicPayload> {
+    unsafe fn run_boxed(data: *mut InlineBuf) -> Outcome {
         // SAFETY: by the contract; the read moves the box out.
-        unsafe { ptr::read(data.cast::<Box<R>>()) }.run()
+        Outcome::from(unsafe { ptr::read(data.cast::<Box<R>>()) }.run())
     }
 
     /// # Safety
@@ -200,6 +261,66 @@ impl<R: Runnable> TaskJob<R> {
     unsafe fn discard_boxed(data: *mut InlineBuf, why: TaskError) {
         // SAFETY: as in `run_boxed`.
         unsafe { ptr::read(data.cast::<Box<R>>()) }.discard(why)
+    }
+}
+
+/// Internal jobs made of a closure that handles its own outcome (a scope's
+/// task): stored inline when it fits, boxed otherwise. The closure need not
+/// be `'static`; whoever creates the job keeps what it borrows alive until
+/// it has run.
+pub(crate) struct ClosureJob<C>(PhantomData<C>);
+
+impl<C: FnOnce() + Send> ClosureJob<C> {
+    const FITS: bool = size_of::<C>() <= INLINE_BYTES && align_of::<C>() <= 8;
+    const INLINE: JobVTable =
+        JobVTable::new(JobKind::Internal, Self::run_inline, Self::discard_inline);
+    const BOXED: JobVTable =
+        JobVTable::new(JobKind::Internal, Self::run_boxed, Self::discard_boxed);
+
+    /// Wraps `c` as an internal job.
+    ///
+    /// # Safety
+    /// Everything `c` borrows must stay alive until the job has run.
+    pub(crate) unsafe fn into_job_ref(c: C) -> JobRef {
+        if Self::FITS {
+            // SAFETY: `FITS` checked size and alignment; `INLINE` reads a `C`.
+            unsafe { JobRef::from_state(&Self::INLINE, c) }
+        } else {
+            // SAFETY: a box is one pointer; `BOXED` reads a `Box<C>`.
+            unsafe { JobRef::from_state(&Self::BOXED, Box::new(c)) }
+        }
+    }
+
+    /// # Safety
+    /// `data` holds a `C` written by `into_job_ref`, read only here.
+    unsafe fn run_inline(data: *mut InlineBuf) -> Outcome {
+        // SAFETY: by the contract.
+        (unsafe { ptr::read(data.cast::<C>()) })();
+        Outcome::Done
+    }
+
+    /// Internal jobs always run (see `StackJob::discard_raw`).
+    ///
+    /// # Safety
+    /// As for `run_inline`.
+    unsafe fn discard_inline(data: *mut InlineBuf, _why: TaskError) {
+        // SAFETY: as for `run_inline`.
+        let _ = unsafe { Self::run_inline(data) };
+    }
+
+    /// # Safety
+    /// `data` holds a `Box<C>` written by `into_job_ref`, read only here.
+    unsafe fn run_boxed(data: *mut InlineBuf) -> Outcome {
+        // SAFETY: by the contract.
+        (unsafe { ptr::read(data.cast::<Box<C>>()) })();
+        Outcome::Done
+    }
+
+    /// # Safety
+    /// As for `run_boxed`.
+    unsafe fn discard_boxed(data: *mut InlineBuf, _why: TaskError) {
+        // SAFETY: as for `run_boxed`.
+        let _ = unsafe { Self::run_boxed(data) };
     }
 }
 

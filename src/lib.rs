@@ -51,11 +51,14 @@ mod builder;
 mod error;
 mod handle;
 mod job;
+mod join;
+mod latch;
 mod loom;
 mod metrics;
 mod pool;
 mod queue;
 mod registry;
+mod scope;
 mod sleep;
 mod worker;
 
@@ -64,8 +67,10 @@ pub use builder::{
 };
 pub use error::{BuildError, SubmitError, TaskError};
 pub use handle::JoinHandle;
+pub use join::join;
 pub use metrics::{Counts, Metrics};
 pub use pool::{Pool, PoolHandle, ShutdownReport};
+pub use scope::{Scope, ScopedJoinHandle};
 
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -180,3 +180,48 @@ fn loom_block_for_room_is_woken() {
         assert_eq!(ran.load(SeqCst), 2);
     });
 }
+
+/// The join latch: with two workers, `b` may be popped back or stolen; a
+/// stolen `b`'s completion always wakes its owner, and both halves run once.
+#[test]
+fn loom_join_latch_stolen_half_wakes_owner() {
+    loom::model(|| {
+        let pool = pool(2);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let (a, b) = pool.install(move || {
+            crate::join(
+                || {
+                    r.fetch_add(1, SeqCst);
+                    1
+                },
+                || {
+                    r.fetch_add(10, SeqCst);
+                    2
+                },
+            )
+        });
+        assert_eq!((a, b), (1, 2));
+        assert_eq!(runs.load(SeqCst), 11);
+        pool.shutdown();
+    });
+}
+
+/// Scope completion: the owner returns only after both tasks ran, however
+/// they were spread over the workers, and is always woken.
+#[test]
+fn loom_scope_waits_for_every_task() {
+    loom::model(|| {
+        let pool = pool(2);
+        let runs = AtomicUsize::new(0);
+        pool.scope(|s| {
+            for _ in 0..2 {
+                s.execute(|| {
+                    runs.fetch_add(1, SeqCst);
+                });
+            }
+        });
+        assert_eq!(runs.load(SeqCst), 2);
+        pool.shutdown();
+    });
+}

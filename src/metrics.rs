@@ -164,6 +164,8 @@ pub struct Metrics {
     pub queue_capacity: usize,
     /// Outside threads blocked waiting for room (`Backpressure::Block`).
     pub blocked_submitters: usize,
+    /// Workers blocked in a wait that does not help (`join_blocking`).
+    pub blocked_workers: usize,
     /// Whether admission is closed (shutdown began).
     pub shut_down: bool,
     /// Counters since the pool was built.

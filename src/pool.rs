@@ -3,7 +3,7 @@
 
 use crate::builder::Builder;
 use crate::error::{BuildError, SubmitError};
-use crate::handle::{JoinHandle, Slot, Spawn};
+use crate::handle::{JoinHandle, Slot, Spawn, TaskSlot};
 use crate::job::Execute;
 use crate::loom::sync::Arc;
 use crate::metrics::Metrics;
@@ -59,7 +59,7 @@ impl fmt::Debug for PoolHandle {
     }
 }
 
-fn spawn_parts<F, T>(f: F) -> (Spawn<F, T>, Arc<Slot<T>>) {
+fn spawn_parts<F, T>(f: F) -> (Spawn<F, T>, Arc<TaskSlot<T>>) {
     let slot = Arc::new(Slot::new());
     (
         Spawn {
@@ -209,6 +209,112 @@ impl PoolHandle {
         self.registry.wait_idle();
     }
 
+    /// Runs `f` on a worker of this pool and returns its value; `f` may
+    /// borrow from the caller. Inside `f`, [`join`](crate::join) and
+    /// scopes use this pool. A panic in `f` is resumed here. Called on a
+    /// worker of this pool, it runs `f` directly; on a worker of another
+    /// pool, that worker helps its own pool while it waits, so pools may
+    /// install into each other without deadlock.
+    ///
+    /// ```
+    /// let pool = ebbtide::Pool::builder().workers(2).build()?;
+    /// let data = vec![1, 2, 3, 4];
+    /// let sum = pool.install(|| data.iter().sum::<i32>());
+    /// assert_eq!(sum, 10);
+    /// # Ok::<(), ebbtide::BuildError>(())
+    /// ```
+    ///
+    /// # Panics
+    /// Resumes `f`'s panic. Panics if the pool is shut down (there is no
+    /// worker left to run `f`): use [`try_install`](Self::try_install) to
+    /// get an error instead.
+    pub fn install<F, R>(&self, f: F) -> R
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        match self.registry.install(f) {
+            Ok(value) => value,
+            Err(_) => panic!("ebbtide: install on a pool that is shut down"),
+        }
+    }
+
+    /// Like [`install`](Self::install), but a shut-down pool is an error.
+    ///
+    /// # Errors
+    /// [`SubmitError::ShutDown`] with `f` once shutdown began.
+    ///
+    /// # Panics
+    /// Resumes `f`'s panic.
+    pub fn try_install<F, R>(&self, f: F) -> Result<R, SubmitError<F>>
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        self.registry.install(f)
+    }
+
+    /// Runs `a` and `b` on this pool, potentially in parallel (see
+    /// [`ebbtide::join`](crate::join)).
+    ///
+    /// # Panics
+    /// Resumes a panic of `a` or `b` (`a`'s if both panic), once both are
+    /// done; panics if the pool is shut down, as [`install`](Self::install).
+    pub fn join<A, B, RA, RB>(&self, a: A, b: B) -> (RA, RB)
+    where
+        A: FnOnce() -> RA + Send,
+        B: FnOnce() -> RB + Send,
+        RA: Send,
+        RB: Send,
+    {
+        self.install(|| crate::join(a, b))
+    }
+
+    /// Runs `f` with a [`Scope`](crate::Scope) whose tasks may borrow from
+    /// outside it, and returns once every task spawned in it has finished.
+    /// The scope body runs on a worker, which helps run the scope's tasks
+    /// while it waits. Tasks are spawned LIFO on the spawning worker's
+    /// deque (depth-first, cache-friendly); see
+    /// [`scope_fifo`](Self::scope_fifo) for submission order.
+    ///
+    /// ```
+    /// let pool = ebbtide::Pool::builder().workers(2).build()?;
+    /// let mut chunks = vec![vec![1u64; 100]; 8];
+    /// pool.scope(|s| {
+    ///     for chunk in chunks.iter_mut() {
+    ///         s.spawn(move || chunk.iter_mut().for_each(|x| *x *= 2));
+    ///     }
+    /// });
+    /// assert!(chunks.iter().flatten().all(|&x| x == 2));
+    /// # Ok::<(), ebbtide::BuildError>(())
+    /// ```
+    ///
+    /// # Panics
+    /// A panic in the body or in any unjoined task is resumed once every
+    /// task has finished (the body's first, else the first task's). Panics
+    /// if the pool is shut down, as [`install`](Self::install).
+    pub fn scope<'env, F, R>(&self, f: F) -> R
+    where
+        F: for<'scope> FnOnce(&'scope crate::Scope<'scope, 'env>) -> R + Send,
+        R: Send,
+    {
+        self.install(|| crate::scope::run_scope(current_worker(), false, f))
+    }
+
+    /// Like [`scope`](Self::scope), but tasks go to the pool's FIFO queue,
+    /// so they start in the order they were spawned (they may still finish
+    /// in any order on several workers).
+    ///
+    /// # Panics
+    /// As [`scope`](Self::scope).
+    pub fn scope_fifo<'env, F, R>(&self, f: F) -> R
+    where
+        F: for<'scope> FnOnce(&'scope crate::Scope<'scope, 'env>) -> R + Send,
+        R: Send,
+    {
+        self.install(|| crate::scope::run_scope(current_worker(), true, f))
+    }
+
     /// The number of worker threads.
     pub fn num_workers(&self) -> usize {
         self.registry.num_workers()
@@ -233,6 +339,11 @@ impl PoolHandle {
     pub fn metrics(&self) -> Metrics {
         self.registry.metrics()
     }
+}
+
+/// The worker running an `install` body.
+fn current_worker() -> &'static crate::worker::WorkerThread {
+    crate::worker::WorkerThread::current().expect("install runs its closure on a worker")
 }
 
 /// A work-stealing thread pool. Owns its worker threads: dropping it shuts
@@ -333,3 +444,12 @@ impl Drop for Pool {
         self.shutdown();
     }
 }
+
+// A panic while a thread uses the pool cannot leave it inconsistent: task
+// panics are caught inside the pool, its locks do not poison, and every
+// protocol step is a single atomic transition or under a lock. So a pool
+// may be used across `catch_unwind`.
+impl std::panic::UnwindSafe for PoolHandle {}
+impl std::panic::RefUnwindSafe for PoolHandle {}
+impl std::panic::UnwindSafe for Pool {}
+impl std::panic::RefUnwindSafe for Pool {}

@@ -42,8 +42,6 @@ pub(crate) trait StealQueue: Clone + Send + Sync {
     type Local;
     /// Steals the oldest job.
     fn steal(&self) -> Steal;
-    /// Steals about half of the jobs into `dest` and pops one of them.
-    fn steal_batch_and_pop(&self, dest: &Self::Local) -> Steal;
     /// How many jobs the deque holds (a racy hint).
     fn len(&self) -> usize;
 }
@@ -90,15 +88,19 @@ mod crossbeam {
 
     impl LocalQueue for Local {
         type Stealer = Stealer;
+        #[inline]
         fn new_lifo() -> Self {
             Local(cd::Worker::new_lifo())
         }
+        #[inline]
         fn stealer(&self) -> Stealer {
             Stealer(self.0.stealer())
         }
+        #[inline]
         fn push(&self, job: JobRef) {
             self.0.push(job)
         }
+        #[inline]
         fn pop(&self) -> Option<JobRef> {
             self.0.pop()
         }
@@ -106,12 +108,11 @@ mod crossbeam {
 
     impl StealQueue for Stealer {
         type Local = Local;
+        #[inline]
         fn steal(&self) -> Steal {
             convert(self.0.steal())
         }
-        fn steal_batch_and_pop(&self, dest: &Local) -> Steal {
-            convert(self.0.steal_batch_and_pop(&dest.0))
-        }
+        #[inline]
         fn len(&self) -> usize {
             self.0.len()
         }
@@ -119,21 +120,27 @@ mod crossbeam {
 
     impl GlobalQueue for Injector {
         type Local = Local;
+        #[inline]
         fn new() -> Self {
             Injector(cd::Injector::new())
         }
+        #[inline]
         fn push(&self, job: JobRef) {
             self.0.push(job)
         }
+        #[inline]
         fn steal(&self) -> Steal {
             convert(self.0.steal())
         }
+        #[inline]
         fn steal_batch_and_pop(&self, dest: &Local) -> Steal {
             convert(self.0.steal_batch_and_pop(&dest.0))
         }
+        #[inline]
         fn is_empty(&self) -> bool {
             self.0.is_empty()
         }
+        #[inline]
         fn len(&self) -> usize {
             self.0.len()
         }
@@ -153,15 +160,18 @@ pub(crate) mod simple {
     pub(crate) struct Shared(Arc<Mutex<VecDeque<JobRef>>>);
 
     impl Shared {
+        #[inline]
         fn new() -> Self {
             Shared(Arc::new(Mutex::new(VecDeque::new())))
         }
+        #[inline]
         fn pop_front(&self) -> Steal {
             match self.0.lock().pop_front() {
                 Some(job) => Steal::Success(job),
                 None => Steal::Empty,
             }
         }
+        #[inline]
         fn move_half_into(&self, dest: &Local) -> Steal {
             let mut src = self.0.lock();
             let Some(first) = src.pop_front() else {
@@ -188,15 +198,19 @@ pub(crate) mod simple {
 
     impl LocalQueue for Local {
         type Stealer = Stealer;
+        #[inline]
         fn new_lifo() -> Self {
             Local(Shared::new())
         }
+        #[inline]
         fn stealer(&self) -> Stealer {
             Stealer(self.0.clone())
         }
+        #[inline]
         fn push(&self, job: JobRef) {
             self.0 .0.lock().push_back(job);
         }
+        #[inline]
         fn pop(&self) -> Option<JobRef> {
             self.0 .0.lock().pop_back()
         }
@@ -204,12 +218,11 @@ pub(crate) mod simple {
 
     impl StealQueue for Stealer {
         type Local = Local;
+        #[inline]
         fn steal(&self) -> Steal {
             self.0.pop_front()
         }
-        fn steal_batch_and_pop(&self, dest: &Local) -> Steal {
-            self.0.move_half_into(dest)
-        }
+        #[inline]
         fn len(&self) -> usize {
             self.0 .0.lock().len()
         }
@@ -217,21 +230,27 @@ pub(crate) mod simple {
 
     impl GlobalQueue for Injector {
         type Local = Local;
+        #[inline]
         fn new() -> Self {
             Injector(Shared::new())
         }
+        #[inline]
         fn push(&self, job: JobRef) {
             self.0 .0.lock().push_back(job);
         }
+        #[inline]
         fn steal(&self) -> Steal {
             self.0.pop_front()
         }
+        #[inline]
         fn steal_batch_and_pop(&self, dest: &Local) -> Steal {
             self.0.move_half_into(dest)
         }
+        #[inline]
         fn is_empty(&self) -> bool {
             self.0 .0.lock().is_empty()
         }
+        #[inline]
         fn len(&self) -> usize {
             self.0 .0.lock().len()
         }

@@ -26,10 +26,10 @@
 use crate::builder::{Backpressure, Config, TaskPanic};
 use crate::error::{SubmitError, TaskError};
 use crate::handle::Waiter;
-use crate::job::{drop_payload, panic_message, JobKind, JobRef, PanicPayload, Runnable, TaskJob};
+use crate::job::{drop_payload, panic_message, JobKind, JobRef, Outcome, Runnable, TaskJob};
 use crate::loom::handshake_fence;
 use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use crate::loom::sync::{Condvar, Mutex};
+use crate::loom::sync::{Arc, Condvar, Mutex};
 use crate::loom::thread::{self, JoinHandle};
 use crate::metrics::{bump, bump_at, Counters, Metrics};
 use crate::queue::{GlobalQueue, Injector, Steal, StealQueue, Stealer};
@@ -121,6 +121,8 @@ pub(crate) struct Registry {
     next_waiter_id: AtomicU64,
     /// `wait_idle` calls in progress on this pool's own workers.
     inside_idle: AtomicUsize,
+    /// Workers blocked in a wait that does not help (`join_blocking`).
+    blocked: AtomicUsize,
     abandon: AtomicBool,
     pub(crate) counters: Counters,
     threads: Mutex<Threads>,
@@ -144,6 +146,7 @@ impl Registry {
             idle_list: Mutex::new(Vec::new()),
             next_waiter_id: AtomicU64::new(0),
             inside_idle: AtomicUsize::new(0),
+            blocked: AtomicUsize::new(0),
             abandon: AtomicBool::new(false),
             counters: Counters::new(workers),
             threads: Mutex::new(Threads::default()),
@@ -254,7 +257,7 @@ impl Registry {
                 bump(&slot.caller_runs);
                 bump_at(&slot.started, worker);
                 let outcome = body.run();
-                self.record_outcome(outcome, worker);
+                self.record_outcome(outcome.into(), worker);
                 Ok(Admitted::RanOnCaller)
             }
         }
@@ -411,6 +414,36 @@ impl Registry {
         1
     }
 
+    /// Admits an `install` job: a `pending` place (shutdown waits for it;
+    /// workers do not exit while it is queued) but no queue place (an
+    /// install's caller is blocked on it, so it is never refused for room).
+    /// Returns `false` once shutdown began.
+    pub(crate) fn admit_install(&self) -> bool {
+        let before = self.admission.fetch_add(PENDING_ONE, SeqCst);
+        if closed(before) {
+            self.retire(PENDING_ONE);
+            return false;
+        }
+        bump(&self.counters.slot(self.own_worker_index()).submitted);
+        true
+    }
+
+    /// Puts an admitted install job or another internal job on the side
+    /// queue (never abandoned, never evicted) and wakes a worker.
+    pub(crate) fn push_side(&self, job: JobRef) {
+        self.side.push(job);
+        self.sleep.notify_one();
+    }
+
+    /// Runs an install job popped by worker `worker`: counted like a task,
+    /// its panic forwarded to the caller; then its place is retired.
+    pub(crate) fn run_install(&self, job: JobRef, worker: usize) {
+        bump_at(&self.counters.slot(Some(worker)).started, Some(worker));
+        let outcome = job.run();
+        self.record_outcome(outcome, Some(worker));
+        self.retire(PENDING_ONE);
+    }
+
     /// Retires `owed` finished tasks' `pending` places.
     pub(crate) fn pay(&self, owed: u64) {
         if owed > 0 {
@@ -428,11 +461,12 @@ impl Registry {
     }
 
     /// Counts a finished task and reports its panic.
-    fn record_outcome(&self, outcome: Result<(), PanicPayload>, worker: Option<usize>) {
+    pub(crate) fn record_outcome(&self, outcome: Outcome, worker: Option<usize>) {
         let slot = self.counters.slot(worker);
         match outcome {
-            Ok(()) => bump_at(&slot.completed, worker),
-            Err(payload) => {
+            Outcome::Done => bump_at(&slot.completed, worker),
+            Outcome::PanicForwarded => bump_at(&slot.panicked, worker),
+            Outcome::Panicked(payload) => {
                 bump_at(&slot.panicked, worker);
                 if let Some(handler) = &self.config.panic_handler {
                     let report = TaskPanic {
@@ -521,9 +555,10 @@ impl Registry {
         }
         let id = self.next_waiter_id.fetch_add(1, SeqCst);
         let worker = self.own_worker();
-        let waiter = match worker {
-            Some(w) => Waiter::Worker(w.parker().clone()),
-            None => Waiter::Thread(thread::current()),
+        let waiter = Waiter::current();
+        let parker = match &waiter {
+            Waiter::Parker(p) => Arc::clone(p),
+            _ => unreachable!("the current thread waits on a parker"),
         };
         self.idle_list.lock().push((id, waiter));
         self.idle_waiters.fetch_add(1, SeqCst);
@@ -536,14 +571,13 @@ impl Registry {
             None => {
                 while !cond(self.admission.load(SeqCst)) {
                     match deadline {
-                        None => thread::park(),
+                        None => parker.park(),
                         Some(d) => {
-                            let now = Instant::now();
-                            if now >= d {
+                            if Instant::now() >= d {
                                 met = cond(self.admission.load(SeqCst));
                                 break;
                             }
-                            crate::loom::park_timeout(d - now);
+                            parker.park_until(d);
                         }
                     }
                 }
@@ -570,6 +604,14 @@ impl Registry {
         } else {
             self.wait_for(&|w| pending(w) == 0, None);
         }
+    }
+
+    /// Counts the calling worker as blocked until the guard drops.
+    pub(crate) fn block_guard(&self) -> BlockedGuard<'_> {
+        // Relaxed: a gauge, read by metrics (and by a future supervisor).
+        self.blocked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        BlockedGuard(self)
     }
 
     // ----- shutdown -----------------------------------------------------------
@@ -697,9 +739,21 @@ impl Registry {
             running: pending(word).saturating_sub(queued(word)),
             queue_capacity: self.config.capacity,
             blocked_submitters: self.room_waiters.load(SeqCst),
+            blocked_workers: self.blocked.load(SeqCst),
             shut_down: closed(word),
             counts: self.counters.sum(),
         }
+    }
+}
+
+/// Un-counts a blocked worker on drop (see [`Registry::block_guard`]).
+pub(crate) struct BlockedGuard<'a>(&'a Registry);
+
+impl Drop for BlockedGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .blocked
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

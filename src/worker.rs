@@ -22,9 +22,14 @@ use crate::registry::Registry;
 use crate::sleep::Parker;
 use std::cell::Cell;
 
+#[cfg(not(loom))]
 thread_local! {
-    // Not `const`: loom's `thread_local!` does not take const initialisers.
-    #[allow(clippy::missing_const_for_thread_local)]
+    static CURRENT: Cell<*const WorkerThread> = const { Cell::new(std::ptr::null()) };
+}
+
+// loom's `thread_local!` takes no `const` initialiser.
+#[cfg(loom)]
+thread_local! {
     static CURRENT: Cell<*const WorkerThread> = Cell::new(std::ptr::null());
 }
 
@@ -61,6 +66,7 @@ pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
 
 impl WorkerThread {
     /// The worker running on this thread, if any (of any pool).
+    #[inline]
     pub(crate) fn current() -> Option<&'static WorkerThread> {
         let ptr = CURRENT.with(Cell::get);
         // SAFETY: `CURRENT` is non-null only while `run` executes on this
@@ -71,19 +77,32 @@ impl WorkerThread {
         unsafe { ptr.as_ref() }
     }
 
+    #[inline]
+
     pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
+
+    #[inline]
 
     pub(crate) fn index(&self) -> usize {
         self.index
     }
 
+    #[inline]
+
     pub(crate) fn parker(&self) -> &Arc<Parker> {
         self.registry.sleep.parker(self.index)
     }
 
+    /// Pops the newest job of this worker's own deque.
+    #[inline]
+    pub(crate) fn pop_local(&self) -> Option<JobRef> {
+        self.local.pop()
+    }
+
     /// Pushes onto this worker's own deque.
+    #[inline]
     pub(crate) fn push_local(&self, job: JobRef) {
         self.local.push(job);
     }
@@ -108,6 +127,7 @@ impl WorkerThread {
     }
 
     /// Runs a job popped from a queue.
+    #[inline]
     pub(crate) fn execute(&self, job: JobRef) {
         match job.kind() {
             JobKind::Task => {
@@ -119,6 +139,10 @@ impl WorkerThread {
             JobKind::Internal => {
                 self.pay_owed();
                 let _ = job.run();
+            }
+            JobKind::Install => {
+                self.pay_owed();
+                self.registry.run_install(job, self.index);
             }
         }
     }
@@ -213,7 +237,10 @@ impl WorkerThread {
                 if i == self.index {
                     continue;
                 }
-                match stealers[i].steal_batch_and_pop(&self.local) {
+                // One job, the oldest: for fork-join work the biggest piece;
+                // taking half the deque would take `join` halves their owner
+                // then has to wait for or steal back.
+                match stealers[i].steal() {
                     Steal::Success(job) => {
                         bump(&slot.steals);
                         return Some(job);

@@ -79,7 +79,7 @@ pub(crate) mod sync {
 }
 
 pub(crate) mod thread {
-    pub(crate) use loom::thread::{current, park, yield_now, Builder, JoinHandle, Thread};
+    pub(crate) use loom::thread::{current, yield_now, Builder, JoinHandle};
 }
 
 pub(crate) use loom::thread_local;
@@ -92,11 +92,6 @@ pub(crate) fn spin_loop() {
 
 /// Idle workers do not spin under loom: every spin multiplies the states.
 pub(crate) const SPIN_ROUNDS: u32 = 0;
-
-/// loom does not model time: parks until unparked.
-pub(crate) fn park_timeout(_dur: std::time::Duration) {
-    loom::thread::park();
-}
 
 /// See `real.rs`: loom only honours `SeqCst` through fences.
 pub(crate) fn handshake_fence() {

@@ -58,7 +58,7 @@ pub(crate) mod sync {
 }
 
 pub(crate) mod thread {
-    pub(crate) use std::thread::{current, park, yield_now, Builder, JoinHandle, Thread};
+    pub(crate) use std::thread::{current, yield_now, Builder, JoinHandle};
 }
 
 pub(crate) use std::thread_local;
@@ -71,11 +71,6 @@ pub(crate) fn spin_loop() {
 
 /// How many rounds an idle worker spins before parking (loom: none).
 pub(crate) const SPIN_ROUNDS: u32 = 16;
-
-/// Parks the current thread for at most `dur`.
-pub(crate) fn park_timeout(dur: std::time::Duration) {
-    std::thread::park_timeout(dur);
-}
 
 /// Marks the middle of a Dekker-style handshake: "my `SeqCst` RMW on one
 /// word, then my `SeqCst` load of another", matched by the other side doing

@@ -42,6 +42,17 @@ impl Parker {
         *notified = false;
     }
 
+    /// Blocks until the token is set (then clears it) or `deadline` passes.
+    pub(crate) fn park_until(&self, deadline: std::time::Instant) {
+        let mut notified = self.notified.lock();
+        while !*notified {
+            if self.cv.wait_until(&mut notified, deadline) {
+                return;
+            }
+        }
+        *notified = false;
+    }
+
     /// Sets the token and wakes the parked thread, if any.
     pub(crate) fn unpark(&self) {
         *self.notified.lock() = true;
@@ -86,6 +97,7 @@ impl Sleep {
     }
 
     /// Worker `index`'s parker (handed to latches that must wake it).
+    #[inline]
     pub(crate) fn parker(&self, index: usize) -> &Arc<Parker> {
         &self.parkers[index]
     }
@@ -141,6 +153,7 @@ impl Sleep {
 
     /// Step 1 (submitter side), after the job is in a queue: wake one parked
     /// worker if nobody is searching. Returns whether one was woken.
+    #[inline]
     pub(crate) fn notify_one(&self) -> bool {
         // Pairs with the fence after `transition_to_parked`: either this load
         // sees the worker's decrement, or the worker's re-check sees the job.
@@ -160,6 +173,20 @@ impl Sleep {
         drop(sleepers);
         self.parkers[index].unpark();
         true
+    }
+
+    /// A cheaper `notify_one` for work its owner is bound to run anyway (a
+    /// `join` half, a scope's task pushed on the owner's deque): a plain
+    /// load decides whether to wake someone, with no fence. A wake-up
+    /// missed in the race costs parallelism, never the work: the owner pops
+    /// it back or runs it while it waits.
+    #[inline]
+    pub(crate) fn tickle(&self) {
+        // Relaxed: a hint; `notify_one` re-checks with the full protocol.
+        let state = self.state.load(std::sync::atomic::Ordering::Relaxed);
+        if searching(state) == 0 && unparked(state) < self.num_workers {
+            self.notify_one();
+        }
     }
 
     /// Wakes every parked worker (shutdown, termination).
