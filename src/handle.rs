@@ -111,7 +111,6 @@ impl<V> Slot<V> {
     }
 
     #[inline]
-
     pub(crate) fn is_done(&self) -> bool {
         // Acquire pairs with the release in `complete`.
         self.done.load(Ordering::Acquire)

@@ -5,13 +5,22 @@
 //! RUSTFLAGS="--cfg loom" cargo test --release --lib loom_
 //! ```
 //!
-//! loom explores the interleavings of each model (bounded by
-//! `LOOM_MAX_PREEMPTIONS`) and fails on a deadlock, which is how a lost
-//! wake-up shows: every thread parked with work still queued.
+//! loom explores the interleavings of each model (up to the preemption
+//! bound each sets) and fails on a deadlock, which is how a lost wake-up
+//! shows: every thread parked with work still queued.
 
 use crate::loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use crate::loom::sync::{Arc, Condvar, Mutex};
 use crate::{Backpressure, Pool, SubmitError, TaskError};
+
+/// Runs a model with a preemption bound: 3 for one-worker models, 2 for
+/// two-worker ones (three threads at bound 3 take minutes; bound 2 already
+/// finds a removed pre-park re-check).
+fn model(bound: usize, f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(bound);
+    builder.check(f);
+}
 
 fn pool(workers: usize) -> Pool {
     Pool::builder()
@@ -24,7 +33,7 @@ fn pool(workers: usize) -> Pool {
 /// or parking is always run (no lost wake-up), exactly once.
 #[test]
 fn loom_sleep_wake_no_lost_wakeup() {
-    loom::model(|| {
+    model(3, || {
         let pool = pool(1);
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
@@ -42,7 +51,7 @@ fn loom_sleep_wake_no_lost_wakeup() {
 /// Sleep/wake with two workers and two tasks: both run, the pool drains.
 #[test]
 fn loom_two_workers_two_tasks() {
-    loom::model(|| {
+    model(2, || {
         let pool = pool(2);
         let ran = Arc::new(AtomicUsize::new(0));
         for _ in 0..2 {
@@ -62,7 +71,7 @@ fn loom_two_workers_two_tasks() {
 /// accepted and run, or refused with `ShutDown` and never run.
 #[test]
 fn loom_shutdown_races_submit() {
-    loom::model(|| {
+    model(2, || {
         let pool = Arc::new(pool(1));
         let ran = Arc::new(AtomicUsize::new(0));
         let (p, r) = (pool.clone(), ran.clone());
@@ -89,7 +98,7 @@ fn loom_shutdown_races_submit() {
 /// The join latch: an outside thread joining a handle is always woken.
 #[test]
 fn loom_join_handle_wakes_outside_thread() {
-    loom::model(|| {
+    model(3, || {
         let pool = pool(1);
         let h = pool.spawn(|| 7).unwrap_or_else(|_| panic!("accepted"));
         assert_eq!(h.join(), Ok(7));
@@ -100,7 +109,7 @@ fn loom_join_handle_wakes_outside_thread() {
 /// spawned runs it itself or is woken when it finishes.
 #[test]
 fn loom_join_inside_one_worker() {
-    loom::model(|| {
+    model(3, || {
         let pool = pool(1);
         let handle = pool.handle();
         let h = pool
@@ -117,7 +126,7 @@ fn loom_join_inside_one_worker() {
 /// queued task is run or abandoned, exactly once; the counts add up.
 #[test]
 fn loom_shutdown_now_abandons_queued() {
-    loom::model(|| {
+    model(2, || {
         let pool = pool(1);
         // (started, open) flags under one lock.
         let gate = Arc::new((Mutex::new((false, false)), Condvar::new()));
@@ -161,7 +170,7 @@ fn loom_shutdown_now_abandons_queued() {
 /// worker starts a task.
 #[test]
 fn loom_block_for_room_is_woken() {
-    loom::model(|| {
+    model(3, || {
         let pool = Pool::builder()
             .workers(1)
             .queue_capacity(1)
@@ -185,7 +194,7 @@ fn loom_block_for_room_is_woken() {
 /// stolen `b`'s completion always wakes its owner, and both halves run once.
 #[test]
 fn loom_join_latch_stolen_half_wakes_owner() {
-    loom::model(|| {
+    model(2, || {
         let pool = pool(2);
         let runs = Arc::new(AtomicUsize::new(0));
         let r = runs.clone();
@@ -211,7 +220,7 @@ fn loom_join_latch_stolen_half_wakes_owner() {
 /// they were spread over the workers, and is always woken.
 #[test]
 fn loom_scope_waits_for_every_task() {
-    loom::model(|| {
+    model(2, || {
         let pool = pool(2);
         let runs = AtomicUsize::new(0);
         pool.scope(|s| {

@@ -78,19 +78,16 @@ impl WorkerThread {
     }
 
     #[inline]
-
     pub(crate) fn registry(&self) -> &Registry {
         &self.registry
     }
 
     #[inline]
-
     pub(crate) fn index(&self) -> usize {
         self.index
     }
 
     #[inline]
-
     pub(crate) fn parker(&self) -> &Arc<Parker> {
         self.registry.sleep.parker(self.index)
     }
