@@ -166,5 +166,40 @@ fn spawn_1m(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, spawn_1m);
+/// The cost of metrics: the same 1M-task run with everything on (the
+/// default: counters, worker states, queue-wait and run-time histograms),
+/// with histograms off, and with the optional metrics off (counters only:
+/// shutdown accounting needs them).
+fn spawn_1m_metrics(c: &mut Criterion) {
+    let n = num_cpus::get();
+    let mut group = c.benchmark_group("spawn_1m_metrics");
+    group.throughput(Throughput::Elements(TASKS as u64));
+    group.sample_size(30);
+    group.measurement_time(Duration::from_secs(10));
+    group.warm_up_time(Duration::from_secs(1));
+    let mut configs = vec![
+        ("metrics_on", ebbtide::Pool::builder()),
+        ("histograms_off", ebbtide::Pool::builder().histograms(false)),
+        ("metrics_off", ebbtide::Pool::builder().metrics(false)),
+    ];
+    // EBBTIDE_BENCH_REVERSE=1 runs the configurations in reverse order, to
+    // check that the order does not decide the result.
+    if std::env::var_os("EBBTIDE_BENCH_REVERSE").is_some() {
+        configs.reverse();
+    }
+    for (name, builder) in configs {
+        let pool = builder.workers(n).build().unwrap();
+        group.bench_function(BenchmarkId::new(name, n), |b| {
+            b.iter(|| {
+                for _ in 0..TASKS {
+                    pool.execute(tiny).unwrap();
+                }
+                pool.wait_idle();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, spawn_1m, spawn_1m_metrics);
 criterion_main!(benches);

@@ -1,51 +1,26 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-fn fib(n: u32) -> u64 {
-    if n < 2 {
-        return n as u64;
+static C: AtomicUsize = AtomicUsize::new(0);
+fn run(label: &str, b: ebbtide::Builder) {
+    let pool = b.workers(2).build().unwrap();
+    let mut best = f64::MAX;
+    for _ in 0..7 {
+        let t = Instant::now();
+        for _ in 0..1_000_000 {
+            pool.execute(|| {
+                C.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+        }
+        pool.wait_idle();
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
     }
-    let (a, b) = ebbtide::join(|| fib(n - 1), || fib(n - 2));
-    a + b
+    println!("{label}: best {best:.1} ms");
 }
 fn main() {
-    let pool = ebbtide::Pool::builder().workers(2).build().unwrap();
-    for _ in 0..3 {
-        let t = Instant::now();
-        let r = pool.install(|| fib(30));
-        println!("fib(30)={} in {:?}", r, t.elapsed());
+    for _ in 0..2 {
+        run("full", ebbtide::Pool::builder());
+        run("histograms off", ebbtide::Pool::builder().histograms(false));
+        run("metrics off", ebbtide::Pool::builder().metrics(false));
     }
-    let rp = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    fn rfib(n: u32) -> u64 {
-        if n < 2 {
-            return n as u64;
-        }
-        let (a, b) = rayon::join(|| rfib(n - 1), || rfib(n - 2));
-        a + b
-    }
-    for _ in 0..3 {
-        let t = Instant::now();
-        let r = rp.install(|| rfib(30));
-        println!("rayon fib(30)={} in {:?}", r, t.elapsed());
-    }
-    let mut v = vec![0u64; 100_000];
-    let t = Instant::now();
-    pool.scope(|s| {
-        for (i, x) in v.iter_mut().enumerate() {
-            s.execute(move || *x = i as u64 * 2);
-        }
-    });
-    println!(
-        "scope 100k {:?} ok={}",
-        t.elapsed(),
-        v.iter().enumerate().all(|(i, &x)| x == i as u64 * 2)
-    );
-    let p2 = ebbtide::Pool::builder().workers(1).build().unwrap();
-    let p1 = ebbtide::Pool::builder().workers(1).build().unwrap();
-    let h2 = p2.handle();
-    let h1 = p1.handle();
-    let r = p1.install(|| h2.install(|| h1.install(|| 5) + 1) + 1);
-    println!("cross install {r}");
-    println!("{}", pool.metrics());
 }

@@ -5,8 +5,9 @@ use crate::loom::sync::Arc;
 use crate::loom::thread;
 use crate::queue::{Local, LocalQueue};
 use crate::registry::{Registry, ShutdownMode};
-use crate::{worker, Pool};
+use crate::{worker, Pool, StallReport};
 use std::fmt;
+use std::time::Duration;
 
 /// The largest worker count a pool accepts.
 pub const MAX_WORKERS: usize = 1 << 14;
@@ -76,7 +77,14 @@ pub(crate) struct Config {
     pub(crate) thread_name: String,
     pub(crate) stack_size: Option<usize>,
     pub(crate) panic_handler: Option<PanicHandler>,
+    pub(crate) histograms: bool,
+    pub(crate) track_workers: bool,
+    pub(crate) stall_threshold: Option<Duration>,
+    pub(crate) on_stall: Option<StallHandler>,
 }
+
+/// A plain `std` `Arc`, like [`PanicHandler`].
+pub(crate) type StallHandler = std::sync::Arc<dyn Fn(&StallReport) + Send + Sync + 'static>;
 
 /// Settings for a [`Pool`]; [`build`](Builder::build) validates them.
 ///
@@ -102,6 +110,10 @@ pub struct Builder {
     thread_name: String,
     stack_size: Option<usize>,
     panic_handler: Option<PanicHandler>,
+    histograms: bool,
+    metrics: bool,
+    stall_threshold: Option<Duration>,
+    on_stall: Option<StallHandler>,
 }
 
 impl fmt::Debug for Builder {
@@ -116,6 +128,9 @@ impl fmt::Debug for Builder {
             .field("thread_name", &self.thread_name)
             .field("stack_size", &self.stack_size)
             .field("panic_handler", &self.panic_handler.is_some())
+            .field("histograms", &self.histograms)
+            .field("metrics", &self.metrics)
+            .field("stall_threshold", &self.stall_threshold)
             .finish()
     }
 }
@@ -132,6 +147,10 @@ impl Default for Builder {
             thread_name: "ebbtide-worker".to_string(),
             stack_size: None,
             panic_handler: None,
+            histograms: true,
+            metrics: true,
+            stall_threshold: None,
+            on_stall: None,
         }
     }
 }
@@ -204,6 +223,42 @@ impl Builder {
         self
     }
 
+    /// Whether to record the queue-wait and run-time histograms (on by
+    /// default). Off, tasks are not timed at all (no clock reads).
+    pub fn histograms(mut self, on: bool) -> Self {
+        self.histograms = on;
+        self
+    }
+
+    /// Whether to keep the optional metrics: the histograms and each
+    /// worker's current state (for `dump`, `busy_workers`). On by default.
+    /// The task counters stay on either way: shutdown accounting is built
+    /// on them (two uncontended stores per task).
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
+
+    /// Starts a watchdog that reports every task running longer than
+    /// `threshold`, once, to the [`on_stall`](Self::on_stall) handler (or to
+    /// standard error), and counts it in `Counts::stalls`. It checks every
+    /// quarter threshold (between 1 ms and 1 s). Turns task timing on.
+    pub fn stall_threshold(mut self, threshold: Duration) -> Self {
+        self.stall_threshold = Some(threshold);
+        self
+    }
+
+    /// The handler of stall reports (see [`stall_threshold`](Self::stall_threshold));
+    /// with the `deadlock_detection` feature it also receives lock cycles
+    /// found by `parking_lot`'s deadlock detector.
+    pub fn on_stall<H>(mut self, handler: H) -> Self
+    where
+        H: Fn(&StallReport) + Send + Sync + 'static,
+    {
+        self.on_stall = Some(std::sync::Arc::new(handler));
+        self
+    }
+
     fn validate(&self) -> Result<Config, BuildError> {
         let invalid = |field, value: &dyn fmt::Display, expected| BuildError::Invalid {
             field,
@@ -256,6 +311,9 @@ impl Builder {
         if self.stack_size == Some(0) {
             return Err(invalid("stack_size", &0, "a positive number of bytes"));
         }
+        if self.stall_threshold == Some(Duration::ZERO) {
+            return Err(invalid("stall_threshold", &"0s", "a positive duration"));
+        }
         if self.thread_name.contains('\0') {
             return Err(invalid(
                 "thread_name",
@@ -272,6 +330,10 @@ impl Builder {
             thread_name: self.thread_name.clone(),
             stack_size: self.stack_size,
             panic_handler: self.panic_handler.clone(),
+            histograms: self.metrics && self.histograms,
+            track_workers: self.metrics || self.stall_threshold.is_some(),
+            stall_threshold: self.stall_threshold,
+            on_stall: self.on_stall.clone(),
         })
     }
 
@@ -306,6 +368,15 @@ impl Builder {
                         worker: index,
                         source,
                     });
+                }
+            }
+        }
+        if let Some(threshold) = registry.config.stall_threshold {
+            match crate::watchdog::spawn(Arc::clone(&registry), threshold) {
+                Ok(handle) => registry.add_thread(handle),
+                Err(source) => {
+                    registry.shutdown(ShutdownMode::Drain);
+                    return Err(BuildError::Spawn { worker: n, source });
                 }
             }
         }

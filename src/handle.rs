@@ -100,7 +100,13 @@ impl<V> Slot<V> {
 
     /// Step 2: stores the result and wakes the waiter.
     pub(crate) fn complete(&self, result: V) {
-        let mut inner = self.inner.lock();
+        let mut inner = match WorkerThread::current() {
+            // The pool's own acquisition: counted in its lock statistics.
+            Some(w) => self
+                .inner
+                .lock_counted(&w.registry().counters.locks.result_slot),
+            None => self.inner.lock(),
+        };
         inner.result = Some(result);
         // Release: a waiter that sees `done` (acquire) sees the result; it
         // reads the result under the lock anyway.

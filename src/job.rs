@@ -8,9 +8,9 @@
 //! allocating and workers freeing, the allocator's cross-thread frees were
 //! the largest cost of a tiny task. Larger tasks are boxed.
 //!
-//! Memory per queued task, beyond the closure: a 32-byte slot (40 in the
-//! injector, which adds a state word), plus for a boxed task the allocation
-//! holding the closure.
+//! Memory per queued task, beyond the closure: a 40-byte slot (vtable,
+//! queue timestamp, 24 inline bytes; 48 in the injector, which adds a state
+//! word), plus for a boxed task the allocation holding the closure.
 
 use crate::error::TaskError;
 use std::any::Any;
@@ -102,6 +102,8 @@ impl JobVTable {
 /// otherwise leaks its task (never double-frees).
 pub(crate) struct JobRef {
     vtable: &'static JobVTable,
+    /// Tick at which a task was queued (0 when timing is off).
+    enqueued: u64,
     data: InlineBuf,
 }
 
@@ -132,7 +134,23 @@ impl JobRef {
         // SAFETY: the buffer is large and aligned enough (caller contract)
         // and uninitialised, so writing does not overwrite a live value.
         unsafe { ptr::write(data.0.as_mut_ptr().cast::<S>(), state) };
-        JobRef { vtable, data }
+        JobRef {
+            vtable,
+            enqueued: 0,
+            data,
+        }
+    }
+
+    /// Records the tick at which the job was queued.
+    #[inline]
+    pub(crate) fn stamp(&mut self, ticks: u64) {
+        self.enqueued = ticks;
+    }
+
+    /// The tick at which the job was queued (0 if not stamped).
+    #[inline]
+    pub(crate) fn enqueued(&self) -> u64 {
+        self.enqueued
     }
 
     /// The job's kind.

@@ -48,8 +48,10 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod builder;
+mod clock;
 mod error;
 mod handle;
+mod histogram;
 mod job;
 mod join;
 mod latch;
@@ -60,6 +62,7 @@ mod queue;
 mod registry;
 mod scope;
 mod sleep;
+mod watchdog;
 mod worker;
 
 pub use builder::{
@@ -67,10 +70,12 @@ pub use builder::{
 };
 pub use error::{BuildError, SubmitError, TaskError};
 pub use handle::JoinHandle;
+pub use histogram::Histogram;
 pub use join::join;
-pub use metrics::{Counts, Metrics};
+pub use metrics::{Counts, LockContention, Metrics, PoolDump, WorkerDump, WorkerState};
 pub use pool::{Pool, PoolHandle, ShutdownReport};
 pub use scope::{Scope, ScopedJoinHandle};
+pub use watchdog::StallReport;
 
 #[cfg(all(test, loom))]
 mod loom_tests;

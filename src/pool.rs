@@ -335,9 +335,30 @@ impl PoolHandle {
         self.registry.is_closed()
     }
 
-    /// A snapshot of the pool's gauges and counters.
+    /// A snapshot of the pool's gauges, counters, histograms and lock
+    /// contention (see [`Metrics`] for what may be slightly stale).
+    ///
+    /// ```
+    /// let pool = ebbtide::Pool::builder().workers(2).build()?;
+    /// for i in 0..100u64 {
+    ///     pool.execute(move || { std::hint::black_box(i * i); })?;
+    /// }
+    /// pool.wait_idle();
+    /// let m = pool.metrics();
+    /// assert_eq!(m.counts.completed, 100);
+    /// assert_eq!(m.run_time.count(), 100);
+    /// println!("{m}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn metrics(&self) -> Metrics {
         self.registry.metrics()
+    }
+
+    /// What every worker is doing now (parked, searching, running task #N
+    /// for how long, its deque length): the thread dump of a stuck pool.
+    /// `Display` prints it.
+    pub fn dump(&self) -> crate::PoolDump {
+        self.registry.dump()
     }
 }
 

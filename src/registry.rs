@@ -24,15 +24,20 @@
 //!   brings `pending` to zero after the close wakes every parked worker.
 
 use crate::builder::{Backpressure, Config, TaskPanic};
+use crate::clock::{ticks, Calibration};
 use crate::error::{SubmitError, TaskError};
 use crate::handle::Waiter;
+use crate::histogram::Histogram;
 use crate::job::{drop_payload, panic_message, JobKind, JobRef, Outcome, Runnable, TaskJob};
 use crate::loom::handshake_fence;
 use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use crate::loom::sync::{Arc, Condvar, Mutex};
 use crate::loom::thread::{self, JoinHandle};
-use crate::metrics::{bump, bump_at, Counters, Metrics};
+use crate::metrics::{
+    bump, bump_at, Counters, LockStats, Metrics, PoolDump, WorkerDump, WorkerState,
+};
 use crate::queue::{GlobalQueue, Injector, Steal, StealQueue, Stealer};
+use crate::sleep::Parker;
 use crate::sleep::Sleep;
 use crate::worker::WorkerThread;
 use crate::ShutdownReport;
@@ -128,17 +133,27 @@ pub(crate) struct Registry {
     threads: Mutex<Threads>,
     threads_cv: Condvar,
     pub(crate) config: Config,
+    /// Whether tasks are timed (histograms, or the stall watchdog).
+    timing: bool,
+    /// Converts ticks to time for snapshots.
+    pub(crate) calibration: Calibration,
+    /// Where the stall watchdog sleeps between checks.
+    pub(crate) watchdog: Arc<Parker>,
 }
 
 impl Registry {
     pub(crate) fn new(config: Config, stealers: Box<[Stealer]>) -> Self {
         let workers = stealers.len();
+        let locks = std::sync::Arc::new(LockStats::default());
         Registry {
+            timing: config.histograms || config.stall_threshold.is_some(),
+            calibration: Calibration::now(),
+            watchdog: Arc::new(Parker::default()),
             admission: CachePadded::new(AtomicU64::new(0)),
             injector: Injector::new(),
             side: Injector::new(),
             stealers,
-            sleep: Sleep::new(workers),
+            sleep: Sleep::new(workers, std::sync::Arc::clone(&locks)),
             room_waiters: CachePadded::new(AtomicUsize::new(0)),
             room_lock: Mutex::new(()),
             room_cv: Condvar::new(),
@@ -148,7 +163,7 @@ impl Registry {
             inside_idle: AtomicUsize::new(0),
             blocked: AtomicUsize::new(0),
             abandon: AtomicBool::new(false),
-            counters: Counters::new(workers),
+            counters: Counters::new(workers, locks),
             threads: Mutex::new(Threads::default()),
             threads_cv: Condvar::new(),
             config,
@@ -212,7 +227,10 @@ impl Registry {
     /// Puts an admitted job where a worker will find it and wakes one if
     /// needed: a worker's own deque when called on this pool's worker (the
     /// job stays near the data its submitter touched), else the injector.
-    pub(crate) fn enqueue(&self, job: JobRef) {
+    pub(crate) fn enqueue(&self, mut job: JobRef) {
+        if self.timing {
+            job.stamp(ticks());
+        }
         match self.own_worker() {
             Some(worker) => worker.push_local(job),
             None => self.injector.push(job),
@@ -290,7 +308,7 @@ impl Registry {
                 }
             }
         }
-        let mut guard = self.room_lock.lock();
+        let mut guard = self.room_lock.lock_counted(&self.counters.locks.room);
         self.room_waiters.fetch_add(1, SeqCst);
         // Handshake with `retire`: this registration, then `try_reserve`.
         handshake_fence();
@@ -398,20 +416,67 @@ impl Registry {
     /// once per task. Returns the new debt: this task's place, which the
     /// caller pays with [`pay`](Self::pay) before it waits, parks or runs
     /// anything but a task.
-    pub(crate) fn run_task(&self, job: JobRef, worker: Option<usize>, owed: u64) -> u64 {
+    ///
+    /// `prev_end` is the tick at which this worker's previous task ended if
+    /// it came straight here (no search, no park), else 0: it then serves
+    /// as this task's start, saving a clock read; the error is the time to
+    /// pop a job, below the histograms' first bucket. Returns the new debt
+    /// and the tick at which this task ended (0 when not timed).
+    pub(crate) fn run_task(
+        &self,
+        job: JobRef,
+        index: usize,
+        owed: u64,
+        prev_end: u64,
+    ) -> (u64, u64) {
+        let worker = Some(index);
         // Acquire pairs with the SeqCst store in `abandon_queued`.
         if self.abandon.load(std::sync::atomic::Ordering::Acquire) {
             self.pay(owed);
             self.discard_task(job, TaskError::Abandoned, worker);
-            return 0;
+            return (0, 0);
         }
         self.retire(QUEUED_ONE + owed * PENDING_ONE);
         self.notify_room();
         let slot = self.counters.slot(worker);
         bump_at(&slot.started, worker);
+        let start = match (self.timing, prev_end) {
+            (false, _) => 0,
+            (true, 0) => ticks(),
+            (true, t) => t,
+        };
+        if self.config.histograms {
+            self.counters.queue_wait[index].record(start.saturating_sub(job.enqueued()));
+        }
+        let status = &self.counters.status[index];
+        // A task run while another waits on this worker (helping) restores
+        // the outer task's status after it; otherwise the worker's next
+        // state change (next task, search, park) overwrites `Running`.
+        let outer = if self.config.track_workers {
+            let outer = status.read();
+            status.start_task(start);
+            outer
+        } else {
+            (WorkerState::Unknown, 0)
+        };
         let outcome = job.run();
+        let end = if self.timing { ticks() } else { 0 };
+        if self.config.histograms {
+            self.counters.run_time[index].record(end.saturating_sub(start));
+        }
+        if outer.0 == WorkerState::Running {
+            status.start_task(outer.1);
+        }
         self.record_outcome(outcome, worker);
-        1
+        (1, end)
+    }
+
+    /// Records worker `index`'s state (when workers are tracked).
+    #[inline]
+    pub(crate) fn set_state(&self, index: usize, state: WorkerState) {
+        if self.config.track_workers {
+            self.counters.status[index].set(state);
+        }
     }
 
     /// Admits an `install` job: a `pending` place (shutdown waits for it;
@@ -455,7 +520,7 @@ impl Registry {
         // SeqCst: pairs with `fetch_add` + `try_reserve` in `block_for_room`
         // (either the waiter sees the freed room or this sees the waiter).
         if self.room_waiters.load(SeqCst) > 0 {
-            let _guard = self.room_lock.lock();
+            let _guard = self.room_lock.lock_counted(&self.counters.locks.room);
             self.room_cv.notify_one();
         }
     }
@@ -506,7 +571,11 @@ impl Registry {
         // SeqCst: pairs with the registration in `wait_for` (either the
         // waiter sees the new word or this sees the waiter).
         if self.idle_waiters.load(SeqCst) > 0 {
-            for (_, waiter) in self.idle_list.lock().iter() {
+            for (_, waiter) in self
+                .idle_list
+                .lock_counted(&self.counters.locks.idle_waiters)
+                .iter()
+            {
                 waiter.wake_ref();
             }
         }
@@ -611,7 +680,11 @@ impl Registry {
         // Relaxed: a gauge, read by metrics (and by a future supervisor).
         self.blocked
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        BlockedGuard(self)
+        let worker = self.own_worker_index();
+        if let Some(i) = worker {
+            self.set_state(i, WorkerState::Blocked);
+        }
+        BlockedGuard(self, worker)
     }
 
     // ----- shutdown -----------------------------------------------------------
@@ -706,7 +779,9 @@ impl Registry {
     }
 
     fn join_threads(&self) {
-        let mut threads = self.threads.lock();
+        // The watchdog sleeps between checks; it exits on its next look.
+        self.watchdog.unpark();
+        let mut threads = self.threads.lock_counted(&self.counters.locks.threads);
         if threads.joining {
             while !threads.joined {
                 self.threads_cv.wait(&mut threads);
@@ -729,28 +804,103 @@ impl Registry {
 
     pub(crate) fn metrics(&self) -> Metrics {
         let word = self.admission.load(SeqCst);
+        let mut counts = self.counters.sum();
+        counts.unparks += self.sleep.unparks();
+        let running = pending(word).saturating_sub(queued(word));
+        let busy_workers = if self.config.track_workers {
+            self.counters
+                .status
+                .iter()
+                .filter(|s| s.read().0 == WorkerState::Running)
+                .count()
+        } else {
+            running.min(self.num_workers())
+        };
+        let (queue_wait, run_time) = if self.config.histograms {
+            (
+                Histogram::sum_of(
+                    self.counters.queue_wait.iter().map(|h| &**h),
+                    &self.calibration,
+                ),
+                Histogram::sum_of(
+                    self.counters.run_time.iter().map(|h| &**h),
+                    &self.calibration,
+                ),
+            )
+        } else {
+            (Histogram::empty(), Histogram::empty())
+        };
         Metrics {
+            name: self.config.name.clone(),
             workers: self.num_workers(),
+            min_workers: self.config.min_workers,
+            max_workers: self.config.workers,
+            target_workers: self.num_workers(),
+            busy_workers,
             parked: self.sleep.parked(),
             searching: self.sleep.searching(),
+            blocked_workers: self.blocked.load(SeqCst),
+            queued: queued(word),
             injector_len: self.injector.len(),
             worker_queue_lens: self.stealers.iter().map(StealQueue::len).collect(),
-            queued: queued(word),
-            running: pending(word).saturating_sub(queued(word)),
+            running,
             queue_capacity: self.config.capacity,
             blocked_submitters: self.room_waiters.load(SeqCst),
-            blocked_workers: self.blocked.load(SeqCst),
             shut_down: closed(word),
-            counts: self.counters.sum(),
+            counts,
+            queue_wait,
+            run_time,
+            locks: Metrics::lock_report(&self.counters.locks, self.calibration.ns_per_tick()),
+        }
+    }
+
+    /// The name of worker `index`'s thread.
+    pub(crate) fn worker_name(&self, index: usize) -> String {
+        format!("{}-{}", self.config.thread_name, index)
+    }
+
+    /// What every worker is doing now.
+    pub(crate) fn dump(&self) -> PoolDump {
+        let now = ticks();
+        let ns_per_tick = self.calibration.ns_per_tick();
+        let word = self.admission.load(SeqCst);
+        let workers = (0..self.num_workers())
+            .map(|i| {
+                let (state, since) = self.counters.status[i].read();
+                let task = self
+                    .counters
+                    .slot(Some(i))
+                    .started
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let running_for = (state == WorkerState::Running && self.timing)
+                    .then(|| Calibration::to_duration(now.saturating_sub(since), ns_per_tick));
+                WorkerDump {
+                    thread_name: self.worker_name(i),
+                    state,
+                    task,
+                    running_for,
+                    queue_len: self.stealers[i].len(),
+                }
+            })
+            .collect();
+        PoolDump {
+            name: self.config.name.clone(),
+            workers,
+            injector_len: self.injector.len(),
+            queued: queued(word),
         }
     }
 }
 
 /// Un-counts a blocked worker on drop (see [`Registry::block_guard`]).
-pub(crate) struct BlockedGuard<'a>(&'a Registry);
+pub(crate) struct BlockedGuard<'a>(&'a Registry, Option<usize>);
 
 impl Drop for BlockedGuard<'_> {
     fn drop(&mut self) {
+        if let Some(i) = self.1 {
+            // The blocking wait happens inside a running task.
+            self.0.set_state(i, WorkerState::Running);
+        }
         self.0
             .blocked
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

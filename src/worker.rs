@@ -16,7 +16,7 @@ use crate::job::{JobKind, JobRef};
 use crate::loom::sync::atomic::{fence, Ordering::SeqCst};
 use crate::loom::sync::Arc;
 use crate::loom::{spin_loop, thread, thread_local, SPIN_ROUNDS};
-use crate::metrics::bump;
+use crate::metrics::{bump_at, WorkerState};
 use crate::queue::{Local, LocalQueue, Steal, StealQueue};
 use crate::registry::Registry;
 use crate::sleep::Parker;
@@ -45,6 +45,9 @@ pub(crate) struct WorkerThread {
     /// Finished tasks whose `pending` place is not yet retired (see
     /// `Registry::run_task`).
     owed: Cell<u64>,
+    /// The tick at which the last task ended, while this worker goes
+    /// straight on to the next one; 0 once it searches or parks.
+    last_end: Cell<u64>,
 }
 
 /// The body of worker thread `index`.
@@ -55,6 +58,7 @@ pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
         local,
         searching: Cell::new(false),
         owed: Cell::new(0),
+        last_end: Cell::new(0),
         rng: Cell::new(
             0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
         ),
@@ -129,16 +133,22 @@ impl WorkerThread {
         match job.kind() {
             JobKind::Task => {
                 let owed = self.owed.take();
-                let owed = self.registry.run_task(job, Some(self.index), owed);
+                // Cleared while the task runs: a task it waits for, run
+                // here meanwhile, must read the clock itself.
+                let prev_end = self.last_end.replace(0);
+                let (owed, end) = self.registry.run_task(job, self.index, owed, prev_end);
                 self.owed.set(self.owed.get() + owed);
+                self.last_end.set(end);
             }
             // Internal jobs hand their outcome (and panic) to their waiter.
             JobKind::Internal => {
                 self.pay_owed();
+                self.last_end.set(0);
                 let _ = job.run();
             }
             JobKind::Install => {
                 self.pay_owed();
+                self.last_end.set(0);
                 self.registry.run_install(job, self.index);
             }
         }
@@ -181,12 +191,15 @@ impl WorkerThread {
                         return None;
                     }
                     self.searching.set(true);
+                    self.last_end.set(0);
+                    self.registry.set_state(self.index, WorkerState::Searching);
                 }
                 self.steal_from_peers()
                     .or_else(|| self.registry.take_global(&self.local))
             }
         };
         if found.is_some() && self.searching.replace(false) {
+            self.registry.set_state(self.index, WorkerState::Idle);
             // The last searcher to find work wakes another to carry on.
             if self.registry.sleep.transition_from_searching() {
                 self.registry.sleep.notify_one();
@@ -237,9 +250,10 @@ impl WorkerThread {
                 // One job, the oldest: for fork-join work the biggest piece;
                 // taking half the deque would take `join` halves their owner
                 // then has to wait for or steal back.
+                bump_at(&slot.steal_attempts, Some(self.index));
                 match stealers[i].steal() {
                     Steal::Success(job) => {
-                        bump(&slot.steals);
+                        bump_at(&slot.steals, Some(self.index));
                         return Some(job);
                     }
                     Steal::Retry => retry = true,
@@ -257,15 +271,28 @@ impl WorkerThread {
     /// worker announced itself as parked (steps 4–6 of the protocol).
     fn park(&self, stop: &dyn Fn() -> bool) {
         let sleep = &self.registry.sleep;
+        self.last_end.set(0);
         sleep.transition_to_parked(self.index, self.searching.replace(false));
         // Pairs with the fence in `notify_one`: either the submitter sees
         // this worker parked, or this re-check sees its job.
         fence(SeqCst);
         if !(self.registry.has_work() || stop()) {
-            bump(&self.registry.counters.slot(Some(self.index)).parks);
+            bump_at(
+                &self.registry.counters.slot(Some(self.index)).parks,
+                Some(self.index),
+            );
+            self.registry.set_state(self.index, WorkerState::Parked);
             self.parker().park();
         }
         self.searching.set(sleep.after_wake(self.index));
+        self.registry.set_state(
+            self.index,
+            if self.searching.get() {
+                WorkerState::Searching
+            } else {
+                WorkerState::Idle
+            },
+        );
     }
 
     fn next_random(&self) -> usize {

@@ -9,7 +9,8 @@
 //! under one mutex, taken only to park, to wake, and after waking.
 
 use crate::loom::sync::atomic::{fence, AtomicUsize, Ordering::SeqCst};
-use crate::loom::sync::{Arc, Condvar, Mutex};
+use crate::loom::sync::{Arc, Condvar, Mutex, MutexGuard};
+use crate::metrics::LockStats;
 use crossbeam_utils::CachePadded;
 
 const SEARCH_MASK: usize = (1 << 16) - 1;
@@ -30,12 +31,29 @@ fn unparked(state: usize) -> usize {
 pub(crate) struct Parker {
     notified: Mutex<bool>,
     cv: Condvar,
+    /// Where a worker's parker counts contention (`None` for the parkers
+    /// of threads outside any pool).
+    stats: Option<std::sync::Arc<LockStats>>,
 }
 
 impl Parker {
+    fn for_worker(stats: std::sync::Arc<LockStats>) -> Self {
+        Parker {
+            stats: Some(stats),
+            ..Parker::default()
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        match &self.stats {
+            Some(stats) => self.notified.lock_counted(&stats.parker),
+            None => self.notified.lock(),
+        }
+    }
+
     /// Blocks until the token is set, then clears it.
     pub(crate) fn park(&self) {
-        let mut notified = self.notified.lock();
+        let mut notified = self.lock();
         while !*notified {
             self.cv.wait(&mut notified);
         }
@@ -44,7 +62,7 @@ impl Parker {
 
     /// Blocks until the token is set (then clears it) or `deadline` passes.
     pub(crate) fn park_until(&self, deadline: std::time::Instant) {
-        let mut notified = self.notified.lock();
+        let mut notified = self.lock();
         while !*notified {
             if self.cv.wait_until(&mut notified, deadline) {
                 return;
@@ -55,7 +73,7 @@ impl Parker {
 
     /// Sets the token and wakes the parked thread, if any.
     pub(crate) fn unpark(&self) {
-        *self.notified.lock() = true;
+        *self.lock() = true;
         self.cv.notify_one();
     }
 }
@@ -74,11 +92,15 @@ pub(crate) struct Sleep {
     sleepers: Mutex<Sleepers>,
     parkers: Box<[Arc<Parker>]>,
     num_workers: usize,
+    stats: std::sync::Arc<LockStats>,
+    /// Parked workers woken for work (a gauge's worth of contention: only
+    /// touched on the wake-up path, next to a syscall).
+    unparks: std::sync::atomic::AtomicU64,
 }
 
 impl Sleep {
     /// All `num_workers` workers start unparked and not searching.
-    pub(crate) fn new(num_workers: usize) -> Self {
+    pub(crate) fn new(num_workers: usize, stats: std::sync::Arc<LockStats>) -> Self {
         assert!(
             num_workers < SEARCH_MASK,
             "worker count checked by the builder"
@@ -90,9 +112,11 @@ impl Sleep {
                 granted: vec![false; num_workers],
             }),
             parkers: (0..num_workers)
-                .map(|_| Arc::new(Parker::default()))
+                .map(|_| Arc::new(Parker::for_worker(std::sync::Arc::clone(&stats))))
                 .collect(),
             num_workers,
+            stats,
+            unparks: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -125,7 +149,7 @@ impl Sleep {
     /// The caller must then issue a `SeqCst` fence and re-check every queue
     /// (and its own wait condition) before it actually parks.
     pub(crate) fn transition_to_parked(&self, index: usize, is_searching: bool) {
-        let mut sleepers = self.sleepers.lock();
+        let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
         self.state
             .fetch_sub(UNPARK_ONE + usize::from(is_searching), SeqCst);
         sleepers.list.push(index);
@@ -136,7 +160,7 @@ impl Sleep {
     /// `index` off the sleeper list if nobody did. Returns whether the
     /// worker was woken to search (`notify_one` counted it as searching).
     pub(crate) fn after_wake(&self, index: usize) -> bool {
-        let mut sleepers = self.sleepers.lock();
+        let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
         if let Some(pos) = sleepers.list.iter().position(|&i| i == index) {
             sleepers.list.swap_remove(pos);
             self.state.fetch_add(UNPARK_ONE, SeqCst);
@@ -161,7 +185,7 @@ impl Sleep {
         if !self.should_wake() {
             return false;
         }
-        let mut sleepers = self.sleepers.lock();
+        let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
         if !self.should_wake() {
             return false;
         }
@@ -171,6 +195,9 @@ impl Sleep {
         self.state.fetch_add(UNPARK_ONE + 1, SeqCst);
         sleepers.granted[index] = true;
         drop(sleepers);
+        // Relaxed: a counter.
+        self.unparks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.parkers[index].unpark();
         true
     }
@@ -191,7 +218,7 @@ impl Sleep {
 
     /// Wakes every parked worker (shutdown, termination).
     pub(crate) fn wake_all(&self) {
-        let mut sleepers = self.sleepers.lock();
+        let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
         let woken: Vec<usize> = sleepers.list.drain(..).collect();
         for &index in &woken {
             self.state.fetch_add(UNPARK_ONE, SeqCst);
@@ -206,6 +233,11 @@ impl Sleep {
     /// How many workers are on the sleeper list (a racy gauge).
     pub(crate) fn parked(&self) -> usize {
         self.num_workers - unparked(self.state.load(SeqCst))
+    }
+
+    /// Parked workers woken for work so far.
+    pub(crate) fn unparks(&self) -> u64 {
+        self.unparks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many workers are searching (a racy gauge).

@@ -1,0 +1,122 @@
+//! The stall watchdog: a thread that reports tasks running longer than a
+//! threshold (and, with the `deadlock_detection` feature, lock cycles found
+//! by `parking_lot`'s deadlock detector).
+//!
+//! Every quarter threshold (1 ms .. 1 s) it reads each worker's status
+//! (state, task sequence number, start tick); a task that has been running
+//! longer than the threshold and was not reported yet is reported once.
+//! It exits when the pool has shut down and drained; shutdown unparks it so
+//! joining it does not wait out a check interval.
+
+use crate::clock::{ticks, Calibration};
+use crate::loom::sync::Arc;
+use crate::loom::thread::{self, JoinHandle};
+use crate::metrics::{bump, WorkerState};
+use crate::registry::Registry;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// What the stall watchdog reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StallReport {
+    /// A task has run longer than the stall threshold.
+    Task {
+        /// The worker thread running it.
+        thread_name: String,
+        /// The task's sequence number on that worker (as in `dump`).
+        task: u64,
+        /// How long it had been running when seen.
+        running_for: Duration,
+    },
+    /// `parking_lot`'s deadlock detector found a cycle of threads blocked
+    /// on each other's locks (feature `deadlock_detection`).
+    Deadlock {
+        /// The ids of the threads in the cycle.
+        threads: Vec<String>,
+    },
+}
+
+impl fmt::Display for StallReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StallReport::Task {
+                thread_name,
+                task,
+                running_for,
+            } => write!(
+                f,
+                "stalled task: task #{task} on {thread_name} has been running for {running_for:?}"
+            ),
+            StallReport::Deadlock { threads } => write!(
+                f,
+                "deadlock: threads {} wait on each other's locks",
+                threads.join(", ")
+            ),
+        }
+    }
+}
+
+pub(crate) fn spawn(
+    registry: Arc<Registry>,
+    threshold: Duration,
+) -> std::io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name(format!("{}-watchdog", registry.config.thread_name))
+        .spawn(move || run(&registry, threshold))
+}
+
+fn report(registry: &Registry, stall: &StallReport) {
+    match &registry.config.on_stall {
+        Some(handler) => {
+            // A panicking handler must not take the watchdog down.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(stall)));
+        }
+        None => eprintln!("ebbtide: {stall}"),
+    }
+}
+
+fn run(registry: &Registry, threshold: Duration) {
+    let interval = (threshold / 4).clamp(Duration::from_millis(1), Duration::from_secs(1));
+    let mut reported = vec![0u64; registry.num_workers()];
+    loop {
+        registry.watchdog.park_until(Instant::now() + interval);
+        if registry.should_exit() {
+            return;
+        }
+        let now = ticks();
+        let ns_per_tick = registry.calibration.ns_per_tick();
+        for (i, last) in reported.iter_mut().enumerate() {
+            let (state, since) = registry.counters.status[i].read();
+            let task = registry
+                .counters
+                .slot(Some(i))
+                .started
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if state != WorkerState::Running || task == *last {
+                continue;
+            }
+            let running_for = Calibration::to_duration(now.saturating_sub(since), ns_per_tick);
+            if running_for >= threshold {
+                *last = task;
+                bump(&registry.counters.slot(None).stalls);
+                report(
+                    registry,
+                    &StallReport::Task {
+                        thread_name: registry.worker_name(i),
+                        task,
+                        running_for,
+                    },
+                );
+            }
+        }
+        #[cfg(feature = "deadlock_detection")]
+        for cycle in parking_lot::deadlock::check_deadlock() {
+            let threads = cycle
+                .iter()
+                .map(|t| format!("{:?}", t.thread_id()))
+                .collect();
+            report(registry, &StallReport::Deadlock { threads });
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! Runtime metrics: exact counters, histograms, steals, the Prometheus
+//! export (parsed with a real parser), the dump and the stall watchdog.
+
+#![cfg(not(loom))]
+
+mod common;
+
+use common::{block_workers, Gate};
+use ebbtide::{Backpressure, Pool, StallReport, WorkerState};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Condvar, Mutex, Once};
+use std::time::Duration;
+
+const MARK: &str = "expected metrics panic";
+
+fn quiet_expected_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let p = info.payload();
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied());
+            if !msg.is_some_and(|m| m.contains(MARK)) {
+                default(info);
+            }
+        }));
+    });
+}
+
+fn identity_holds(m: &ebbtide::Metrics) {
+    let c = &m.counts;
+    assert_eq!(
+        c.submitted,
+        c.completed
+            + c.panicked
+            + c.rejected
+            + c.dropped()
+            + c.abandoned
+            + m.running as u64
+            + m.queued as u64,
+        "{m:?}"
+    );
+}
+
+#[test]
+fn counters_are_exact_after_a_known_workload() {
+    quiet_expected_panics();
+    let pool = Pool::builder()
+        .workers(1)
+        .queue_capacity(4)
+        .backpressure(Backpressure::Reject)
+        .build()
+        .unwrap();
+    let gate = block_workers(&pool, 1);
+    for _ in 0..4 {
+        pool.execute(|| ()).unwrap();
+    }
+    for _ in 0..3 {
+        assert!(pool.execute(|| ()).unwrap_err().is_full());
+    }
+    let m = pool.metrics();
+    assert_eq!((m.queued, m.running, m.busy_workers), (4, 1, 1));
+    identity_holds(&m);
+    gate.open();
+    pool.wait_idle();
+    // 100 more, in groups that fit the queue, every tenth panicking.
+    for group in 0..25 {
+        for j in 0..4 {
+            let i = group * 4 + j;
+            pool.execute(move || {
+                if i % 10 == 0 {
+                    panic!("{MARK} {i}");
+                }
+            })
+            .unwrap_or_else(|_| panic!("room was made for task {i}"));
+        }
+        pool.wait_idle();
+    }
+    let m = pool.metrics();
+    let c = m.counts;
+    assert_eq!(
+        (c.submitted, c.rejected, c.completed, c.panicked, c.started),
+        (108, 3, 95, 10, 105)
+    );
+    assert_eq!((m.queued, m.running), (0, 0));
+    identity_holds(&m);
+    assert_eq!(m.run_time.count(), 105);
+    assert_eq!(m.queue_wait.count(), 105);
+
+    let pool = Pool::builder()
+        .workers(1)
+        .queue_capacity(2)
+        .backpressure(Backpressure::DropNewest)
+        .build()
+        .unwrap();
+    let gate = block_workers(&pool, 1);
+    for _ in 0..5 {
+        pool.execute(|| ()).unwrap();
+    }
+    gate.open();
+    pool.wait_idle();
+    let c = pool.metrics().counts;
+    assert_eq!(
+        (c.submitted, c.completed, c.dropped_newest, c.dropped_oldest),
+        (6, 3, 3, 0)
+    );
+}
+
+#[test]
+fn histograms_count_every_task_and_respect_known_durations() {
+    let pool = Pool::builder().workers(2).build().unwrap();
+    for _ in 0..20 {
+        pool.execute(|| std::thread::sleep(Duration::from_millis(3)))
+            .unwrap();
+    }
+    pool.wait_idle();
+    let m = pool.metrics();
+    assert_eq!(m.run_time.count(), 20);
+    assert_eq!(m.queue_wait.count(), 20);
+    // Each task slept at least 3 ms; with at most 3.2 % bucket error every
+    // quantile is at least 2.9 ms (a lower bound only: sleep may overrun).
+    let floor = Duration::from_micros(2_900);
+    for q in [
+        m.run_time.p50(),
+        m.run_time.p90(),
+        m.run_time.p99(),
+        m.run_time.p999(),
+    ] {
+        assert!(q >= floor, "{q:?} < {floor:?}: {:?}", m.run_time);
+    }
+    assert!(m.run_time.sum() >= Duration::from_millis(60));
+    // 20 tasks on 2 workers: at least 9 waited behind two others (≥ 6 ms).
+    assert!(
+        m.queue_wait.quantile(0.55) >= Duration::from_micros(5_800),
+        "{:?}",
+        m.queue_wait
+    );
+
+    let off = Pool::builder()
+        .workers(1)
+        .histograms(false)
+        .build()
+        .unwrap();
+    off.execute(|| ()).unwrap();
+    off.wait_idle();
+    let m = off.metrics();
+    assert_eq!((m.run_time.count(), m.counts.completed), (0, 1));
+}
+
+#[test]
+fn steals_happen_when_one_worker_is_flooded_and_another_idles() {
+    let pool = Pool::builder().workers(2).build().unwrap();
+    let handle = pool.handle();
+    let done = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let d = done.clone();
+    pool.execute(move || {
+        // 100 tasks on this worker's own deque; then block without helping
+        // until all ran: only the other worker can have run them.
+        for _ in 0..100 {
+            let d = d.clone();
+            handle
+                .execute(move || {
+                    *d.0.lock().unwrap() += 1;
+                    d.1.notify_all();
+                })
+                .unwrap();
+        }
+        let mut n = d.0.lock().unwrap();
+        while *n < 100 {
+            n = d.1.wait(n).unwrap();
+        }
+    })
+    .unwrap();
+    pool.wait_idle();
+    let c = pool.metrics().counts;
+    assert!(c.steals >= 1, "{c:?}");
+    assert!(c.steal_attempts >= c.steals);
+    assert_eq!(c.completed, 101);
+}
+
+#[test]
+fn lock_statistics_cover_every_pool_lock() {
+    let pool = Pool::builder().workers(2).build().unwrap();
+    let names: Vec<_> = pool.metrics().locks.iter().map(|l| l.name).collect();
+    assert_eq!(
+        names,
+        [
+            "sleepers",
+            "parker",
+            "idle_waiters",
+            "room",
+            "threads",
+            "result_slot"
+        ]
+    );
+}
+
+fn parse(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("valid exposition text")
+}
+
+fn sample<'a>(
+    scrape: &'a prometheus_parse::Scrape,
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> &'a prometheus_parse::Sample {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && label.map_or(true, |(k, v)| s.labels.get(k) == Some(v)))
+        .unwrap_or_else(|| panic!("no sample {name} {label:?}"))
+}
+
+fn value(s: &prometheus_parse::Sample) -> f64 {
+    match s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("not a scalar: {other:?}"),
+    }
+}
+
+#[test]
+fn prometheus_export_parses_and_matches_the_snapshot() {
+    quiet_expected_panics();
+    let pool = Pool::builder()
+        .name("ingest-eu")
+        .workers(2)
+        .build()
+        .unwrap();
+    for i in 0..50 {
+        pool.execute(move || {
+            if i == 7 {
+                panic!("{MARK}");
+            }
+        })
+        .unwrap();
+    }
+    pool.wait_idle();
+    let m = pool.metrics();
+    let text = m.to_prometheus("ebbtide");
+    let scrape = parse(&text);
+    let pool_label = ("pool", "ingest-eu");
+    assert_eq!(
+        value(sample(
+            &scrape,
+            "ebbtide_tasks_submitted_total",
+            Some(pool_label)
+        )),
+        50.0
+    );
+    assert_eq!(
+        value(sample(
+            &scrape,
+            "ebbtide_tasks_completed_total",
+            Some(pool_label)
+        )),
+        49.0
+    );
+    assert_eq!(
+        value(sample(
+            &scrape,
+            "ebbtide_tasks_panicked_total",
+            Some(pool_label)
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(sample(&scrape, "ebbtide_workers", Some(pool_label))),
+        2.0
+    );
+    assert_eq!(
+        value(sample(&scrape, "ebbtide_tasks_queued", Some(pool_label))),
+        0.0
+    );
+    assert_eq!(
+        value(sample(
+            &scrape,
+            "ebbtide_lock_contended_total",
+            Some(("lock", "sleepers"))
+        )),
+        m.locks[0].contended as f64
+    );
+    // Histograms: count and cumulative buckets.
+    let hist = sample(&scrape, "ebbtide_run_time_seconds", Some(pool_label));
+    match &hist.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            let last = buckets.last().expect("buckets");
+            assert!(last.less_than.is_infinite());
+            assert_eq!(last.count, 50.0);
+            assert!(buckets
+                .windows(2)
+                .all(|w| w[0].count <= w[1].count && w[0].less_than < w[1].less_than));
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
+    // Every family has HELP and TYPE lines, counters end in `_total`.
+    let types: HashMap<_, _> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let mut parts = l.split(' ');
+            (
+                parts.next().unwrap().to_string(),
+                parts.next().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (name, kind) in &types {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP"
+        );
+        assert_eq!(
+            kind == "counter",
+            name.ends_with("_total"),
+            "{name}: {kind}"
+        );
+    }
+    assert_eq!(
+        types.get("ebbtide_queue_wait_seconds").map(String::as_str),
+        Some("histogram")
+    );
+}
+
+#[test]
+fn prometheus_label_values_are_escaped() {
+    // (The parser crate mishandles escaped quotes, so this is checked as
+    // text against the exposition format's escaping rules.)
+    let pool = Pool::builder()
+        .name("a\\b \"c\"\nd")
+        .workers(1)
+        .build()
+        .unwrap();
+    let text = pool.metrics().to_prometheus("x");
+    assert!(
+        text.contains("x_workers{pool=\"a\\\\b \\\"c\\\"\\nd\"} 1\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_dump_names_a_stuck_task() {
+    let pool = Pool::builder()
+        .workers(2)
+        .thread_name("dumpy")
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        pool.execute(|| ()).unwrap();
+    }
+    pool.wait_idle();
+    let gate = block_workers(&pool, 1);
+    let dump = pool.dump();
+    let stuck: Vec<_> = dump
+        .workers
+        .iter()
+        .filter(|w| w.state == WorkerState::Running)
+        .collect();
+    assert_eq!(stuck.len(), 1, "{dump}");
+    assert!(stuck[0].running_for.is_some());
+    assert!(stuck[0].task >= 1);
+    let text = dump.to_string();
+    assert!(
+        text.contains(&format!(
+            "{} Running task #{}",
+            stuck[0].thread_name, stuck[0].task
+        )),
+        "{text}"
+    );
+    assert!(stuck[0].thread_name.starts_with("dumpy-"));
+    gate.open();
+}
+
+#[test]
+fn the_watchdog_reports_a_stuck_task_once_and_never_fast_ones() {
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let pool = Pool::builder()
+        .workers(2)
+        .thread_name("watched")
+        .stall_threshold(Duration::from_millis(20))
+        .on_stall(move |report| tx.lock().unwrap().send(report.clone()).unwrap())
+        .build()
+        .unwrap();
+    let gate = Gate::new();
+    let g = gate.clone();
+    pool.execute(move || g.wait()).unwrap();
+    let report = rx.recv().expect("the stuck task is reported");
+    match &report {
+        StallReport::Task {
+            thread_name,
+            task,
+            running_for,
+        } => {
+            assert!(thread_name.starts_with("watched-"), "{report}");
+            assert_eq!(*task, 1);
+            assert!(*running_for >= Duration::from_millis(20));
+        }
+        other => panic!("unexpected report {other:?}"),
+    }
+    assert!(report.to_string().contains("task #1"));
+    gate.open();
+    pool.wait_idle();
+    assert_eq!(pool.metrics().counts.stalls, 1);
+    drop(pool);
+    // Reported once: nothing else arrived before the pool (and the handler
+    // with its sender) went away.
+    assert!(rx.recv().is_err());
+
+    let fast_reports = Arc::new(AtomicUsize::new(0));
+    let f = fast_reports.clone();
+    let pool = Pool::builder()
+        .workers(2)
+        .stall_threshold(Duration::from_secs(10))
+        .on_stall(move |_| {
+            f.fetch_add(1, SeqCst);
+        })
+        .build()
+        .unwrap();
+    for _ in 0..10_000 {
+        pool.execute(|| ()).unwrap();
+    }
+    pool.wait_idle();
+    assert_eq!(pool.metrics().counts.stalls, 0);
+    drop(pool);
+    assert_eq!(fast_reports.load(SeqCst), 0);
+}
+
+#[test]
+fn display_summarises_and_a_zero_threshold_is_an_error() {
+    let pool = Pool::builder().name("summary").workers(1).build().unwrap();
+    pool.spawn(|| 1).unwrap().join().unwrap();
+    pool.wait_idle();
+    let text = pool.metrics().to_string();
+    assert!(text.starts_with("pool summary: workers 1"), "{text}");
+    assert!(text.contains("completed 1"), "{text}");
+    let err = Pool::builder()
+        .stall_threshold(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("stall_threshold"), "{err}");
+}
