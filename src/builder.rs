@@ -13,6 +13,8 @@ use std::time::Duration;
 pub const MAX_WORKERS: usize = 1 << 14;
 /// The largest `queue_capacity` a pool accepts.
 pub const MAX_QUEUE_CAPACITY: usize = 1 << 30;
+/// The largest number of keyed shards a pool accepts.
+pub const MAX_SHARDS: usize = 1 << 20;
 /// The default `queue_capacity`: large, but finite.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1 << 20;
 
@@ -81,6 +83,7 @@ pub(crate) struct Config {
     pub(crate) track_workers: bool,
     pub(crate) stall_threshold: Option<Duration>,
     pub(crate) on_stall: Option<StallHandler>,
+    pub(crate) shards: usize,
 }
 
 /// A plain `std` `Arc`, like [`PanicHandler`].
@@ -114,6 +117,7 @@ pub struct Builder {
     metrics: bool,
     stall_threshold: Option<Duration>,
     on_stall: Option<StallHandler>,
+    shards: Option<usize>,
 }
 
 impl fmt::Debug for Builder {
@@ -131,6 +135,7 @@ impl fmt::Debug for Builder {
             .field("histograms", &self.histograms)
             .field("metrics", &self.metrics)
             .field("stall_threshold", &self.stall_threshold)
+            .field("shards", &self.shards)
             .finish()
     }
 }
@@ -151,6 +156,7 @@ impl Default for Builder {
             metrics: true,
             stall_threshold: None,
             on_stall: None,
+            shards: None,
         }
     }
 }
@@ -259,6 +265,15 @@ impl Builder {
         self
     }
 
+    /// The number of virtual shards keyed tasks hash into (1 ..=
+    /// [`MAX_SHARDS`]). Default: the next power of two of at least 64 and at
+    /// least 4 × `max_workers`. It does not change with the worker count, so
+    /// resizing the pool never remaps a key.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = Some(n);
+        self
+    }
+
     fn validate(&self) -> Result<Config, BuildError> {
         let invalid = |field, value: &dyn fmt::Display, expected| BuildError::Invalid {
             field,
@@ -311,6 +326,9 @@ impl Builder {
         if self.stack_size == Some(0) {
             return Err(invalid("stack_size", &0, "a positive number of bytes"));
         }
+        if let Some(n) = self.shards.filter(|&n| n == 0 || n > MAX_SHARDS) {
+            return Err(invalid("shards", &n, "between 1 and 1048576"));
+        }
         if self.stall_threshold == Some(Duration::ZERO) {
             return Err(invalid("stall_threshold", &"0s", "a positive duration"));
         }
@@ -334,6 +352,9 @@ impl Builder {
             track_workers: self.metrics || self.stall_threshold.is_some(),
             stall_threshold: self.stall_threshold,
             on_stall: self.on_stall.clone(),
+            shards: self
+                .shards
+                .unwrap_or_else(|| (4 * max).max(64).next_power_of_two()),
         })
     }
 

@@ -89,6 +89,10 @@ pub enum TaskError {
     /// The task never ran: [`Backpressure::DropOldest`](crate::Backpressure::DropOldest)
     /// evicted it to make room for a newer one.
     Dropped,
+    /// Refused to wait: a keyed task waited for a task of its own shard
+    /// that had not run yet, and a shard runs its tasks one at a time, so
+    /// that task could only start after the waiter returned.
+    WouldDeadlock,
 }
 
 impl fmt::Display for TaskError {
@@ -99,6 +103,10 @@ impl fmt::Display for TaskError {
             TaskError::Dropped => {
                 f.write_str("task dropped: evicted from a full queue by the DropOldest policy")
             }
+            TaskError::WouldDeadlock => f.write_str(
+                "wait refused: a keyed task waited for a later task of its own shard, \
+                 which cannot start before the waiting task returns",
+            ),
         }
     }
 }

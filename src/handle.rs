@@ -16,6 +16,7 @@ use crate::job::{panic_message, PanicPayload, Runnable};
 use crate::loom::sync::atomic::{AtomicBool, Ordering};
 use crate::loom::sync::{Arc, Mutex};
 use crate::loom::thread_local;
+use crate::registry::Registry;
 use crate::sleep::Parker;
 use crate::worker::WorkerThread;
 use std::future::Future;
@@ -85,6 +86,9 @@ struct SlotInner<V> {
 pub(crate) struct Slot<V> {
     done: AtomicBool,
     inner: Mutex<SlotInner<V>>,
+    /// For a keyed task: its pool's registry address and its shard, to
+    /// detect a task waiting for a later task of its own shard.
+    shard: Option<(usize, usize)>,
 }
 
 impl<V> Slot<V> {
@@ -95,6 +99,30 @@ impl<V> Slot<V> {
                 result: None,
                 waiter: Waiter::None,
             }),
+            shard: None,
+        }
+    }
+
+    /// The slot of a keyed task of shard `shard` of the pool whose registry
+    /// lives at `registry`.
+    pub(crate) fn keyed(registry: usize, shard: usize) -> Self {
+        Slot {
+            shard: Some((registry, shard)),
+            ..Slot::new()
+        }
+    }
+
+    /// Whether waiting here would wait forever: the task is a keyed task of
+    /// a shard this very thread is running (further down its stack), so the
+    /// task cannot start before this wait returns.
+    fn would_deadlock(&self) -> bool {
+        match (self.shard, WorkerThread::current()) {
+            (Some((registry, shard)), Some(worker)) => {
+                std::ptr::eq(worker.registry(), registry as *const Registry)
+                    && worker.runs_shard(shard)
+                    && !self.is_done()
+            }
+            _ => false,
         }
     }
 
@@ -255,8 +283,14 @@ impl<T> JoinHandle<T> {
     /// # Errors
     /// [`TaskError::Panicked`] if the task panicked, [`TaskError::Abandoned`]
     /// if shutdown abandoned it, [`TaskError::Dropped`] if backpressure
-    /// dropped it.
+    /// dropped it, [`TaskError::WouldDeadlock`] (at once, without waiting)
+    /// if a keyed task waits for a later task of its own shard, which could
+    /// only start after the waiting task returned. The task still runs then;
+    /// its value is dropped.
     pub fn join(self) -> Result<T, TaskError> {
+        if self.slot.would_deadlock() {
+            return Err(TaskError::WouldDeadlock);
+        }
         self.slot.wait()
     }
 
@@ -272,6 +306,9 @@ impl<T> JoinHandle<T> {
     /// # Errors
     /// As [`join`](Self::join).
     pub fn join_blocking(self) -> Result<T, TaskError> {
+        if self.slot.would_deadlock() {
+            return Err(TaskError::WouldDeadlock);
+        }
         if !self.slot.is_done() {
             let _blocked = WorkerThread::current().map(|w| w.registry().block_guard());
             self.slot.wait_blocking();

@@ -35,6 +35,10 @@ pub(crate) enum JobKind {
     /// for it) and in the task counters, but never abandoned: its caller is
     /// blocked on it.
     Install,
+    /// A keyed shard with tasks to run (the unit of keyed scheduling). Its
+    /// state is the shard's index; workers run it themselves
+    /// (`WorkerThread::run_shard`), never through the vtable.
+    Shard,
 }
 
 /// How many bytes of a task live inline in its queue slot. A task body
@@ -159,6 +163,14 @@ impl JobRef {
         self.vtable.kind
     }
 
+    /// For a shard job, the shard's index.
+    #[inline]
+    pub(crate) fn shard_index(&self) -> usize {
+        debug_assert_eq!(self.vtable.kind, JobKind::Shard);
+        // SAFETY: a shard job's state is one initialised `usize`.
+        unsafe { ptr::read(self.data.0.as_ptr().cast::<usize>()) }
+    }
+
     /// For a job on its waiter's stack (a `join` half, an `install`), the
     /// pointer to it; `None` for every other job.
     #[inline]
@@ -280,6 +292,25 @@ impl<R: Runnable> TaskJob<R> {
         // SAFETY: as in `run_boxed`.
         unsafe { ptr::read(data.cast::<Box<R>>()) }.discard(why)
     }
+}
+
+/// The queue entry of a scheduled shard.
+pub(crate) fn shard_job(index: usize) -> JobRef {
+    const SHARD: JobVTable = JobVTable::new(JobKind::Shard, shard_not_run, shard_not_discarded);
+    // SAFETY: the state is a `usize`, read back by `shard_index`.
+    unsafe { JobRef::from_state(&SHARD, index) }
+}
+
+/// # Safety
+/// Never called: workers handle shard jobs directly.
+unsafe fn shard_not_run(_: *mut InlineBuf) -> Outcome {
+    unreachable!("shard jobs are run by their worker, not through the vtable")
+}
+
+/// # Safety
+/// Never called: shard jobs are never discarded (their tasks are).
+unsafe fn shard_not_discarded(_: *mut InlineBuf, _: TaskError) {
+    unreachable!("shard jobs are never discarded")
 }
 
 /// Internal jobs made of a closure that handles its own outcome (a scope's

@@ -54,6 +54,7 @@ mod handle;
 mod histogram;
 mod job;
 mod join;
+mod keyed;
 mod latch;
 mod loom;
 mod metrics;
@@ -61,17 +62,20 @@ mod pool;
 mod queue;
 mod registry;
 mod scope;
+mod shard;
 mod sleep;
 mod watchdog;
 mod worker;
 
 pub use builder::{
-    Backpressure, Builder, TaskPanic, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_WORKERS,
+    Backpressure, Builder, TaskPanic, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_SHARDS,
+    MAX_WORKERS,
 };
 pub use error::{BuildError, SubmitError, TaskError};
 pub use handle::JoinHandle;
 pub use histogram::Histogram;
 pub use join::join;
+pub use keyed::Keyed;
 pub use metrics::{Counts, LockContention, Metrics, PoolDump, WorkerDump, WorkerState};
 pub use pool::{Pool, PoolHandle, ShutdownReport};
 pub use scope::{Scope, ScopedJoinHandle};

@@ -234,3 +234,41 @@ fn loom_scope_waits_for_every_task() {
         pool.shutdown();
     });
 }
+
+/// The shard hand-off: keyed tasks of one shard submitted from two threads
+/// while workers take, run and retire the shard. A shard is never run by
+/// two workers at once, each submitter's tasks run in its order, and no
+/// task is stranded between "queued" and "scheduled".
+#[test]
+fn loom_shard_hand_off() {
+    model(2, || {
+        let pool = Arc::new(Pool::builder().workers(2).shards(1).build().unwrap());
+        let in_use = Arc::new(crate::loom::sync::atomic::AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let task = |tag: u32| {
+            let (in_use, log) = (in_use.clone(), log.clone());
+            move || {
+                assert!(!in_use.swap(true, SeqCst), "shard ran on two workers");
+                log.lock().push(tag);
+                in_use.store(false, SeqCst);
+            }
+        };
+        let p = pool.clone();
+        let t2 = task(20);
+        let other = loom::thread::spawn(move || {
+            p.execute_keyed(&0u8, t2)
+                .unwrap_or_else(|_| panic!("accepted"));
+        });
+        pool.execute_keyed(&0u8, task(10))
+            .unwrap_or_else(|_| panic!("accepted"));
+        pool.execute_keyed(&0u8, task(11))
+            .unwrap_or_else(|_| panic!("accepted"));
+        other.join().unwrap();
+        pool.wait_idle();
+        let log = log.lock().clone();
+        assert_eq!(log.len(), 3);
+        let mine: Vec<_> = log.iter().filter(|&&t| t < 20).collect();
+        assert_eq!(mine, [&10, &11]);
+        drop(pool);
+    });
+}

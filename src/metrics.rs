@@ -73,6 +73,9 @@ counters! {
     unparks,
     /// Tasks the stall watchdog reported (each at most once).
     stalls,
+    /// Keyed shards that ran on another worker than the one that ran them
+    /// last.
+    shard_handoffs,
 }
 
 impl Counts {
@@ -293,6 +296,8 @@ locks! {
     room,
     /// Worker thread handles (shutdown).
     threads,
+    /// Keyed shards' task queues.
+    shard,
     /// Spawned tasks' result slots, when a worker completes one.
     result_slot,
 }
@@ -350,6 +355,10 @@ pub struct Metrics {
     pub injector_len: usize,
     /// Jobs in each worker's own deque.
     pub worker_queue_lens: Vec<usize>,
+    /// Keyed tasks waiting in their shards (part of `queued`).
+    pub keyed_queued: usize,
+    /// The number of keyed shards.
+    pub shards: usize,
     /// Tasks running now (started, not finished), the in-flight gauge.
     pub running: usize,
     /// The queue's capacity.
@@ -401,7 +410,7 @@ impl Metrics {
     pub fn write_prometheus(&self, prefix: &str, out: &mut impl fmt::Write) -> fmt::Result {
         let pool = escape_label(&self.name);
         let c = &self.counts;
-        let gauges: [(&str, &str, f64); 13] = [
+        let gauges: [(&str, &str, f64); 14] = [
             ("workers", "Worker threads.", self.workers as f64),
             (
                 "workers_min",
@@ -442,6 +451,11 @@ impl Metrics {
                 "tasks_queued",
                 "Tasks accepted and not started.",
                 self.queued as f64,
+            ),
+            (
+                "keyed_tasks_queued",
+                "Keyed tasks waiting in their shards.",
+                self.keyed_queued as f64,
             ),
             (
                 "injector_jobs",
@@ -490,7 +504,7 @@ impl Metrics {
             "{prefix}_shut_down{{pool=\"{pool}\"}} {}",
             u8::from(self.shut_down)
         )?;
-        let counters: [(&str, &str, u64); 14] = [
+        let counters: [(&str, &str, u64); 15] = [
             (
                 "tasks_submitted_total",
                 "Tasks offered while the pool was open.",
@@ -544,6 +558,11 @@ impl Metrics {
                 "stalls_total",
                 "Tasks reported by the stall watchdog.",
                 c.stalls,
+            ),
+            (
+                "shard_handoffs_total",
+                "Keyed shards run by another worker than last time.",
+                c.shard_handoffs,
             ),
         ];
         for (name, help, value) in counters {
@@ -638,6 +657,7 @@ impl Metrics {
         gauge("workers_parked", self.parked as f64);
         gauge("workers_blocked", self.blocked_workers as f64);
         gauge("tasks_queued", self.queued as f64);
+        gauge("keyed_tasks_queued", self.keyed_queued as f64);
         gauge("tasks_running", self.running as f64);
         gauge("submitters_blocked", self.blocked_submitters as f64);
         let c = &self.counts;
@@ -656,6 +676,7 @@ impl Metrics {
             ("parks_total", c.parks),
             ("unparks_total", c.unparks),
             ("stalls_total", c.stalls),
+            ("shard_handoffs_total", c.shard_handoffs),
         ] {
             metrics::counter!(format!("{prefix}_{name}"), "pool" => pool.clone()).absolute(value);
         }
@@ -744,6 +765,8 @@ pub struct WorkerDump {
     pub running_for: Option<Duration>,
     /// Jobs in its own deque.
     pub queue_len: usize,
+    /// The keyed shard it is running, if any.
+    pub shard: Option<usize>,
 }
 
 /// What every worker is doing now, from [`PoolHandle::dump`]: the thread
@@ -777,6 +800,9 @@ impl fmt::Display for PoolDump {
                 if let Some(d) = w.running_for {
                     write!(f, " for {d:?}")?;
                 }
+            }
+            if let Some(shard) = w.shard {
+                write!(f, " in shard {shard}")?;
             }
             writeln!(f, ", deque {}", w.queue_len)?;
         }

@@ -9,6 +9,7 @@ use crate::loom::sync::Arc;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, ShutdownMode, Wait};
 use std::fmt;
+use std::hash::Hash;
 use std::ops::Deref;
 use std::time::{Duration, Instant};
 
@@ -76,7 +77,7 @@ impl PoolHandle {
         F: FnOnce() + Send + 'static,
     {
         self.registry
-            .submit(Execute(f), wait)
+            .submit(Execute(f), wait, None)
             .map(drop)
             .map_err(|e| e.map(|Execute(f)| f))
     }
@@ -87,7 +88,7 @@ impl PoolHandle {
         T: Send + 'static,
     {
         let (body, slot) = spawn_parts(f);
-        match self.registry.submit(body, wait) {
+        match self.registry.submit(body, wait, None) {
             Ok(_) => Ok(JoinHandle::new(slot)),
             Err(e) => Err(e.map(|s| s.f)),
         }
@@ -197,6 +198,102 @@ impl PoolHandle {
         T: Send + 'static,
     {
         self.spawn_with(f, Wait::Until(Instant::now() + timeout))
+    }
+
+    /// Submits a fire-and-forget task keyed by `key`: tasks of the same key
+    /// (indeed of the same shard: keys hash to one of
+    /// [`shards`](Self::shards) virtual shards) never run concurrently and
+    /// run in submission order; tasks of different shards run in parallel.
+    /// A shard with work is scheduled as a unit on its home worker (cache
+    /// locality), runs at most 32 tasks before yielding, and is stolen by
+    /// idle workers under skew.
+    ///
+    /// Backpressure and shutdown apply as to other tasks, except
+    /// `CallerRuns`, which would run the task outside its shard: for keyed
+    /// tasks it blocks like `Block`.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// let pool = ebbtide::Pool::builder().workers(2).build()?;
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// for i in 0..10 {
+    ///     let log = Arc::clone(&log);
+    ///     pool.execute_keyed(&"account-7", move || log.lock().unwrap().push(i))?;
+    /// }
+    /// pool.wait_idle();
+    /// assert_eq!(*log.lock().unwrap(), (0..10).collect::<Vec<_>>());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute).
+    pub fn execute_keyed<K, F>(&self, key: &K, f: F) -> Result<(), SubmitError<F>>
+    where
+        K: Hash + ?Sized,
+        F: FnOnce() + Send + 'static,
+    {
+        let shard = self.shard_of(key);
+        self.submit_keyed(Execute(f), shard)
+            .map(drop)
+            .map_err(|e| e.map(|Execute(f)| f))
+    }
+
+    /// Like [`execute_keyed`](Self::execute_keyed), returning a handle.
+    /// Joining, from a keyed task, the handle of a task of its own shard
+    /// that has not run yet returns [`TaskError::WouldDeadlock`](crate::TaskError::WouldDeadlock)
+    /// instead of waiting forever.
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute).
+    pub fn spawn_keyed<K, F, T>(&self, key: &K, f: F) -> Result<JoinHandle<T>, SubmitError<F>>
+    where
+        K: Hash + ?Sized,
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let shard = self.shard_of(key);
+        let slot = Arc::new(Slot::keyed(self.registry_addr(), shard));
+        let body = Spawn {
+            f,
+            slot: Arc::clone(&slot),
+        };
+        match self.submit_keyed(body, shard) {
+            Ok(_) => Ok(JoinHandle::new(slot)),
+            Err(e) => Err(e.map(|s| s.f)),
+        }
+    }
+
+    /// A [`Keyed`](crate::Keyed) handle whose tasks own per-shard state,
+    /// created lazily by `init(shard_index)`.
+    pub fn keyed_state<S, I>(&self, init: I) -> crate::Keyed<S>
+    where
+        S: Send + 'static,
+        I: Fn(usize) -> S + Send + Sync + 'static,
+    {
+        crate::Keyed::new(self.clone(), init)
+    }
+
+    /// The shard `key` maps to (stable: a fixed-seed hash modulo
+    /// [`shards`](Self::shards)).
+    pub fn shard_of<K: Hash + ?Sized>(&self, key: &K) -> usize {
+        self.registry.sharder.shard_of(key)
+    }
+
+    /// The number of keyed shards.
+    pub fn shards(&self) -> usize {
+        self.registry.sharder.count()
+    }
+
+    pub(crate) fn submit_keyed<R: crate::job::Runnable>(
+        &self,
+        body: R,
+        shard: usize,
+    ) -> Result<crate::registry::Admitted, SubmitError<R>> {
+        self.registry.submit(body, Wait::Policy, Some(shard))
+    }
+
+    pub(crate) fn registry_addr(&self) -> usize {
+        Arc::as_ptr(&self.registry) as usize
     }
 
     /// Blocks until no task is queued or running; the pool stays usable (a

@@ -28,7 +28,9 @@ use crate::clock::{ticks, Calibration};
 use crate::error::{SubmitError, TaskError};
 use crate::handle::Waiter;
 use crate::histogram::Histogram;
-use crate::job::{drop_payload, panic_message, JobKind, JobRef, Outcome, Runnable, TaskJob};
+use crate::job::{
+    drop_payload, panic_message, shard_job, JobKind, JobRef, Outcome, Runnable, TaskJob,
+};
 use crate::loom::handshake_fence;
 use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use crate::loom::sync::{Arc, Condvar, Mutex};
@@ -37,6 +39,7 @@ use crate::metrics::{
     bump, bump_at, Counters, LockStats, Metrics, PoolDump, WorkerDump, WorkerState,
 };
 use crate::queue::{GlobalQueue, Injector, Steal, StealQueue, Stealer};
+use crate::shard::{Shard, Sharder};
 use crate::sleep::Parker;
 use crate::sleep::Sleep;
 use crate::worker::WorkerThread;
@@ -115,6 +118,11 @@ pub(crate) struct Registry {
     /// shutdown); never abandoned.
     side: Injector,
     stealers: Box<[Stealer]>,
+    /// Per worker: shards scheduled on it (FIFO; others may steal).
+    inboxes: Box<[Injector]>,
+    /// The keyed shards.
+    pub(crate) shards: Box<[Shard]>,
+    pub(crate) sharder: Sharder,
     pub(crate) sleep: Sleep,
     /// Outside threads blocked for room (`Backpressure::Block`).
     room_waiters: CachePadded<AtomicUsize>,
@@ -153,6 +161,9 @@ impl Registry {
             injector: Injector::new(),
             side: Injector::new(),
             stealers,
+            inboxes: (0..workers).map(|_| Injector::new()).collect(),
+            shards: (0..config.shards).map(|_| Shard::default()).collect(),
+            sharder: Sharder::new(config.shards),
             sleep: Sleep::new(workers, std::sync::Arc::clone(&locks)),
             room_waiters: CachePadded::new(AtomicUsize::new(0)),
             room_lock: Mutex::new(()),
@@ -227,9 +238,12 @@ impl Registry {
     /// Puts an admitted job where a worker will find it and wakes one if
     /// needed: a worker's own deque when called on this pool's worker (the
     /// job stays near the data its submitter touched), else the injector.
-    pub(crate) fn enqueue(&self, mut job: JobRef) {
+    pub(crate) fn enqueue(&self, mut job: JobRef, shard: Option<usize>) {
         if self.timing {
             job.stamp(ticks());
+        }
+        if let Some(index) = shard {
+            return self.push_to_shard(index, job);
         }
         match self.own_worker() {
             Some(worker) => worker.push_local(job),
@@ -238,38 +252,63 @@ impl Registry {
         self.sleep.notify_one();
     }
 
+    /// Step 1 of the shard hand-off (see `shard.rs`).
+    fn push_to_shard(&self, index: usize, job: JobRef) {
+        let shard = &self.shards[index];
+        let schedule = {
+            let mut queue = shard.queue.lock_counted(&self.counters.locks.shard);
+            queue.tasks.push_back(job);
+            !std::mem::replace(&mut queue.scheduled, true)
+        };
+        if schedule {
+            self.inboxes[index % self.num_workers()].push(shard_job(index));
+            self.sleep.notify_one();
+        }
+    }
+
+    /// Worker `index`'s inbox of scheduled shards.
+    pub(crate) fn inbox(&self, index: usize) -> &Injector {
+        &self.inboxes[index]
+    }
+
     /// Offers a task, applying the backpressure policy when the queue is full.
     pub(crate) fn submit<R: Runnable>(
         &self,
         body: R,
         wait: Wait,
+        shard: Option<usize>,
     ) -> Result<Admitted, SubmitError<R>> {
         let worker = self.own_worker_index();
         let slot = self.counters.slot(worker);
         match self.try_reserve() {
             Reserve::Ok => {
                 bump(&slot.submitted);
-                self.enqueue(TaskJob::into_job_ref(body));
+                self.enqueue(TaskJob::into_job_ref(body), shard);
                 return Ok(Admitted::Queued);
             }
             Reserve::Closed => return Err(SubmitError::ShutDown(body)),
             Reserve::Full => {}
         }
-        match (self.config.backpressure, wait) {
+        // A keyed task must run inside its shard, never on the caller.
+        let policy = match (self.config.backpressure, shard) {
+            (Backpressure::CallerRuns, Some(_)) => Backpressure::Block,
+            (policy, _) => policy,
+        };
+        match (policy, wait) {
             (Backpressure::Block | Backpressure::CallerRuns, Wait::Never)
             | (Backpressure::Reject, _) => {
                 bump(&slot.submitted);
                 bump(&slot.rejected);
                 Err(SubmitError::Full(body))
             }
-            (Backpressure::Block, _) => self.block_for_room(body, wait),
+            (Backpressure::Block, _) => self.block_for_room(body, wait, shard),
             (Backpressure::DropNewest, _) => {
                 bump(&slot.submitted);
                 bump(&slot.dropped_newest);
                 body.discard(TaskError::Dropped);
                 Ok(Admitted::DroppedNewest)
             }
-            (Backpressure::DropOldest, _) => self.evict_oldest(body),
+            (Backpressure::DropOldest, _) => self.evict_oldest(body, shard),
             (Backpressure::CallerRuns, _) => {
                 bump(&slot.submitted);
                 bump(&slot.caller_runs);
@@ -281,7 +320,12 @@ impl Registry {
         }
     }
 
-    fn block_for_room<R: Runnable>(&self, body: R, wait: Wait) -> Result<Admitted, SubmitError<R>> {
+    fn block_for_room<R: Runnable>(
+        &self,
+        body: R,
+        wait: Wait,
+        shard: Option<usize>,
+    ) -> Result<Admitted, SubmitError<R>> {
         let deadline = match wait {
             Wait::Until(d) => Some(d),
             _ => None,
@@ -292,7 +336,7 @@ impl Registry {
             // this pool's queues, so it finds them or they start elsewhere).
             loop {
                 match self.try_reserve() {
-                    Reserve::Ok => return Ok(self.admit(body)),
+                    Reserve::Ok => return Ok(self.admit(body, shard)),
                     Reserve::Closed => return Err(SubmitError::ShutDown(body)),
                     Reserve::Full => {}
                 }
@@ -339,15 +383,15 @@ impl Registry {
         }
         drop(guard);
         match result {
-            Ok(()) => Ok(self.admit(body)),
+            Ok(()) => Ok(self.admit(body, shard)),
             Err(false) => Err(SubmitError::ShutDown(body)),
             Err(true) => Err(self.timed_out(body)),
         }
     }
 
-    fn admit<R: Runnable>(&self, body: R) -> Admitted {
+    fn admit<R: Runnable>(&self, body: R, shard: Option<usize>) -> Admitted {
         bump(&self.counters.slot(self.own_worker_index()).submitted);
-        self.enqueue(TaskJob::into_job_ref(body));
+        self.enqueue(TaskJob::into_job_ref(body), shard);
         Admitted::Queued
     }
 
@@ -358,10 +402,14 @@ impl Registry {
         SubmitError::Timeout(body)
     }
 
-    fn evict_oldest<R: Runnable>(&self, body: R) -> Result<Admitted, SubmitError<R>> {
+    fn evict_oldest<R: Runnable>(
+        &self,
+        body: R,
+        shard: Option<usize>,
+    ) -> Result<Admitted, SubmitError<R>> {
         loop {
             match self.try_reserve() {
-                Reserve::Ok => return Ok(self.admit(body)),
+                Reserve::Ok => return Ok(self.admit(body, shard)),
                 Reserve::Closed => return Err(SubmitError::ShutDown(body)),
                 Reserve::Full => {}
             }
@@ -372,7 +420,7 @@ impl Registry {
                 bump(&slot.submitted);
                 bump(&slot.dropped_oldest);
                 oldest.discard(TaskError::Dropped);
-                self.enqueue(TaskJob::into_job_ref(body));
+                self.enqueue(TaskJob::into_job_ref(body), shard);
                 return Ok(Admitted::Queued);
             }
             // Every queued task is between a queue and its start: retry.
@@ -381,7 +429,8 @@ impl Registry {
     }
 
     /// The oldest waiting task: the injector's front, else the front of a
-    /// worker's deque. Internal jobs met on the way go to the side queue.
+    /// worker's deque, else the front of a keyed shard's queue. Internal
+    /// jobs met on the way go to the side queue.
     fn steal_oldest_task(&self) -> Option<JobRef> {
         loop {
             match self.injector.steal() {
@@ -403,7 +452,13 @@ impl Registry {
                 }
             }
         }
-        None
+        // A shard's front is its oldest task; its order among the rest holds.
+        self.shards.iter().find_map(|s| {
+            s.queue
+                .lock_counted(&self.counters.locks.shard)
+                .tasks
+                .pop_front()
+        })
     }
 
     // ----- running ----------------------------------------------------------
@@ -592,6 +647,7 @@ impl Registry {
         !self.injector.is_empty()
             || !self.side.is_empty()
             || self.stealers.iter().any(|s| s.len() > 0)
+            || self.inboxes.iter().any(|i| !i.is_empty())
     }
 
     /// Takes work from the global queues: a batch of the injector into
@@ -770,6 +826,13 @@ impl Registry {
                     }
                 }
             }
+            for shard in self.shards.iter() {
+                let tasks =
+                    std::mem::take(&mut shard.queue.lock_counted(&self.counters.locks.shard).tasks);
+                for job in tasks {
+                    self.discard_task(job, TaskError::Abandoned, me);
+                }
+            }
             if queued(self.admission.load(SeqCst)) == 0 {
                 break;
             }
@@ -806,6 +869,11 @@ impl Registry {
         let word = self.admission.load(SeqCst);
         let mut counts = self.counters.sum();
         counts.unparks += self.sleep.unparks();
+        let keyed_queued = self
+            .shards
+            .iter()
+            .map(|s| s.queue.lock_counted(&self.counters.locks.shard).tasks.len())
+            .sum();
         let running = pending(word).saturating_sub(queued(word));
         let busy_workers = if self.config.track_workers {
             self.counters
@@ -843,6 +911,8 @@ impl Registry {
             queued: queued(word),
             injector_len: self.injector.len(),
             worker_queue_lens: self.stealers.iter().map(StealQueue::len).collect(),
+            keyed_queued,
+            shards: self.shards.len(),
             running,
             queue_capacity: self.config.capacity,
             blocked_submitters: self.room_waiters.load(SeqCst),
@@ -874,7 +944,12 @@ impl Registry {
                     .load(std::sync::atomic::Ordering::Relaxed);
                 let running_for = (state == WorkerState::Running && self.timing)
                     .then(|| Calibration::to_duration(now.saturating_sub(since), ns_per_tick));
+                let shard = self
+                    .shards
+                    .iter()
+                    .position(|s| s.running_on.load(std::sync::atomic::Ordering::Relaxed) == i + 1);
                 WorkerDump {
+                    shard,
                     thread_name: self.worker_name(i),
                     state,
                     task,

@@ -12,13 +12,15 @@
 //! for is either queued (and this worker may run it) or running elsewhere
 //! (and its completion unparks this worker).
 
-use crate::job::{JobKind, JobRef};
+use crate::job::{shard_job, JobKind, JobRef};
 use crate::loom::sync::atomic::{fence, Ordering::SeqCst};
 use crate::loom::sync::Arc;
 use crate::loom::{spin_loop, thread, thread_local, SPIN_ROUNDS};
 use crate::metrics::{bump_at, WorkerState};
+use crate::queue::{GlobalQueue, Injector};
 use crate::queue::{Local, LocalQueue, Steal, StealQueue};
 use crate::registry::Registry;
+use crate::shard::BATCH;
 use crate::sleep::Parker;
 use std::cell::Cell;
 
@@ -151,6 +153,7 @@ impl WorkerThread {
                 self.last_end.set(0);
                 self.registry.run_install(job, self.index);
             }
+            JobKind::Shard => self.run_shard(job.shard_index()),
         }
     }
 
@@ -182,6 +185,7 @@ impl WorkerThread {
         let found = self
             .local
             .pop()
+            .or_else(|| take(self.registry.inbox(self.index)))
             .or_else(|| self.registry.take_global(&self.local));
         let found = match found {
             Some(job) => Some(job),
@@ -232,6 +236,45 @@ impl WorkerThread {
         None
     }
 
+    /// Steps 2–3 of the shard hand-off (see `shard.rs`): runs up to
+    /// `BATCH` of the shard's tasks, then retires it (empty) or yields it to
+    /// the back of this worker's inbox (more waiting).
+    fn run_shard(&self, index: usize) {
+        let registry = &*self.registry;
+        let shard = &registry.shards[index];
+        if shard.enter(self.index) {
+            bump_at(
+                &registry.counters.slot(Some(self.index)).shard_handoffs,
+                Some(self.index),
+            );
+        }
+        let lock = &registry.counters.locks.shard;
+        let mut ran = 0;
+        loop {
+            let next = {
+                let mut queue = shard.queue.lock_counted(lock);
+                match queue.tasks.pop_front() {
+                    Some(job) => Some(job),
+                    None => {
+                        queue.scheduled = false;
+                        None
+                    }
+                }
+            };
+            let Some(job) = next else { break };
+            self.execute(job);
+            ran += 1;
+            if ran == BATCH && !shard.queue.lock_counted(lock).tasks.is_empty() {
+                // Still scheduled: only this runner clears it, so no second
+                // shard job can appear meanwhile.
+                registry.inbox(self.index).push(shard_job(index));
+                registry.sleep.tickle();
+                break;
+            }
+        }
+        shard.leave();
+    }
+
     fn steal_from_peers(&self) -> Option<JobRef> {
         let stealers = self.registry.stealers();
         let n = stealers.len();
@@ -246,6 +289,11 @@ impl WorkerThread {
             for i in (start..n).chain(0..start) {
                 if i == self.index {
                     continue;
+                }
+                // A runnable shard waiting on a busy worker's inbox.
+                if let Some(job) = take(self.registry.inbox(i)) {
+                    bump_at(&slot.steals, Some(self.index));
+                    return Some(job);
                 }
                 // One job, the oldest: for fork-join work the biggest piece;
                 // taking half the deque would take `join` halves their owner
@@ -276,15 +324,24 @@ impl WorkerThread {
         // Pairs with the fence in `notify_one`: either the submitter sees
         // this worker parked, or this re-check sees its job.
         fence(SeqCst);
-        if !(self.registry.has_work() || stop()) {
+        if stop() {
+            self.searching.set(sleep.after_wake(self.index));
+        } else if self.registry.has_work() {
+            // Work arrived after this worker last looked: take it, as a
+            // searcher (it may sit in another worker's deque or inbox).
+            if !sleep.after_wake(self.index) {
+                sleep.force_searching();
+            }
+            self.searching.set(true);
+        } else {
             bump_at(
                 &self.registry.counters.slot(Some(self.index)).parks,
                 Some(self.index),
             );
             self.registry.set_state(self.index, WorkerState::Parked);
             self.parker().park();
+            self.searching.set(sleep.after_wake(self.index));
         }
-        self.searching.set(sleep.after_wake(self.index));
         self.registry.set_state(
             self.index,
             if self.searching.get() {
@@ -295,6 +352,15 @@ impl WorkerThread {
         );
     }
 
+    /// Whether this worker is running keyed shard `index` (at any depth of
+    /// its stack: a shard's tasks never run elsewhere meanwhile).
+    pub(crate) fn runs_shard(&self, index: usize) -> bool {
+        self.registry.shards[index]
+            .running_on
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == self.index + 1
+    }
+
     fn next_random(&self) -> usize {
         // xorshift64*: only spreads the first victim of a steal.
         let mut x = self.rng.get();
@@ -303,5 +369,16 @@ impl WorkerThread {
         x ^= x >> 27;
         self.rng.set(x);
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as usize
+    }
+}
+
+/// One job from an inbox, retrying lost races.
+fn take(inbox: &Injector) -> Option<JobRef> {
+    loop {
+        match inbox.steal() {
+            Steal::Success(job) => return Some(job),
+            Steal::Retry => continue,
+            Steal::Empty => return None,
+        }
     }
 }

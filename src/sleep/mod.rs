@@ -138,6 +138,13 @@ impl Sleep {
         true
     }
 
+    /// Step 5, when the re-check finds work: the worker stays awake as a
+    /// searcher whatever the limit of step 2, so it takes that work itself
+    /// (a worker that could not search would find nothing and loop).
+    pub(crate) fn force_searching(&self) {
+        self.state.fetch_add(1, SeqCst);
+    }
+
     /// Step 3: a searching worker found work. Returns `true` if it was the
     /// last searcher, in which case the caller wakes another worker to take
     /// over the search (there may be more work where this came from).
