@@ -194,6 +194,7 @@ fn lock_statistics_cover_every_pool_lock() {
             "idle_waiters",
             "room",
             "threads",
+            "shard",
             "result_slot"
         ]
     );
