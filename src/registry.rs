@@ -619,7 +619,16 @@ impl Registry {
             // Termination: the last task after close; workers may exit.
             self.sleep.wake_all();
         }
-        self.wake_idle_waiters();
+        // Waiters wait for `pending` to reach 0 (outside the pool) or the
+        // number of tasks that are themselves waiting (inside): only then
+        // can their condition have become true. (Waking them on every
+        // retirement cost a futex wake per task while anyone waited.) An
+        // inside waiter counts itself in `inside_idle` before it registers,
+        // so a retirement that sees the registration sees the count too.
+        let after = pending(before) - pending(delta);
+        if after <= self.inside_idle.load(SeqCst) {
+            self.wake_idle_waiters();
+        }
     }
 
     fn wake_idle_waiters(&self) {

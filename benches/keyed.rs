@@ -1,0 +1,215 @@
+//! Keyed submission against the classic sharded pool (one single-threaded
+//! channel worker per shard, `hash(key) % shards`, shards = CPUs) and
+//! against rayon `spawn` + a `Mutex` per key (no order guarantee; a
+//! reference only), in the same run:
+//! * 1M tiny keyed tasks over 1,000 keys, uniform and Zipf(s = 1);
+//! * a skewed CPU-heavy load (tasks spinning 20 µs, Zipf(s = 1) over 100
+//!   keys), whose makespan is compared with the lower bound
+//!   max(total work ÷ CPUs, heaviest key's work), printed by the bench.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+struct Latch {
+    left: AtomicUsize,
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Latch {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(Latch { left: AtomicUsize::new(n), done: Mutex::new(false), cv: Condvar::new() })
+    }
+    fn count_down(&self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.done.lock().unwrap() = true;
+            self.cv.notify_all();
+        }
+    }
+    fn wait(&self) {
+        let mut d = self.done.lock().unwrap();
+        while !*d {
+            d = self.cv.wait(d).unwrap();
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The classic sharded pool: one thread and one channel per shard.
+struct ShardedPool {
+    senders: Vec<crossbeam_channel::Sender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    hasher: ahash::RandomState,
+}
+
+impl ShardedPool {
+    fn new(n: usize) -> Self {
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+            senders.push(tx);
+            threads.push(std::thread::spawn(move || {
+                for job in rx {
+                    job();
+                }
+            }));
+        }
+        ShardedPool { senders, threads, hasher: ahash::RandomState::with_seeds(1, 2, 3, 4) }
+    }
+    fn execute<K: Hash>(&self, key: &K, f: impl FnOnce() + Send + 'static) {
+        let shard = (self.hasher.hash_one(key) % self.senders.len() as u64) as usize;
+        self.senders[shard].send(Box::new(f)).unwrap();
+    }
+}
+
+impl Drop for ShardedPool {
+    fn drop(&mut self) {
+        self.senders.clear();
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// `n` keys drawn from Zipf(s = 1) over `keys` keys (key 0 the hottest).
+fn zipf(n: usize, keys: usize, seed: u64) -> Vec<u32> {
+    let weights: Vec<f64> = (1..=keys).map(|k| 1.0 / k as f64).collect();
+    let total: f64 = weights.iter().sum();
+    let mut cdf = Vec::with_capacity(keys);
+    let mut acc = 0.0;
+    for w in &weights {
+        acc += w / total;
+        cdf.push(acc);
+    }
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            let u = (xorshift(&mut x) >> 11) as f64 / (1u64 << 53) as f64;
+            cdf.partition_point(|&c| c < u).min(keys - 1) as u32
+        })
+        .collect()
+}
+
+fn spin(d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        std::hint::spin_loop();
+    }
+}
+
+const TASKS: usize = 1_000_000;
+const KEYS: usize = 1_000;
+
+fn keyed_tiny(c: &mut Criterion) {
+    let n = num_cpus::get();
+    let counts: &'static [AtomicU64] = Box::leak((0..KEYS).map(|_| AtomicU64::new(0)).collect());
+    let locks: &'static [Mutex<u64>] = Box::leak((0..KEYS).map(|_| Mutex::new(0)).collect());
+    let uniform: Vec<u32> = (0..TASKS).map(|i| (i % KEYS) as u32).collect();
+    let skewed = zipf(TASKS, KEYS, 0x9E37_79B9_7F4A_7C15);
+
+    let ebb = ebbtide::Pool::builder().workers(n).build().unwrap();
+    let sharded = ShardedPool::new(n);
+    let ray = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+
+    let mut g = c.benchmark_group("keyed_1m_tiny");
+    g.throughput(Throughput::Elements(TASKS as u64));
+    g.sample_size(10).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(1));
+    for (dist, keys) in [("uniform", &uniform), ("zipf1", &skewed)] {
+        g.bench_function(BenchmarkId::new(format!("ebbtide_{dist}"), n), |b| {
+            b.iter(|| {
+                for &k in keys.iter() {
+                    ebb.execute_keyed(&k, move || {
+                        counts[k as usize].fetch_add(1, Ordering::Relaxed);
+                    })
+                    .unwrap();
+                }
+                ebb.wait_idle();
+            })
+        });
+        g.bench_function(BenchmarkId::new(format!("sharded_pool_{dist}"), n), |b| {
+            b.iter(|| {
+                let latch = Latch::new(keys.len());
+                for &k in keys.iter() {
+                    let l = Arc::clone(&latch);
+                    sharded.execute(&k, move || {
+                        counts[k as usize].fetch_add(1, Ordering::Relaxed);
+                        l.count_down();
+                    });
+                }
+                latch.wait();
+            })
+        });
+        g.bench_function(BenchmarkId::new(format!("rayon_mutex_{dist}"), n), |b| {
+            b.iter(|| {
+                ray.scope(|s| {
+                    for &k in keys.iter() {
+                        s.spawn(move |_| *locks[k as usize].lock().unwrap() += 1);
+                    }
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+fn keyed_skew_cpu(c: &mut Criterion) {
+    let n = num_cpus::get();
+    const HEAVY_TASKS: usize = 20_000;
+    const HOT_KEYS: usize = 100;
+    let work = Duration::from_micros(20);
+    let keys = zipf(HEAVY_TASKS, HOT_KEYS, 0x2545_F491_4F6C_DD1D);
+    let mut per_key = vec![0usize; HOT_KEYS];
+    for &k in &keys {
+        per_key[k as usize] += 1;
+    }
+    let heaviest = *per_key.iter().max().unwrap();
+    let total = work * HEAVY_TASKS as u32;
+    let bound = (total / n as u32).max(work * heaviest as u32);
+    println!(
+        "keyed_skew_cpu: {HEAVY_TASKS} tasks of {work:?} over {HOT_KEYS} keys (Zipf 1); \
+         heaviest key {heaviest} tasks ({:?}); total work {total:?}; lower bound on {n} CPUs: {bound:?}",
+        work * heaviest as u32
+    );
+
+    let ebb = ebbtide::Pool::builder().workers(n).build().unwrap();
+    let sharded = ShardedPool::new(n);
+    let mut g = c.benchmark_group("keyed_skew_cpu_makespan");
+    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(1));
+    g.bench_function(BenchmarkId::new("ebbtide", n), |b| {
+        b.iter(|| {
+            for &k in &keys {
+                ebb.execute_keyed(&k, move || spin(work)).unwrap();
+            }
+            ebb.wait_idle();
+        })
+    });
+    g.bench_function(BenchmarkId::new("sharded_pool", n), |b| {
+        b.iter(|| {
+            let latch = Latch::new(keys.len());
+            for &k in &keys {
+                let l = Arc::clone(&latch);
+                sharded.execute(&k, move || {
+                    spin(work);
+                    l.count_down();
+                });
+            }
+            latch.wait();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, keyed_tiny, keyed_skew_cpu);
+criterion_main!(benches);
