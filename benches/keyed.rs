@@ -21,7 +21,11 @@ struct Latch {
 
 impl Latch {
     fn new(n: usize) -> Arc<Self> {
-        Arc::new(Latch { left: AtomicUsize::new(n), done: Mutex::new(false), cv: Condvar::new() })
+        Arc::new(Latch {
+            left: AtomicUsize::new(n),
+            done: Mutex::new(false),
+            cv: Condvar::new(),
+        })
     }
     fn count_down(&self) {
         if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -59,7 +63,11 @@ impl ShardedPool {
                 }
             }));
         }
-        ShardedPool { senders, threads, hasher: ahash::RandomState::with_seeds(1, 2, 3, 4) }
+        ShardedPool {
+            senders,
+            threads,
+            hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
+        }
     }
     fn execute<K: Hash>(&self, key: &K, f: impl FnOnce() + Send + 'static) {
         let shard = (self.hasher.hash_one(key) % self.senders.len() as u64) as usize;
@@ -121,11 +129,16 @@ fn keyed_tiny(c: &mut Criterion) {
 
     let ebb = ebbtide::Pool::builder().workers(n).build().unwrap();
     let sharded = ShardedPool::new(n);
-    let ray = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    let ray = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build()
+        .unwrap();
 
     let mut g = c.benchmark_group("keyed_1m_tiny");
     g.throughput(Throughput::Elements(TASKS as u64));
-    g.sample_size(10).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(6))
+        .warm_up_time(Duration::from_secs(1));
     for (dist, keys) in [("uniform", &uniform), ("zipf1", &skewed)] {
         g.bench_function(BenchmarkId::new(format!("ebbtide_{dist}"), n), |b| {
             b.iter(|| {
@@ -186,7 +199,9 @@ fn keyed_skew_cpu(c: &mut Criterion) {
     let ebb = ebbtide::Pool::builder().workers(n).build().unwrap();
     let sharded = ShardedPool::new(n);
     let mut g = c.benchmark_group("keyed_skew_cpu_makespan");
-    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
     g.bench_function(BenchmarkId::new("ebbtide", n), |b| {
         b.iter(|| {
             for &k in &keys {

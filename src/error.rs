@@ -93,6 +93,12 @@ pub enum TaskError {
     /// that had not run yet, and a shard runs its tasks one at a time, so
     /// that task could only start after the waiter returned.
     WouldDeadlock,
+    /// The task's deadline passed before it started, or the task returned
+    /// early at its deadline (`TaskContext::check`).
+    TimedOut,
+    /// The task was cancelled before it started (`JoinHandle::cancel`, its
+    /// group, `shutdown_now`), or returned early on cancellation.
+    Cancelled,
 }
 
 impl fmt::Display for TaskError {
@@ -103,6 +109,8 @@ impl fmt::Display for TaskError {
             TaskError::Dropped => {
                 f.write_str("task dropped: evicted from a full queue by the DropOldest policy")
             }
+            TaskError::TimedOut => f.write_str("task timed out: its deadline passed"),
+            TaskError::Cancelled => f.write_str("task cancelled"),
             TaskError::WouldDeadlock => f.write_str(
                 "wait refused: a keyed task waited for a later task of its own shard, \
                  which cannot start before the waiting task returns",

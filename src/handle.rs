@@ -12,8 +12,8 @@
 //!    `done` and its sleep is kept, never lost.
 
 use crate::error::TaskError;
-use crate::job::{panic_message, PanicPayload, Runnable};
-use crate::loom::sync::atomic::{AtomicBool, Ordering};
+use crate::job::{panic_message, Outcome, Runnable};
+use crate::loom::sync::atomic::AtomicBool;
 use crate::loom::sync::{Arc, Mutex};
 use crate::loom::thread_local;
 use crate::registry::Registry;
@@ -22,6 +22,7 @@ use crate::worker::WorkerThread;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -82,9 +83,18 @@ struct SlotInner<V> {
     waiter: Waiter,
 }
 
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const CANCELLED: u8 = 2;
+
 /// Where a task's result `V` waits for its handle.
 pub(crate) struct Slot<V> {
     done: AtomicBool,
+    /// Queued → running (the worker, at start) or queued → cancelled (the
+    /// handle's `cancel`): whichever CAS wins decides whether it runs.
+    start: std::sync::atomic::AtomicU8,
+    /// The task's cancellation token (tasks started with a context).
+    pub(crate) token: Option<crate::cancel::CancelToken>,
     inner: Mutex<SlotInner<V>>,
     /// For a keyed task: its pool's registry address and its shard, to
     /// detect a task waiting for a later task of its own shard.
@@ -95,11 +105,21 @@ impl<V> Slot<V> {
     pub(crate) fn new() -> Self {
         Slot {
             done: AtomicBool::new(false),
+            start: std::sync::atomic::AtomicU8::new(QUEUED),
+            token: None,
             inner: Mutex::new(SlotInner {
                 result: None,
                 waiter: Waiter::None,
             }),
             shard: None,
+        }
+    }
+
+    /// The slot of a task with a cancellation token.
+    pub(crate) fn with_token(token: crate::cancel::CancelToken) -> Self {
+        Slot {
+            token: Some(token),
+            ..Slot::new()
         }
     }
 
@@ -126,7 +146,24 @@ impl<V> Slot<V> {
         }
     }
 
-    /// Step 2: stores the result and wakes the waiter.
+    /// Claims the task's start; `false` if `cancel` came first (then the
+    /// task must not run: its handle already says `Cancelled`).
+    #[inline]
+    pub(crate) fn try_start(&self) -> bool {
+        // AcqRel: pairs with `cancel`'s CAS; either one wins.
+        self.start
+            .compare_exchange(
+                QUEUED,
+                RUNNING,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// Step 2: stores the result and wakes the waiter. The first result
+    /// wins (a task cancelled before it started keeps `Cancelled` when it
+    /// is later discarded).
     pub(crate) fn complete(&self, result: V) {
         let mut inner = match WorkerThread::current() {
             // The pool's own acquisition: counted in its lock statistics.
@@ -135,10 +172,14 @@ impl<V> Slot<V> {
                 .lock_counted(&w.registry().counters.locks.result_slot),
             None => self.inner.lock(),
         };
+        if self.done.load(crate::loom::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         inner.result = Some(result);
         // Release: a waiter that sees `done` (acquire) sees the result; it
         // reads the result under the lock anyway.
-        self.done.store(true, Ordering::Release);
+        self.done
+            .store(true, crate::loom::sync::atomic::Ordering::Release);
         let waiter = std::mem::replace(&mut inner.waiter, Waiter::None);
         drop(inner);
         waiter.wake();
@@ -147,7 +188,7 @@ impl<V> Slot<V> {
     #[inline]
     pub(crate) fn is_done(&self) -> bool {
         // Acquire pairs with the release in `complete`.
-        self.done.load(Ordering::Acquire)
+        self.done.load(crate::loom::sync::atomic::Ordering::Acquire)
     }
 
     /// Step 1: registers `waiter` unless the result is there; returns
@@ -208,8 +249,12 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    fn run(self) -> Result<(), PanicPayload> {
+    fn run(self) -> Outcome {
         let Spawn { f, slot } = self;
+        if !slot.try_start() {
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
+            return Outcome::Cancelled;
+        }
         let outcome = panic::catch_unwind(AssertUnwindSafe(f));
         let (result, payload) = match outcome {
             Ok(value) => (Ok(value), None),
@@ -222,7 +267,7 @@ where
         // With the handle gone, this drops the value: its destructor must
         // not take the worker down.
         let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(slot)));
-        payload.map_or(Ok(()), Err)
+        payload.map_or(Outcome::Done, Outcome::Panicked)
     }
 
     fn discard(self, why: TaskError) {
@@ -271,6 +316,28 @@ impl<T> JoinHandle<T> {
     /// `join` returns at once.
     pub fn is_finished(&self) -> bool {
         self.slot.is_done()
+    }
+
+    /// Cancels the task. Not started yet: it will never run, and the
+    /// handle resolves to [`TaskError::Cancelled`] at once (returns `true`).
+    /// Running (or done): a task started with a context
+    /// ([`spawn_with`](crate::PoolHandle::spawn_with)) sees
+    /// `is_cancelled()` turn true; any other task runs to its end (returns
+    /// `false`).
+    pub fn cancel(&self) -> bool {
+        // AcqRel: pairs with `try_start`.
+        let prevented = self
+            .slot
+            .start
+            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if prevented {
+            self.slot.complete(Err(TaskError::Cancelled));
+        }
+        if let Some(token) = &self.slot.token {
+            token.cancel();
+        }
+        prevented
     }
 
     /// Waits for the task and returns its value.

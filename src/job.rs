@@ -211,6 +211,13 @@ pub(crate) enum Outcome {
     /// It panicked and the panic was handed to whoever waits for the job
     /// (it is resumed there), so the pool only counts it.
     PanicForwarded,
+    /// It returned a value after its deadline (counted as completed, and
+    /// as a deadline miss).
+    Late,
+    /// Its deadline passed before it started, or it returned `TimedOut`.
+    TimedOut,
+    /// It was cancelled before it started, or it returned `Cancelled`.
+    Cancelled,
 }
 
 impl From<Result<(), PanicPayload>> for Outcome {
@@ -225,7 +232,7 @@ impl From<Result<(), PanicPayload>> for Outcome {
 /// The body of a submitted task.
 pub(crate) trait Runnable: Send + 'static {
     /// Runs the task, catching its panic.
-    fn run(self) -> Result<(), PanicPayload>;
+    fn run(self) -> Outcome;
     /// Drops the task unrun; `why` resolves its handle if it has one.
     fn discard(self, why: TaskError);
 }
@@ -234,8 +241,8 @@ pub(crate) trait Runnable: Send + 'static {
 pub(crate) struct Execute<F>(pub(crate) F);
 
 impl<F: FnOnce() + Send + 'static> Runnable for Execute<F> {
-    fn run(self) -> Result<(), PanicPayload> {
-        panic::catch_unwind(AssertUnwindSafe(self.0))
+    fn run(self) -> Outcome {
+        panic::catch_unwind(AssertUnwindSafe(self.0)).into()
     }
 
     fn discard(self, _why: TaskError) {
@@ -269,7 +276,7 @@ impl<R: Runnable> TaskJob<R> {
     /// `data` holds an `R` written by `into_job_ref`, read only here.
     unsafe fn run_inline(data: *mut InlineBuf) -> Outcome {
         // SAFETY: by the contract; the read moves the task out.
-        Outcome::from(unsafe { ptr::read(data.cast::<R>()) }.run())
+        unsafe { ptr::read(data.cast::<R>()) }.run()
     }
 
     /// # Safety
@@ -283,7 +290,7 @@ impl<R: Runnable> TaskJob<R> {
     /// `data` holds a `Box<R>` written by `into_job_ref`, read only here.
     unsafe fn run_boxed(data: *mut InlineBuf) -> Outcome {
         // SAFETY: by the contract; the read moves the box out.
-        Outcome::from(unsafe { ptr::read(data.cast::<Box<R>>()) }.run())
+        unsafe { ptr::read(data.cast::<Box<R>>()) }.run()
     }
 
     /// # Safety

@@ -2,7 +2,7 @@
 
 use crate::error::{SubmitError, TaskError};
 use crate::handle::{JoinHandle, Slot, TaskSlot};
-use crate::job::{panic_message, PanicPayload, Runnable};
+use crate::job::{panic_message, Outcome, Runnable};
 use crate::loom::sync::Arc;
 use crate::pool::PoolHandle;
 use std::cell::UnsafeCell;
@@ -91,11 +91,11 @@ where
     S: Send + 'static,
     F: FnOnce(&mut S) + Send + 'static,
 {
-    fn run(self) -> Result<(), PanicPayload> {
+    fn run(self) -> Outcome {
         let StateTask { states, shard, f } = self;
         // SAFETY: keyed tasks run only inside their shard (`CallerRuns`
         // does not apply to them).
-        panic::catch_unwind(AssertUnwindSafe(|| unsafe { states.with_state(shard, f) }))
+        panic::catch_unwind(AssertUnwindSafe(|| unsafe { states.with_state(shard, f) })).into()
     }
 
     fn discard(self, _why: TaskError) {
@@ -114,8 +114,12 @@ where
     F: FnOnce(&mut S) -> T + Send + 'static,
     T: Send + 'static,
 {
-    fn run(self) -> Result<(), PanicPayload> {
+    fn run(self) -> Outcome {
         let StateSpawn { task, slot } = self;
+        if !slot.try_start() {
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(task)));
+            return Outcome::Cancelled;
+        }
         let StateTask { states, shard, f } = task;
         // SAFETY: as in `StateTask::run`.
         let outcome =
@@ -131,7 +135,7 @@ where
         };
         slot.complete(result);
         let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(slot)));
-        payload.map_or(Ok(()), Err)
+        payload.map_or(Outcome::Done, Outcome::Panicked)
     }
 
     fn discard(self, why: TaskError) {

@@ -48,6 +48,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod builder;
+mod cancel;
 mod clock;
 mod error;
 mod handle;
@@ -71,13 +72,14 @@ pub use builder::{
     Backpressure, Builder, TaskPanic, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_SHARDS,
     MAX_WORKERS,
 };
+pub use cancel::{CancelToken, TaskContext, TaskOptions};
 pub use error::{BuildError, SubmitError, TaskError};
 pub use handle::JoinHandle;
 pub use histogram::Histogram;
 pub use join::join;
 pub use keyed::Keyed;
 pub use metrics::{Counts, LockContention, Metrics, PoolDump, WorkerDump, WorkerState};
-pub use pool::{Pool, PoolHandle, ShutdownReport};
+pub use pool::{PauseGuard, Pool, PoolHandle, ShutdownReport};
 pub use scope::{Scope, ScopedJoinHandle};
 pub use watchdog::StallReport;
 

@@ -62,6 +62,14 @@ counters! {
     caller_runs,
     /// Queued tasks discarded by shutdown.
     abandoned,
+    /// Tasks whose deadline passed before they started, or that returned
+    /// `TimedOut`.
+    timed_out,
+    /// Tasks cancelled before they started, or that returned `Cancelled`.
+    cancelled,
+    /// Tasks that returned a value after their deadline (also counted as
+    /// completed).
+    deadline_missed,
     /// Jobs a worker took from another worker's deque.
     steals,
     /// Times a worker looked into another worker's deque.
@@ -367,6 +375,8 @@ pub struct Metrics {
     pub blocked_submitters: usize,
     /// Whether admission is closed (shutdown began).
     pub shut_down: bool,
+    /// Whether the pool is paused (`PoolHandle::pause`).
+    pub paused: bool,
     /// Counters since the pool was built.
     pub counts: Counts,
     /// Queue wait (accepted → started) of tasks run by workers.
@@ -745,7 +755,13 @@ impl fmt::Display for Metrics {
             self.queue_wait.p99(),
             self.run_time.p50(),
             self.run_time.p99(),
-            if self.shut_down { " [shut down]" } else { "" }
+            if self.shut_down {
+                " [shut down]"
+            } else if self.paused {
+                " [paused]"
+            } else {
+                ""
+            }
         )
     }
 }

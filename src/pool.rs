@@ -82,7 +82,7 @@ impl PoolHandle {
             .map_err(|e| e.map(|Execute(f)| f))
     }
 
-    fn spawn_with<F, T>(&self, f: F, wait: Wait) -> Result<JoinHandle<T>, SubmitError<F>>
+    fn spawn_waiting<F, T>(&self, f: F, wait: Wait) -> Result<JoinHandle<T>, SubmitError<F>>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -168,7 +168,7 @@ impl PoolHandle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.spawn_with(f, Wait::Policy)
+        self.spawn_waiting(f, Wait::Policy)
     }
 
     /// Like [`spawn`](Self::spawn), but never blocks.
@@ -180,7 +180,7 @@ impl PoolHandle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.spawn_with(f, Wait::Never)
+        self.spawn_waiting(f, Wait::Never)
     }
 
     /// Like [`spawn`](Self::spawn), but under `Block` waits at most
@@ -197,7 +197,46 @@ impl PoolHandle {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.spawn_with(f, Wait::Until(Instant::now() + timeout))
+        self.spawn_waiting(f, Wait::Until(Instant::now() + timeout))
+    }
+
+    /// Submits a task that takes a [`TaskContext`](crate::TaskContext): a
+    /// deadline and a cancellation token (a child of the pool's, or of
+    /// `opts`' parent token). The closure returns `Result<T, TaskError>`, so
+    /// `cx.check()?` returns early with `TimedOut` or `Cancelled`; the
+    /// handle yields that result. See [`TaskOptions`](crate::TaskOptions)
+    /// for the deadline rules: a task whose deadline passes in the queue
+    /// never starts (`TimedOut`); a task cancelled before it starts never
+    /// runs (`Cancelled`); a value returned after the deadline is still
+    /// delivered and counted in `Counts::deadline_missed`.
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn).
+    pub fn spawn_with<F, T>(
+        &self,
+        opts: crate::TaskOptions,
+        f: F,
+    ) -> Result<JoinHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce(&crate::TaskContext) -> Result<T, crate::TaskError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let parent = opts.parent.as_ref().unwrap_or(&self.registry.token);
+        let token = parent.child();
+        if opts.parent.is_some() && self.registry.token.is_cancelled() {
+            token.cancel();
+        }
+        let slot = Arc::new(Slot::with_token(token));
+        let body = crate::cancel::ContextTask {
+            f,
+            slot: Arc::clone(&slot),
+            deadline: opts.resolve(),
+            name: opts.name.clone(),
+        };
+        match self.registry.submit(body, Wait::Policy, None) {
+            Ok(_) => Ok(JoinHandle::new(slot)),
+            Err(e) => Err(e.map(|b| b.f)),
+        }
     }
 
     /// Submits a fire-and-forget task keyed by `key`: tasks of the same key
@@ -412,6 +451,45 @@ impl PoolHandle {
         self.install(|| crate::scope::run_scope(current_worker(), true, f))
     }
 
+    /// Stops handing queued tasks to workers: running tasks finish, new
+    /// submissions still queue (subject to capacity and backpressure), and
+    /// nothing queued starts until [`resume`](Self::resume). Work that
+    /// running tasks wait for (`join`, scopes, `install`) still runs.
+    /// Pausing twice is harmless. `shutdown()` resumes and drains;
+    /// `shutdown_now()` abandons. `wait_idle` on a paused pool with queued
+    /// tasks waits for `resume`.
+    pub fn pause(&self) {
+        self.registry.pause();
+    }
+
+    /// Hands queued tasks to workers again; harmless when not paused.
+    pub fn resume(&self) {
+        self.registry.resume();
+    }
+
+    /// Pauses the pool until the returned guard drops.
+    ///
+    /// ```
+    /// let pool = ebbtide::Pool::builder().workers(2).build()?;
+    /// {
+    ///     let _paused = pool.pause_guard();
+    ///     pool.execute(|| ())?;
+    ///     assert_eq!(pool.metrics().queued, 1);
+    /// } // resumed here
+    /// pool.wait_idle();
+    /// assert_eq!(pool.metrics().counts.completed, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pause_guard(&self) -> PauseGuard<'_> {
+        self.pause();
+        PauseGuard(self)
+    }
+
+    /// Whether the pool is paused.
+    pub fn is_paused(&self) -> bool {
+        self.registry.is_paused()
+    }
+
     /// The number of worker threads.
     pub fn num_workers(&self) -> usize {
         self.registry.num_workers()
@@ -462,6 +540,17 @@ impl PoolHandle {
 /// The worker running an `install` body.
 fn current_worker() -> &'static crate::worker::WorkerThread {
     crate::worker::WorkerThread::current().expect("install runs its closure on a worker")
+}
+
+/// Resumes its pool when dropped (see [`PoolHandle::pause_guard`]).
+#[must_use = "the pool resumes when the guard drops"]
+#[derive(Debug)]
+pub struct PauseGuard<'a>(&'a PoolHandle);
+
+impl Drop for PauseGuard<'_> {
+    fn drop(&mut self) {
+        self.0.resume();
+    }
 }
 
 /// A work-stealing thread pool. Owns its worker threads: dropping it shuts

@@ -24,6 +24,7 @@
 //!   brings `pending` to zero after the close wakes every parked worker.
 
 use crate::builder::{Backpressure, Config, TaskPanic};
+use crate::cancel::CancelToken;
 use crate::clock::{ticks, Calibration};
 use crate::error::{SubmitError, TaskError};
 use crate::handle::Waiter;
@@ -137,6 +138,9 @@ pub(crate) struct Registry {
     /// Workers blocked in a wait that does not help (`join_blocking`).
     blocked: AtomicUsize,
     abandon: AtomicBool,
+    /// `pause()`: workers take no task from the queues (internal jobs,
+    /// which running tasks wait for, still run).
+    paused: AtomicBool,
     pub(crate) counters: Counters,
     threads: Mutex<Threads>,
     threads_cv: Condvar,
@@ -147,6 +151,9 @@ pub(crate) struct Registry {
     pub(crate) calibration: Calibration,
     /// Where the stall watchdog sleeps between checks.
     pub(crate) watchdog: Arc<Parker>,
+    /// The root of every task's cancellation token; cancelled when shutdown
+    /// abandons work.
+    pub(crate) token: CancelToken,
 }
 
 impl Registry {
@@ -157,6 +164,7 @@ impl Registry {
             timing: config.histograms || config.stall_threshold.is_some(),
             calibration: Calibration::now(),
             watchdog: Arc::new(Parker::default()),
+            token: CancelToken::new(),
             admission: CachePadded::new(AtomicU64::new(0)),
             injector: Injector::new(),
             side: Injector::new(),
@@ -174,6 +182,7 @@ impl Registry {
             inside_idle: AtomicUsize::new(0),
             blocked: AtomicUsize::new(0),
             abandon: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             counters: Counters::new(workers, locks),
             threads: Mutex::new(Threads::default()),
             threads_cv: Condvar::new(),
@@ -314,7 +323,7 @@ impl Registry {
                 bump(&slot.caller_runs);
                 bump_at(&slot.started, worker);
                 let outcome = body.run();
-                self.record_outcome(outcome.into(), worker);
+                self.record_outcome(outcome, worker);
                 Ok(Admitted::RanOnCaller)
             }
         }
@@ -585,6 +594,12 @@ impl Registry {
         let slot = self.counters.slot(worker);
         match outcome {
             Outcome::Done => bump_at(&slot.completed, worker),
+            Outcome::Late => {
+                bump_at(&slot.completed, worker);
+                bump_at(&slot.deadline_missed, worker);
+            }
+            Outcome::TimedOut => bump_at(&slot.timed_out, worker),
+            Outcome::Cancelled => bump_at(&slot.cancelled, worker),
             Outcome::PanicForwarded => bump_at(&slot.panicked, worker),
             Outcome::Panicked(payload) => {
                 bump_at(&slot.panicked, worker);
@@ -651,8 +666,48 @@ impl Registry {
         closed(word) && pending(word) == 0
     }
 
+    /// Whether the pool is paused.
+    #[inline]
+    pub(crate) fn is_paused(&self) -> bool {
+        // Relaxed would do for the hint; SeqCst keeps `resume`'s wake-up
+        // simple to argue (it wakes every sleeper after clearing the flag).
+        self.paused.load(SeqCst)
+    }
+
+    /// Stops handing queued tasks to workers; idempotent.
+    pub(crate) fn pause(&self) {
+        self.paused.store(true, SeqCst);
+    }
+
+    /// Hands queued tasks to workers again; idempotent.
+    pub(crate) fn resume(&self) {
+        if self.paused.swap(false, SeqCst) {
+            self.sleep.wake_all();
+        }
+    }
+
+    /// Parks a task a paused worker found on its own deque in the injector,
+    /// where it waits for `resume` with the rest.
+    pub(crate) fn hold(&self, job: JobRef) {
+        self.injector.push(job);
+    }
+
+    /// Takes an internal job (a paused worker's only work).
+    pub(crate) fn take_side(&self) -> Option<JobRef> {
+        loop {
+            match self.side.steal() {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => continue,
+                Steal::Empty => return None,
+            }
+        }
+    }
+
     /// Whether any queue visibly holds work (re-check before parking).
     pub(crate) fn has_work(&self) -> bool {
+        if self.is_paused() {
+            return !self.side.is_empty();
+        }
         !self.injector.is_empty()
             || !self.side.is_empty()
             || self.stealers.iter().any(|s| s.len() > 0)
@@ -772,6 +827,10 @@ impl Registry {
             self.sleep.wake_all();
         }
         let inside = self.own_worker().is_some();
+        if mode == ShutdownMode::Drain {
+            // A paused pool drains.
+            self.resume();
+        }
         match mode {
             ShutdownMode::Drain if !inside => {
                 self.wait_for(&|w| pending(w) == 0, None);
@@ -811,6 +870,8 @@ impl Registry {
     /// Workers that pop a task after the flag is set discard it too.
     fn abandon_queued(&self) {
         self.abandon.store(true, SeqCst);
+        // Running tasks with a context see their cancellation.
+        self.token.cancel();
         let me = self.own_worker_index();
         loop {
             loop {
@@ -926,6 +987,7 @@ impl Registry {
             queue_capacity: self.config.capacity,
             blocked_submitters: self.room_waiters.load(SeqCst),
             shut_down: closed(word),
+            paused: self.is_paused(),
             counts,
             queue_wait,
             run_time,

@@ -182,6 +182,9 @@ impl WorkerThread {
 
     /// One look for work in every queue; becomes a searcher to steal.
     pub(crate) fn find_work(&self) -> Option<JobRef> {
+        if self.registry.is_paused() {
+            return self.find_internal_work();
+        }
         let found = self
             .local
             .pop()
@@ -210,6 +213,19 @@ impl WorkerThread {
             }
         }
         found
+    }
+
+    /// While paused: only jobs that running tasks wait for. Tasks found on
+    /// this worker's deque go to the injector to wait for `resume`.
+    fn find_internal_work(&self) -> Option<JobRef> {
+        while let Some(job) = self.local.pop() {
+            if job.kind() == JobKind::Task {
+                self.registry.hold(job);
+            } else {
+                return Some(job);
+            }
+        }
+        self.registry.take_side()
     }
 
     /// `find_work`, retried for a bounded number of rounds with growing
@@ -264,6 +280,11 @@ impl WorkerThread {
             let Some(job) = next else { break };
             self.execute(job);
             ran += 1;
+            if registry.is_paused() {
+                // Still scheduled: it waits in the inbox for `resume`.
+                registry.inbox(self.index).push(shard_job(index));
+                break;
+            }
             if ran == BATCH && !shard.queue.lock_counted(lock).tasks.is_empty() {
                 // Still scheduled: only this runner clears it, so no second
                 // shard job can appear meanwhile.
