@@ -84,6 +84,7 @@ pub(crate) struct Config {
     pub(crate) stall_threshold: Option<Duration>,
     pub(crate) on_stall: Option<StallHandler>,
     pub(crate) shards: usize,
+    pub(crate) breaker: Option<crate::BreakerConfig>,
 }
 
 /// A plain `std` `Arc`, like [`PanicHandler`].
@@ -118,6 +119,7 @@ pub struct Builder {
     stall_threshold: Option<Duration>,
     on_stall: Option<StallHandler>,
     shards: Option<usize>,
+    breaker: Option<crate::BreakerConfig>,
 }
 
 impl fmt::Debug for Builder {
@@ -136,6 +138,7 @@ impl fmt::Debug for Builder {
             .field("metrics", &self.metrics)
             .field("stall_threshold", &self.stall_threshold)
             .field("shards", &self.shards)
+            .field("circuit_breaker", &self.breaker)
             .finish()
     }
 }
@@ -157,6 +160,7 @@ impl Default for Builder {
             stall_threshold: None,
             on_stall: None,
             shards: None,
+            breaker: None,
         }
     }
 }
@@ -274,6 +278,15 @@ impl Builder {
         self
     }
 
+    /// Turns on a circuit breaker: when too many recent tasks fail (panic
+    /// or time out), submissions are refused with
+    /// [`SubmitError::BreakerOpen`](crate::SubmitError::BreakerOpen) for a
+    /// cool-down, then a few trial tasks decide whether it closes again.
+    pub fn circuit_breaker(mut self, config: crate::BreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
+    }
+
     fn validate(&self) -> Result<Config, BuildError> {
         let invalid = |field, value: &dyn fmt::Display, expected| BuildError::Invalid {
             field,
@@ -329,6 +342,13 @@ impl Builder {
         if let Some(n) = self.shards.filter(|&n| n == 0 || n > MAX_SHARDS) {
             return Err(invalid("shards", &n, "between 1 and 1048576"));
         }
+        if let Some((field, value, expected)) = self.breaker.as_ref().and_then(|b| b.invalid()) {
+            return Err(BuildError::Invalid {
+                field,
+                value,
+                expected,
+            });
+        }
         if self.stall_threshold == Some(Duration::ZERO) {
             return Err(invalid("stall_threshold", &"0s", "a positive duration"));
         }
@@ -352,6 +372,7 @@ impl Builder {
             track_workers: self.metrics || self.stall_threshold.is_some(),
             stall_threshold: self.stall_threshold,
             on_stall: self.on_stall.clone(),
+            breaker: self.breaker.clone(),
             shards: self
                 .shards
                 .unwrap_or_else(|| (4 * max).max(64).next_power_of_two()),

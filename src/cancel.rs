@@ -259,7 +259,7 @@ impl TaskOptions {
 /// The body of a task started with `spawn_with`.
 pub(crate) struct ContextTask<F, T> {
     pub(crate) f: F,
-    pub(crate) slot: Arc<TaskSlot<T>>,
+    pub(crate) slot: crate::loom::sync::Arc<TaskSlot<T>>,
     pub(crate) deadline: Deadline,
     pub(crate) name: Option<Arc<str>>,
 }

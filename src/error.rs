@@ -15,13 +15,19 @@ pub enum SubmitError<F> {
     ShutDown(F),
     /// A bounded wait for room (`execute_timeout`, `spawn_timeout`) ran out.
     Timeout(F),
+    /// The pool's circuit breaker is open (or half-open with its trials
+    /// taken): too many recent tasks failed.
+    BreakerOpen(F),
 }
 
 impl<F> SubmitError<F> {
     /// The closure that was not accepted.
     pub fn into_inner(self) -> F {
         match self {
-            SubmitError::Full(f) | SubmitError::ShutDown(f) | SubmitError::Timeout(f) => f,
+            SubmitError::Full(f)
+            | SubmitError::ShutDown(f)
+            | SubmitError::Timeout(f)
+            | SubmitError::BreakerOpen(f) => f,
         }
     }
 
@@ -35,6 +41,11 @@ impl<F> SubmitError<F> {
         matches!(self, SubmitError::ShutDown(_))
     }
 
+    /// Whether the circuit breaker refused it.
+    pub fn is_breaker_open(&self) -> bool {
+        matches!(self, SubmitError::BreakerOpen(_))
+    }
+
     /// Whether a bounded wait for room ran out.
     pub fn is_timeout(&self) -> bool {
         matches!(self, SubmitError::Timeout(_))
@@ -45,6 +56,7 @@ impl<F> SubmitError<F> {
             SubmitError::Full(_) => "Full",
             SubmitError::ShutDown(_) => "ShutDown",
             SubmitError::Timeout(_) => "Timeout",
+            SubmitError::BreakerOpen(_) => "BreakerOpen",
         }
     }
 }
@@ -67,6 +79,9 @@ impl<F> fmt::Display for SubmitError<F> {
             SubmitError::Timeout(_) => {
                 f.write_str("task rejected: no room in the pool's queue before the timeout")
             }
+            SubmitError::BreakerOpen(_) => f.write_str(
+                "task rejected: the circuit breaker is open after too many recent failures",
+            ),
         }
     }
 }
@@ -205,6 +220,7 @@ impl<F> SubmitError<F> {
             SubmitError::Full(x) => SubmitError::Full(f(x)),
             SubmitError::ShutDown(x) => SubmitError::ShutDown(f(x)),
             SubmitError::Timeout(x) => SubmitError::Timeout(f(x)),
+            SubmitError::BreakerOpen(x) => SubmitError::BreakerOpen(f(x)),
         }
     }
 }

@@ -47,10 +47,12 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod breaker;
 mod builder;
 mod cancel;
 mod clock;
 mod error;
+mod group;
 mod handle;
 mod histogram;
 mod job;
@@ -68,12 +70,14 @@ mod sleep;
 mod watchdog;
 mod worker;
 
+pub use breaker::{BreakerClock, BreakerConfig, BreakerState};
 pub use builder::{
     Backpressure, Builder, TaskPanic, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_SHARDS,
     MAX_WORKERS,
 };
 pub use cancel::{CancelToken, TaskContext, TaskOptions};
 pub use error::{BuildError, SubmitError, TaskError};
+pub use group::{GroupError, TaskGroup};
 pub use handle::JoinHandle;
 pub use histogram::Histogram;
 pub use join::join;

@@ -329,9 +329,10 @@ pub struct LockContention {
 /// slightly. Once the pool is idle (`wait_idle` returned) or shut down,
 /// every counter is exact and the identity holds:
 ///
-/// `submitted = completed + panicked + rejected + dropped + abandoned + running + queued`
+/// `submitted = completed + panicked + rejected + dropped + abandoned + timed_out + cancelled + running + queued`
 ///
-/// where `dropped` counts both `DropNewest` and `DropOldest`, `running`
+/// where `dropped` counts both `DropNewest` and `DropOldest`, `rejected`
+/// includes circuit-breaker refusals, `running`
 /// counts tasks started and not finished (including `install` calls), and
 /// `queued` tasks accepted and not started.
 ///
@@ -377,6 +378,8 @@ pub struct Metrics {
     pub shut_down: bool,
     /// Whether the pool is paused (`PoolHandle::pause`).
     pub paused: bool,
+    /// The circuit breaker's state, if the pool has one.
+    pub breaker: Option<crate::BreakerState>,
     /// Counters since the pool was built.
     pub counts: Counts,
     /// Queue wait (accepted → started) of tasks run by workers.
@@ -503,6 +506,19 @@ impl Metrics {
                 out,
                 "{prefix}_worker_queue_jobs{{pool=\"{pool}\",worker=\"{i}\"}} {len}"
             )?;
+        }
+        if let Some(state) = self.breaker {
+            writeln!(
+                out,
+                "# HELP {prefix}_breaker_state Circuit breaker: 0 closed, 1 open, 2 half-open."
+            )?;
+            writeln!(out, "# TYPE {prefix}_breaker_state gauge")?;
+            let v = match state {
+                crate::BreakerState::Closed => 0,
+                crate::BreakerState::Open => 1,
+                crate::BreakerState::HalfOpen => 2,
+            };
+            writeln!(out, "{prefix}_breaker_state{{pool=\"{pool}\"}} {v}")?;
         }
         writeln!(
             out,

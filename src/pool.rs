@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// What shutdown did, counted since the pool was built.
 ///
 /// Identity, exact once shutdown has returned:
-/// `submitted = completed + panicked + abandoned + dropped + rejected + still_running`
+/// `submitted = completed + panicked + abandoned + dropped + rejected + timed_out + cancelled + still_running`
 /// (nothing is queued any more). Submissions refused with
 /// [`SubmitError::ShutDown`] are not counted anywhere: the caller got the
 /// closure back.
@@ -33,8 +33,13 @@ pub struct ShutdownReport {
     pub abandoned: u64,
     /// Tasks dropped by `DropNewest`/`DropOldest`.
     pub dropped: u64,
-    /// Submissions refused for want of room.
+    /// Submissions refused for want of room (or by the circuit breaker).
     pub rejected: u64,
+    /// Tasks whose deadline passed before they started, or that returned
+    /// `TimedOut`.
+    pub timed_out: u64,
+    /// Tasks cancelled before they started, or that returned `Cancelled`.
+    pub cancelled: u64,
     /// Tasks still running when the call returned (only after a deadline
     /// or `shutdown_now`; their workers exit when they finish, and dropping
     /// the `Pool` joins them).
@@ -237,6 +242,20 @@ impl PoolHandle {
             Ok(_) => Ok(JoinHandle::new(slot)),
             Err(e) => Err(e.map(|b| b.f)),
         }
+    }
+
+    /// A [`TaskGroup`](crate::TaskGroup) on this pool: fail-fast by
+    /// default, with an optional concurrency limit; its token is a child of
+    /// the pool's.
+    pub fn group<T: Send + 'static, E: Send + 'static>(&self) -> crate::TaskGroup<T, E> {
+        crate::TaskGroup::new(self.clone(), self.registry.token.child())
+    }
+
+    pub(crate) fn submit_task<R: crate::job::Runnable>(
+        &self,
+        body: R,
+    ) -> Result<crate::registry::Admitted, SubmitError<R>> {
+        self.registry.submit(body, Wait::Policy, None)
     }
 
     /// Submits a fire-and-forget task keyed by `key`: tasks of the same key

@@ -23,6 +23,7 @@
 //! * Workers exit when `CLOSED` is set and `pending == 0`; the finish that
 //!   brings `pending` to zero after the close wakes every parked worker.
 
+use crate::breaker::Breaker;
 use crate::builder::{Backpressure, Config, TaskPanic};
 use crate::cancel::CancelToken;
 use crate::clock::{ticks, Calibration};
@@ -154,6 +155,7 @@ pub(crate) struct Registry {
     /// The root of every task's cancellation token; cancelled when shutdown
     /// abandons work.
     pub(crate) token: CancelToken,
+    breaker: Option<Breaker>,
 }
 
 impl Registry {
@@ -165,6 +167,7 @@ impl Registry {
             calibration: Calibration::now(),
             watchdog: Arc::new(Parker::default()),
             token: CancelToken::new(),
+            breaker: config.breaker.clone().map(Breaker::new),
             admission: CachePadded::new(AtomicU64::new(0)),
             injector: Injector::new(),
             side: Injector::new(),
@@ -289,6 +292,16 @@ impl Registry {
     ) -> Result<Admitted, SubmitError<R>> {
         let worker = self.own_worker_index();
         let slot = self.counters.slot(worker);
+        if let Some(breaker) = &self.breaker {
+            if self.is_closed() {
+                return Err(SubmitError::ShutDown(body));
+            }
+            if !breaker.admit() {
+                bump(&slot.submitted);
+                bump(&slot.rejected);
+                return Err(SubmitError::BreakerOpen(body));
+            }
+        }
         match self.try_reserve() {
             Reserve::Ok => {
                 bump(&slot.submitted);
@@ -494,6 +507,13 @@ impl Registry {
         prev_end: u64,
     ) -> (u64, u64) {
         let worker = Some(index);
+        if self.is_paused() {
+            // Popped after `pause()` returned (or about then): it waits for
+            // `resume` in the injector instead of starting.
+            self.pay(owed);
+            self.hold(job);
+            return (0, 0);
+        }
         // Acquire pairs with the SeqCst store in `abandon_queued`.
         if self.abandon.load(std::sync::atomic::Ordering::Acquire) {
             self.pay(owed);
@@ -592,6 +612,15 @@ impl Registry {
     /// Counts a finished task and reports its panic.
     pub(crate) fn record_outcome(&self, outcome: Outcome, worker: Option<usize>) {
         let slot = self.counters.slot(worker);
+        if let Some(breaker) = &self.breaker {
+            match outcome {
+                Outcome::Done | Outcome::Late => breaker.record(true),
+                Outcome::Panicked(_) | Outcome::PanicForwarded | Outcome::TimedOut => {
+                    breaker.record(false)
+                }
+                Outcome::Cancelled => {}
+            }
+        }
         match outcome {
             Outcome::Done => bump_at(&slot.completed, worker),
             Outcome::Late => {
@@ -862,6 +891,8 @@ impl Registry {
             abandoned: c.abandoned,
             dropped: c.dropped(),
             rejected: c.rejected,
+            timed_out: c.timed_out,
+            cancelled: c.cancelled,
             still_running: still_running as u64,
         }
     }
@@ -988,6 +1019,7 @@ impl Registry {
             blocked_submitters: self.room_waiters.load(SeqCst),
             shut_down: closed(word),
             paused: self.is_paused(),
+            breaker: self.breaker.as_ref().map(Breaker::state),
             counts,
             queue_wait,
             run_time,

@@ -267,6 +267,11 @@ impl WorkerThread {
         let lock = &registry.counters.locks.shard;
         let mut ran = 0;
         loop {
+            if registry.is_paused() {
+                // Still scheduled: it waits in the inbox for `resume`.
+                registry.inbox(self.index).push(shard_job(index));
+                break;
+            }
             let next = {
                 let mut queue = shard.queue.lock_counted(lock);
                 match queue.tasks.pop_front() {
@@ -280,11 +285,6 @@ impl WorkerThread {
             let Some(job) = next else { break };
             self.execute(job);
             ran += 1;
-            if registry.is_paused() {
-                // Still scheduled: it waits in the inbox for `resume`.
-                registry.inbox(self.index).push(shard_job(index));
-                break;
-            }
             if ran == BATCH && !shard.queue.lock_counted(lock).tasks.is_empty() {
                 // Still scheduled: only this runner clears it, so no second
                 // shard job can appear meanwhile.

@@ -1,0 +1,443 @@
+//! Deadlines and cancellation, pause/resume, task groups and the circuit
+//! breaker. Deterministic: gates and latches, deadlines already passed or
+//! generous, and an injected clock for the breaker.
+
+#![cfg(not(loom))]
+
+mod common;
+
+use common::{block_workers, Arrivals};
+use ebbtide::{BreakerConfig, BreakerState, CancelToken, GroupError, Pool, TaskError, TaskOptions};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+const MARK: &str = "expected control panic";
+
+fn quiet_expected_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let p = info.payload();
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied());
+            if !msg.is_some_and(|m| m.contains(MARK)) {
+                default(info);
+            }
+        }));
+    });
+}
+
+#[test]
+fn the_100_ms_scenario_exactly_the_slow_tenth_times_out() {
+    let pool = Pool::builder().workers(10).build().unwrap();
+    let opts = TaskOptions::new()
+        .timeout(Duration::from_millis(100))
+        .start_at_run();
+    let handles: Vec<_> = (0..1_000)
+        .map(|i| {
+            pool.spawn_with(opts.clone(), move |cx| {
+                if i % 10 == 0 {
+                    // Would run 300 ms; checks its context as it goes.
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_millis(300) {
+                        cx.check()?;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                Ok(i)
+            })
+            .unwrap()
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+    for (i, r) in results.iter().enumerate() {
+        if i % 10 == 0 {
+            assert_eq!(r, &Err(TaskError::TimedOut), "task {i}");
+        } else {
+            assert_eq!(r, &Ok(i), "task {i}");
+        }
+    }
+    pool.wait_idle();
+    let c = pool.metrics().counts;
+    assert_eq!((c.timed_out, c.completed, c.cancelled), (100, 900, 0));
+}
+
+#[test]
+fn a_task_whose_deadline_passes_in_the_queue_never_starts() {
+    let pool = Pool::builder().workers(1).build().unwrap();
+    let gate = block_workers(&pool, 1);
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    // The deadline has already passed when the blocked worker gets to it.
+    let h = pool
+        .spawn_with(TaskOptions::new().deadline(Instant::now()), move |_| {
+            s.fetch_add(1, SeqCst);
+            Ok(())
+        })
+        .unwrap();
+    gate.open();
+    assert_eq!(h.join(), Err(TaskError::TimedOut));
+    pool.wait_idle();
+    assert_eq!(started.load(SeqCst), 0);
+    let c = pool.metrics().counts;
+    assert_eq!((c.timed_out, c.completed), (1, 1));
+}
+
+#[test]
+fn a_value_returned_after_the_deadline_is_delivered_and_counted_late() {
+    let pool = Pool::builder().workers(1).build().unwrap();
+    let h = pool
+        .spawn_with(
+            TaskOptions::new()
+                .timeout(Duration::from_millis(5))
+                .start_at_run(),
+            |cx| {
+                while !cx.is_cancelled() {
+                    std::thread::yield_now();
+                }
+                assert_eq!(cx.remaining(), Some(Duration::ZERO));
+                Ok("late but delivered")
+            },
+        )
+        .unwrap();
+    assert_eq!(h.join(), Ok("late but delivered"));
+    pool.wait_idle();
+    let c = pool.metrics().counts;
+    assert_eq!((c.completed, c.deadline_missed, c.timed_out), (1, 1, 0));
+}
+
+#[test]
+fn cancel_before_start_never_runs_and_cancel_while_running_is_observed() {
+    let pool = Pool::builder().workers(1).build().unwrap();
+    let gate = block_workers(&pool, 1);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let queued = pool.spawn(move || r.fetch_add(1, SeqCst)).unwrap();
+    assert!(queued.cancel());
+    assert!(queued.is_finished());
+    assert_eq!(queued.join(), Err(TaskError::Cancelled));
+    gate.open();
+    pool.wait_idle();
+    assert_eq!(ran.load(SeqCst), 0);
+
+    let started = Arrivals::new();
+    let st = started.clone();
+    let running = pool
+        .spawn_with(TaskOptions::new().name("looper"), move |cx| {
+            assert_eq!(cx.name(), Some("looper"));
+            st.arrive();
+            while !cx.is_cancelled() {
+                std::thread::yield_now();
+            }
+            cx.check()?;
+            Ok(())
+        })
+        .unwrap();
+    started.wait_for(1);
+    assert!(!running.cancel(), "already running: cannot be prevented");
+    assert_eq!(running.join(), Err(TaskError::Cancelled));
+    pool.wait_idle();
+    let c = pool.metrics().counts;
+    assert_eq!((c.cancelled, c.completed), (2, 1));
+}
+
+#[test]
+fn cancelling_a_parent_token_cancels_its_children_and_shutdown_now_cancels_running_tasks() {
+    let parent = CancelToken::new();
+    let child = parent.child();
+    let grandchild = child.child();
+    parent.cancel();
+    assert!(child.is_cancelled() && grandchild.is_cancelled());
+    assert!(parent.child().is_cancelled(), "made after the cancel");
+
+    let pool = Pool::builder().workers(1).build().unwrap();
+    let token = CancelToken::new();
+    let started = Arrivals::new();
+    let st = started.clone();
+    let h = pool
+        .spawn_with(TaskOptions::new().cancel_token(&token), move |cx| {
+            st.arrive();
+            while !cx.is_cancelled() {
+                std::thread::yield_now();
+            }
+            cx.check()
+        })
+        .unwrap();
+    started.wait_for(1);
+    token.cancel();
+    assert_eq!(h.join(), Err(TaskError::Cancelled));
+
+    let started = Arrivals::new();
+    let st = started.clone();
+    let h = pool
+        .spawn_with(TaskOptions::new(), move |cx| {
+            st.arrive();
+            while !cx.is_cancelled() {
+                std::thread::yield_now();
+            }
+            cx.check()
+        })
+        .unwrap();
+    started.wait_for(1);
+    let report = pool.shutdown_now();
+    assert!(report.still_running <= 1);
+    assert_eq!(h.join(), Err(TaskError::Cancelled));
+}
+
+#[test]
+fn a_fail_fast_group_stops_at_the_first_error() {
+    let pool = Pool::builder().workers(1).build().unwrap();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let mut group = pool.group::<u32, String>();
+    for i in 1..=5u32 {
+        let ran = ran.clone();
+        group.spawn(move |_| {
+            ran.lock().unwrap().push(i);
+            if i == 3 {
+                Err(format!("task {i} failed"))
+            } else {
+                Ok(i)
+            }
+        });
+    }
+    assert_eq!(
+        group.wait(),
+        Err(GroupError::Failed("task 3 failed".to_string()))
+    );
+    assert_eq!(*ran.lock().unwrap(), [1, 2, 3]);
+}
+
+#[test]
+fn wait_all_returns_every_result_in_order_and_panics_are_errors() {
+    quiet_expected_panics();
+    let pool = Pool::builder().workers(2).build().unwrap();
+    let mut group = pool.group::<u32, String>().fail_fast(false);
+    for i in 0..6u32 {
+        group.spawn(move |_| match i {
+            2 => Err("two".to_string()),
+            4 => panic!("{MARK}: four"),
+            _ => Ok(i * 10),
+        });
+    }
+    let results = group.wait_all();
+    assert_eq!(results.len(), 6);
+    assert_eq!(results[0], Ok(0));
+    assert_eq!(results[1], Ok(10));
+    assert_eq!(results[2], Err(GroupError::Failed("two".to_string())));
+    assert_eq!(results[3], Ok(30));
+    assert!(
+        matches!(&results[4], Err(GroupError::Task(TaskError::Panicked { message })) if message.contains("four"))
+    );
+    assert_eq!(results[5], Ok(50));
+}
+
+#[test]
+fn a_group_limit_of_two_never_has_three_running() {
+    let pool = Pool::builder().workers(4).build().unwrap();
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut group = pool.group::<(), ()>().limit(2);
+    for _ in 0..40 {
+        let (running, peak) = (running.clone(), peak.clone());
+        group.spawn(move |_| {
+            let now = running.fetch_add(1, SeqCst) + 1;
+            peak.fetch_max(now, SeqCst);
+            std::thread::sleep(Duration::from_millis(1));
+            running.fetch_sub(1, SeqCst);
+            Ok(())
+        });
+    }
+    assert_eq!(group.wait().map(|v| v.len()), Ok(40));
+    let peak = peak.load(SeqCst);
+    assert!((1..=2).contains(&peak), "peak {peak}");
+    pool.wait_idle();
+    assert_eq!(pool.metrics().counts.completed, 40);
+}
+
+#[test]
+fn nested_groups_are_cancelled_with_their_parent() {
+    let pool = Pool::builder().workers(2).build().unwrap();
+    let outer = pool.group::<(), ()>();
+    let mut inner = outer.group::<u32, ()>();
+    outer.token().cancel();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    inner.spawn(move |_| {
+        r.fetch_add(1, SeqCst);
+        Ok(1)
+    });
+    assert_eq!(inner.wait(), Err(GroupError::Task(TaskError::Cancelled)));
+    assert_eq!(ran.load(SeqCst), 0);
+}
+
+#[test]
+fn pause_holds_exactly_the_queued_tasks_and_resume_runs_them() {
+    let pool = Pool::builder().workers(2).build().unwrap();
+    pool.pause();
+    pool.pause(); // harmless
+    let ran = Arc::new(AtomicUsize::new(0));
+    for i in 0..50u32 {
+        let r = ran.clone();
+        if i % 2 == 0 {
+            pool.execute(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap();
+        } else {
+            pool.execute_keyed(&i, move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap();
+        }
+    }
+    // Work running tasks wait for still runs while paused: an install
+    // completes, after a worker has looked at the queues.
+    assert_eq!(pool.install(|| 7), 7);
+    let m = pool.metrics();
+    assert!(m.paused);
+    assert_eq!((m.queued, ran.load(SeqCst)), (50, 0));
+    pool.resume();
+    pool.wait_idle();
+    assert_eq!(ran.load(SeqCst), 50);
+    assert!(!pool.metrics().paused);
+
+    // shutdown() on a paused pool resumes and drains.
+    let _guard = pool.pause_guard();
+    for _ in 0..10 {
+        let r = ran.clone();
+        pool.execute(move || {
+            r.fetch_add(1, SeqCst);
+        })
+        .unwrap();
+    }
+    let report = pool.shutdown();
+    assert_eq!(ran.load(SeqCst), 60);
+    assert_eq!(report.completed, 61);
+}
+
+#[test]
+fn shutdown_now_on_a_paused_pool_abandons_the_queue() {
+    let pool = Pool::builder().workers(2).build().unwrap();
+    pool.pause();
+    let handles: Vec<_> = (0..20).map(|i| pool.spawn(move || i).unwrap()).collect();
+    let report = pool.shutdown_now();
+    assert_eq!(report.abandoned, 20);
+    assert!(handles
+        .into_iter()
+        .all(|h| h.join() == Err(TaskError::Abandoned)));
+}
+
+#[test]
+fn the_breaker_opens_rejects_half_opens_and_closes() {
+    quiet_expected_panics();
+    let now = Arc::new(Mutex::new(Instant::now()));
+    let clock = now.clone();
+    let config = BreakerConfig::new()
+        .window(10)
+        .min_calls(4)
+        .failure_rate(0.5)
+        .cool_down(Duration::from_secs(30))
+        .trial_calls(2)
+        .clock(move || *clock.lock().unwrap());
+    let pool = Pool::builder()
+        .workers(1)
+        .circuit_breaker(config)
+        .build()
+        .unwrap();
+    let run = |fail: bool| {
+        let h = pool.spawn(move || {
+            if fail {
+                panic!("{MARK}");
+            }
+        });
+        match h {
+            Ok(h) => {
+                let _ = h.join();
+                pool.wait_idle();
+                true
+            }
+            Err(e) => {
+                assert!(e.is_breaker_open(), "{e}");
+                false
+            }
+        }
+    };
+    // Closed: 1 success and 3 failures → 75 % failures over 4 calls: opens.
+    assert!(run(false));
+    for _ in 0..3 {
+        assert!(run(true));
+    }
+    assert_eq!(pool.metrics().breaker, Some(BreakerState::Open));
+    assert!(!run(false), "open: refused");
+    assert!(pool
+        .metrics()
+        .to_prometheus("x")
+        .contains("x_breaker_state{pool=\"ebbtide\"} 1"));
+    // Cool-down over: half-open lets 2 trials through; a failure reopens.
+    *now.lock().unwrap() += Duration::from_secs(31);
+    assert!(run(true));
+    assert_eq!(pool.metrics().breaker, Some(BreakerState::Open));
+    assert!(!run(false));
+    // Again, and this time both trials succeed: closed.
+    *now.lock().unwrap() += Duration::from_secs(31);
+    assert!(run(false));
+    assert_eq!(pool.metrics().breaker, Some(BreakerState::HalfOpen));
+    assert!(run(false));
+    assert_eq!(pool.metrics().breaker, Some(BreakerState::Closed));
+    assert!(run(false));
+    let c = pool.metrics().counts;
+    assert_eq!(c.rejected, 2);
+    assert_eq!(c.submitted, c.completed + c.panicked + c.rejected);
+}
+
+#[test]
+fn bad_breaker_settings_are_build_errors() {
+    let e = Pool::builder()
+        .circuit_breaker(BreakerConfig::new().failure_rate(1.5))
+        .build()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("circuit_breaker.failure_rate"),
+        "{e}"
+    );
+    let e = Pool::builder()
+        .circuit_breaker(BreakerConfig::new().window(5).min_calls(6))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("min_calls"), "{e}");
+}
+
+#[test]
+fn the_identity_holds_with_timeouts_and_cancellations() {
+    let pool = Pool::builder().workers(1).build().unwrap();
+    let gate = block_workers(&pool, 1);
+    let a = pool.spawn(|| ()).unwrap();
+    let _b = pool
+        .spawn_with(TaskOptions::new().deadline(Instant::now()), |_| Ok(()))
+        .unwrap();
+    assert!(a.cancel());
+    gate.open();
+    pool.wait_idle();
+    let m = pool.metrics();
+    let c = m.counts;
+    assert_eq!(
+        (c.submitted, c.completed, c.cancelled, c.timed_out),
+        (3, 1, 1, 1)
+    );
+    assert_eq!(
+        c.submitted,
+        c.completed
+            + c.panicked
+            + c.rejected
+            + c.dropped()
+            + c.abandoned
+            + c.timed_out
+            + c.cancelled
+            + m.running as u64
+            + m.queued as u64
+    );
+}
