@@ -300,12 +300,22 @@ where
             Deadline::At(at) => Some(at),
             Deadline::AfterStart(t) => Some(now + t),
         };
+        // A named task is named in the dump and the watchdog's reports.
+        let status = name.as_ref().and_then(|_| {
+            crate::worker::WorkerThread::current().map(|w| &w.registry().counters.status[w.index()])
+        });
+        if let Some(status) = status {
+            status.set_name(name.clone());
+        }
         let cx = TaskContext {
             token,
             deadline,
             name,
         };
         let result = panic::catch_unwind(AssertUnwindSafe(|| f(&cx)));
+        if let Some(status) = status {
+            status.set_name(None);
+        }
         let (value, outcome) = match result {
             Ok(Ok(v)) => {
                 let late = deadline.is_some_and(|d| Instant::now() > d);

@@ -225,6 +225,9 @@ pub(crate) struct WorkerStatus {
     state: AtomicU8,
     /// Tick at which the current task started.
     since: AtomicU64,
+    /// The running task's name, for named tasks (`TaskOptions::name`);
+    /// only named tasks take this lock.
+    name: parking_lot::Mutex<Option<std::sync::Arc<str>>>,
 }
 
 impl WorkerStatus {
@@ -237,6 +240,16 @@ impl WorkerStatus {
     pub(crate) fn start_task(&self, since: u64) {
         self.since.store(since, Relaxed);
         self.state.store(WorkerState::Running.as_u8(), Relaxed);
+    }
+
+    /// Records (or clears) the running task's name.
+    pub(crate) fn set_name(&self, name: Option<std::sync::Arc<str>>) {
+        *self.name.lock() = name;
+    }
+
+    /// The running task's name, if it has one.
+    pub(crate) fn name(&self) -> Option<String> {
+        self.name.lock().as_deref().map(str::to_owned)
     }
 
     pub(crate) fn read(&self) -> (WorkerState, u64) {
@@ -799,6 +812,8 @@ pub struct WorkerDump {
     pub queue_len: usize,
     /// The keyed shard it is running, if any.
     pub shard: Option<usize>,
+    /// The running task's name, if it was given one.
+    pub task_name: Option<String>,
 }
 
 /// What every worker is doing now, from [`PoolHandle::dump`]: the thread
@@ -832,6 +847,9 @@ impl fmt::Display for PoolDump {
                 if let Some(d) = w.running_for {
                     write!(f, " for {d:?}")?;
                 }
+            }
+            if let Some(name) = &w.task_name {
+                write!(f, " ({name})")?;
             }
             if let Some(shard) = w.shard {
                 write!(f, " in shard {shard}")?;

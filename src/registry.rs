@@ -1032,6 +1032,13 @@ impl Registry {
         format!("{}-{}", self.config.thread_name, index)
     }
 
+    /// The keyed shard worker `index` is running, if any.
+    pub(crate) fn shard_running_on(&self, index: usize) -> Option<usize> {
+        self.shards
+            .iter()
+            .position(|s| s.running_on.load(std::sync::atomic::Ordering::Relaxed) == index + 1)
+    }
+
     /// What every worker is doing now.
     pub(crate) fn dump(&self) -> PoolDump {
         let now = ticks();
@@ -1047,11 +1054,11 @@ impl Registry {
                     .load(std::sync::atomic::Ordering::Relaxed);
                 let running_for = (state == WorkerState::Running && self.timing)
                     .then(|| Calibration::to_duration(now.saturating_sub(since), ns_per_tick));
-                let shard = self
-                    .shards
-                    .iter()
-                    .position(|s| s.running_on.load(std::sync::atomic::Ordering::Relaxed) == i + 1);
+                let shard = self.shard_running_on(i);
                 WorkerDump {
+                    task_name: (state == WorkerState::Running)
+                        .then(|| self.counters.status[i].name())
+                        .flatten(),
                     shard,
                     thread_name: self.worker_name(i),
                     state,

@@ -28,6 +28,10 @@ pub enum StallReport {
         task: u64,
         /// How long it had been running when seen.
         running_for: Duration,
+        /// The task's name, if it was given one (`TaskOptions::name`).
+        name: Option<String>,
+        /// The keyed shard it belongs to, for a keyed task.
+        shard: Option<usize>,
     },
     /// `parking_lot`'s deadlock detector found a cycle of threads blocked
     /// on each other's locks (feature `deadlock_detection`).
@@ -44,10 +48,18 @@ impl fmt::Display for StallReport {
                 thread_name,
                 task,
                 running_for,
-            } => write!(
-                f,
-                "stalled task: task #{task} on {thread_name} has been running for {running_for:?}"
-            ),
+                name,
+                shard,
+            } => {
+                write!(f, "stalled task: task #{task}")?;
+                if let Some(name) = name {
+                    write!(f, " ({name})")?;
+                }
+                if let Some(shard) = shard {
+                    write!(f, " of shard {shard}")?;
+                }
+                write!(f, " on {thread_name} has been running for {running_for:?}")
+            }
             StallReport::Deadlock { threads } => write!(
                 f,
                 "deadlock: threads {} wait on each other's locks",
@@ -106,6 +118,8 @@ fn run(registry: &Registry, threshold: Duration) {
                         thread_name: registry.worker_name(i),
                         task,
                         running_for,
+                        name: registry.counters.status[i].name(),
+                        shard: registry.shard_running_on(i),
                     },
                 );
             }

@@ -356,7 +356,15 @@ fn the_dump_names_a_stuck_task() {
         pool.execute(|| ()).unwrap();
     }
     pool.wait_idle();
-    let gate = block_workers(&pool, 1);
+    let gate = Gate::new();
+    let started = common::Arrivals::new();
+    let (g, st) = (gate.clone(), started.clone());
+    pool.execute_keyed(&"stuck-key", move || {
+        st.arrive();
+        g.wait();
+    })
+    .unwrap();
+    started.wait_for(1);
     let dump = pool.dump();
     let stuck: Vec<_> = dump
         .workers
@@ -375,6 +383,11 @@ fn the_dump_names_a_stuck_task() {
         "{text}"
     );
     assert!(stuck[0].thread_name.starts_with("dumpy-"));
+    assert_eq!(stuck[0].shard, Some(pool.shard_of(&"stuck-key")));
+    assert!(
+        text.contains(&format!("in shard {}", pool.shard_of(&"stuck-key"))),
+        "{text}"
+    );
     gate.open();
 }
 
@@ -391,22 +404,35 @@ fn the_watchdog_reports_a_stuck_task_once_and_never_fast_ones() {
         .unwrap();
     let gate = Gate::new();
     let g = gate.clone();
-    pool.execute(move || g.wait()).unwrap();
+    let stuck = pool
+        .spawn_with(ebbtide::TaskOptions::new().name("slow-query"), move |_| {
+            g.wait();
+            Ok(())
+        })
+        .unwrap();
     let report = rx.recv().expect("the stuck task is reported");
     match &report {
         StallReport::Task {
             thread_name,
             task,
             running_for,
+            name,
+            shard,
+            ..
         } => {
+            assert_eq!((name.as_deref(), *shard), (Some("slow-query"), None));
             assert!(thread_name.starts_with("watched-"), "{report}");
             assert_eq!(*task, 1);
             assert!(*running_for >= Duration::from_millis(20));
         }
         other => panic!("unexpected report {other:?}"),
     }
-    assert!(report.to_string().contains("task #1"));
+    assert!(
+        report.to_string().contains("task #1 (slow-query)"),
+        "{report}"
+    );
     gate.open();
+    stuck.join().unwrap();
     pool.wait_idle();
     assert_eq!(pool.metrics().counts.stalls, 1);
     drop(pool);
