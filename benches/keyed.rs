@@ -9,37 +9,12 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+mod common;
+use common::Countdown;
 use std::time::{Duration, Instant};
-
-struct Latch {
-    left: AtomicUsize,
-    done: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Latch {
-    fn new(n: usize) -> Arc<Self> {
-        Arc::new(Latch {
-            left: AtomicUsize::new(n),
-            done: Mutex::new(false),
-            cv: Condvar::new(),
-        })
-    }
-    fn count_down(&self) {
-        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *self.done.lock().unwrap() = true;
-            self.cv.notify_all();
-        }
-    }
-    fn wait(&self) {
-        let mut d = self.done.lock().unwrap();
-        while !*d {
-            d = self.cv.wait(d).unwrap();
-        }
-    }
-}
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -153,7 +128,7 @@ fn keyed_tiny(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::new(format!("sharded_pool_{dist}"), n), |b| {
             b.iter(|| {
-                let latch = Latch::new(keys.len());
+                let latch = Countdown::new(keys.len());
                 for &k in keys.iter() {
                     let l = Arc::clone(&latch);
                     sharded.execute(&k, move || {
@@ -212,7 +187,7 @@ fn keyed_skew_cpu(c: &mut Criterion) {
     });
     g.bench_function(BenchmarkId::new("sharded_pool", n), |b| {
         b.iter(|| {
-            let latch = Latch::new(keys.len());
+            let latch = Countdown::new(keys.len());
             for &k in &keys {
                 let l = Arc::clone(&latch);
                 sharded.execute(&k, move || {

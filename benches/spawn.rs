@@ -5,39 +5,13 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
+
+mod common;
+use common::Countdown;
 use std::time::Duration;
 
 const TASKS: usize = 1_000_000;
-
-/// A countdown latch for the peers that have no "wait for all".
-struct Countdown {
-    left: AtomicUsize,
-    done: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Countdown {
-    fn new(n: usize) -> Arc<Self> {
-        Arc::new(Countdown {
-            left: AtomicUsize::new(n),
-            done: Mutex::new(false),
-            cv: Condvar::new(),
-        })
-    }
-    fn count_down(&self) {
-        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *self.done.lock().unwrap() = true;
-            self.cv.notify_all();
-        }
-    }
-    fn wait(&self) {
-        let mut done = self.done.lock().unwrap();
-        while !*done {
-            done = self.cv.wait(done).unwrap();
-        }
-    }
-}
 
 /// The classic channel pool: N threads receiving boxed closures.
 struct ChannelPool {

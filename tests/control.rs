@@ -6,30 +6,11 @@
 
 mod common;
 
-use common::{block_workers, Arrivals};
+use common::{block_workers, quiet_expected_panics, Arrivals, MARK};
 use ebbtide::{BreakerConfig, BreakerState, CancelToken, GroupError, Pool, TaskError, TaskOptions};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const MARK: &str = "expected control panic";
-
-fn quiet_expected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let p = info.payload();
-            let msg = p
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| p.downcast_ref::<&str>().copied());
-            if !msg.is_some_and(|m| m.contains(MARK)) {
-                default(info);
-            }
-        }));
-    });
-}
 
 #[test]
 fn the_100_ms_scenario_exactly_the_slow_tenth_times_out() {

@@ -5,29 +5,10 @@
 
 mod common;
 
-use common::{until, Gate};
+use common::{quiet_expected_panics, until, Gate, MARK};
 use ebbtide::{join, Pool, PoolHandle};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, Once};
-
-const MARK: &str = "expected fork-join panic";
-
-fn quiet_expected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let p = info.payload();
-            let msg = p
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| p.downcast_ref::<&str>().copied());
-            if !msg.is_some_and(|m| m.contains(MARK)) {
-                default(info);
-            }
-        }));
-    });
-}
+use std::sync::{Arc, Mutex};
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<String>()

@@ -5,30 +5,11 @@
 
 mod common;
 
-use common::{Arrivals, Gate};
+use common::{quiet_expected_panics, Arrivals, Gate, MARK};
 use ebbtide::{Backpressure, Pool, TaskError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, Once};
-
-const MARK: &str = "expected keyed panic";
-
-fn quiet_expected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let p = info.payload();
-            let msg = p
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| p.downcast_ref::<&str>().copied());
-            if !msg.is_some_and(|m| m.contains(MARK)) {
-                default(info);
-            }
-        }));
-    });
-}
+use std::sync::{Arc, Mutex};
 
 /// Per shard: a plain "someone is in here" flag and, per key, the
 /// (submitting thread, sequence) pairs in the order they ran.

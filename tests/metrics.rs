@@ -5,31 +5,12 @@
 
 mod common;
 
-use common::{block_workers, Gate};
+use common::{block_workers, quiet_expected_panics, Gate, MARK};
 use ebbtide::{Backpressure, Pool, StallReport, WorkerState};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{mpsc, Arc, Condvar, Mutex, Once};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
-
-const MARK: &str = "expected metrics panic";
-
-fn quiet_expected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let p = info.payload();
-            let msg = p
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| p.downcast_ref::<&str>().copied());
-            if !msg.is_some_and(|m| m.contains(MARK)) {
-                default(info);
-            }
-        }));
-    });
-}
 
 fn identity_holds(m: &ebbtide::Metrics) {
     let c = &m.counts;

@@ -1,30 +1,12 @@
 //! Panic isolation: a thousand panicking tasks, a panicking handler.
 #![cfg(not(loom))]
 
+mod common;
+
+use common::{quiet_expected_panics, MARK};
 use ebbtide::{Pool, TaskError};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, Once};
-
-const MARK: &str = "expected test panic";
-
-/// Keeps the expected panics out of the test output; others still print.
-fn quiet_expected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let msg = info
-                .payload()
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| info.payload().downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            if !msg.contains(MARK) {
-                default(info);
-            }
-        }));
-    });
-}
+use std::sync::{Arc, Mutex};
 
 #[test]
 fn a_thousand_panics_are_reported_and_the_pool_keeps_working() {

@@ -20,3 +20,19 @@ pub(crate) use real::*;
 mod model;
 #[cfg(loom)]
 pub(crate) use model::*;
+
+impl<T> sync::Mutex<T> {
+    /// Locks, counting the acquisition in `stat` if it found the lock held:
+    /// the uncontended path is one `try_lock`; only the slow path is timed.
+    #[inline]
+    pub(crate) fn lock_counted(&self, stat: &crate::metrics::LockStat) -> sync::MutexGuard<'_, T> {
+        if let Some(guard) = self.try_lock() {
+            return guard;
+        }
+        stat.contended();
+        let start = crate::clock::ticks();
+        let guard = self.lock();
+        stat.waited(crate::clock::ticks().saturating_sub(start));
+        guard
+    }
+}

@@ -26,21 +26,6 @@ pub(crate) mod sync {
         pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
             self.0.try_lock()
         }
-
-        /// Locks, counting the acquisition in `stat` if it found the lock
-        /// held: the uncontended path is one `try_lock`; only the slow path
-        /// is timed.
-        #[inline]
-        pub(crate) fn lock_counted(&self, stat: &crate::metrics::LockStat) -> MutexGuard<'_, T> {
-            if let Some(guard) = self.try_lock() {
-                return guard;
-            }
-            stat.contended();
-            let start = crate::clock::ticks();
-            let guard = self.lock();
-            stat.waited(crate::clock::ticks().saturating_sub(start));
-            guard
-        }
     }
 
     /// A `parking_lot` condition variable behind the crate's common API.

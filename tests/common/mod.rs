@@ -2,7 +2,30 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Once};
+
+/// The marker expected test panics carry; [`quiet_expected_panics`] keeps
+/// them out of the test output.
+pub const MARK: &str = "expected test panic";
+
+/// Installs (once per test binary) a panic hook that stays silent for
+/// panics whose message contains [`MARK`]; other panics print as usual.
+pub fn quiet_expected_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let p = info.payload();
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied());
+            if !msg.is_some_and(|m| m.contains(MARK)) {
+                default(info);
+            }
+        }));
+    });
+}
 
 /// A gate tasks wait at until the test opens it.
 #[derive(Clone, Default)]
