@@ -92,7 +92,7 @@ pub(crate) struct Slot<V> {
     done: AtomicBool,
     /// Queued → running (the worker, at start) or queued → cancelled (the
     /// handle's `cancel`): whichever CAS wins decides whether it runs.
-    start: std::sync::atomic::AtomicU8,
+    start: crate::loom::sync::atomic::AtomicU8,
     /// The task's cancellation token (tasks started with a context).
     pub(crate) token: Option<crate::cancel::CancelToken>,
     inner: Mutex<SlotInner<V>>,
@@ -105,7 +105,7 @@ impl<V> Slot<V> {
     pub(crate) fn new() -> Self {
         Slot {
             done: AtomicBool::new(false),
-            start: std::sync::atomic::AtomicU8::new(QUEUED),
+            start: crate::loom::sync::atomic::AtomicU8::new(QUEUED),
             token: None,
             inner: Mutex::new(SlotInner {
                 result: None,
@@ -152,12 +152,7 @@ impl<V> Slot<V> {
     pub(crate) fn try_start(&self) -> bool {
         // AcqRel: pairs with `cancel`'s CAS; either one wins.
         self.start
-            .compare_exchange(
-                QUEUED,
-                RUNNING,
-                std::sync::atomic::Ordering::AcqRel,
-                std::sync::atomic::Ordering::Acquire,
-            )
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
 

@@ -272,3 +272,30 @@ fn loom_shard_hand_off() {
         drop(pool);
     });
 }
+
+/// Cancel racing the start: a task is either run (and its handle says so)
+/// or cancelled before it starts (never run, handle `Cancelled`); never
+/// both, never neither; counted once either way.
+#[test]
+fn loom_cancel_races_start() {
+    model(2, || {
+        let pool = Arc::new(pool(1));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let handle = pool
+            .spawn(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap_or_else(|_| panic!("accepted"));
+        let prevented = handle.cancel();
+        let result = handle.join();
+        pool.wait_idle();
+        match (prevented, result) {
+            (true, Err(TaskError::Cancelled)) => assert_eq!(ran.load(SeqCst), 0),
+            (false, Ok(())) => assert_eq!(ran.load(SeqCst), 1),
+            other => panic!("inconsistent: {other:?}"),
+        }
+        let c = pool.metrics().counts;
+        assert_eq!(c.completed + c.cancelled, 1);
+    });
+}

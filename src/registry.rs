@@ -494,6 +494,9 @@ impl Registry {
     /// caller pays with [`pay`](Self::pay) before it waits, parks or runs
     /// anything but a task.
     ///
+    /// `may_hold`: whether a pause may put the task back (not for a keyed
+    /// task, which must run inside its shard).
+    ///
     /// `prev_end` is the tick at which this worker's previous task ended if
     /// it came straight here (no search, no park), else 0: it then serves
     /// as this task's start, saving a clock read; the error is the time to
@@ -505,9 +508,12 @@ impl Registry {
         index: usize,
         owed: u64,
         prev_end: u64,
+        may_hold: bool,
     ) -> (u64, u64) {
         let worker = Some(index);
-        if self.is_paused() {
+        // A keyed task popped by its shard's runner is never held: it must
+        // not leave its shard (the runner re-checks the pause between tasks).
+        if may_hold && self.is_paused() {
             // Popped after `pause()` returned (or about then): it waits for
             // `resume` in the injector instead of starting.
             self.pay(owed);

@@ -133,15 +133,7 @@ impl WorkerThread {
     #[inline]
     pub(crate) fn execute(&self, job: JobRef) {
         match job.kind() {
-            JobKind::Task => {
-                let owed = self.owed.take();
-                // Cleared while the task runs: a task it waits for, run
-                // here meanwhile, must read the clock itself.
-                let prev_end = self.last_end.replace(0);
-                let (owed, end) = self.registry.run_task(job, self.index, owed, prev_end);
-                self.owed.set(self.owed.get() + owed);
-                self.last_end.set(end);
-            }
+            JobKind::Task => self.run_task(job, true),
             // Internal jobs hand their outcome (and panic) to their waiter.
             JobKind::Internal => {
                 self.pay_owed();
@@ -155,6 +147,19 @@ impl WorkerThread {
             }
             JobKind::Shard => self.run_shard(job.shard_index()),
         }
+    }
+
+    /// Runs a task; `may_hold` as in `Registry::run_task`.
+    fn run_task(&self, job: JobRef, may_hold: bool) {
+        let owed = self.owed.take();
+        // Cleared while the task runs: a task it waits for, run here
+        // meanwhile, must read the clock itself.
+        let prev_end = self.last_end.replace(0);
+        let (owed, end) = self
+            .registry
+            .run_task(job, self.index, owed, prev_end, may_hold);
+        self.owed.set(self.owed.get() + owed);
+        self.last_end.set(end);
     }
 
     /// Waits until `done()` holds, running other work meanwhile. Whoever
@@ -283,7 +288,7 @@ impl WorkerThread {
                 }
             };
             let Some(job) = next else { break };
-            self.execute(job);
+            self.run_task(job, false);
             ran += 1;
             if ran == BATCH && !shard.queue.lock_counted(lock).tasks.is_empty() {
                 // Still scheduled: only this runner clears it, so no second

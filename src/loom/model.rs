@@ -4,7 +4,9 @@ pub(crate) mod sync {
     pub(crate) use loom::sync::Arc;
 
     pub(crate) mod atomic {
-        pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+        pub(crate) use loom::sync::atomic::{
+            fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+        };
     }
 
     /// loom's mutex behind the crate's common lock API.

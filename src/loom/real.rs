@@ -4,7 +4,9 @@ pub(crate) mod sync {
     pub(crate) use std::sync::Arc;
 
     pub(crate) mod atomic {
-        pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+        pub(crate) use std::sync::atomic::{
+            fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+        };
     }
 
     /// A `parking_lot` mutex behind the crate's common lock API.
