@@ -360,6 +360,12 @@ impl PoolHandle {
     /// Called from a task of this pool, it waits for every *other* task
     /// (tasks that are themselves in `wait_idle` do not count) and runs
     /// queued work meanwhile, so it does not deadlock, even with one worker.
+    ///
+    /// Do not call it from a keyed task while later tasks of its own shard
+    /// are queued: they cannot start before the calling task returns (a
+    /// shard runs one task at a time), so the wait would not end. A keyed
+    /// task that needs another task's result should join that task's
+    /// handle, which detects this case (`TaskError::WouldDeadlock`).
     pub fn wait_idle(&self) {
         self.registry.wait_idle();
     }

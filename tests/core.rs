@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{block_workers, until, Arrivals, Gate};
+use common::{block_workers, quiet_expected_panics, until, Arrivals, Gate, MARK};
 use ebbtide::{BuildError, Pool, SubmitError, TaskError};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
