@@ -91,10 +91,8 @@ impl JobVTable {
         discard: unsafe fn(*mut InlineBuf, TaskError),
     ) -> Self {
         JobVTable {
-            kind,
             stack: true,
-            run,
-            discard,
+            ..Self::new(kind, run, discard)
         }
     }
 }

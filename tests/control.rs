@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{block_workers, quiet_expected_panics, Arrivals, MARK};
+use common::{assert_identity, block_workers, quiet_expected_panics, Arrivals, MARK};
 use ebbtide::{BreakerConfig, BreakerState, CancelToken, GroupError, Pool, TaskError, TaskOptions};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
@@ -409,16 +409,5 @@ fn the_identity_holds_with_timeouts_and_cancellations() {
         (c.submitted, c.completed, c.cancelled, c.timed_out),
         (3, 1, 1, 1)
     );
-    assert_eq!(
-        c.submitted,
-        c.completed
-            + c.panicked
-            + c.rejected
-            + c.dropped()
-            + c.abandoned
-            + c.timed_out
-            + c.cancelled
-            + m.running as u64
-            + m.queued as u64
-    );
+    assert_identity(&m);
 }

@@ -5,27 +5,12 @@
 
 mod common;
 
-use common::{block_workers, quiet_expected_panics, Gate, MARK};
+use common::{assert_identity, block_workers, quiet_expected_panics, Gate, MARK};
 use ebbtide::{Backpressure, Pool, StallReport, WorkerState};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
-
-fn identity_holds(m: &ebbtide::Metrics) {
-    let c = &m.counts;
-    assert_eq!(
-        c.submitted,
-        c.completed
-            + c.panicked
-            + c.rejected
-            + c.dropped()
-            + c.abandoned
-            + m.running as u64
-            + m.queued as u64,
-        "{m:?}"
-    );
-}
 
 #[test]
 fn counters_are_exact_after_a_known_workload() {
@@ -45,7 +30,7 @@ fn counters_are_exact_after_a_known_workload() {
     }
     let m = pool.metrics();
     assert_eq!((m.queued, m.running, m.busy_workers), (4, 1, 1));
-    identity_holds(&m);
+    assert_identity(&m);
     gate.open();
     pool.wait_idle();
     // 100 more, in groups that fit the queue, every tenth panicking.
@@ -68,7 +53,7 @@ fn counters_are_exact_after_a_known_workload() {
         (108, 3, 95, 10, 105)
     );
     assert_eq!((m.queued, m.running), (0, 0));
-    identity_holds(&m);
+    assert_identity(&m);
     assert_eq!(m.run_time.count(), 105);
     assert_eq!(m.queue_wait.count(), 105);
 

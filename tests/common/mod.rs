@@ -100,3 +100,23 @@ impl Drop for DropCounter {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
+
+/// Asserts the accounting identity of a snapshot:
+/// `submitted = completed + panicked + rejected + dropped + abandoned +
+/// timed_out + cancelled + running + queued`.
+pub fn assert_identity(m: &ebbtide::Metrics) {
+    let c = &m.counts;
+    assert_eq!(
+        c.submitted,
+        c.completed
+            + c.panicked
+            + c.rejected
+            + c.dropped()
+            + c.abandoned
+            + c.timed_out
+            + c.cancelled
+            + m.running as u64
+            + m.queued as u64,
+        "{m:?}"
+    );
+}
