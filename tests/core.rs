@@ -515,3 +515,20 @@ fn handles_can_be_awaited_without_blocking_the_runtime() {
     });
     assert_eq!(result, Ok("done"));
 }
+
+#[test]
+fn one_task_does_not_wake_every_sleeper() {
+    let pool = Pool::builder().workers(8).build().unwrap();
+    until(|| pool.metrics().parked == 8);
+    let before = pool.metrics().counts.unparks;
+    pool.execute(|| ()).unwrap();
+    pool.wait_idle();
+    until(|| pool.metrics().parked == 8);
+    let woken = pool.metrics().counts.unparks - before;
+    // The submission wakes one worker; finding the task, that last
+    // searcher may hand the search to one more. Never the other six.
+    assert!(
+        (1..=2).contains(&woken),
+        "{woken} of 8 sleepers woken for one task"
+    );
+}
