@@ -2,10 +2,9 @@
 
 use crate::error::BuildError;
 use crate::loom::sync::Arc;
-use crate::loom::thread;
 use crate::queue::{Local, LocalQueue};
 use crate::registry::{Registry, ShutdownMode};
-use crate::{worker, Pool, StallReport};
+use crate::{Pool, StallReport};
 use std::fmt;
 use std::time::Duration;
 
@@ -85,7 +84,12 @@ pub(crate) struct Config {
     pub(crate) on_stall: Option<StallHandler>,
     pub(crate) shards: usize,
     pub(crate) breaker: Option<crate::BreakerConfig>,
+    pub(crate) scaling: crate::scaling::Scaling,
+    pub(crate) on_resize: Option<ResizeHandler>,
 }
+
+/// A plain `std` `Arc`, like [`PanicHandler`].
+pub(crate) type ResizeHandler = std::sync::Arc<dyn Fn(&crate::ResizeEvent) + Send + Sync + 'static>;
 
 /// A plain `std` `Arc`, like [`PanicHandler`].
 pub(crate) type StallHandler = std::sync::Arc<dyn Fn(&StallReport) + Send + Sync + 'static>;
@@ -120,6 +124,8 @@ pub struct Builder {
     on_stall: Option<StallHandler>,
     shards: Option<usize>,
     breaker: Option<crate::BreakerConfig>,
+    scaling: crate::scaling::Scaling,
+    on_resize: Option<ResizeHandler>,
 }
 
 impl fmt::Debug for Builder {
@@ -139,6 +145,7 @@ impl fmt::Debug for Builder {
             .field("stall_threshold", &self.stall_threshold)
             .field("shards", &self.shards)
             .field("circuit_breaker", &self.breaker)
+            .field("scaling", &self.scaling)
             .finish()
     }
 }
@@ -161,6 +168,8 @@ impl Default for Builder {
             on_stall: None,
             shards: None,
             breaker: None,
+            scaling: crate::scaling::Scaling::default(),
+            on_resize: None,
         }
     }
 }
@@ -287,6 +296,44 @@ impl Builder {
         self
     }
 
+    /// How long utilisation must stay below the shrink watermark before an
+    /// elastic pool (`min_workers < max_workers`) retires a worker (default
+    /// 10 s; one worker per `keep_alive`). `Duration::MAX` never retires.
+    pub fn keep_alive(mut self, d: Duration) -> Self {
+        self.scaling.keep_alive = d;
+        self
+    }
+
+    /// How often the supervisor of an elastic pool samples the pool
+    /// (default 20 ms; submissions that find no idle worker wake it early).
+    pub fn scaling_interval(mut self, d: Duration) -> Self {
+        self.scaling.interval = d;
+        self
+    }
+
+    /// The utilisation (busy ÷ live workers) above which the pool grows and
+    /// below which it may shrink (defaults 0.8 and 0.3).
+    pub fn utilisation_watermarks(mut self, grow_above: f64, shrink_below: f64) -> Self {
+        self.scaling.grow_above = grow_above;
+        self.scaling.shrink_below = shrink_below;
+        self
+    }
+
+    /// The utilisation Little's law sizes the pool for (default 0.7).
+    pub fn target_utilisation(mut self, u: f64) -> Self {
+        self.scaling.target_utilisation = u;
+        self
+    }
+
+    /// Called with every resize of an elastic pool.
+    pub fn on_resize<H>(mut self, handler: H) -> Self
+    where
+        H: Fn(&crate::ResizeEvent) + Send + Sync + 'static,
+    {
+        self.on_resize = Some(std::sync::Arc::new(handler));
+        self
+    }
+
     fn validate(&self) -> Result<Config, BuildError> {
         let invalid = |field, value: &dyn fmt::Display, expected| BuildError::Invalid {
             field,
@@ -349,6 +396,28 @@ impl Builder {
                 expected,
             });
         }
+        let s = &self.scaling;
+        if s.interval.is_zero() {
+            return Err(invalid("scaling_interval", &"0s", "a positive duration"));
+        }
+        if s.keep_alive.is_zero() {
+            return Err(invalid("keep_alive", &"0s", "a positive duration"));
+        }
+        let unit = |v: f64| v > 0.0 && v <= 1.0;
+        if !(unit(s.grow_above) && unit(s.shrink_below) && s.shrink_below < s.grow_above) {
+            return Err(invalid(
+                "utilisation_watermarks",
+                &format!("({}, {})", s.grow_above, s.shrink_below),
+                "0 < shrink_below < grow_above <= 1",
+            ));
+        }
+        if !unit(s.target_utilisation) {
+            return Err(invalid(
+                "target_utilisation",
+                &s.target_utilisation,
+                "a fraction in (0, 1]",
+            ));
+        }
         if self.stall_threshold == Some(Duration::ZERO) {
             return Err(invalid("stall_threshold", &"0s", "a positive duration"));
         }
@@ -373,6 +442,8 @@ impl Builder {
             stall_threshold: self.stall_threshold,
             on_stall: self.on_stall.clone(),
             breaker: self.breaker.clone(),
+            scaling: self.scaling,
+            on_resize: self.on_resize.clone(),
             shards: self
                 .shards
                 .unwrap_or_else(|| (4 * max).max(64).next_power_of_two()),
@@ -391,35 +462,34 @@ impl Builder {
     /// every thread already started is stopped and joined first.
     pub fn build(self) -> Result<Pool, BuildError> {
         let config = self.validate()?;
-        let n = config.workers;
-        let locals: Vec<Local> = (0..n).map(|_| Local::new_lifo()).collect();
-        let stealers = locals.iter().map(LocalQueue::stealer).collect();
-        let registry = Arc::new(Registry::new(config, stealers));
-        for (index, local) in locals.into_iter().enumerate() {
-            let mut builder =
-                thread::Builder::new().name(format!("{}-{}", registry.config.thread_name, index));
-            if let Some(size) = registry.config.stack_size {
-                builder = builder.stack_size(size);
-            }
-            let r = Arc::clone(&registry);
-            match builder.spawn(move || worker::run(r, index, local)) {
-                Ok(handle) => registry.add_thread(handle),
-                Err(source) => {
-                    registry.shutdown(ShutdownMode::Drain);
-                    return Err(BuildError::Spawn {
-                        worker: index,
-                        source,
-                    });
-                }
+        let (min, max) = (config.min_workers, config.workers);
+        // A slot (and a deque) for every worker the pool may run; the first
+        // `min` start now, the supervisor starts the others on demand.
+        let locals: Vec<Local> = (0..max).map(|_| Local::new_lifo()).collect();
+        let registry = Arc::new(Registry::new(config, locals));
+        let fail = |worker: usize, source: std::io::Error| {
+            registry.shutdown(ShutdownMode::Drain);
+            Err(BuildError::Spawn { worker, source })
+        };
+        // A fixed pool runs `max`; an elastic one starts at `min` (at least
+        // one, so that work always has a worker).
+        let start = if min == max { max } else { min.max(1) };
+        for index in 0..start {
+            if let Err(source) = Registry::spawn_worker(&registry) {
+                return fail(index, source);
             }
         }
         if let Some(threshold) = registry.config.stall_threshold {
             match crate::watchdog::spawn(Arc::clone(&registry), threshold) {
                 Ok(handle) => registry.add_thread(handle),
-                Err(source) => {
-                    registry.shutdown(ShutdownMode::Drain);
-                    return Err(BuildError::Spawn { worker: n, source });
-                }
+                Err(source) => return fail(max, source),
+            }
+        }
+        // (loom models drive the scaling steps themselves.)
+        if min < max && cfg!(not(loom)) {
+            match crate::scaling::spawn(Arc::clone(&registry)) {
+                Ok(handle) => registry.add_thread(handle),
+                Err(source) => return fail(max, source),
             }
         }
         Ok(Pool::from_registry(registry))

@@ -64,6 +64,7 @@ mod metrics;
 mod pool;
 mod queue;
 mod registry;
+mod scaling;
 mod scope;
 mod shard;
 mod sleep;
@@ -84,6 +85,7 @@ pub use join::join;
 pub use keyed::Keyed;
 pub use metrics::{Counts, LockContention, Metrics, PoolDump, WorkerDump, WorkerState};
 pub use pool::{PauseGuard, Pool, PoolHandle, ShutdownReport};
+pub use scaling::{block_in_place, Observation, ResizeEvent, ResizeReason};
 pub use scope::{Scope, ScopedJoinHandle};
 pub use watchdog::StallReport;
 

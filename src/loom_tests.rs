@@ -11,6 +11,7 @@
 
 use crate::loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use crate::loom::sync::{Arc, Condvar, Mutex};
+use crate::registry::Registry;
 use crate::{Backpressure, Pool, SubmitError, TaskError};
 
 /// Runs a model with a preemption bound: 3 for one-worker models, 2 for
@@ -297,5 +298,34 @@ fn loom_cancel_races_start() {
         }
         let c = pool.metrics().counts;
         assert_eq!(c.completed + c.cancelled, 1);
+    });
+}
+
+/// Worker retirement: tasks queued (some batched into the retiring
+/// worker's own deque) while the top worker is asked to retire all run,
+/// exactly once; the retired worker's slot is free again.
+#[test]
+fn loom_retirement_loses_no_task() {
+    model(2, || {
+        let pool = Pool::builder()
+            .min_workers(1)
+            .max_workers(2)
+            .build()
+            .unwrap();
+        let registry = pool.registry.clone();
+        Registry::spawn_worker(&registry).unwrap_or_else(|_| panic!("second worker"));
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..2 {
+            let r = ran.clone();
+            pool.execute(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap_or_else(|_| panic!("accepted"));
+        }
+        registry.request_retire(1);
+        pool.wait_idle();
+        assert_eq!(ran.load(SeqCst), 2);
+        drop(pool);
+        assert!(registry.live_workers() <= 2);
     });
 }

@@ -84,6 +84,12 @@ counters! {
     /// Keyed shards that ran on another worker than the one that ran them
     /// last.
     shard_handoffs,
+    /// Times the pool grew.
+    resizes_up,
+    /// Times the pool shrank.
+    resizes_down,
+    /// Samples the auto-scaling supervisor took.
+    scaling_samples,
 }
 
 impl Counts {
@@ -543,7 +549,7 @@ impl Metrics {
             "{prefix}_shut_down{{pool=\"{pool}\"}} {}",
             u8::from(self.shut_down)
         )?;
-        let counters: [(&str, &str, u64); 15] = [
+        let counters: [(&str, &str, u64); 17] = [
             (
                 "tasks_submitted_total",
                 "Tasks offered while the pool was open.",
@@ -602,6 +608,12 @@ impl Metrics {
                 "shard_handoffs_total",
                 "Keyed shards run by another worker than last time.",
                 c.shard_handoffs,
+            ),
+            ("resizes_up_total", "Times the pool grew.", c.resizes_up),
+            (
+                "resizes_down_total",
+                "Times the pool shrank.",
+                c.resizes_down,
             ),
         ];
         for (name, help, value) in counters {
@@ -716,6 +728,8 @@ impl Metrics {
             ("unparks_total", c.unparks),
             ("stalls_total", c.stalls),
             ("shard_handoffs_total", c.shard_handoffs),
+            ("resizes_up_total", c.resizes_up),
+            ("resizes_down_total", c.resizes_down),
         ] {
             metrics::counter!(format!("{prefix}_{name}"), "pool" => pool.clone()).absolute(value);
         }

@@ -53,14 +53,14 @@ pub struct ShutdownReport {
 /// [`SubmitError::ShutDown`]. Capture one in a task to submit from inside.
 #[derive(Clone)]
 pub struct PoolHandle {
-    registry: Arc<Registry>,
+    pub(crate) registry: Arc<Registry>,
 }
 
 impl fmt::Debug for PoolHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PoolHandle")
             .field("name", &self.registry.config.name)
-            .field("workers", &self.registry.num_workers())
+            .field("workers", &self.registry.live_workers())
             .finish()
     }
 }
@@ -517,7 +517,18 @@ impl PoolHandle {
 
     /// The number of worker threads.
     pub fn num_workers(&self) -> usize {
-        self.registry.num_workers()
+        self.registry.live_workers()
+    }
+
+    /// The resizes of an elastic pool so far, oldest first (the last 256):
+    /// when, from and to how many workers, why, and what the supervisor saw.
+    pub fn resize_history(&self) -> Vec<crate::ResizeEvent> {
+        self.registry.resize_history()
+    }
+
+    /// The most workers the pool may run (`max_workers`).
+    pub fn max_workers(&self) -> usize {
+        self.registry.max_workers()
     }
 
     /// The pool's name.

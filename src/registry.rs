@@ -40,7 +40,7 @@ use crate::loom::thread::{self, JoinHandle};
 use crate::metrics::{
     bump, bump_at, Counters, LockStats, Metrics, PoolDump, WorkerDump, WorkerState,
 };
-use crate::queue::{GlobalQueue, Injector, Steal, StealQueue, Stealer};
+use crate::queue::{GlobalQueue, Injector, Local, LocalQueue, Steal, StealQueue, Stealer};
 use crate::shard::{Shard, Sharder};
 use crate::sleep::Parker;
 use crate::sleep::Sleep;
@@ -107,7 +107,10 @@ pub(crate) enum ShutdownMode {
 
 #[derive(Default)]
 struct Threads {
+    /// The watchdog's and the supervisor's threads.
     handles: Vec<JoinHandle<()>>,
+    /// Worker threads by index (a retired worker's until it is joined).
+    workers: Vec<Option<JoinHandle<()>>>,
     joining: bool,
     joined: bool,
 }
@@ -143,6 +146,18 @@ pub(crate) struct Registry {
     /// which running tasks wait for, still run).
     paused: AtomicBool,
     pub(crate) counters: Counters,
+    /// Workers running now: indices `0..live` (see `spawn_worker`).
+    live: CachePadded<AtomicUsize>,
+    /// Workers at or above this index retire when idle (`usize::MAX`: none).
+    retire_at: AtomicUsize,
+    /// The deques of worker slots that have no running worker.
+    spare: Mutex<Vec<Option<Local>>>,
+    /// Where the supervisor sleeps between samples; `nudge` wakes it.
+    pub(crate) supervisor: Arc<Parker>,
+    nudged: AtomicBool,
+    /// The worker count the supervisor aims at (a gauge).
+    pub(crate) target: AtomicUsize,
+    resizes: Mutex<std::collections::VecDeque<crate::scaling::ResizeEvent>>,
     threads: Mutex<Threads>,
     threads_cv: Condvar,
     pub(crate) config: Config,
@@ -159,10 +174,20 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn new(config: Config, stealers: Box<[Stealer]>) -> Self {
-        let workers = stealers.len();
+    /// A registry with a slot for each of `locals` (one per possible
+    /// worker); no worker runs yet (see `spawn_worker`).
+    pub(crate) fn new(config: Config, locals: Vec<Local>) -> Self {
+        let workers = locals.len();
+        let stealers = locals.iter().map(LocalQueue::stealer).collect();
         let locks = std::sync::Arc::new(LockStats::default());
         Registry {
+            live: CachePadded::new(AtomicUsize::new(0)),
+            retire_at: AtomicUsize::new(usize::MAX),
+            spare: Mutex::new(locals.into_iter().map(Some).collect()),
+            supervisor: Arc::new(Parker::default()),
+            nudged: AtomicBool::new(false),
+            target: AtomicUsize::new(config.min_workers),
+            resizes: Mutex::new(std::collections::VecDeque::new()),
             timing: config.histograms || config.stall_threshold.is_some(),
             calibration: Calibration::now(),
             watchdog: Arc::new(Parker::default()),
@@ -175,7 +200,7 @@ impl Registry {
             inboxes: (0..workers).map(|_| Injector::new()).collect(),
             shards: (0..config.shards).map(|_| Shard::default()).collect(),
             sharder: Sharder::new(config.shards),
-            sleep: Sleep::new(workers, std::sync::Arc::clone(&locks)),
+            sleep: Sleep::new(workers, 0, std::sync::Arc::clone(&locks)),
             room_waiters: CachePadded::new(AtomicUsize::new(0)),
             room_lock: Mutex::new(()),
             room_cv: Condvar::new(),
@@ -187,13 +212,17 @@ impl Registry {
             abandon: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             counters: Counters::new(workers, locks),
-            threads: Mutex::new(Threads::default()),
+            threads: Mutex::new(Threads {
+                workers: (0..workers).map(|_| None).collect(),
+                ..Threads::default()
+            }),
             threads_cv: Condvar::new(),
             config,
         }
     }
 
-    pub(crate) fn num_workers(&self) -> usize {
+    /// Worker slots: the most workers the pool may run.
+    pub(crate) fn max_workers(&self) -> usize {
         self.stealers.len()
     }
 
@@ -204,6 +233,168 @@ impl Registry {
     pub(crate) fn add_thread(&self, handle: JoinHandle<()>) {
         self.threads.lock().handles.push(handle);
     }
+
+    /// Workers running now (indices `0..live`).
+    #[inline]
+    pub(crate) fn live_workers(&self) -> usize {
+        // Relaxed: a routing hint (shard homes, gauges); the slots of all
+        // `max` workers stay valid, so a stale value only picks another
+        // inbox, from which any worker may steal.
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts the next worker (index `live`). Step 1 of resizing: under the
+    /// spare-slot lock, take the slot's deque, count the worker live and
+    /// unparked, then start its thread.
+    pub(crate) fn spawn_worker(this: &Arc<Self>) -> std::io::Result<usize> {
+        let self_ = &**this;
+        let mut spare = self_.spare.lock();
+        let index = self_.live.load(SeqCst);
+        let Some(local) = spare.get_mut(index).and_then(Option::take) else {
+            return Err(std::io::Error::other("no free worker slot"));
+        };
+        self_.sleep.add_worker();
+        self_.live.store(index + 1, SeqCst);
+        drop(spare);
+        let mut builder = thread::Builder::new().name(self_.worker_name(index));
+        if let Some(size) = self_.config.stack_size {
+            builder = builder.stack_size(size);
+        }
+        let registry = Arc::clone(this);
+        match builder.spawn(move || crate::worker::run(registry, index, local)) {
+            Ok(handle) => {
+                let old = self_.threads.lock().workers[index].replace(handle);
+                if let Some(old) = old {
+                    // A retired worker of this slot; it has left its loop.
+                    let _ = old.join();
+                }
+                Ok(index)
+            }
+            Err(e) => {
+                // The slot's deque went with the closure: this slot stays
+                // unused (the pool can no longer grow past it).
+                self_.live.store(index, SeqCst);
+                self_.sleep.remove_worker();
+                Err(e)
+            }
+        }
+    }
+
+    /// Asks the workers at `live..` down to `target` to retire when idle
+    /// (the highest first) and wakes the highest.
+    pub(crate) fn request_retire(&self, target: usize) {
+        self.retire_at.store(target, SeqCst);
+        let live = self.live.load(SeqCst);
+        if live > 0 {
+            // A parked worker re-checks `should_retire` when woken.
+            self.sleep.parker(live - 1).unpark();
+        }
+    }
+
+    /// Whether worker `index` should retire now: it is the highest live
+    /// worker and above the retirement target (never below `min_workers`).
+    pub(crate) fn should_retire(&self, index: usize) -> bool {
+        index >= self.retire_at.load(SeqCst)
+            && index >= self.config.min_workers
+            && index + 1 == self.live.load(SeqCst)
+    }
+
+    /// Step 2 of retiring, on the retiring worker while it is still live:
+    /// its deque's jobs go to the injector, its inbox's shards to the
+    /// inboxes of the workers that remain.
+    pub(crate) fn hand_over(&self, index: usize, local: &Local) {
+        let mut moved = false;
+        while let Some(job) = local.pop() {
+            self.injector.push(job);
+            moved = true;
+        }
+        let remaining = index.max(1);
+        loop {
+            match self.inboxes[index].steal() {
+                Steal::Success(job) => {
+                    let home = job.shard_index() % remaining;
+                    self.inboxes[home].push(job);
+                    moved = true;
+                }
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+        if moved {
+            self.sleep.notify_one();
+        }
+    }
+
+    /// Step 3 of retiring, after the worker left its loop: under the
+    /// spare-slot lock, give the deque back to its slot and stop counting
+    /// the worker.
+    pub(crate) fn finish_retire(&self, index: usize, local: Local) {
+        let mut spare = self.spare.lock();
+        spare[index] = Some(local);
+        self.live.store(index, SeqCst);
+        self.sleep.remove_worker();
+    }
+
+    /// Wakes the supervisor early (once per wake).
+    #[inline]
+    pub(crate) fn nudge(&self) {
+        if self.config.min_workers < self.max_workers()
+            && !self.nudged.load(std::sync::atomic::Ordering::Relaxed)
+            && !self.nudged.swap(true, SeqCst)
+        {
+            self.supervisor.unpark();
+        }
+    }
+
+    /// Clears the nudge flag (the supervisor, on waking).
+    pub(crate) fn take_nudge(&self) {
+        self.nudged.store(false, SeqCst);
+    }
+
+    /// Records a resize (bounded history, counters, callback).
+    pub(crate) fn record_resize(&self, event: crate::scaling::ResizeEvent) {
+        let slot = self.counters.slot(None);
+        if event.to > event.from {
+            bump(&slot.resizes_up);
+        } else {
+            bump(&slot.resizes_down);
+        }
+        if let Some(callback) = &self.config.on_resize {
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| callback(&event)));
+        }
+        let mut history = self.resizes.lock();
+        if history.len() == 256 {
+            history.pop_front();
+        }
+        history.push_back(event);
+    }
+
+    /// The recorded resizes, oldest first (the last 256).
+    pub(crate) fn resize_history(&self) -> Vec<crate::scaling::ResizeEvent> {
+        self.resizes.lock().iter().cloned().collect()
+    }
+
+    /// Joins retired workers' threads that have left.
+    #[cfg(not(loom))]
+    pub(crate) fn reap_retired(&self) {
+        let live = self.live.load(SeqCst);
+        let finished: Vec<_> = {
+            let mut threads = self.threads.lock();
+            threads.workers[live..]
+                .iter_mut()
+                .filter(|h| h.as_ref().is_some_and(JoinHandle::is_finished))
+                .filter_map(Option::take)
+                .collect()
+        };
+        for handle in finished {
+            let _ = handle.join();
+        }
+    }
+
+    /// loom's join handles cannot tell whether a thread has left; retired
+    /// workers are joined at shutdown there.
+    #[cfg(loom)]
+    pub(crate) fn reap_retired(&self) {}
 
     /// The calling thread's worker, if it is one of this pool's.
     pub(crate) fn own_worker(&self) -> Option<&'static WorkerThread> {
@@ -261,7 +452,13 @@ impl Registry {
             Some(worker) => worker.push_local(job),
             None => self.injector.push(job),
         }
-        self.sleep.notify_one();
+        if !self.sleep.notify_one() && self.config.min_workers < self.max_workers() {
+            // No sleeper to wake: if nobody is idle either, the supervisor
+            // may want to grow now rather than at its next sample.
+            if !self.sleep.has_idle() {
+                self.nudge();
+            }
+        }
     }
 
     /// Step 1 of the shard hand-off (see `shard.rs`).
@@ -273,7 +470,7 @@ impl Registry {
             !std::mem::replace(&mut queue.scheduled, true)
         };
         if schedule {
-            self.inboxes[index % self.num_workers()].push(shard_job(index));
+            self.inboxes[index % self.live_workers().max(1)].push(shard_job(index));
             self.sleep.notify_one();
         }
     }
@@ -959,8 +1156,10 @@ impl Registry {
             return;
         }
         threads.joining = true;
-        let handles = std::mem::take(&mut threads.handles);
+        let mut handles = std::mem::take(&mut threads.handles);
+        handles.extend(threads.workers.iter_mut().filter_map(Option::take));
         drop(threads);
+        self.supervisor.unpark();
         for handle in handles {
             // Workers catch every task panic; an error here could only come
             // from the pool's own code, and the pool is going away anyway.
@@ -989,7 +1188,7 @@ impl Registry {
                 .filter(|s| s.read().0 == WorkerState::Running)
                 .count()
         } else {
-            running.min(self.num_workers())
+            running.min(self.live_workers())
         };
         let (queue_wait, run_time) = if self.config.histograms {
             (
@@ -1007,10 +1206,10 @@ impl Registry {
         };
         Metrics {
             name: self.config.name.clone(),
-            workers: self.num_workers(),
+            workers: self.live_workers(),
             min_workers: self.config.min_workers,
             max_workers: self.config.workers,
-            target_workers: self.num_workers(),
+            target_workers: self.target.load(std::sync::atomic::Ordering::Relaxed),
             busy_workers,
             parked: self.sleep.parked(),
             searching: self.sleep.searching(),
@@ -1050,7 +1249,7 @@ impl Registry {
         let now = ticks();
         let ns_per_tick = self.calibration.ns_per_tick();
         let word = self.admission.load(SeqCst);
-        let workers = (0..self.num_workers())
+        let workers = (0..self.live_workers())
             .map(|i| {
                 let (state, since) = self.counters.status[i].read();
                 let task = self

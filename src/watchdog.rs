@@ -90,7 +90,7 @@ fn report(registry: &Registry, stall: &StallReport) {
 
 fn run(registry: &Registry, threshold: Duration) {
     let interval = (threshold / 4).clamp(Duration::from_millis(1), Duration::from_secs(1));
-    let mut reported = vec![0u64; registry.num_workers()];
+    let mut reported = vec![0u64; registry.max_workers()];
     loop {
         registry.watchdog.park_until(Instant::now() + interval);
         if registry.should_exit() {
@@ -98,7 +98,11 @@ fn run(registry: &Registry, threshold: Duration) {
         }
         let now = ticks();
         let ns_per_tick = registry.calibration.ns_per_tick();
-        for (i, last) in reported.iter_mut().enumerate() {
+        for (i, last) in reported
+            .iter_mut()
+            .enumerate()
+            .take(registry.live_workers())
+        {
             let (state, since) = registry.counters.status[i].read();
             let task = registry
                 .counters

@@ -66,8 +66,14 @@ pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
         ),
     };
     CURRENT.with(|c| c.set(&worker));
-    worker.main_loop();
+    let retired = worker.main_loop();
     CURRENT.with(|c| c.set(std::ptr::null()));
+    if retired {
+        let WorkerThread {
+            registry, local, ..
+        } = worker;
+        registry.finish_retire(index, local);
+    }
 }
 
 impl WorkerThread {
@@ -110,23 +116,37 @@ impl WorkerThread {
         self.local.push(job);
     }
 
-    fn main_loop(&self) {
+    /// Returns whether the worker retired (rather than the pool ending).
+    fn main_loop(&self) -> bool {
         let registry = &*self.registry;
-        let stop = || registry.should_exit();
-        loop {
+        let stop = || registry.should_exit() || registry.should_retire(self.index);
+        let retired = loop {
             if let Some(job) = self.find_work_spinning(&stop) {
                 self.execute(job);
                 continue;
             }
             self.pay_owed();
-            if stop() {
-                break;
+            if registry.should_exit() {
+                break false;
+            }
+            if registry.should_retire(self.index) {
+                // Stop searching first. Submitters that saw this worker
+                // searching relied on it to find their work; leaving, it
+                // hands the search to a sleeper, as a searcher that found
+                // work does (step 3). (Found by the loom retirement model.)
+                if self.searching.replace(false) && registry.sleep.transition_from_searching() {
+                    registry.sleep.notify_one();
+                }
+                registry.hand_over(self.index, &self.local);
+                break true;
             }
             self.park(&stop);
-        }
+        };
         if self.searching.replace(false) {
             registry.sleep.transition_from_searching();
         }
+        registry.set_state(self.index, WorkerState::Unknown);
+        retired
     }
 
     /// Runs a job popped from a queue.

@@ -455,13 +455,17 @@ fn builder_mistakes_are_errors_naming_the_setting() {
             ..
         }
     ));
-    // Defaults and consistent combinations build.
+    // Defaults and consistent combinations build; an elastic pool starts
+    // at its minimum.
     let pool = Pool::builder()
         .min_workers(1)
         .max_workers(3)
         .build()
         .unwrap();
-    assert_eq!((pool.min_workers(), pool.num_workers()), (1, 3));
+    assert_eq!(
+        (pool.min_workers(), pool.num_workers(), pool.max_workers()),
+        (1, 1, 3)
+    );
     assert_eq!(Pool::new().unwrap().num_workers(), num_cpus::get());
 }
 

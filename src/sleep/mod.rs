@@ -91,7 +91,9 @@ pub(crate) struct Sleep {
     state: CachePadded<AtomicUsize>,
     sleepers: Mutex<Sleepers>,
     parkers: Box<[Arc<Parker>]>,
-    num_workers: usize,
+    /// Live workers (the pool may grow and shrink); slots are allocated
+    /// for the maximum.
+    live: AtomicUsize,
     stats: std::sync::Arc<LockStats>,
     /// Parked workers woken for work (a gauge's worth of contention: only
     /// touched on the wake-up path, next to a syscall).
@@ -99,14 +101,16 @@ pub(crate) struct Sleep {
 }
 
 impl Sleep {
-    /// All `num_workers` workers start unparked and not searching.
-    pub(crate) fn new(num_workers: usize, stats: std::sync::Arc<LockStats>) -> Self {
+    /// Slots for `max_workers`; the `live` first workers start unparked and
+    /// not searching.
+    pub(crate) fn new(max_workers: usize, live: usize, stats: std::sync::Arc<LockStats>) -> Self {
+        let num_workers = max_workers;
         assert!(
             num_workers < SEARCH_MASK,
             "worker count checked by the builder"
         );
         Sleep {
-            state: CachePadded::new(AtomicUsize::new(num_workers * UNPARK_ONE)),
+            state: CachePadded::new(AtomicUsize::new(live * UNPARK_ONE)),
             sleepers: Mutex::new(Sleepers {
                 list: Vec::with_capacity(num_workers),
                 granted: vec![false; num_workers],
@@ -114,7 +118,7 @@ impl Sleep {
             parkers: (0..num_workers)
                 .map(|_| Arc::new(Parker::for_worker(std::sync::Arc::clone(&stats))))
                 .collect(),
-            num_workers,
+            live: AtomicUsize::new(live),
             stats,
             unparks: std::sync::atomic::AtomicU64::new(0),
         }
@@ -131,7 +135,7 @@ impl Sleep {
     /// contend). The limit is a heuristic: the check and the increment race.
     pub(crate) fn transition_to_searching(&self) -> bool {
         let state = self.state.load(SeqCst);
-        if 2 * searching(state) >= self.num_workers {
+        if 2 * searching(state) >= self.live.load(SeqCst) {
             return false;
         }
         self.state.fetch_add(1, SeqCst);
@@ -179,7 +183,7 @@ impl Sleep {
 
     fn should_wake(&self) -> bool {
         let state = self.state.load(SeqCst);
-        searching(state) == 0 && unparked(state) < self.num_workers
+        searching(state) == 0 && unparked(state) < self.live.load(SeqCst)
     }
 
     /// Step 1 (submitter side), after the job is in a queue: wake one parked
@@ -218,7 +222,9 @@ impl Sleep {
     pub(crate) fn tickle(&self) {
         // Relaxed: a hint; `notify_one` re-checks with the full protocol.
         let state = self.state.load(std::sync::atomic::Ordering::Relaxed);
-        if searching(state) == 0 && unparked(state) < self.num_workers {
+        if searching(state) == 0
+            && unparked(state) < self.live.load(std::sync::atomic::Ordering::Relaxed)
+        {
             self.notify_one();
         }
     }
@@ -239,7 +245,27 @@ impl Sleep {
 
     /// How many workers are on the sleeper list (a racy gauge).
     pub(crate) fn parked(&self) -> usize {
-        self.num_workers - unparked(self.state.load(SeqCst))
+        self.live
+            .load(SeqCst)
+            .saturating_sub(unparked(self.state.load(SeqCst)))
+    }
+
+    /// Whether a worker is searching or parked (so new work has a taker).
+    pub(crate) fn has_idle(&self) -> bool {
+        let state = self.state.load(SeqCst);
+        searching(state) > 0 || unparked(state) < self.live.load(SeqCst)
+    }
+
+    /// A new worker joins, unparked (before its thread starts).
+    pub(crate) fn add_worker(&self) {
+        self.state.fetch_add(UNPARK_ONE, SeqCst);
+        self.live.fetch_add(1, SeqCst);
+    }
+
+    /// A retiring worker (unparked, not searching) leaves.
+    pub(crate) fn remove_worker(&self) {
+        self.live.fetch_sub(1, SeqCst);
+        self.state.fetch_sub(UNPARK_ONE, SeqCst);
     }
 
     /// Parked workers woken for work so far.

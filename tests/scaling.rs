@@ -1,0 +1,214 @@
+//! Auto-scaling: growth under blocking load, shrink after keep-alive,
+//! never below min, CPU-bound load capped at the CPUs, and retirement that
+//! loses nothing. Synchronised on observable state (worker counts, the
+//! supervisor's sample counter), never on sleeps.
+
+#![cfg(not(loom))]
+
+mod common;
+
+use common::{until, Gate};
+use ebbtide::{block_in_place, Pool, ResizeReason};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Waits until the supervisor has taken `n` more samples.
+fn samples(pool: &Pool, n: u64) {
+    let start = pool.metrics().counts.scaling_samples;
+    until(|| pool.metrics().counts.scaling_samples >= start + n);
+}
+
+#[test]
+fn grows_to_max_under_blocked_load_and_shrinks_back_to_exactly_min() {
+    let pool = Pool::builder()
+        .min_workers(2)
+        .max_workers(8)
+        .keep_alive(Duration::from_millis(30))
+        .scaling_interval(Duration::from_millis(2))
+        .build()
+        .unwrap();
+    assert_eq!(pool.num_workers(), 2);
+    let gate = Gate::new();
+    for _ in 0..40 {
+        let g = gate.clone();
+        pool.execute(move || block_in_place(|| g.wait())).unwrap();
+    }
+    until(|| pool.num_workers() == 8);
+    assert_eq!(pool.metrics().target_workers, 8);
+    gate.open();
+    pool.wait_idle();
+    until(|| pool.num_workers() == 2);
+    // Still 2 after many more samples: never below min.
+    samples(&pool, 20);
+    assert_eq!(pool.num_workers(), 2);
+    let history = pool.resize_history();
+    assert!(
+        history.iter().all(|e| (2..=8).contains(&e.to)),
+        "{history:?}"
+    );
+    assert!(history
+        .iter()
+        .any(|e| e.to > e.from && e.reason != ResizeReason::Idle));
+    let downs = history.iter().filter(|e| e.to < e.from).count();
+    assert_eq!(downs, 6, "one worker at a time, 8 → 2: {history:?}");
+    let c = pool.metrics().counts;
+    assert_eq!((c.resizes_down, c.completed), (6, 40));
+    assert!(c.resizes_up >= 1);
+}
+
+#[test]
+fn keep_alive_never_keeps_the_workers() {
+    let pool = Pool::builder()
+        .min_workers(1)
+        .max_workers(4)
+        .keep_alive(Duration::MAX)
+        .scaling_interval(Duration::from_millis(2))
+        .build()
+        .unwrap();
+    let gate = Gate::new();
+    for _ in 0..20 {
+        let g = gate.clone();
+        pool.execute(move || block_in_place(|| g.wait())).unwrap();
+    }
+    until(|| pool.num_workers() == 4);
+    gate.open();
+    pool.wait_idle();
+    samples(&pool, 30);
+    assert_eq!(pool.num_workers(), 4);
+    assert_eq!(pool.metrics().counts.resizes_down, 0);
+}
+
+#[test]
+fn min_workers_exist_at_build_and_serve_without_spawning() {
+    let pool = Pool::builder()
+        .min_workers(3)
+        .max_workers(16)
+        .scaling_interval(Duration::from_millis(2))
+        .build()
+        .unwrap();
+    assert_eq!((pool.num_workers(), pool.max_workers()), (3, 16));
+    for _ in 0..5 {
+        let handles: Vec<_> = (0..3).map(|i| pool.spawn(move || i).unwrap()).collect();
+        assert_eq!(
+            handles.into_iter().map(|h| h.join().unwrap()).sum::<i32>(),
+            3
+        );
+    }
+    samples(&pool, 10);
+    assert_eq!(pool.num_workers(), 3);
+    assert!(
+        pool.resize_history().is_empty(),
+        "{:?}",
+        pool.resize_history()
+    );
+}
+
+#[test]
+fn cpu_bound_load_never_runs_more_than_the_cpus_plus_one() {
+    let cpus = num_cpus::get();
+    let pool = Pool::builder()
+        .min_workers(cpus)
+        .max_workers(512)
+        .scaling_interval(Duration::from_millis(2))
+        .build()
+        .unwrap();
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    for _ in 0..400 {
+        let (running, peak) = (running.clone(), peak.clone());
+        pool.execute(move || {
+            let now = running.fetch_add(1, SeqCst) + 1;
+            peak.fetch_max(now, SeqCst);
+            let end = Instant::now() + Duration::from_micros(500);
+            while Instant::now() < end {
+                std::hint::spin_loop();
+            }
+            running.fetch_sub(1, SeqCst);
+        })
+        .unwrap();
+    }
+    pool.wait_idle();
+    let peak = peak.load(SeqCst);
+    assert!(peak <= cpus + 1, "{peak} busy workers on {cpus} CPUs");
+    assert!(pool.num_workers() <= cpus + 1);
+}
+
+#[test]
+fn retirement_loses_no_task() {
+    // Workers retire and return continuously while tasks (and tasks they
+    // submit to their own deques, and keyed tasks) flow.
+    let pool = Pool::builder()
+        .min_workers(1)
+        .max_workers(4)
+        .keep_alive(Duration::from_millis(1))
+        .scaling_interval(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    const ROUNDS: usize = 40;
+    const PER_ROUND: usize = 50;
+    let runs: Arc<Vec<AtomicU8>> = Arc::new(
+        (0..ROUNDS * PER_ROUND * 2)
+            .map(|_| AtomicU8::new(0))
+            .collect(),
+    );
+    let handle = pool.handle();
+    for round in 0..ROUNDS {
+        let gate = Gate::new();
+        // Blocked tasks make the pool grow...
+        for _ in 0..4 {
+            let g = gate.clone();
+            pool.execute(move || block_in_place(|| g.wait())).unwrap();
+        }
+        for i in 0..PER_ROUND {
+            let id = (round * PER_ROUND + i) * 2;
+            let (runs, h) = (runs.clone(), handle.clone());
+            pool.execute(move || {
+                runs[id].fetch_add(1, SeqCst);
+                // ...and each task submits one more from inside: it lands on
+                // the worker's own deque, which retirement must hand over.
+                let r = runs.clone();
+                h.execute_keyed(&(id % 7), move || {
+                    r[id + 1].fetch_add(1, SeqCst);
+                })
+                .unwrap();
+            })
+            .unwrap();
+        }
+        gate.open();
+        pool.wait_idle();
+        // ...then idle rounds let it shrink.
+        samples(&pool, 3);
+    }
+    pool.wait_idle();
+    let wrong: Vec<_> = (0..runs.len())
+        .filter(|&i| runs[i].load(SeqCst) != 1)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} tasks did not run exactly once",
+        wrong.len()
+    );
+    let c = pool.metrics().counts;
+    assert!(c.resizes_down > 0 && c.resizes_up > 0, "{c:?}");
+    let report = pool.shutdown();
+    assert_eq!(report.completed, (ROUNDS * (PER_ROUND * 2 + 4)) as u64);
+}
+
+#[test]
+fn scaling_settings_are_validated() {
+    let e = Pool::builder()
+        .min_workers(1)
+        .max_workers(2)
+        .keep_alive(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("keep_alive"), "{e}");
+    let e = Pool::builder()
+        .utilisation_watermarks(0.3, 0.8)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("utilisation_watermarks"), "{e}");
+    let e = Pool::builder().target_utilisation(1.5).build().unwrap_err();
+    assert!(e.to_string().contains("target_utilisation"), "{e}");
+}
