@@ -336,11 +336,6 @@ impl WorkerThread {
                 if i == self.index {
                     continue;
                 }
-                // A runnable shard waiting on a busy worker's inbox.
-                if let Some(job) = take(self.registry.inbox(i)) {
-                    bump_at(&slot.steals, Some(self.index));
-                    return Some(job);
-                }
                 // One job, the oldest: for fork-join work the biggest piece;
                 // taking half the deque would take `join` halves their owner
                 // then has to wait for or steal back.
@@ -352,6 +347,11 @@ impl WorkerThread {
                     }
                     Steal::Retry => retry = true,
                     Steal::Empty => {}
+                }
+                // Else a runnable shard waiting on that worker's inbox.
+                if let Some(job) = take(self.registry.inbox(i)) {
+                    bump_at(&slot.steals, Some(self.index));
+                    return Some(job);
                 }
             }
             if !retry {

@@ -92,12 +92,14 @@ pub(crate) struct Sleep {
     sleepers: Mutex<Sleepers>,
     parkers: Box<[Arc<Parker>]>,
     /// Live workers (the pool may grow and shrink); slots are allocated
-    /// for the maximum.
-    live: AtomicUsize,
+    /// for the maximum. Read by every `tickle` (each `join`), written only
+    /// on resize: padded so wake-up traffic on nearby fields does not evict
+    /// it.
+    live: CachePadded<AtomicUsize>,
     stats: std::sync::Arc<LockStats>,
-    /// Parked workers woken for work (a gauge's worth of contention: only
-    /// touched on the wake-up path, next to a syscall).
-    unparks: std::sync::atomic::AtomicU64,
+    /// Parked workers woken for work (only touched on the wake-up path,
+    /// next to a syscall).
+    unparks: CachePadded<std::sync::atomic::AtomicU64>,
 }
 
 impl Sleep {
@@ -118,9 +120,9 @@ impl Sleep {
             parkers: (0..num_workers)
                 .map(|_| Arc::new(Parker::for_worker(std::sync::Arc::clone(&stats))))
                 .collect(),
-            live: AtomicUsize::new(live),
+            live: CachePadded::new(AtomicUsize::new(live)),
             stats,
-            unparks: std::sync::atomic::AtomicU64::new(0),
+            unparks: CachePadded::new(std::sync::atomic::AtomicU64::new(0)),
         }
     }
 
