@@ -67,6 +67,15 @@ fn elastic() -> ebbtide::Pool {
 
 type Job = Arc<dyn Fn() + Send + Sync>;
 
+/// tokio with one worker per CPU and a blocking pool of up to 512 threads.
+fn tokio_blocking_runtime(cpus: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus)
+        .max_blocking_threads(512)
+        .build()
+        .unwrap()
+}
+
 /// Submits `n` copies of `job` to each pool kind and waits for all.
 fn run_on(kind: &str, n: usize, job: Job) -> (Duration, usize) {
     let cpus = num_cpus::get();
@@ -100,11 +109,7 @@ fn run_on(kind: &str, n: usize, job: Job) -> (Duration, usize) {
             })
         }
         "tokio_spawn_blocking" => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(cpus)
-                .max_blocking_threads(512)
-                .build()
-                .unwrap();
+            let rt = tokio_blocking_runtime(cpus);
             let r = measure(|| {
                 let latch = Countdown::new(n);
                 for _ in 0..n {
@@ -194,11 +199,7 @@ fn bursty(kind: &str, n: usize, gap: Duration) -> (Duration, Duration, usize) {
             r
         }
         "tokio_spawn_blocking" => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(cpus)
-                .max_blocking_threads(512)
-                .build()
-                .unwrap();
+            let rt = tokio_blocking_runtime(cpus);
             let r = measure(|| {
                 let latch = Countdown::new(3 * n);
                 for b in 0..3 {
