@@ -1,7 +1,7 @@
 //! Auto-scaling against tokio's blocking pool (`spawn_blocking`, grows to
 //! 512), rayon and `threadpool` (fixed at the CPU count) and fixed ebbtide
 //! pools, in the same run. ebbtide: `min_workers = CPUs`, `max_workers =
-//! 512`. Peak threads are sampled from `/proc/self/task` every 200 µs (minus
+//! 512`. Peak threads are sampled from `/proc/self/stat` every 200 µs (minus
 //! the threads present before). Each figure is the median of 3 runs.
 //!
 //! Run: `cargo bench --bench scaling`
@@ -13,9 +13,15 @@ use std::time::{Duration, Instant};
 mod common;
 use common::Countdown;
 
+/// The process's thread count: field 20 of `/proc/self/stat` (one short
+/// read; listing `/proc/self/task` every 200 µs cost a good share of a CPU
+/// with hundreds of threads, for every pool measured).
 fn threads_now() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The command name (field 2) may hold spaces: count after its `)`.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(17))
+        .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
 
@@ -76,10 +82,34 @@ fn tokio_blocking_runtime(cpus: usize) -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// What one run measured: makespan, peak extra threads, and (elastic
+/// ebbtide) the pool's resizes.
+type Run = (Duration, usize, Vec<ebbtide::ResizeEvent>);
+
+/// Prints an elastic run's workers over time, one row per resize.
+fn timeline(title: &str, events: &[ebbtide::ResizeEvent]) {
+    if events.is_empty() {
+        return;
+    }
+    println!("\n{title}: workers over time");
+    println!("| at | workers | reason | queued | busy | stalled | task CPU share |");
+    println!("|---|---|---|---|---|---|---|");
+    for e in events {
+        let o = &e.observation;
+        let share = o
+            .task_cpu_share
+            .map_or_else(|| "-".to_string(), |s| format!("{s:.3}"));
+        println!(
+            "| {:.1?} | {} → {} | {:?} | {} | {} | {} | {share} |",
+            e.at, e.from, e.to, e.reason, o.queued, o.busy, o.stalled
+        );
+    }
+}
+
 /// Submits `n` copies of `job` to each pool kind and waits for all.
-fn run_on(kind: &str, n: usize, job: Job) -> (Duration, usize) {
+fn run_on(kind: &str, n: usize, job: Job) -> Run {
     let cpus = num_cpus::get();
-    match kind {
+    let r = match kind {
         "ebbtide" | "ebbtide_block_in_place" => {
             let pool = elastic();
             let announce = kind == "ebbtide_block_in_place";
@@ -95,8 +125,9 @@ fn run_on(kind: &str, n: usize, job: Job) -> (Duration, usize) {
                 }
                 pool.wait_idle();
             });
+            let history = pool.resize_history();
             drop(pool);
-            r
+            return (r.0, r.1, history);
         }
         "ebbtide_fixed_cpus" => {
             let pool = ebbtide::Pool::builder().workers(cpus).build().unwrap();
@@ -149,39 +180,54 @@ fn run_on(kind: &str, n: usize, job: Job) -> (Duration, usize) {
             })
         }
         other => unreachable!("{other}"),
-    }
+    };
+    (r.0, r.1, Vec::new())
 }
 
-fn table(title: &str, n: usize, job: Job, kinds: &[&str]) -> Vec<(String, Duration, usize)> {
+/// Runs each kind 3 times; prints the medians, then the workers over time
+/// of each elastic kind's median run.
+fn table(title: &str, n: usize, job: Job, kinds: &[&str]) {
     println!("\n{title}");
     println!("| pool | makespan (median of 3) | peak extra threads |");
     println!("|---|---|---|");
-    let mut out = Vec::new();
+    let mut timelines = Vec::new();
     for kind in kinds {
-        let runs: Vec<_> = (0..3).map(|_| run_on(kind, n, job.clone())).collect();
-        let makespan = median(runs.iter().map(|r| r.0).collect());
+        let mut runs: Vec<_> = (0..3).map(|_| run_on(kind, n, job.clone())).collect();
         let peak = median(runs.iter().map(|r| r.1).collect());
+        runs.sort_by_key(|r| r.0);
+        let (makespan, _, history) = runs.swap_remove(1);
         println!("| {kind} | {makespan:.1?} | {peak} |");
-        out.push((kind.to_string(), makespan, peak));
+        timelines.push((*kind, history));
     }
-    out
+    for (kind, history) in timelines {
+        timeline(kind, &history);
+    }
 }
 
 /// Three bursts of `n` tasks blocking 2 ms, `gap` apart: submit-to-done
 /// latencies (p50, p99) and peak threads.
-fn bursty(kind: &str, n: usize, gap: Duration) -> (Duration, Duration, usize) {
+fn bursty(
+    kind: &str,
+    n: usize,
+    gap: Duration,
+) -> (Duration, Duration, usize, Vec<ebbtide::ResizeEvent>) {
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(3 * n)));
     let work = |submitted: Instant, lat: &Arc<Mutex<Vec<Duration>>>| {
         std::thread::sleep(Duration::from_millis(2));
         lat.lock().unwrap().push(submitted.elapsed());
     };
     let cpus = num_cpus::get();
-    let (_, peak) = match kind {
-        "ebbtide" | "ebbtide_fixed_64" => {
-            let pool = if kind == "ebbtide" {
-                elastic()
-            } else {
-                ebbtide::Pool::builder().workers(64).build().unwrap()
+    let (_, peak, history) = match kind {
+        "ebbtide" | "ebbtide_wait_5ms" | "ebbtide_fixed_64" => {
+            let pool = match kind {
+                "ebbtide" => elastic(),
+                "ebbtide_wait_5ms" => ebbtide::Pool::builder()
+                    .min_workers(cpus)
+                    .max_workers(512)
+                    .queue_wait_target(Duration::from_millis(5))
+                    .build()
+                    .unwrap(),
+                _ => ebbtide::Pool::builder().workers(64).build().unwrap(),
             };
             let r = measure(|| {
                 for b in 0..3 {
@@ -195,8 +241,9 @@ fn bursty(kind: &str, n: usize, gap: Duration) -> (Duration, Duration, usize) {
                 }
                 pool.wait_idle();
             });
+            let history = pool.resize_history();
             drop(pool);
-            r
+            (r.0, r.1, history)
         }
         "tokio_spawn_blocking" => {
             let rt = tokio_blocking_runtime(cpus);
@@ -217,14 +264,14 @@ fn bursty(kind: &str, n: usize, gap: Duration) -> (Duration, Duration, usize) {
                 latch.wait();
             });
             drop(rt);
-            r
+            (r.0, r.1, Vec::new())
         }
         other => unreachable!("{other}"),
     };
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort();
     let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
-    (p(0.5), p(0.99), peak)
+    (p(0.5), p(0.99), peak, history)
 }
 
 fn main() {
@@ -258,14 +305,25 @@ fn main() {
     println!("\nbursty: 3 bursts of 1,000 tasks blocking 2 ms, 300 ms apart");
     println!("| pool | p50 latency | p99 latency | peak extra threads |");
     println!("|---|---|---|---|");
-    for kind in ["ebbtide", "tokio_spawn_blocking", "ebbtide_fixed_64"] {
-        let runs: Vec<_> = (0..3)
+    let mut timelines = Vec::new();
+    for kind in [
+        "ebbtide",
+        "ebbtide_wait_5ms",
+        "tokio_spawn_blocking",
+        "ebbtide_fixed_64",
+    ] {
+        let mut runs: Vec<_> = (0..3)
             .map(|_| bursty(kind, 1_000, Duration::from_millis(300)))
             .collect();
         let p50 = median(runs.iter().map(|r| r.0).collect());
-        let p99 = median(runs.iter().map(|r| r.1).collect());
         let peak = median(runs.iter().map(|r| r.2).collect());
+        runs.sort_by_key(|r| r.1);
+        let (_, p99, _, history) = runs.swap_remove(1);
         println!("| {kind} | {p50:.1?} | {p99:.1?} | {peak} |");
+        timelines.push((kind, history));
+    }
+    for (kind, history) in timelines {
+        timeline(kind, &history);
     }
 
     // Steady load at ~70 % utilisation: tasks of 1 ms arriving at

@@ -76,6 +76,12 @@ impl AtomicHistogram {
             .store(self.sum.load(Relaxed).wrapping_add(span), Relaxed);
     }
 
+    /// The sum of the recorded spans, in ticks (relaxed: a recent value).
+    #[inline]
+    pub(crate) fn sum_ticks(&self) -> u64 {
+        self.sum.load(Relaxed)
+    }
+
     /// Adds this histogram's counts into `counts` and returns its sum.
     fn add_into(&self, counts: &mut [u64]) -> u64 {
         for (c, b) in counts.iter_mut().zip(self.buckets.iter()) {

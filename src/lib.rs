@@ -51,6 +51,7 @@ mod breaker;
 mod builder;
 mod cancel;
 mod clock;
+mod cpu;
 mod error;
 mod group;
 mod handle;

@@ -313,7 +313,7 @@ fn loom_retirement_loses_no_task() {
             .build()
             .unwrap();
         let registry = pool.registry.clone();
-        Registry::spawn_worker(&registry).unwrap_or_else(|_| panic!("second worker"));
+        assert!(matches!(Registry::spawn_worker(&registry, 2), Ok(Some(1))));
         let ran = Arc::new(AtomicUsize::new(0));
         for _ in 0..2 {
             let r = ran.clone();
@@ -326,6 +326,31 @@ fn loom_retirement_loses_no_task() {
         pool.wait_idle();
         assert_eq!(ran.load(SeqCst), 2);
         drop(pool);
+        assert!(registry.live_workers() <= 2);
+    });
+}
+
+/// Growing races shutdown: a worker started while shutdown joins the
+/// threads is refused or joined too, never left running unjoined.
+#[test]
+fn loom_spawn_races_shutdown() {
+    model(2, || {
+        let pool = Pool::builder()
+            .min_workers(1)
+            .max_workers(2)
+            .build()
+            .unwrap();
+        let registry = pool.registry.clone();
+        let grower = {
+            let registry = registry.clone();
+            loom::thread::spawn(move || {
+                let _ = Registry::spawn_worker(&registry, 2);
+            })
+        };
+        let report = pool.shutdown();
+        grower.join().unwrap();
+        assert_eq!(report.submitted, 0);
+        assert_eq!(registry.unjoined_workers(), 0);
         assert!(registry.live_workers() <= 2);
     });
 }

@@ -11,11 +11,12 @@
 //! These are plain `std` atomics, not the loom shim's: they take part in no
 //! protocol, and leaving them out keeps the loom models small.
 
+use crate::cpu::ThreadClock;
 use crate::histogram::{AtomicHistogram, Histogram};
 use crossbeam_utils::CachePadded;
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 macro_rules! counters {
@@ -155,8 +156,14 @@ impl Counters {
 
     /// Sums every slot.
     pub(crate) fn sum(&self) -> Counts {
+        self.sum_of_first(self.workers.len())
+    }
+
+    /// Sums the slots of workers `0..n` and of outside threads (the other
+    /// workers' slots are known to be zero: they never ran).
+    pub(crate) fn sum_of_first(&self, n: usize) -> Counts {
         let mut c = Counts::default();
-        for s in self.workers.iter().chain(self.external.iter()) {
+        for s in self.workers[..n].iter().chain(self.external.iter()) {
             c.add(s);
         }
         c
@@ -226,17 +233,50 @@ impl WorkerState {
 /// One worker's activity, written only by that worker (relaxed stores:
 /// readers want a recent picture, not a synchronised one). The task's
 /// sequence number is the worker's `started` counter.
-#[derive(Default)]
 pub(crate) struct WorkerStatus {
     state: AtomicU8,
     /// Tick at which the current task started.
     since: AtomicU64,
+    /// The worker thread's CPU clock (`ThreadClock::into_raw`), or
+    /// `NO_CLOCK`: the supervisor reads it to tell blocking from compute.
+    clock: AtomicI64,
     /// The running task's name, for named tasks (`TaskOptions::name`);
     /// only named tasks take this lock.
     name: parking_lot::Mutex<Option<std::sync::Arc<str>>>,
 }
 
+/// `WorkerStatus::clock` when the slot has no running thread or the
+/// platform has no thread clocks.
+const NO_CLOCK: i64 = i64::MIN;
+
+impl Default for WorkerStatus {
+    fn default() -> Self {
+        WorkerStatus {
+            state: AtomicU8::new(0),
+            since: AtomicU64::new(0),
+            clock: AtomicI64::new(NO_CLOCK),
+            name: parking_lot::Mutex::new(None),
+        }
+    }
+}
+
 impl WorkerStatus {
+    /// Publishes (or, with `None`, withdraws) the CPU clock of the thread
+    /// running in this slot. Relaxed: the supervisor's reading is an
+    /// estimate, and a clock read after its thread exited fails cleanly.
+    pub(crate) fn set_clock(&self, clock: Option<ThreadClock>) {
+        self.clock
+            .store(clock.map_or(NO_CLOCK, ThreadClock::into_raw), Relaxed);
+    }
+
+    /// The CPU clock of the thread running in this slot, if published.
+    pub(crate) fn clock(&self) -> Option<ThreadClock> {
+        match self.clock.load(Relaxed) {
+            NO_CLOCK => None,
+            raw => Some(ThreadClock::from_raw(raw)),
+        }
+    }
+
     #[inline]
     pub(crate) fn set(&self, state: WorkerState) {
         self.state.store(state.as_u8(), Relaxed);

@@ -56,8 +56,9 @@ pub(crate) trait GlobalQueue: Send + Sync {
     fn push(&self, job: JobRef);
     /// Takes the oldest job.
     fn steal(&self) -> Steal;
-    /// Takes a batch of the oldest jobs into `dest` and pops one of them.
-    fn steal_batch_and_pop(&self, dest: &Self::Local) -> Steal;
+    /// Takes a batch of the oldest jobs, at most `limit` (at least one),
+    /// into `dest` and pops one of them.
+    fn steal_batch_and_pop(&self, dest: &Self::Local, limit: usize) -> Steal;
     /// Whether it is empty (a racy hint).
     fn is_empty(&self) -> bool;
     /// How many jobs it holds (a racy hint).
@@ -133,8 +134,8 @@ mod crossbeam {
             convert(self.0.steal())
         }
         #[inline]
-        fn steal_batch_and_pop(&self, dest: &Local) -> Steal {
-            convert(self.0.steal_batch_and_pop(&dest.0))
+        fn steal_batch_and_pop(&self, dest: &Local, limit: usize) -> Steal {
+            convert(self.0.steal_batch_with_limit_and_pop(&dest.0, limit.max(1)))
         }
         #[inline]
         fn is_empty(&self) -> bool {
@@ -172,12 +173,12 @@ pub(crate) mod simple {
             }
         }
         #[inline]
-        fn move_half_into(&self, dest: &Local) -> Steal {
+        fn move_half_into(&self, dest: &Local, limit: usize) -> Steal {
             let mut src = self.0.lock();
             let Some(first) = src.pop_front() else {
                 return Steal::Empty;
             };
-            let extra = src.len() / 2;
+            let extra = (src.len() / 2).min(limit.saturating_sub(1));
             let mut dst = dest.0 .0.lock();
             for _ in 0..extra {
                 if let Some(job) = src.pop_front() {
@@ -243,8 +244,8 @@ pub(crate) mod simple {
             self.0.pop_front()
         }
         #[inline]
-        fn steal_batch_and_pop(&self, dest: &Local) -> Steal {
-            self.0.move_half_into(dest)
+        fn steal_batch_and_pop(&self, dest: &Local, limit: usize) -> Steal {
+            self.0.move_half_into(dest, limit)
         }
         #[inline]
         fn is_empty(&self) -> bool {
@@ -261,3 +262,47 @@ pub(crate) mod simple {
 pub(crate) use self::crossbeam::{Injector, Local, Stealer};
 #[cfg(loom)]
 pub(crate) use self::simple::{Injector, Local, Stealer};
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::job::shard_job;
+
+    #[test]
+    fn a_batch_takes_at_most_its_limit_and_keeps_the_order() {
+        let injector = Injector::new();
+        for i in 0..100 {
+            injector.push(shard_job(i));
+        }
+        let local = Local::new_lifo();
+        // A limit of 3: the oldest is returned, at most two more move over.
+        let Steal::Success(first) = injector.steal_batch_and_pop(&local, 3) else {
+            panic!("the injector holds 100 jobs")
+        };
+        assert_eq!(first.shard_index(), 0);
+        let mut moved = Vec::new();
+        while let Some(job) = local.pop() {
+            moved.push(job.shard_index());
+        }
+        moved.sort_unstable();
+        assert!(
+            moved.len() <= 2 && moved.iter().all(|&i| (1..3).contains(&i)),
+            "{moved:?}"
+        );
+        // A limit of 1 (or 0) moves nothing.
+        let Steal::Success(next) = injector.steal_batch_and_pop(&local, 0) else {
+            panic!("jobs remain")
+        };
+        assert_eq!(next.shard_index(), 1 + moved.len());
+        assert!(local.pop().is_none());
+        // Every job is taken exactly once.
+        let mut seen = 2 + moved.len();
+        while let Steal::Success(_) = injector.steal_batch_and_pop(&local, usize::MAX) {
+            seen += 1;
+            while local.pop().is_some() {
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 100);
+    }
+}

@@ -152,6 +152,15 @@ pub(crate) struct Registry {
     retire_at: AtomicUsize,
     /// The deques of worker slots that have no running worker.
     spare: Mutex<Vec<Option<Local>>>,
+    /// The worker count the supervisor is growing the pool to (0: not
+    /// growing); new workers help it get there (`help_grow`). A plain `std`
+    /// atomic, as is `batches`: hints that take part in no protocol (every
+    /// job is taken exactly once either way), left out of the loom models.
+    grow_target: std::sync::atomic::AtomicUsize,
+    /// Whether workers take batches from the injector (compute tasks: less
+    /// contention) or one task at a time (blocking tasks; the supervisor
+    /// decides, see `scaling::takes_batches`).
+    batches: std::sync::atomic::AtomicBool,
     /// Where the supervisor sleeps between samples; `nudge` wakes it.
     pub(crate) supervisor: Arc<Parker>,
     nudged: AtomicBool,
@@ -184,6 +193,8 @@ impl Registry {
             live: CachePadded::new(AtomicUsize::new(0)),
             retire_at: AtomicUsize::new(usize::MAX),
             spare: Mutex::new(locals.into_iter().map(Some).collect()),
+            grow_target: std::sync::atomic::AtomicUsize::new(0),
+            batches: std::sync::atomic::AtomicBool::new(true),
             supervisor: Arc::new(Parker::default()),
             nudged: AtomicBool::new(false),
             target: AtomicUsize::new(config.min_workers),
@@ -243,13 +254,21 @@ impl Registry {
         self.live.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Starts the next worker (index `live`). Step 1 of resizing: under the
-    /// spare-slot lock, take the slot's deque, count the worker live and
-    /// unparked, then start its thread.
-    pub(crate) fn spawn_worker(this: &Arc<Self>) -> std::io::Result<usize> {
+    /// Starts the next worker (index `live`) unless the pool already has
+    /// `limit` workers or its threads are being joined (shutdown): then
+    /// `Ok(None)`. Step 1 of resizing: under the spare-slot lock, take the
+    /// slot's deque, count the worker live and unparked, then start its
+    /// thread.
+    pub(crate) fn spawn_worker(this: &Arc<Self>, limit: usize) -> std::io::Result<Option<usize>> {
         let self_ = &**this;
+        if self_.threads.lock().joining {
+            return Ok(None);
+        }
         let mut spare = self_.spare.lock();
         let index = self_.live.load(SeqCst);
+        if index >= limit {
+            return Ok(None);
+        }
         let Some(local) = spare.get_mut(index).and_then(Option::take) else {
             return Err(std::io::Error::other("no free worker slot"));
         };
@@ -263,12 +282,22 @@ impl Registry {
         let registry = Arc::clone(this);
         match builder.spawn(move || crate::worker::run(registry, index, local)) {
             Ok(handle) => {
-                let old = self_.threads.lock().workers[index].replace(handle);
+                let mut threads = self_.threads.lock();
+                if threads.joining {
+                    // Shutdown took the handles to join after this worker
+                    // was counted: join it here (the pool is closed and
+                    // drained, so it leaves at once) rather than leak it.
+                    drop(threads);
+                    let _ = handle.join();
+                    return Ok(Some(index));
+                }
+                let old = threads.workers[index].replace(handle);
+                drop(threads);
                 if let Some(old) = old {
                     // A retired worker of this slot; it has left its loop.
                     let _ = old.join();
                 }
-                Ok(index)
+                Ok(Some(index))
             }
             Err(e) => {
                 // The slot's deque went with the closure: this slot stays
@@ -277,6 +306,62 @@ impl Registry {
                 self_.sleep.remove_worker();
                 Err(e)
             }
+        }
+    }
+
+    /// Worker threads started and not yet joined (loom models check that
+    /// shutdown leaves none).
+    #[cfg(all(loom, test))]
+    pub(crate) fn unjoined_workers(&self) -> usize {
+        self.threads.lock().workers.iter().flatten().count()
+    }
+
+    /// Grows the pool to `target` workers (fewer if the OS refuses a thread
+    /// or shutdown began), with help: every worker started meanwhile first
+    /// starts one more (`help_grow`). Returns the live workers after.
+    pub(crate) fn grow_to(this: &Arc<Self>, target: usize) -> usize {
+        // Relaxed: a hint for helpers; `spawn_worker` checks the limit
+        // under the spare-slot lock.
+        this.grow_target
+            .store(target, std::sync::atomic::Ordering::Relaxed);
+        while let Ok(Some(_)) = Registry::spawn_worker(this, target) {}
+        this.grow_target
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        this.live_workers()
+    }
+
+    /// How many jobs a worker takes from the injector at most: its fair
+    /// share of the queue. A burst of long tasks into many idle workers must
+    /// not pile up on the first few (with 1,000 tasks of 2 ms and 300
+    /// workers, batches of 32 kept the last ones waiting 20 ms where 8
+    /// would do). A size hint: the loom models, which check which jobs move
+    /// and not how many, leave it out.
+    #[inline]
+    fn batch_limit(&self) -> usize {
+        #[cfg(not(loom))]
+        {
+            self.injector.len() / self.live_workers().max(1)
+        }
+        #[cfg(loom)]
+        {
+            usize::MAX
+        }
+    }
+
+    /// Switches the workers between taking batches from the injector and
+    /// taking one task at a time.
+    pub(crate) fn set_batches(&self, on: bool) {
+        // Relaxed: a hint (see `take_global`).
+        self.batches.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// On a new worker's thread, before it looks for work: while the pool
+    /// grows, start one more worker.
+    pub(crate) fn help_grow(this: &Arc<Self>) {
+        // Relaxed: see `grow_to`.
+        let target = this.grow_target.load(std::sync::atomic::Ordering::Relaxed);
+        if target != 0 && this.live_workers() < target {
+            let _ = Registry::spawn_worker(this, target);
         }
     }
 
@@ -335,9 +420,11 @@ impl Registry {
         self.sleep.remove_worker();
     }
 
-    /// Wakes the supervisor early (once per wake).
+    /// Wakes the supervisor early: at most once between two of its timed
+    /// samples (see `rearm_nudge`).
     #[inline]
     pub(crate) fn nudge(&self) {
+        // Relaxed first load: a filter; the swap decides.
         if self.config.min_workers < self.max_workers()
             && !self.nudged.load(std::sync::atomic::Ordering::Relaxed)
             && !self.nudged.swap(true, SeqCst)
@@ -346,8 +433,10 @@ impl Registry {
         }
     }
 
-    /// Clears the nudge flag (the supervisor, on waking).
-    pub(crate) fn take_nudge(&self) {
+    /// Lets the next `nudge` wake the supervisor again. The supervisor calls
+    /// it at its timed samples only, so a standing backlog (say, of compute
+    /// work the pool will not grow for) wakes it at most once per interval.
+    pub(crate) fn rearm_nudge(&self) {
         self.nudged.store(false, SeqCst);
     }
 
@@ -452,10 +541,18 @@ impl Registry {
             Some(worker) => worker.push_local(job),
             None => self.injector.push(job),
         }
-        if !self.sleep.notify_one() && self.config.min_workers < self.max_workers() {
-            // No sleeper to wake: if nobody is idle either, the supervisor
-            // may want to grow now rather than at its next sample.
-            if !self.sleep.has_idle() {
+        let woke = self.sleep.notify_one();
+        if self.config.min_workers < self.max_workers()
+            && !self.nudged.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // The supervisor may want to grow now rather than at its next
+            // sample: no sleeper to wake and nobody idle, or more tasks
+            // queued than there are workers (a burst, submitted faster than
+            // workers leave the idle state). Relaxed loads: a hint; a missed
+            // nudge waits for the next sample, it loses nothing.
+            let burst = queued(self.admission.load(std::sync::atomic::Ordering::Relaxed))
+                > self.live_workers();
+            if burst || (!woke && !self.sleep.has_idle()) {
                 self.nudge();
             }
         }
@@ -737,8 +834,10 @@ impl Registry {
         }
         let status = &self.counters.status[index];
         // A task run while another waits on this worker (helping) restores
-        // the outer task's status after it; otherwise the worker's next
-        // state change (next task, search, park) overwrites `Running`.
+        // the outer task's status after it; otherwise the worker is idle
+        // until its next state change (next task, search, park). (Left
+        // `Running`, a worker preempted between tasks read as a task
+        // that had run, asleep, since the last one started.)
         let outer = if self.config.track_workers {
             let outer = status.read();
             status.start_task(start);
@@ -753,6 +852,8 @@ impl Registry {
         }
         if outer.0 == WorkerState::Running {
             status.start_task(outer.1);
+        } else if self.config.track_workers {
+            status.set(WorkerState::Idle);
         }
         self.record_outcome(outcome, worker);
         (1, end)
@@ -950,8 +1051,21 @@ impl Registry {
     /// `local` (one of it returned), else an internal job from the side
     /// queue.
     pub(crate) fn take_global(&self, local: &crate::queue::Local) -> Option<JobRef> {
+        // Relaxed: a hint from the supervisor (either way every job is
+        // taken exactly once).
+        if !self.batches.load(std::sync::atomic::Ordering::Relaxed) {
+            // Blocking tasks: one at a time, so that no worker holds a
+            // batch of them that only it (or a thief, one by one) will run.
+            loop {
+                match self.injector.steal() {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
+            }
+        }
         loop {
-            match self.injector.steal_batch_and_pop(local) {
+            match self.injector.steal_batch_and_pop(local, self.batch_limit()) {
                 Steal::Success(job) => return Some(job),
                 Steal::Retry => continue,
                 Steal::Empty => break,
@@ -1170,6 +1284,15 @@ impl Registry {
     }
 
     // ----- observation --------------------------------------------------------
+
+    /// Tasks queued now and workers announced as blocked: the supervisor's
+    /// cheap reading (no snapshot of every slot and histogram).
+    pub(crate) fn queued_and_blocked(&self) -> (usize, usize) {
+        (
+            queued(self.admission.load(SeqCst)),
+            self.blocked.load(SeqCst),
+        )
+    }
 
     pub(crate) fn metrics(&self) -> Metrics {
         let word = self.admission.load(SeqCst);

@@ -66,7 +66,12 @@ pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
         ),
     };
     CURRENT.with(|c| c.set(&worker));
+    let status = &worker.registry.counters.status[index];
+    status.set_clock(crate::cpu::ThreadClock::current());
+    // A worker started while the pool grows starts one more first.
+    Registry::help_grow(&worker.registry);
     let retired = worker.main_loop();
+    status.set_clock(None);
     CURRENT.with(|c| c.set(std::ptr::null()));
     if retired {
         let WorkerThread {

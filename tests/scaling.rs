@@ -57,6 +57,43 @@ fn grows_to_max_under_blocked_load_and_shrinks_back_to_exactly_min() {
     assert!(c.resizes_up >= 1);
 }
 
+/// Tasks that block without saying so (a plain condvar wait) are seen
+/// blocked through their threads' CPU clocks and scheduler statistics: the
+/// pool grows to its maximum for the work queued behind them, and every
+/// task runs exactly once. (Linux keeps the statistics this needs.)
+#[cfg(target_os = "linux")]
+#[test]
+fn unannounced_blocking_is_seen_and_grows_the_pool() {
+    let pool = Pool::builder()
+        .min_workers(2)
+        .max_workers(6)
+        .scaling_interval(Duration::from_millis(2))
+        .build()
+        .unwrap();
+    let gate = Gate::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..24 {
+        let (g, r) = (gate.clone(), ran.clone());
+        pool.execute(move || {
+            g.wait();
+            r.fetch_add(1, SeqCst);
+        })
+        .unwrap();
+    }
+    until(|| pool.num_workers() == 6);
+    let history = pool.resize_history();
+    assert!(
+        history.iter().all(|e| e.reason == ResizeReason::Blocked
+            && e.observation.blocked == 0
+            && e.observation.stalled > 0),
+        "grown for workers seen (not announced) blocked: {history:?}"
+    );
+    gate.open();
+    pool.wait_idle();
+    assert_eq!(ran.load(SeqCst), 24);
+    assert_eq!(pool.shutdown().completed, 24);
+}
+
 #[test]
 fn keep_alive_never_keeps_the_workers() {
     let pool = Pool::builder()
@@ -175,6 +212,9 @@ fn retirement_loses_no_task() {
             })
             .unwrap();
         }
+        // (The supervisor replaces the blocked worker before the gate
+        // opens, so the pool grows at least in the first round.)
+        until(|| pool.num_workers() > 1);
         gate.open();
         pool.wait_idle();
         // ...then idle rounds let it shrink.
@@ -211,4 +251,11 @@ fn scaling_settings_are_validated() {
     assert!(e.to_string().contains("utilisation_watermarks"), "{e}");
     let e = Pool::builder().target_utilisation(1.5).build().unwrap_err();
     assert!(e.to_string().contains("target_utilisation"), "{e}");
+    let e = Pool::builder()
+        .min_workers(1)
+        .max_workers(2)
+        .queue_wait_target(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("queue_wait_target"), "{e}");
 }
