@@ -30,6 +30,16 @@ fn pool(workers: usize) -> Pool {
         .expect("pool builds under loom")
 }
 
+/// An elastic pool of one to two workers, its second slot free (the models
+/// drive resizing themselves: no supervisor runs under loom).
+fn elastic_pool() -> Pool {
+    Pool::builder()
+        .min_workers(1)
+        .max_workers(2)
+        .build()
+        .expect("pool builds under loom")
+}
+
 /// Sleep/wake: a task submitted while the worker may be searching, spinning
 /// or parking is always run (no lost wake-up), exactly once.
 #[test]
@@ -307,11 +317,7 @@ fn loom_cancel_races_start() {
 #[test]
 fn loom_retirement_loses_no_task() {
     model(2, || {
-        let pool = Pool::builder()
-            .min_workers(1)
-            .max_workers(2)
-            .build()
-            .unwrap();
+        let pool = elastic_pool();
         let registry = pool.registry.clone();
         assert!(matches!(Registry::spawn_worker(&registry, 2), Ok(Some(1))));
         let ran = Arc::new(AtomicUsize::new(0));
@@ -335,11 +341,7 @@ fn loom_retirement_loses_no_task() {
 #[test]
 fn loom_spawn_races_shutdown() {
     model(2, || {
-        let pool = Pool::builder()
-            .min_workers(1)
-            .max_workers(2)
-            .build()
-            .unwrap();
+        let pool = elastic_pool();
         let registry = pool.registry.clone();
         let grower = {
             let registry = registry.clone();

@@ -356,8 +356,9 @@ struct Sampler {
     started: u64,
     finished: u64,
     run_ticks: u64,
-    /// Slots `0..used` have ever run a worker (only the supervisor starts
-    /// workers beyond `min_workers`).
+    /// Slots `0..used` have ever run a worker (the most live workers seen:
+    /// only the supervisor starts workers beyond `min_workers`, and it
+    /// samples before it grows again).
     used: usize,
     workers: Vec<Option<Reading>>,
     /// Per slot: the scheduler statistics of its thread, opened when first
@@ -385,11 +386,6 @@ impl Sampler {
         };
         sampler.observe(registry);
         sampler
-    }
-
-    /// Workers `0..live` have run (after the supervisor grew the pool).
-    fn grew_to(&mut self, live: usize) {
-        self.used = self.used.max(live);
     }
 
     /// Worker `i`'s scheduler statistics, through its thread's files
@@ -660,7 +656,6 @@ fn run(registry: &Arc<Registry>) {
                 let from = obs.live;
                 let at = started.elapsed();
                 let reached = Registry::grow_to(registry, to);
-                sampler.grew_to(reached);
                 if reached > from {
                     registry.record_resize(ResizeEvent {
                         at,
