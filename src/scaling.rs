@@ -33,7 +33,8 @@
 //!    s). Without a reading the cap is CPUs + blocked.
 //! 4. **Hysteresis.** Grow straight to the target when utilisation (the
 //!    mean busy workers over live) is above the grow watermark, the queue
-//!    needs a worker, or blocked or held workers hold up queued work; shrink one worker at a time, only
+//!    needs a worker, the tasks that started waited longer than the
+//!    queue-wait target, or blocked or held workers hold up queued work; shrink one worker at a time, only
 //!    after utilisation stayed below the shrink watermark for `keep_alive`;
 //!    in between, stay. A steady load inside the band never resizes.
 //!
@@ -85,6 +86,9 @@ pub struct Observation {
     pub arrivals: u64,
     /// Tasks that started running in the interval (entered service).
     pub started: u64,
+    /// How long, on average, the tasks that started in the interval had
+    /// waited in the queue (zero when tasks are not timed).
+    pub queue_wait: Duration,
     /// Tasks that finished in the interval.
     pub finished: u64,
     /// Their summed run time.
@@ -277,6 +281,7 @@ pub(crate) fn decide(
     let target = needed.min(cap).clamp(min, max);
     let pressure = obs.mean_busy / live as f64 > scaling.grow_above
         || drain >= 1.0
+        || obs.queue_wait > scaling.queue_wait_target
         || (obs.queued > 0 && waiting + obs.held > 0);
     if target > obs.live && pressure {
         let reason = if waiting > 0 {
@@ -346,6 +351,40 @@ const RUN_DELAY_READS: usize = 32;
 /// The process-wide CPU window (see `Observation::machine_load`).
 const LOAD_WINDOW: Duration = Duration::from_millis(50);
 
+/// What one sample needs to read each worker.
+struct Frame {
+    elapsed: Duration,
+    now_ticks: u64,
+    /// Twice the mean run time of the tasks just finished, in ticks.
+    held_after: u64,
+    /// Whether tasks are timed into histograms (else "busy" is read from
+    /// the worker states alone).
+    timed: bool,
+    ns_per_tick: f64,
+}
+
+/// The workers' readings of one sample, added up.
+#[derive(Default)]
+struct Tally {
+    busy: usize,
+    busy_time: Duration,
+    held: usize,
+    /// Summed age (ticks) of the running tasks, and how many.
+    age: u64,
+    aged: u32,
+    cpu_total: Duration,
+    have_cpu: bool,
+    /// CPU time and time able to run of the workers busy most of the
+    /// interval (the tasks' CPU share).
+    share_cpu: Duration,
+    share_busy: Duration,
+    stalled: usize,
+    unsure: usize,
+    /// Workers short of CPU beyond the read budget.
+    unread: usize,
+    delay_reads: usize,
+}
+
 /// The supervisor's view of the pool between two samples. Reads only what
 /// the policy needs: counters and histogram sums of the slots ever used,
 /// and each live worker's status and CPU clock (no snapshot of every
@@ -356,6 +395,7 @@ struct Sampler {
     started: u64,
     finished: u64,
     run_ticks: u64,
+    wait_ticks: u64,
     /// Slots `0..used` have ever run a worker (the most live workers seen:
     /// only the supervisor starts workers beyond `min_workers`, and it
     /// samples before it grows again).
@@ -377,6 +417,7 @@ impl Sampler {
             started: 0,
             finished: 0,
             run_ticks: 0,
+            wait_ticks: 0,
             used: registry.live_workers(),
             workers: vec![None; registry.max_workers()],
             stats: (0..registry.max_workers()).map(|_| None).collect(),
@@ -398,6 +439,109 @@ impl Sampler {
         slot.as_ref()?.1.read()
     }
 
+    /// Reads worker `i` and adds what it did since the last sample to `t`.
+    fn read_worker(&mut self, registry: &Registry, i: usize, f: &Frame, t: &mut Tally) {
+        let counters = &registry.counters;
+        let status = &counters.status[i];
+        let (state, since) = status.read();
+        let running = state == WorkerState::Running;
+        let in_task = running || state == WorkerState::Blocked;
+        t.busy += usize::from(in_task);
+        let current = if f.timed && in_task && since != 0 {
+            f.now_ticks.saturating_sub(since)
+        } else {
+            0
+        };
+        if current != 0 {
+            t.age += current;
+            t.aged += 1;
+        }
+        t.held += usize::from(f.timed && in_task && current > f.held_after);
+        let mut now = Reading {
+            cpu: status
+                .clock()
+                .and_then(|clock| Some((clock, clock.read()?))),
+            busy: counters.run_time[i].sum_ticks().wrapping_add(current),
+            running,
+            run_delay: None,
+            short: false,
+        };
+        // The scheduler statistics of running workers (within the
+        // budget): the time they could not run is not held against
+        // their tasks, and a thread runnable now is not asleep.
+        let (mut read, mut runnable) = (false, false);
+        if let (true, Some((clock, _))) = (running, now.cpu) {
+            if t.delay_reads < RUN_DELAY_READS {
+                t.delay_reads += 1;
+                read = true;
+                let sched = self.sched(i, clock);
+                now.run_delay = sched.map(|s| s.run_delay);
+                runnable = sched.is_some_and(|s| s.runnable);
+            }
+        }
+        let Some(prev) = self.workers[i] else {
+            self.workers[i] = Some(now);
+            return;
+        };
+        let in_tasks = if f.timed {
+            Calibration::to_duration(now.busy.wrapping_sub(prev.busy), f.ns_per_tick)
+        } else if in_task && prev.running {
+            f.elapsed
+        } else {
+            Duration::ZERO
+        };
+        let in_tasks = in_tasks.min(f.elapsed);
+        t.busy_time += in_tasks;
+        // CPU readings of the same thread at both samples (a slot's
+        // thread changes when a worker retires and another starts).
+        let cpu = match (now.cpu, prev.cpu) {
+            (Some((clock, cpu)), Some((was, before))) if clock == was => cpu.saturating_sub(before),
+            _ => {
+                self.workers[i] = Some(now);
+                return;
+            }
+        };
+        t.cpu_total += cpu;
+        t.have_cpu = true;
+        // Workers announced as blocked are counted apart; so are those
+        // mostly idle this interval.
+        if running && in_tasks * 2 >= f.elapsed {
+            let delay = now
+                .run_delay
+                .zip(prev.run_delay)
+                .map(|(a, b)| a.saturating_sub(b));
+            let able = in_tasks.saturating_sub(delay.unwrap_or_default());
+            match classify(in_tasks, cpu, delay.map(|d| (d, runnable))) {
+                // A thread runnable now may be in a wait not yet counted;
+                // it wants a CPU: its time counts as compute.
+                Use::Compute | Use::Starved => {
+                    t.share_cpu += if runnable { able } else { cpu };
+                    t.share_busy += able;
+                }
+                Use::Blocked => {
+                    t.stalled += 1;
+                    t.share_cpu += cpu;
+                    t.share_busy += able;
+                }
+                // No statistics on this platform: short of CPU twice in
+                // a row counts as blocked.
+                Use::Unsure if read && now.run_delay.is_none() => {
+                    now.short = true;
+                    if prev.short {
+                        t.stalled += 1;
+                    } else {
+                        t.unsure += 1;
+                    }
+                }
+                // First reading of its statistics: classified next time.
+                Use::Unsure if read => t.unsure += 1,
+                // Beyond the read budget: judged like the others.
+                Use::Unsure => t.unread += 1,
+            }
+        }
+        self.workers[i] = Some(now);
+    }
+
     fn observe(&mut self, registry: &Registry) -> Observation {
         let at = Instant::now();
         let now_ticks = ticks();
@@ -412,13 +556,16 @@ impl Sampler {
         // Run times are known only when tasks are timed into histograms;
         // otherwise "busy" is read from the worker states alone.
         let timed = registry.config.histograms;
-        let run_ticks = if timed {
-            counters.run_time[..self.used]
+        let sum = |hs: &[crossbeam_utils::CachePadded<crate::histogram::AtomicHistogram>]| {
+            hs[..self.used]
                 .iter()
                 .map(|h| h.sum_ticks())
                 .fold(0u64, u64::wrapping_add)
+        };
+        let (run_ticks, wait_ticks) = if timed {
+            (sum(&counters.run_time), sum(&counters.queue_wait))
         } else {
-            0
+            (0, 0)
         };
         if at.saturating_duration_since(self.process_anchor.0) >= LOAD_WINDOW {
             let cpu = process_cpu_time();
@@ -430,133 +577,34 @@ impl Sampler {
             }
             self.process_anchor = (at, cpu);
         }
-        let (mut busy, mut stalled, mut unsure, mut busy_time) = (0, 0, 0, Duration::ZERO);
         // Twice the mean run time of the tasks that finished since the last
         // sample, in ticks: a task running longer is held up.
         let held_after = match finished.saturating_sub(self.finished) {
             0 => u64::MAX,
             n => run_ticks.wrapping_sub(self.run_ticks) / n * 2,
         };
-        let mut held = 0;
-        let (mut cpu_total, mut have_cpu) = (Duration::ZERO, false);
-        let (mut share_cpu, mut share_busy) = (Duration::ZERO, Duration::ZERO);
-        let (mut age, mut aged) = (0u64, 0u32);
-        let mut delay_reads = 0;
+        let frame = Frame {
+            elapsed,
+            now_ticks,
+            held_after,
+            timed,
+            ns_per_tick,
+        };
         let (queued, blocked) = registry.queued_and_blocked();
-        // Workers short of CPU beyond the read budget.
-        let mut unread: usize = 0;
+        let mut t = Tally::default();
         for i in 0..live {
-            let status = &counters.status[i];
-            let (state, since) = status.read();
-            let running = state == WorkerState::Running;
-            let in_task = running || state == WorkerState::Blocked;
-            busy += usize::from(in_task);
-            let current = if timed && in_task && since != 0 {
-                now_ticks.saturating_sub(since)
-            } else {
-                0
-            };
-            if current != 0 {
-                age += current;
-                aged += 1;
-            }
-            held += usize::from(timed && in_task && current > held_after);
-            let mut now = Reading {
-                cpu: status
-                    .clock()
-                    .and_then(|clock| Some((clock, clock.read()?))),
-                busy: counters.run_time[i].sum_ticks().wrapping_add(current),
-                running,
-                run_delay: None,
-                short: false,
-            };
-            // The scheduler statistics of running workers (within the
-            // budget): the time they could not run is not held against
-            // their tasks, and a thread runnable now is not asleep.
-            let (mut read, mut runnable) = (false, false);
-            if let (true, Some((clock, _))) = (running, now.cpu) {
-                if delay_reads < RUN_DELAY_READS {
-                    delay_reads += 1;
-                    read = true;
-                    let sched = self.sched(i, clock);
-                    now.run_delay = sched.map(|s| s.run_delay);
-                    runnable = sched.is_some_and(|s| s.runnable);
-                }
-            }
-            let Some(prev) = self.workers[i] else {
-                self.workers[i] = Some(now);
-                continue;
-            };
-            let in_tasks = if timed {
-                to_time(now.busy.wrapping_sub(prev.busy))
-            } else if in_task && prev.running {
-                elapsed
-            } else {
-                Duration::ZERO
-            };
-            let in_tasks = in_tasks.min(elapsed);
-            busy_time += in_tasks;
-            // CPU readings of the same thread at both samples (a slot's
-            // thread changes when a worker retires and another starts).
-            let cpu = match (now.cpu, prev.cpu) {
-                (Some((clock, cpu)), Some((was, before))) if clock == was => {
-                    cpu.saturating_sub(before)
-                }
-                _ => {
-                    self.workers[i] = Some(now);
-                    continue;
-                }
-            };
-            cpu_total += cpu;
-            have_cpu = true;
-            // Workers announced as blocked are counted apart; so are those
-            // mostly idle this interval.
-            if running && in_tasks * 2 >= elapsed {
-                let delay = now
-                    .run_delay
-                    .zip(prev.run_delay)
-                    .map(|(a, b)| a.saturating_sub(b));
-                let able = in_tasks.saturating_sub(delay.unwrap_or_default());
-                match classify(in_tasks, cpu, delay.map(|d| (d, runnable))) {
-                    // A thread runnable now may be in a wait not yet counted;
-                    // it wants a CPU: its time counts as compute.
-                    Use::Compute | Use::Starved => {
-                        share_cpu += if runnable { able } else { cpu };
-                        share_busy += able;
-                    }
-                    Use::Blocked => {
-                        stalled += 1;
-                        share_cpu += cpu;
-                        share_busy += able;
-                    }
-                    // No statistics on this platform: short of CPU twice in
-                    // a row counts as blocked.
-                    Use::Unsure if read && now.run_delay.is_none() => {
-                        now.short = true;
-                        if prev.short {
-                            stalled += 1;
-                        } else {
-                            unsure += 1;
-                        }
-                    }
-                    // First reading of its statistics: classified next time.
-                    Use::Unsure if read => unsure += 1,
-                    // Beyond the read budget: judged like the others.
-                    Use::Unsure => unread += 1,
-                }
-            }
-            self.workers[i] = Some(now);
+            self.read_worker(registry, i, &frame, &mut t);
         }
         for slot in &mut self.workers[live..] {
             *slot = None;
         }
         // Those beyond the read budget are judged like the ones read.
-        let judged = stalled + unsure;
-        let extra = (unread * stalled).checked_div(judged).unwrap_or(0);
-        stalled += extra;
-        unsure += unread - extra;
-        let pool_load = (have_cpu && !elapsed.is_zero())
-            .then(|| cpu_total.as_secs_f64() / (elapsed.as_secs_f64() * self.cpus as f64));
+        let extra = (t.unread * t.stalled)
+            .checked_div(t.stalled + t.unsure)
+            .unwrap_or(0);
+        let (stalled, unsure) = (t.stalled + extra, t.unsure + t.unread - extra);
+        let pool_load = (t.have_cpu && !elapsed.is_zero())
+            .then(|| t.cpu_total.as_secs_f64() / (elapsed.as_secs_f64() * self.cpus as f64));
         let machine_load = match (pool_load, self.process_load) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -565,24 +613,28 @@ impl Sampler {
             elapsed,
             arrivals: counts.submitted.saturating_sub(self.submitted),
             started: counts.started.saturating_sub(self.started),
+            queue_wait: match counts.started.saturating_sub(self.started) {
+                0 => Duration::ZERO,
+                n => to_time(wait_ticks.wrapping_sub(self.wait_ticks) / n),
+            },
             finished: finished.saturating_sub(self.finished),
             run_time: to_time(run_ticks.wrapping_sub(self.run_ticks)),
-            running_age: if aged > 0 {
-                to_time(age / u64::from(aged))
+            running_age: if t.aged > 0 {
+                to_time(t.age / u64::from(t.aged))
             } else {
                 Duration::ZERO
             },
             machine_load,
-            task_cpu_share: (!share_busy.is_zero())
-                .then(|| share_cpu.as_secs_f64() / share_busy.as_secs_f64()),
+            task_cpu_share: (!t.share_busy.is_zero())
+                .then(|| t.share_cpu.as_secs_f64() / t.share_busy.as_secs_f64()),
             live,
-            busy,
+            busy: t.busy,
             mean_busy: if elapsed.is_zero() {
                 0.0
             } else {
-                busy_time.as_secs_f64() / elapsed.as_secs_f64()
+                t.busy_time.as_secs_f64() / elapsed.as_secs_f64()
             },
-            held,
+            held: t.held,
             blocked,
             stalled,
             unsure,
@@ -593,6 +645,7 @@ impl Sampler {
         self.started = counts.started;
         self.finished = finished;
         self.run_ticks = run_ticks;
+        self.wait_ticks = wait_ticks;
         obs
     }
 }
@@ -867,6 +920,22 @@ mod tests {
         // Asleep exactly half the time counts as blocked.
         assert_eq!(classify(us(1_000), us(250), asleep(250)), Use::Blocked);
         assert_eq!(classify(us(1_000), us(250), asleep(251)), Use::Starved);
+    }
+
+    #[test]
+    fn a_queue_wait_above_the_target_grows_the_pool() {
+        // 10 ms tasks at 200/s on 2 workers, 20 % CPU, one queued: the
+        // queue's term is half a worker and utilisation 0.75 is under the
+        // watermark, but the tasks that started waited 30 ms.
+        let mut o = ran(obs(2, 2, 1), 20, 10 * MS);
+        o.arrivals = 20;
+        o.mean_busy = 1.5;
+        o.machine_load = Some(0.3);
+        o.task_cpu_share = Some(0.2);
+        assert_eq!(decide_now(&o), Decision::Stay);
+        o.queue_wait = 30 * MS;
+        // λ·W ÷ 0.7 = 2.86, + the queue's 0.5: 4 workers.
+        assert_eq!(decide_now(&o), Decision::Grow(4, ResizeReason::Load));
     }
 
     #[test]
