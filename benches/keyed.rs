@@ -118,10 +118,12 @@ fn keyed_tiny(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new(format!("ebbtide_{dist}"), n), |b| {
             b.iter(|| {
                 for &k in keys.iter() {
-                    ebb.execute_keyed(&k, move || {
-                        counts[k as usize].fetch_add(1, Ordering::Relaxed);
-                    })
-                    .unwrap();
+                    ebb.task()
+                        .key(&k)
+                        .execute(move || {
+                            counts[k as usize].fetch_add(1, Ordering::Relaxed);
+                        })
+                        .unwrap();
                 }
                 ebb.wait_idle();
             })
@@ -180,7 +182,7 @@ fn keyed_skew_cpu(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("ebbtide", n), |b| {
         b.iter(|| {
             for &k in &keys {
-                ebb.execute_keyed(&k, move || spin(work)).unwrap();
+                ebb.task().key(&k).execute(move || spin(work)).unwrap();
             }
             ebb.wait_idle();
         })

@@ -84,10 +84,10 @@ fn tokio_blocking_runtime(cpus: usize) -> tokio::runtime::Runtime {
 
 /// What one run measured: makespan, peak extra threads, and (elastic
 /// ebbtide) the pool's resizes.
-type Run = (Duration, usize, Vec<ebbtide::ResizeEvent>);
+type Run = (Duration, usize, Vec<ebbtide::metrics::ResizeEvent>);
 
 /// Prints an elastic run's workers over time, one row per resize.
-fn timeline(title: &str, events: &[ebbtide::ResizeEvent]) {
+fn timeline(title: &str, events: &[ebbtide::metrics::ResizeEvent]) {
     if events.is_empty() {
         return;
     }
@@ -211,7 +211,7 @@ struct Bursts {
     /// Mean over the bursts of first submission → last completion.
     makespan: Duration,
     peak: usize,
-    history: Vec<ebbtide::ResizeEvent>,
+    history: Vec<ebbtide::metrics::ResizeEvent>,
 }
 
 /// Per task: its burst, its submit-to-done latency, when it finished.

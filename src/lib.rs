@@ -47,48 +47,37 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-mod breaker;
-mod builder;
-mod cancel;
-mod clock;
-mod cpu;
+// Layers, top to bottom (each imports only from layers below it; see
+// `design/architecture.md`):
+//   public face   pool
+//   features      forkjoin, control, scaling
+//   core          sched
+//   leaves        keyed (shard type), task, metrics, error, loom
+mod control;
 mod error;
-mod group;
-mod handle;
-mod histogram;
-mod job;
-mod join;
+mod forkjoin;
 mod keyed;
-mod latch;
 mod loom;
-mod metrics;
+pub mod metrics;
 mod pool;
-mod queue;
-mod registry;
 mod scaling;
-mod scope;
-mod shard;
-mod sleep;
-mod watchdog;
-mod worker;
+mod sched;
+mod task;
 
-pub use breaker::{BreakerClock, BreakerConfig, BreakerState};
-pub use builder::{
-    Backpressure, Builder, TaskPanic, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_SHARDS,
-    MAX_WORKERS,
-};
-pub use cancel::{CancelToken, TaskContext, TaskOptions};
+pub use control::group::{GroupError, TaskGroup};
+pub use control::pause::PauseGuard;
 pub use error::{BuildError, SubmitError, TaskError};
-pub use group::{GroupError, TaskGroup};
-pub use handle::JoinHandle;
-pub use histogram::Histogram;
-pub use join::join;
-pub use keyed::Keyed;
-pub use metrics::{Counts, LockContention, Metrics, PoolDump, WorkerDump, WorkerState};
-pub use pool::{PauseGuard, Pool, PoolHandle, ShutdownReport};
-pub use scaling::{block_in_place, Observation, ResizeEvent, ResizeReason};
-pub use scope::{Scope, ScopedJoinHandle};
-pub use watchdog::StallReport;
+pub use forkjoin::join::join;
+pub use forkjoin::scope::{Scope, ScopedJoinHandle};
+pub use pool::{
+    Builder, Keyed, Pool, PoolHandle, TaskBuilder, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY,
+    MAX_SHARDS, MAX_WORKERS,
+};
+pub use scaling::block_in_place;
+pub use sched::breaker::{BreakerClock, BreakerConfig};
+pub use sched::config::{Backpressure, TaskPanic};
+pub use sched::ShutdownReport;
+pub use task::{CancelToken, JoinHandle, TaskContext};
 
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -11,7 +11,7 @@
 
 use crate::loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use crate::loom::sync::{Arc, Condvar, Mutex};
-use crate::registry::Registry;
+use crate::sched::Registry;
 use crate::{Backpressure, Pool, SubmitError, TaskError};
 
 /// Runs a model with a preemption bound: 3 for one-worker models, 2 for

@@ -133,7 +133,7 @@ fn block_waits_for_room_and_then_everything_runs() {
     pool.execute(move || ()).unwrap();
     pool.execute(move || ()).unwrap();
     // try_* never blocks, whatever the policy.
-    assert!(pool.try_execute(|| ()).unwrap_err().is_full());
+    assert!(pool.task().try_execute(|| ()).unwrap_err().is_full());
     let task = log.task("C");
     std::thread::scope(|s| {
         let blocked = s.spawn(|| {
@@ -154,21 +154,27 @@ fn block_waits_for_room_and_then_everything_runs() {
 }
 
 #[test]
-fn execute_timeout_gives_up_on_a_full_queue() {
+fn wait_for_room_gives_up_on_a_full_queue() {
     let (pool, gate) = full_pool(Backpressure::Block);
     pool.execute(|| ()).unwrap();
     pool.execute(|| ()).unwrap();
     let err = pool
-        .execute_timeout(|| (), Duration::from_millis(20))
+        .task()
+        .wait_for_room(Duration::from_millis(20))
+        .execute(|| ())
         .unwrap_err();
     assert!(err.is_timeout());
     let err = pool
-        .spawn_timeout(|| 1, Duration::from_millis(1))
+        .task()
+        .wait_for_room(Duration::from_millis(1))
+        .spawn(|| 1)
         .unwrap_err();
     assert!(matches!(err, SubmitError::Timeout(_)));
     gate.open();
     assert_eq!(
-        pool.spawn_timeout(|| 2, Duration::from_secs(300))
+        pool.task()
+            .wait_for_room(Duration::from_secs(300))
+            .spawn(|| 2)
             .unwrap()
             .join(),
         Ok(2)

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{assert_identity, block_workers, quiet_expected_panics, Arrivals, MARK};
-use ebbtide::{BreakerConfig, BreakerState, CancelToken, GroupError, Pool, TaskError, TaskOptions};
+use ebbtide::{metrics::BreakerState, BreakerConfig, CancelToken, GroupError, Pool, TaskError};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,23 +15,23 @@ use std::time::{Duration, Instant};
 #[test]
 fn the_100_ms_scenario_exactly_the_slow_tenth_times_out() {
     let pool = Pool::builder().workers(10).build().unwrap();
-    let opts = TaskOptions::new()
-        .timeout(Duration::from_millis(100))
-        .start_at_run();
     let handles: Vec<_> = (0..1_000)
         .map(|i| {
-            pool.spawn_with(opts.clone(), move |cx| {
-                if i % 10 == 0 {
-                    // Would run 300 ms; checks its context as it goes.
-                    let start = Instant::now();
-                    while start.elapsed() < Duration::from_millis(300) {
-                        cx.check()?;
-                        std::thread::sleep(Duration::from_millis(1));
+            pool.task()
+                .timeout(Duration::from_millis(100))
+                .start_at_run()
+                .spawn_with(move |cx| {
+                    if i % 10 == 0 {
+                        // Would run 300 ms; checks its context as it goes.
+                        let start = Instant::now();
+                        while start.elapsed() < Duration::from_millis(300) {
+                            cx.check()?;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
                     }
-                }
-                Ok(i)
-            })
-            .unwrap()
+                    Ok(i)
+                })
+                .unwrap()
         })
         .collect();
     let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
@@ -55,7 +55,9 @@ fn a_task_whose_deadline_passes_in_the_queue_never_starts() {
     let s = started.clone();
     // The deadline has already passed when the blocked worker gets to it.
     let h = pool
-        .spawn_with(TaskOptions::new().deadline(Instant::now()), move |_| {
+        .task()
+        .deadline(Instant::now())
+        .spawn_with(move |_| {
             s.fetch_add(1, SeqCst);
             Ok(())
         })
@@ -72,18 +74,16 @@ fn a_task_whose_deadline_passes_in_the_queue_never_starts() {
 fn a_value_returned_after_the_deadline_is_delivered_and_counted_late() {
     let pool = Pool::builder().workers(1).build().unwrap();
     let h = pool
-        .spawn_with(
-            TaskOptions::new()
-                .timeout(Duration::from_millis(5))
-                .start_at_run(),
-            |cx| {
-                while !cx.is_cancelled() {
-                    std::thread::yield_now();
-                }
-                assert_eq!(cx.remaining(), Some(Duration::ZERO));
-                Ok("late but delivered")
-            },
-        )
+        .task()
+        .timeout(Duration::from_millis(5))
+        .start_at_run()
+        .spawn_with(|cx| {
+            while !cx.is_cancelled() {
+                std::thread::yield_now();
+            }
+            assert_eq!(cx.remaining(), Some(Duration::ZERO));
+            Ok("late but delivered")
+        })
         .unwrap();
     assert_eq!(h.join(), Ok("late but delivered"));
     pool.wait_idle();
@@ -108,7 +108,9 @@ fn cancel_before_start_never_runs_and_cancel_while_running_is_observed() {
     let started = Arrivals::new();
     let st = started.clone();
     let running = pool
-        .spawn_with(TaskOptions::new().name("looper"), move |cx| {
+        .task()
+        .name("looper")
+        .spawn_with(move |cx| {
             assert_eq!(cx.name(), Some("looper"));
             st.arrive();
             while !cx.is_cancelled() {
@@ -140,7 +142,9 @@ fn cancelling_a_parent_token_cancels_its_children_and_shutdown_now_cancels_runni
     let started = Arrivals::new();
     let st = started.clone();
     let h = pool
-        .spawn_with(TaskOptions::new().cancel_token(&token), move |cx| {
+        .task()
+        .cancel_token(&token)
+        .spawn_with(move |cx| {
             st.arrive();
             while !cx.is_cancelled() {
                 std::thread::yield_now();
@@ -155,7 +159,8 @@ fn cancelling_a_parent_token_cancels_its_children_and_shutdown_now_cancels_runni
     let started = Arrivals::new();
     let st = started.clone();
     let h = pool
-        .spawn_with(TaskOptions::new(), move |cx| {
+        .task()
+        .spawn_with(move |cx| {
             st.arrive();
             while !cx.is_cancelled() {
                 std::thread::yield_now();
@@ -269,10 +274,12 @@ fn pause_holds_exactly_the_queued_tasks_and_resume_runs_them() {
             })
             .unwrap();
         } else {
-            pool.execute_keyed(&i, move || {
-                r.fetch_add(1, SeqCst);
-            })
-            .unwrap();
+            pool.task()
+                .key(&i)
+                .execute(move || {
+                    r.fetch_add(1, SeqCst);
+                })
+                .unwrap();
         }
     }
     // Work running tasks wait for still runs while paused: an install
@@ -398,7 +405,9 @@ fn the_identity_holds_with_timeouts_and_cancellations() {
     let gate = block_workers(&pool, 1);
     let a = pool.spawn(|| ()).unwrap();
     let _b = pool
-        .spawn_with(TaskOptions::new().deadline(Instant::now()), |_| Ok(()))
+        .task()
+        .deadline(Instant::now())
+        .spawn_with(|_| Ok(()))
         .unwrap();
     assert!(a.cancel());
     gate.open();

@@ -90,21 +90,25 @@ fn other_keys_progress_while_a_hot_key_is_stuck() {
     let gate = Gate::new();
     let started = Arrivals::new();
     let (g, st) = (gate.clone(), started.clone());
-    pool.execute_keyed(&hot, move || {
-        st.arrive();
-        g.wait();
-    })
-    .unwrap();
+    pool.task()
+        .key(&hot)
+        .execute(move || {
+            st.arrive();
+            g.wait();
+        })
+        .unwrap();
     started.wait_for(1);
     // Half the load on the hot key, the other half on keys of other shards
     // (among them shards whose home is the stuck worker).
     let hot_ran = Arc::new(AtomicUsize::new(0));
     for _ in 0..5_000 {
         let h = hot_ran.clone();
-        pool.execute_keyed(&hot, move || {
-            h.fetch_add(1, SeqCst);
-        })
-        .unwrap();
+        pool.task()
+            .key(&hot)
+            .execute(move || {
+                h.fetch_add(1, SeqCst);
+            })
+            .unwrap();
     }
     let done = Arrivals::new();
     let mut others = 0;
@@ -114,7 +118,7 @@ fn other_keys_progress_while_a_hot_key_is_stuck() {
         }
         others += 1;
         let d = done.clone();
-        pool.execute_keyed(&key, move || d.arrive()).unwrap();
+        pool.task().key(&key).execute(move || d.arrive()).unwrap();
         if others == 5_000 {
             break;
         }
@@ -137,14 +141,16 @@ fn a_panic_in_a_keyed_task_is_isolated() {
     for i in 0..10 {
         let order = order.clone();
         handles.push(
-            pool.spawn_keyed(&"k", move || {
-                if i == 3 {
-                    panic!("{MARK} {i}");
-                }
-                order.lock().unwrap().push(i);
-                i
-            })
-            .unwrap(),
+            pool.task()
+                .key(&"k")
+                .spawn(move || {
+                    if i == 3 {
+                        panic!("{MARK} {i}");
+                    }
+                    order.lock().unwrap().push(i);
+                    i
+                })
+                .unwrap(),
         );
     }
     let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
@@ -168,11 +174,13 @@ fn keyed_tasks_count_towards_capacity_and_shutdown_accounting() {
     let gate = Gate::new();
     let started = Arrivals::new();
     let (g, st) = (gate.clone(), started.clone());
-    pool.execute_keyed(&"a", move || {
-        st.arrive();
-        g.wait();
-    })
-    .unwrap();
+    pool.task()
+        .key(&"a")
+        .execute(move || {
+            st.arrive();
+            g.wait();
+        })
+        .unwrap();
     started.wait_for(1);
     let ran = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
@@ -180,12 +188,14 @@ fn keyed_tasks_count_towards_capacity_and_shutdown_accounting() {
         let r = ran.clone();
         let key = if i < 10 { 0 } else { i };
         handles.push(
-            pool.spawn_keyed(&key, move || r.fetch_add(1, SeqCst))
+            pool.task()
+                .key(&key)
+                .spawn(move || r.fetch_add(1, SeqCst))
                 .unwrap(),
         );
     }
     // The queue is full of keyed tasks.
-    assert!(pool.execute_keyed(&"b", || ()).unwrap_err().is_full());
+    assert!(pool.task().key(&"b").execute(|| ()).unwrap_err().is_full());
     let m = pool.metrics();
     assert_eq!((m.queued, m.keyed_queued), (30, 30));
     let report = pool.shutdown_now();
@@ -205,7 +215,12 @@ fn keyed_tasks_count_towards_capacity_and_shutdown_accounting() {
         (32, 1, 30, 1)
     );
     assert_eq!(ran.load(SeqCst), 0);
-    assert!(pool.execute_keyed(&"a", || ()).unwrap_err().is_shut_down());
+    assert!(pool
+        .task()
+        .key(&"a")
+        .execute(|| ())
+        .unwrap_err()
+        .is_shut_down());
 }
 
 #[test]
@@ -214,7 +229,9 @@ fn shutdown_drains_keyed_tasks_in_order() {
     let order = Arc::new(Mutex::new(Vec::new()));
     for i in 0..1_000 {
         let order = order.clone();
-        pool.execute_keyed(&(i % 3), move || order.lock().unwrap().push(i))
+        pool.task()
+            .key(&(i % 3))
+            .execute(move || order.lock().unwrap().push(i))
             .unwrap();
     }
     let report = pool.shutdown();
@@ -235,8 +252,10 @@ fn waiting_on_a_later_task_of_the_own_shard_is_refused() {
     let pool = Pool::builder().workers(2).build().unwrap();
     let handle = pool.handle();
     let outcome = pool
-        .spawn_keyed(&"same", move || {
-            let later = handle.spawn_keyed(&"same", || 1).unwrap();
+        .task()
+        .key(&"same")
+        .spawn(move || {
+            let later = handle.task().key(&"same").spawn(|| 1).unwrap();
             later.join()
         })
         .unwrap()
@@ -253,7 +272,7 @@ fn waiting_on_a_later_task_of_the_own_shard_is_refused() {
     let st = pool.keyed_state(|_| ());
     let outcome = st
         .spawn(&"k", move |_| {
-            h.spawn_keyed(&"k", || ()).unwrap().join_blocking()
+            h.task().key(&"k").spawn(|| ()).unwrap().join_blocking()
         })
         .unwrap()
         .join()
@@ -272,20 +291,26 @@ fn a_waiting_keyed_task_helps_but_never_with_its_own_shard() {
     let handle = pool.handle();
     let log = Arc::new(Mutex::new(Vec::new()));
     let l = log.clone();
-    pool.execute_keyed(&"one", move || {
-        l.lock().unwrap().push("one: A starts");
-        let l2 = l.clone();
-        handle
-            .execute_keyed(&"one", move || l2.lock().unwrap().push("one: B"))
-            .unwrap();
-        let l3 = l.clone();
-        let other = handle
-            .spawn_keyed(&two, move || l3.lock().unwrap().push("two: C"))
-            .unwrap();
-        other.join().unwrap();
-        l.lock().unwrap().push("one: A ends");
-    })
-    .unwrap();
+    pool.task()
+        .key(&"one")
+        .execute(move || {
+            l.lock().unwrap().push("one: A starts");
+            let l2 = l.clone();
+            handle
+                .task()
+                .key(&"one")
+                .execute(move || l2.lock().unwrap().push("one: B"))
+                .unwrap();
+            let l3 = l.clone();
+            let other = handle
+                .task()
+                .key(&two)
+                .spawn(move || l3.lock().unwrap().push("two: C"))
+                .unwrap();
+            other.join().unwrap();
+            l.lock().unwrap().push("one: A ends");
+        })
+        .unwrap();
     pool.wait_idle();
     assert_eq!(
         *log.lock().unwrap(),
@@ -345,10 +370,10 @@ fn caller_runs_does_not_run_keyed_tasks_on_the_caller() {
     let threads = Arc::new(Mutex::new(Vec::new()));
     for _ in 0..200 {
         let t = threads.clone();
-        pool.execute_keyed(&"k", move || {
-            t.lock().unwrap().push(std::thread::current().id())
-        })
-        .unwrap();
+        pool.task()
+            .key(&"k")
+            .execute(move || t.lock().unwrap().push(std::thread::current().id()))
+            .unwrap();
     }
     pool.wait_idle();
     let threads = threads.lock().unwrap();

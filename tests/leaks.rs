@@ -86,7 +86,7 @@ fn every_thread_is_joined_and_every_closure_dropped_exactly_once() {
                 let _t = t;
                 r.fetch_add(1, SeqCst);
             };
-            match pool.try_execute(task) {
+            match pool.task().try_execute(task) {
                 Ok(()) => {}
                 Err(e) => drop(e.into_inner()),
             }

@@ -6,7 +6,10 @@
 mod common;
 
 use common::{assert_identity, block_workers, quiet_expected_panics, Gate, MARK};
-use ebbtide::{Backpressure, Pool, StallReport, WorkerState};
+use ebbtide::{
+    metrics::{StallReport, WorkerState},
+    Backpressure, Pool,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
@@ -325,11 +328,13 @@ fn the_dump_names_a_stuck_task() {
     let gate = Gate::new();
     let started = common::Arrivals::new();
     let (g, st) = (gate.clone(), started.clone());
-    pool.execute_keyed(&"stuck-key", move || {
-        st.arrive();
-        g.wait();
-    })
-    .unwrap();
+    pool.task()
+        .key(&"stuck-key")
+        .execute(move || {
+            st.arrive();
+            g.wait();
+        })
+        .unwrap();
     started.wait_for(1);
     let dump = pool.dump();
     let stuck: Vec<_> = dump
@@ -371,7 +376,9 @@ fn the_watchdog_reports_a_stuck_task_once_and_never_fast_ones() {
     let gate = Gate::new();
     let g = gate.clone();
     let stuck = pool
-        .spawn_with(ebbtide::TaskOptions::new().name("slow-query"), move |_| {
+        .task()
+        .name("slow-query")
+        .spawn_with(move |_| {
             g.wait();
             Ok(())
         })

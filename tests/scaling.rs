@@ -8,7 +8,7 @@
 mod common;
 
 use common::{until, Gate};
-use ebbtide::{block_in_place, Pool, ResizeReason};
+use ebbtide::{block_in_place, metrics::ResizeReason, Pool};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -205,10 +205,12 @@ fn retirement_loses_no_task() {
                 // ...and each task submits one more from inside: it lands on
                 // the worker's own deque, which retirement must hand over.
                 let r = runs.clone();
-                h.execute_keyed(&(id % 7), move || {
-                    r[id + 1].fetch_add(1, SeqCst);
-                })
-                .unwrap();
+                h.task()
+                    .key(&(id % 7))
+                    .execute(move || {
+                        r[id + 1].fetch_add(1, SeqCst);
+                    })
+                    .unwrap();
             })
             .unwrap();
         }

@@ -9,7 +9,8 @@
 //! against submit, join latches).
 //!
 //! Both implementations expose one API: `Mutex::lock` returns a guard (no
-//! poisoning) and `Condvar::wait` takes `&mut guard`.
+//! poisoning) and `Condvar::wait` takes `&mut guard`. The shim depends on
+//! nothing of the pool's (lock statistics wrap it from `metrics`).
 
 #[cfg(not(loom))]
 mod real;
@@ -20,19 +21,3 @@ pub(crate) use real::*;
 mod model;
 #[cfg(loom)]
 pub(crate) use model::*;
-
-impl<T> sync::Mutex<T> {
-    /// Locks, counting the acquisition in `stat` if it found the lock held:
-    /// the uncontended path is one `try_lock`; only the slow path is timed.
-    #[inline]
-    pub(crate) fn lock_counted(&self, stat: &crate::metrics::LockStat) -> sync::MutexGuard<'_, T> {
-        if let Some(guard) = self.try_lock() {
-            return guard;
-        }
-        stat.contended();
-        let start = crate::clock::ticks();
-        let guard = self.lock();
-        stat.waited(crate::clock::ticks().saturating_sub(start));
-        guard
-    }
-}

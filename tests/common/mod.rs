@@ -1,8 +1,35 @@
 //! Synchronisation helpers for the tests: latches and gates, no sleeps.
+//! Every wait here has a deadline ([`PATIENCE`]): a test whose condition
+//! never comes fails with a message instead of hanging.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
+
+/// How long any helper waits before it fails the test: far beyond what a
+/// passing test needs on a loaded 2-core machine, far below CI's limit.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Waits on `cv` until `done(&state)` or [`PATIENCE`] passed; panics with
+/// `what` then.
+fn wait_on<'a, T>(
+    cv: &Condvar,
+    mut guard: MutexGuard<'a, T>,
+    what: &str,
+    mut done: impl FnMut(&T) -> bool,
+) -> MutexGuard<'a, T> {
+    let deadline = Instant::now() + PATIENCE;
+    while !done(&guard) {
+        let now = Instant::now();
+        assert!(
+            now < deadline,
+            "gave up after {PATIENCE:?} waiting for {what}"
+        );
+        guard = cv.wait_timeout(guard, deadline - now).unwrap().0;
+    }
+    guard
+}
 
 /// The marker expected test panics carry; [`quiet_expected_panics`] keeps
 /// them out of the test output.
@@ -40,10 +67,8 @@ impl Gate {
         self.0 .1.notify_all();
     }
     pub fn wait(&self) {
-        let mut open = self.0 .0.lock().unwrap();
-        while !*open {
-            open = self.0 .1.wait(open).unwrap();
-        }
+        let open = self.0 .0.lock().unwrap();
+        drop(wait_on(&self.0 .1, open, "a gate to open", |o| *o));
     }
 }
 
@@ -60,34 +85,58 @@ impl Arrivals {
         self.0 .1.notify_all();
     }
     pub fn wait_for(&self, n: usize) {
-        let mut count = self.0 .0.lock().unwrap();
-        while *count < n {
-            count = self.0 .1.wait(count).unwrap();
-        }
+        let count = self.0 .0.lock().unwrap();
+        drop(wait_on(&self.0 .1, count, &format!("{n} arrivals"), |c| {
+            *c >= n
+        }));
+    }
+}
+
+/// What the helpers submit through: a `Pool` or a `PoolHandle`.
+pub trait Submit {
+    fn submit(&self, f: impl FnOnce() + Send + 'static);
+}
+
+impl Submit for ebbtide::Pool {
+    fn submit(&self, f: impl FnOnce() + Send + 'static) {
+        self.execute(f)
+            .unwrap_or_else(|_| panic!("helper task not accepted"));
+    }
+}
+
+impl Submit for ebbtide::PoolHandle {
+    fn submit(&self, f: impl FnOnce() + Send + 'static) {
+        self.execute(f)
+            .unwrap_or_else(|_| panic!("helper task not accepted"));
     }
 }
 
 /// Occupies `n` workers of `pool` with tasks that wait at the returned gate;
 /// returns once all `n` are running.
-pub fn block_workers(pool: &ebbtide::PoolHandle, n: usize) -> Gate {
+pub fn block_workers(pool: &impl Submit, n: usize) -> Gate {
     let gate = Gate::new();
     let started = Arrivals::new();
     for _ in 0..n {
         let (gate, started) = (gate.clone(), started.clone());
-        pool.execute(move || {
+        pool.submit(move || {
             started.arrive();
             gate.wait();
-        })
-        .unwrap_or_else(|_| panic!("blocker not accepted"));
+        });
     }
     started.wait_for(n);
     gate
 }
 
 /// Spins (yielding) until `cond` holds: for states the test cannot be
-/// notified of, such as "a thread is blocked inside the pool".
+/// notified of, such as "a thread is blocked inside the pool". Panics after
+/// [`PATIENCE`].
 pub fn until(mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
     while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {PATIENCE:?} waiting for a condition"
+        );
         std::thread::yield_now();
     }
 }
@@ -104,7 +153,7 @@ impl Drop for DropCounter {
 /// Asserts the accounting identity of a snapshot:
 /// `submitted = completed + panicked + rejected + dropped + abandoned +
 /// timed_out + cancelled + running + queued`.
-pub fn assert_identity(m: &ebbtide::Metrics) {
+pub fn assert_identity(m: &ebbtide::metrics::Metrics) {
     let c = &m.counts;
     assert_eq!(
         c.submitted,

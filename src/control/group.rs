@@ -1,0 +1,279 @@
+//! Task groups: the errgroup of this pool.
+
+use crate::error::{SubmitError, TaskError};
+use crate::loom::sync::Arc as LoomArc;
+use crate::sched::{Registry, Wait};
+use crate::task::cancel::{CancelToken, ContextTask, Deadline, TaskContext, WithCx};
+use crate::task::{JoinHandle, Slot, TaskSlot};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Why a task of a group produced no value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupError<E> {
+    /// The task returned this error.
+    Failed(E),
+    /// The task did not return: it panicked, was cancelled (by the group's
+    /// fail-fast, its token, or shutdown), timed out, or was refused by the
+    /// pool (`Abandoned` after shutdown, `Dropped` when the queue was full).
+    Task(TaskError),
+}
+
+impl<E: fmt::Display> fmt::Display for GroupError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GroupError::Failed(e) => write!(f, "group task failed: {e}"),
+            GroupError::Task(e) => write!(f, "group task did not finish: {e}"),
+        }
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for GroupError<E> {}
+
+type Pending = Box<dyn FnOnce() + Send>;
+
+struct Gate {
+    in_pool: usize,
+    waiting: VecDeque<Pending>,
+}
+
+struct Shared {
+    pool: LoomArc<Registry>,
+    token: CancelToken,
+    fail_fast: bool,
+    limit: usize,
+    /// Index of the first task to fail (by time), or `usize::MAX`.
+    first_error: AtomicUsize,
+    gate: Mutex<Gate>,
+}
+
+impl Shared {
+    fn fail(&self, index: usize) {
+        // Relaxed: read after every task finished (joined), which orders it.
+        let _ = self.first_error.compare_exchange(
+            usize::MAX,
+            index,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        if self.fail_fast {
+            self.token.cancel();
+        }
+    }
+
+    /// Admits a task: submits it now if fewer than `limit` are in the pool,
+    /// else keeps it in the group until one finishes.
+    fn admit(self: &Arc<Self>, submit: Pending) {
+        let mut gate = self.gate.lock();
+        if gate.in_pool < self.limit {
+            gate.in_pool += 1;
+            drop(gate);
+            submit();
+        } else {
+            gate.waiting.push_back(submit);
+        }
+    }
+
+    /// A task left the pool (however it ended): submit the next waiting.
+    fn release(&self) {
+        let next = {
+            let mut gate = self.gate.lock();
+            match gate.waiting.pop_front() {
+                Some(next) => Some(next),
+                None => {
+                    gate.in_pool -= 1;
+                    None
+                }
+            }
+        };
+        if let Some(next) = next {
+            next();
+        }
+    }
+}
+
+/// Released when a group task's closure is consumed or dropped, i.e. when
+/// the task ran, was refused or was discarded: exactly once either way.
+struct Ticket(Arc<Shared>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// A group of tasks waited for together, from [`PoolHandle::group`].
+///
+/// * Fail-fast (the default): the first task to return an error or panic
+///   cancels the group's token; tasks not started yet never run (their
+///   result is `Cancelled`), running ones see `cx.is_cancelled()`.
+///   [`wait`](Self::wait) returns that first error. Turn it off with
+///   [`fail_fast(false)`](Self::fail_fast) to run everything.
+/// * [`wait_all`](Self::wait_all) returns every task's result, in
+///   submission order.
+/// * [`limit(n)`](Self::limit): at most `n` of the group's tasks are in the
+///   pool at once; the rest wait in the group, not in the pool's queue.
+/// * Groups nest: [`group`](Self::group) makes a group whose token is a
+///   child of this one's.
+///
+/// ```
+/// let pool = ebbtide::Pool::builder().workers(2).build()?;
+/// let mut group = pool.group::<u32, String>().limit(2);
+/// for i in 1..=5u32 {
+///     group.spawn(move |_cx| if i == 9 { Err("nine".to_string()) } else { Ok(i * i) });
+/// }
+/// assert_eq!(group.wait(), Ok(vec![1, 4, 9, 16, 25]));
+/// # Ok::<(), ebbtide::BuildError>(())
+/// ```
+pub struct TaskGroup<T, E> {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<Result<T, E>>>,
+}
+
+impl<T, E> fmt::Debug for TaskGroup<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskGroup")
+            .field("tasks", &self.handles.len())
+            .field("fail_fast", &self.shared.fail_fast)
+            .field("cancelled", &self.shared.token.is_cancelled())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
+    pub(crate) fn new(pool: LoomArc<Registry>, token: CancelToken) -> Self {
+        TaskGroup {
+            shared: Arc::new(Shared {
+                pool,
+                token,
+                fail_fast: true,
+                limit: usize::MAX,
+                first_error: AtomicUsize::new(usize::MAX),
+                gate: Mutex::new(Gate {
+                    in_pool: 0,
+                    waiting: VecDeque::new(),
+                }),
+            }),
+            handles: Vec::new(),
+        }
+    }
+
+    fn configure(mut self, f: impl FnOnce(&mut Shared)) -> Self {
+        let shared = Arc::get_mut(&mut self.shared).expect("configure before spawning");
+        f(shared);
+        self
+    }
+
+    /// At most `n` (at least 1) of the group's tasks in the pool at once.
+    ///
+    /// # Panics
+    /// If called after the first `spawn`.
+    pub fn limit(self, n: usize) -> Self {
+        self.configure(|s| s.limit = n.max(1))
+    }
+
+    /// Whether the first error cancels the rest (default `true`).
+    ///
+    /// # Panics
+    /// If called after the first `spawn`.
+    pub fn fail_fast(self, on: bool) -> Self {
+        self.configure(|s| s.fail_fast = on)
+    }
+
+    /// The group's cancellation token (cancel it to cancel the group).
+    pub fn token(&self) -> &CancelToken {
+        &self.shared.token
+    }
+
+    /// A nested group on the same pool, cancelled when this one is.
+    pub fn group<T2: Send + 'static, E2: Send + 'static>(&self) -> TaskGroup<T2, E2> {
+        TaskGroup::new(LoomArc::clone(&self.shared.pool), self.shared.token.child())
+    }
+
+    /// Adds a task. It runs with a [`TaskContext`] whose token is a child
+    /// of the group's. A task the pool refuses (after shutdown, or a full
+    /// queue under `Reject`/`DropNewest`) ends as `Task(Abandoned)` or
+    /// `Task(Dropped)`.
+    pub fn spawn<F>(&mut self, f: F)
+    where
+        F: FnOnce(&TaskContext) -> Result<T, E> + Send + 'static,
+    {
+        let index = self.handles.len();
+        let slot: LoomArc<TaskSlot<Result<T, E>>> =
+            LoomArc::new(Slot::with_token(self.shared.token.child()));
+        self.handles.push(JoinHandle::new(LoomArc::clone(&slot)));
+        let shared = Arc::clone(&self.shared);
+        let submit: Pending = Box::new(move || {
+            let ticket = Ticket(Arc::clone(&shared));
+            let owner = Arc::clone(&shared);
+            let body = move |cx: &TaskContext| -> Result<Result<T, E>, TaskError> {
+                let _ticket = ticket;
+                match panic::catch_unwind(AssertUnwindSafe(|| f(cx))) {
+                    Ok(Ok(v)) => Ok(Ok(v)),
+                    Ok(Err(e)) => {
+                        owner.fail(index);
+                        Ok(Err(e))
+                    }
+                    Err(payload) => {
+                        owner.fail(index);
+                        panic::resume_unwind(payload)
+                    }
+                }
+            };
+            let task = ContextTask {
+                f: WithCx(body),
+                slot: LoomArc::clone(&slot),
+                deadline: Deadline::None,
+                name: None,
+            };
+            if let Err(refused) = shared.pool.submit(task, Wait::Policy, None) {
+                let why = match refused {
+                    SubmitError::ShutDown(_) => TaskError::Abandoned,
+                    _ => TaskError::Dropped,
+                };
+                // Dropping the task drops its ticket: the next one goes.
+                drop(refused);
+                slot.complete(Err(why));
+            }
+        });
+        self.shared.admit(submit);
+    }
+
+    /// Waits for every task and returns their values in submission order,
+    /// or the first error (by time) — in a fail-fast group, the error that
+    /// cancelled the rest. On a worker thread it helps while it waits.
+    ///
+    /// # Errors
+    /// The first task's error (`Failed`) or failure to finish (`Task`).
+    pub fn wait(self) -> Result<Vec<T>, GroupError<E>> {
+        let first = Arc::clone(&self.shared);
+        let mut results = self.join_all();
+        match first.first_error.load(Ordering::Relaxed) {
+            usize::MAX => results.into_iter().collect(),
+            index => Err(results
+                .swap_remove(index)
+                .err()
+                .expect("the first error is an error")),
+        }
+    }
+
+    /// Waits for every task and returns every result, in submission order.
+    pub fn wait_all(self) -> Vec<Result<T, GroupError<E>>> {
+        self.join_all()
+    }
+
+    fn join_all(self) -> Vec<Result<T, GroupError<E>>> {
+        self.handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(GroupError::Failed(e)),
+                Err(e) => Err(GroupError::Task(e)),
+            })
+            .collect()
+    }
+}

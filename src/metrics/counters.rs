@@ -1,0 +1,176 @@
+//! Per-thread counters: cache-padded slots, a single writer each.
+
+use super::histogram::AtomicHistogram;
+use super::locks::LockStats;
+use super::status::WorkerStatus;
+use crossbeam_utils::CachePadded;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// One thread's counters.
+        #[derive(Default)]
+        pub(crate) struct Slot {
+            $( pub(crate) $name: AtomicU64, )*
+        }
+
+        /// Totals of every counter, as summed at one moment.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct Counts {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+
+        impl Counts {
+            fn add(&mut self, slot: &Slot) {
+                // Relaxed: counters order nothing; exactness at quiescence
+                // comes from the pool's own synchronisation (see module docs).
+                $( self.$name += slot.$name.load(Relaxed); )*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Tasks offered while the pool was open (accepted, rejected or dropped).
+    submitted,
+    /// Tasks that started running (on a worker or, `CallerRuns`, the caller).
+    started,
+    /// Tasks that returned normally.
+    completed,
+    /// Tasks that panicked.
+    panicked,
+    /// Submissions refused for want of room (`Full` or `Timeout`).
+    rejected,
+    /// New tasks discarded by `DropNewest`.
+    dropped_newest,
+    /// Queued tasks evicted by `DropOldest`.
+    dropped_oldest,
+    /// Tasks run on the submitting thread by `CallerRuns`.
+    caller_runs,
+    /// Queued tasks discarded by shutdown.
+    abandoned,
+    /// Tasks whose deadline passed before they started, or that returned
+    /// `TimedOut`.
+    timed_out,
+    /// Tasks cancelled before they started, or that returned `Cancelled`.
+    cancelled,
+    /// Tasks that returned a value after their deadline (also counted as
+    /// completed).
+    deadline_missed,
+    /// Jobs a worker took from another worker's deque.
+    steals,
+    /// Times a worker looked into another worker's deque.
+    steal_attempts,
+    /// Times a worker parked.
+    parks,
+    /// Times a parked worker was woken for work (by a submission, or by a
+    /// searcher handing over the search).
+    unparks,
+    /// Tasks the stall watchdog reported (each at most once).
+    stalls,
+    /// Keyed shards that ran on another worker than the one that ran them
+    /// last.
+    shard_handoffs,
+    /// Times the pool grew.
+    resizes_up,
+    /// Times the pool shrank.
+    resizes_down,
+    /// Samples the auto-scaling supervisor took.
+    scaling_samples,
+}
+
+impl Counts {
+    /// Tasks dropped by backpressure, newest and oldest together.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_newest + self.dropped_oldest
+    }
+}
+
+const STRIPES: usize = 8;
+
+/// All the slots of one pool.
+pub(crate) struct Counters {
+    workers: Box<[CachePadded<Slot>]>,
+    external: Box<[CachePadded<Slot>]>,
+    /// Per worker: queue wait (accepted → started) of the tasks it started.
+    pub(crate) queue_wait: Box<[CachePadded<AtomicHistogram>]>,
+    /// Per worker: run time (started → finished) of the tasks it ran.
+    pub(crate) run_time: Box<[CachePadded<AtomicHistogram>]>,
+    /// Per worker: what it is doing (for `dump`, the watchdog, gauges).
+    pub(crate) status: Box<[CachePadded<WorkerStatus>]>,
+    /// Contention of the pool's own locks.
+    pub(crate) locks: std::sync::Arc<LockStats>,
+}
+
+fn padded<T: Default>(n: usize) -> Box<[CachePadded<T>]> {
+    (0..n).map(|_| CachePadded::default()).collect()
+}
+
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    std::thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE.with(|s| {
+        if s.get() == usize::MAX {
+            // Relaxed: only spreads threads over stripes.
+            s.set(NEXT.fetch_add(1, Relaxed) % STRIPES);
+        }
+        s.get()
+    })
+}
+
+impl Counters {
+    pub(crate) fn new(workers: usize, locks: std::sync::Arc<LockStats>) -> Self {
+        Counters {
+            workers: padded(workers),
+            external: padded(STRIPES),
+            queue_wait: padded(workers),
+            run_time: padded(workers),
+            status: padded(workers),
+            locks,
+        }
+    }
+
+    /// The slot of worker `index`, or of the calling outside thread.
+    pub(crate) fn slot(&self, worker: Option<usize>) -> &Slot {
+        match worker {
+            Some(i) => &self.workers[i],
+            None => &self.external[stripe()],
+        }
+    }
+
+    /// Sums every slot.
+    pub(crate) fn sum(&self) -> Counts {
+        self.sum_of_first(self.workers.len())
+    }
+
+    /// Sums the slots of workers `0..n` and of outside threads (the other
+    /// workers' slots are known to be zero: they never ran).
+    pub(crate) fn sum_of_first(&self, n: usize) -> Counts {
+        let mut c = Counts::default();
+        for s in self.workers[..n].iter().chain(self.external.iter()) {
+            c.add(s);
+        }
+        c
+    }
+}
+
+/// Adds one to a counter (relaxed: see the module docs).
+#[inline]
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Relaxed);
+}
+
+/// Adds one to a counter of `worker`'s own slot, or of a shared stripe
+/// (`None`). A worker is the only writer of its slot, so a plain relaxed
+/// load and store suffice there (no locked instruction on the hot path).
+#[inline]
+pub(crate) fn bump_at(counter: &AtomicU64, worker: Option<usize>) {
+    match worker {
+        Some(_) => counter.store(counter.load(Relaxed) + 1, Relaxed),
+        None => bump(counter),
+    }
+}

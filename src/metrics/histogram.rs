@@ -1,0 +1,299 @@
+//! Log-linear (HDR-style) histograms of durations, recorded in clock ticks.
+//!
+//! Buckets: an underflow bucket below 2^10 ticks, then 30 octaves
+//! [2^k, 2^(k+1)) for k = 10..40, each split into 16 equal sub-buckets, then
+//! an overflow bucket. At 1–3.5 GHz tick rates that spans below 1 µs to
+//! beyond 300 s. A value is reported as the midpoint of its sub-bucket, so
+//! the relative error of any quantile is at most 1/32 (3.1 %).
+//!
+//! Each worker records into its own [`AtomicHistogram`] (single writer:
+//! relaxed load + store, no locked instruction); a snapshot sums them.
+
+use crate::metrics::clock::Calibration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+const SUB_BITS: u32 = 4;
+const SUB: usize = 1 << SUB_BITS;
+const LOW_BITS: u32 = 10;
+const OCTAVES: usize = 30;
+/// Number of buckets: underflow, 30 × 16, overflow.
+pub(crate) const BUCKETS: usize = 1 + OCTAVES * SUB + 1;
+
+/// The bucket of a tick span.
+#[inline]
+pub(crate) fn bucket_of(span: u64) -> usize {
+    if span < (1 << LOW_BITS) {
+        return 0;
+    }
+    let msb = 63 - span.leading_zeros();
+    let octave = (msb - LOW_BITS) as usize;
+    if octave >= OCTAVES {
+        return BUCKETS - 1;
+    }
+    let sub = ((span >> (msb - SUB_BITS)) as usize) & (SUB - 1);
+    1 + octave * SUB + sub
+}
+
+/// The tick range `[low, high)` of a bucket (`high` of overflow is MAX).
+pub(crate) fn bucket_range(index: usize) -> (u64, u64) {
+    if index == 0 {
+        return (0, 1 << LOW_BITS);
+    }
+    if index >= BUCKETS - 1 {
+        return (1 << (LOW_BITS as usize + OCTAVES), u64::MAX);
+    }
+    let octave = (index - 1) / SUB;
+    let sub = ((index - 1) % SUB) as u64;
+    let base = 1u64 << (LOW_BITS as usize + octave);
+    let width = base >> SUB_BITS;
+    (base + sub * width, base + (sub + 1) * width)
+}
+
+/// One worker's histogram.
+pub(crate) struct AtomicHistogram {
+    buckets: Box<[AtomicU64]>,
+    sum: AtomicU64,
+}
+
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        AtomicHistogram {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+        }
+    }
+}
+
+impl AtomicHistogram {
+    /// Records a span. Single writer (the owning worker): relaxed load and
+    /// store suffice; readers tolerate a momentarily stale count.
+    #[inline]
+    pub(crate) fn record(&self, span: u64) {
+        let b = &self.buckets[bucket_of(span)];
+        b.store(b.load(Relaxed) + 1, Relaxed);
+        self.sum
+            .store(self.sum.load(Relaxed).wrapping_add(span), Relaxed);
+    }
+
+    /// The sum of the recorded spans, in ticks (relaxed: a recent value).
+    #[inline]
+    pub(crate) fn sum_ticks(&self) -> u64 {
+        self.sum.load(Relaxed)
+    }
+
+    /// Adds this histogram's counts into `counts` and returns its sum.
+    fn add_into(&self, counts: &mut [u64]) -> u64 {
+        for (c, b) in counts.iter_mut().zip(self.buckets.iter()) {
+            *c += b.load(Relaxed);
+        }
+        self.sum.load(Relaxed)
+    }
+}
+
+/// A snapshot of a duration histogram (queue wait or run time).
+#[derive(Clone)]
+pub struct Histogram {
+    counts: Box<[u64]>,
+    sum_ticks: u64,
+    ns_per_tick: f64,
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("count", &self.count())
+            .field("sum", &self.sum())
+            .field("p50", &self.p50())
+            .field("p99", &self.p99())
+            .field("max", &self.max())
+            .finish()
+    }
+}
+
+impl Histogram {
+    pub(crate) fn sum_of<'a>(
+        parts: impl Iterator<Item = &'a AtomicHistogram>,
+        calibration: &Calibration,
+    ) -> Histogram {
+        let mut counts = vec![0u64; BUCKETS].into_boxed_slice();
+        let mut sum_ticks = 0u64;
+        for part in parts {
+            sum_ticks = sum_ticks.wrapping_add(part.add_into(&mut counts));
+        }
+        Histogram {
+            counts,
+            sum_ticks,
+            ns_per_tick: calibration.ns_per_tick(),
+        }
+    }
+
+    /// An empty histogram (histograms switched off).
+    pub(crate) fn empty() -> Histogram {
+        Histogram {
+            counts: vec![0u64; BUCKETS].into_boxed_slice(),
+            sum_ticks: 0,
+            ns_per_tick: 1.0,
+        }
+    }
+
+    /// How many durations were recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The sum of all recorded durations.
+    pub fn sum(&self) -> Duration {
+        Calibration::to_duration(self.sum_ticks, self.ns_per_tick)
+    }
+
+    /// The mean duration (zero when empty).
+    pub fn mean(&self) -> Duration {
+        match self.count() {
+            0 => Duration::ZERO,
+            n => Duration::from_nanos((self.sum().as_nanos() / u128::from(n)) as u64),
+        }
+    }
+
+    /// The `q`-quantile (`0.0..=1.0`), as the midpoint of the bucket that
+    /// holds it (relative error ≤ 3.1 %); zero when empty.
+    pub fn quantile(&self, q: f64) -> Duration {
+        let total = self.count();
+        if total == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                let (low, high) = bucket_range(i);
+                let mid = if high == u64::MAX {
+                    low
+                } else {
+                    low + (high - low) / 2
+                };
+                return Calibration::to_duration(mid, self.ns_per_tick);
+            }
+        }
+        Duration::ZERO
+    }
+
+    /// The median.
+    pub fn p50(&self) -> Duration {
+        self.quantile(0.5)
+    }
+
+    /// The 90th percentile.
+    pub fn p90(&self) -> Duration {
+        self.quantile(0.9)
+    }
+
+    /// The 99th percentile.
+    pub fn p99(&self) -> Duration {
+        self.quantile(0.99)
+    }
+
+    /// The 99.9th percentile.
+    pub fn p999(&self) -> Duration {
+        self.quantile(0.999)
+    }
+
+    /// The largest recorded duration's bucket midpoint.
+    pub fn max(&self) -> Duration {
+        self.quantile(1.0)
+    }
+
+    /// Cumulative counts at octave boundaries: `(upper bound, count of
+    /// durations ≤ bound)`, ascending, ending below the overflow bucket;
+    /// what the Prometheus export prints as `le` buckets.
+    pub fn octave_buckets(&self) -> Vec<(Duration, u64)> {
+        let mut out = Vec::with_capacity(OCTAVES + 1);
+        let mut cumulative = self.counts[0];
+        out.push((
+            Calibration::to_duration(1 << LOW_BITS, self.ns_per_tick),
+            cumulative,
+        ));
+        for octave in 0..OCTAVES {
+            for sub in 0..SUB {
+                cumulative += self.counts[1 + octave * SUB + sub];
+            }
+            let bound = 1u64 << (LOW_BITS as usize + octave + 1);
+            out.push((
+                Calibration::to_duration(bound, self.ns_per_tick),
+                cumulative,
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn within(actual: Duration, expected_ns: f64) -> bool {
+        (actual.as_nanos() as f64 - expected_ns).abs() <= expected_ns / 32.0 + 1.0
+    }
+
+    #[test]
+    fn quantiles_of_known_values_are_within_bucket_error() {
+        let h = AtomicHistogram::default();
+        for _ in 0..990 {
+            h.record(10_000);
+        }
+        for _ in 0..9 {
+            h.record(1_000_000);
+        }
+        h.record(300_000_000);
+        // One tick per nanosecond.
+        let snap = Histogram {
+            counts: h.buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            sum_ticks: h.sum.load(Relaxed),
+            ns_per_tick: 1.0,
+        };
+        assert_eq!(snap.count(), 1000);
+        assert_eq!(
+            snap.sum(),
+            Duration::from_nanos(990 * 10_000 + 9 * 1_000_000 + 300_000_000)
+        );
+        assert!(within(snap.p50(), 10_000.0), "{:?}", snap.p50());
+        assert!(within(snap.p90(), 10_000.0));
+        // Rank 990 of 1000 is still the last 10 µs value; rank 999 is 1 ms.
+        assert!(within(snap.p99(), 10_000.0), "{:?}", snap.p99());
+        assert!(within(snap.quantile(0.991), 1_000_000.0));
+        assert!(within(snap.p999(), 1_000_000.0), "{:?}", snap.p999());
+        assert!(within(snap.max(), 300_000_000.0), "{:?}", snap.max());
+        let buckets = snap.octave_buckets();
+        assert_eq!(buckets.last().unwrap().1, 1000);
+        assert!(buckets
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    }
+
+    #[test]
+    fn buckets_tile_the_range_without_gaps() {
+        let mut expected_low = 0;
+        for i in 0..BUCKETS - 1 {
+            let (low, high) = bucket_range(i);
+            assert_eq!(low, expected_low, "bucket {i}");
+            assert!(high > low);
+            assert_eq!(bucket_of(low), i);
+            assert_eq!(bucket_of(high - 1), i);
+            expected_low = high;
+        }
+        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+    }
+
+    #[test]
+    fn the_midpoint_is_within_a_thirty_second_of_any_value_in_its_bucket() {
+        for i in 1..BUCKETS - 1 {
+            let (low, high) = bucket_range(i);
+            let mid = low + (high - low) / 2;
+            for v in [low, high - 1] {
+                let err = (mid as f64 - v as f64).abs() / v as f64;
+                assert!(err <= 1.0 / 32.0 + 1e-9, "bucket {i}: {v} vs {mid}: {err}");
+            }
+        }
+    }
+}

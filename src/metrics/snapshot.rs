@@ -1,0 +1,131 @@
+//! The public snapshot of a pool: gauges, counters, histograms, locks.
+
+use super::counters::Counts;
+use super::histogram::Histogram;
+use super::locks::{LockContention, LockStats};
+use std::fmt;
+
+/// A snapshot of a pool's state and counters, from [`PoolHandle::metrics`].
+///
+/// Counters and histograms are summed from per-worker slots without
+/// stopping the pool: while it is busy, a snapshot may miss the last few
+/// updates of each worker, and gauges (read one after another) may disagree
+/// slightly. Once the pool is idle (`wait_idle` returned) or shut down,
+/// every counter is exact and the identity holds:
+///
+/// `submitted = completed + panicked + rejected + dropped + abandoned + timed_out + cancelled + running + queued`
+///
+/// where `dropped` counts both `DropNewest` and `DropOldest`, `rejected`
+/// includes circuit-breaker refusals, `running`
+/// counts tasks started and not finished (including `install` calls), and
+/// `queued` tasks accepted and not started.
+///
+/// [`PoolHandle::metrics`]: crate::PoolHandle::metrics
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// The pool's name (the `pool` label in the Prometheus export).
+    pub name: String,
+    /// Worker threads.
+    pub workers: usize,
+    /// The configured minimum of workers.
+    pub min_workers: usize,
+    /// The configured maximum of workers.
+    pub max_workers: usize,
+    /// The worker count the pool aims at.
+    pub target_workers: usize,
+    /// Workers running a task now.
+    pub busy_workers: usize,
+    /// Workers parked (sleeping for want of work).
+    pub parked: usize,
+    /// Workers searching other queues for work.
+    pub searching: usize,
+    /// Workers blocked in a wait that does not help (`join_blocking`).
+    pub blocked_workers: usize,
+    /// Tasks accepted and not yet started.
+    pub queued: usize,
+    /// Jobs in the global injector.
+    pub injector_len: usize,
+    /// Jobs in each worker's own deque.
+    pub worker_queue_lens: Vec<usize>,
+    /// Keyed tasks waiting in their shards (part of `queued`).
+    pub keyed_queued: usize,
+    /// The number of keyed shards.
+    pub shards: usize,
+    /// Tasks running now (started, not finished), the in-flight gauge.
+    pub running: usize,
+    /// The queue's capacity.
+    pub queue_capacity: usize,
+    /// Outside threads blocked waiting for room (`Backpressure::Block`).
+    pub blocked_submitters: usize,
+    /// Whether admission is closed (shutdown began).
+    pub shut_down: bool,
+    /// Whether the pool is paused (`PoolHandle::pause`).
+    pub paused: bool,
+    /// The circuit breaker's state, if the pool has one.
+    pub breaker: Option<BreakerState>,
+    /// Counters since the pool was built.
+    pub counts: Counts,
+    /// Queue wait (accepted → started) of tasks run by workers.
+    pub queue_wait: Histogram,
+    /// Run time (started → finished) of tasks run by workers.
+    pub run_time: Histogram,
+    /// Contention of the pool's own locks.
+    pub locks: Vec<LockContention>,
+}
+
+impl Metrics {
+    pub(crate) fn lock_report(stats: &LockStats, ns_per_tick: f64) -> Vec<LockContention> {
+        stats.report(ns_per_tick)
+    }
+}
+
+impl fmt::Display for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        write!(
+            f,
+            "pool {}: workers {} (busy {}, parked {}, blocked {}), queued {}/{}, running {}; \
+             submitted {}, completed {}, panicked {}, rejected {}, dropped {}, abandoned {}, \
+             caller-runs {}, steals {}; queue wait p50 {:?} p99 {:?}, run time p50 {:?} p99 {:?}{}",
+            self.name,
+            self.workers,
+            self.busy_workers,
+            self.parked,
+            self.blocked_workers,
+            self.queued,
+            self.queue_capacity,
+            self.running,
+            c.submitted,
+            c.completed,
+            c.panicked,
+            c.rejected,
+            c.dropped(),
+            c.abandoned,
+            c.caller_runs,
+            c.steals,
+            self.queue_wait.p50(),
+            self.queue_wait.p99(),
+            self.run_time.p50(),
+            self.run_time.p99(),
+            if self.shut_down {
+                " [shut down]"
+            } else if self.paused {
+                " [paused]"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// A circuit breaker's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Accepting submissions.
+    Closed,
+    /// Refusing submissions until the cool-down ends.
+    Open,
+    /// Letting a limited number of trial tasks through.
+    HalfOpen,
+}

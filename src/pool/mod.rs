@@ -1,0 +1,22 @@
+//! The public face: [`Pool`] (owns the threads, shuts down on drop),
+//! [`PoolHandle`] (a cheap, clonable reference), the [`Builder`] that
+//! validates settings, the [`TaskBuilder`] every submission goes through,
+//! and [`Keyed`] (keyed tasks that own per-shard state).
+
+pub(crate) mod builder;
+mod handle;
+mod keyed;
+mod methods;
+mod owner;
+mod task;
+
+pub use builder::{Builder, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_SHARDS, MAX_WORKERS};
+pub use handle::PoolHandle;
+pub use keyed::Keyed;
+pub use owner::Pool;
+pub use task::TaskBuilder;
+
+/// The worker running an `install` body.
+fn current_worker() -> &'static crate::sched::WorkerThread {
+    crate::sched::WorkerThread::current().expect("install runs its closure on a worker")
+}

@@ -1,0 +1,337 @@
+//! `TaskBuilder`: the one way to submit a task, with options that combine
+//! freely. `execute` and `spawn` on the pool are its short forms.
+
+use crate::error::{SubmitError, TaskError};
+use crate::loom::sync::Arc;
+use crate::sched::{Registry, Wait};
+use crate::task::cancel::{ContextTask, CxBody, NoCx, TaskOptions, WithCx};
+use crate::task::job::{Execute, Runnable};
+use crate::task::{CancelToken, JoinHandle, Slot, Spawn, TaskContext};
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc as StdArc;
+use std::time::{Duration, Instant};
+
+/// A task being described, from [`PoolHandle::task`](crate::PoolHandle::task):
+/// set any options, then submit it with one of the terminal calls.
+///
+/// | option | effect |
+/// |---|---|
+/// | [`name`](Self::name) | shown by `dump` and the stall watchdog; readable from the context |
+/// | [`key`](Self::key) | runs after every earlier task of the same key's shard, never beside one |
+/// | [`timeout`](Self::timeout) / [`deadline`](Self::deadline) | a task still queued at its deadline never starts (`TimedOut`); a running one sees `is_cancelled()` |
+/// | [`start_at_run`](Self::start_at_run) | starts the `timeout` clock when the task starts |
+/// | [`cancel_token`](Self::cancel_token) | cancelling the token cancels the task (never started: `Cancelled`) |
+/// | [`wait_for_room`](Self::wait_for_room) | under `Backpressure::Block`, waits at most this long for room |
+///
+/// Terminal calls: [`execute`](Self::execute) (fire and forget),
+/// [`spawn`](Self::spawn) (a [`JoinHandle`]), [`spawn_with`](Self::spawn_with)
+/// (the closure gets a [`TaskContext`] and may return early with
+/// `cx.check()?`), and their non-blocking forms `try_execute`, `try_spawn`,
+/// `try_spawn_with`, which never wait for room.
+///
+/// ```
+/// use std::time::Duration;
+/// use ebbtide::{CancelToken, TaskError};
+/// let pool = ebbtide::Pool::builder().workers(2).build()?;
+/// let token = CancelToken::new();
+/// // A keyed, named task with a deadline and a token, that never blocks.
+/// let handle = pool
+///     .task()
+///     .key(&"account-7")
+///     .name("settle")
+///     .timeout(Duration::from_secs(5))
+///     .cancel_token(&token)
+///     .try_spawn_with(|cx| {
+///         cx.check()?;
+///         Ok(cx.name().map(str::len))
+///     })?;
+/// assert_eq!(handle.join(), Ok(Some(6)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a task builder does nothing until a terminal call (execute, spawn, …)"]
+pub struct TaskBuilder<'p> {
+    registry: &'p Arc<Registry>,
+    options: TaskOptions,
+    shard: Option<usize>,
+    room: Option<Duration>,
+}
+
+impl fmt::Debug for TaskBuilder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskBuilder")
+            .field("options", &self.options)
+            .field("shard", &self.shard)
+            .field("wait_for_room", &self.room)
+            .finish()
+    }
+}
+
+impl<'p> TaskBuilder<'p> {
+    pub(crate) fn new(registry: &'p Arc<Registry>) -> Self {
+        TaskBuilder {
+            registry,
+            options: TaskOptions::new(),
+            shard: None,
+            room: None,
+        }
+    }
+
+    /// Names the task: the name appears in `dump` and in stall reports
+    /// while it runs, and in its context ([`TaskContext::name`]).
+    pub fn name(mut self, name: impl Into<StdArc<str>>) -> Self {
+        self.options = self.options.name(name);
+        self
+    }
+
+    /// Keys the task: tasks of the same key (indeed of the same shard:
+    /// keys hash to one of [`shards`](crate::PoolHandle::shards) virtual
+    /// shards) never run concurrently and run in submission order; tasks
+    /// of different shards run in parallel. A shard with work is scheduled
+    /// as a unit on its home worker, runs at most 32 tasks before yielding,
+    /// and is stolen by idle workers under skew.
+    ///
+    /// Backpressure applies as to other tasks, except `CallerRuns`, which
+    /// would run the task outside its shard: a keyed task blocks like
+    /// `Block` instead. Joining, from a keyed task, the handle of a task of
+    /// its own shard that has not run yet returns
+    /// [`TaskError::WouldDeadlock`] instead of waiting forever.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// let pool = ebbtide::Pool::builder().workers(2).build()?;
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// for i in 0..10 {
+    ///     let log = Arc::clone(&log);
+    ///     pool.task().key(&"account-7").execute(move || log.lock().unwrap().push(i))?;
+    /// }
+    /// pool.wait_idle();
+    /// assert_eq!(*log.lock().unwrap(), (0..10).collect::<Vec<_>>());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn key<K: Hash + ?Sized>(mut self, key: &K) -> Self {
+        self.shard = Some(self.registry.sharder.shard_of(key));
+        self
+    }
+
+    /// A deadline `d` after submission (or after the start, with
+    /// [`start_at_run`](Self::start_at_run)). A task whose deadline passes
+    /// while it is queued never starts: its handle says
+    /// [`TaskError::TimedOut`]. A running task sees its context's
+    /// `is_cancelled()` turn true; a value returned late is still
+    /// delivered and counted in `Counts::deadline_missed`.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.options = self.options.timeout(d);
+        self
+    }
+
+    /// An absolute deadline (overrides [`timeout`](Self::timeout)).
+    pub fn deadline(mut self, at: Instant) -> Self {
+        self.options = self.options.deadline(at);
+        self
+    }
+
+    /// Starts the `timeout` clock when the task starts instead of at
+    /// submission: time in the queue does not count.
+    pub fn start_at_run(mut self) -> Self {
+        self.options = self.options.start_at_run();
+        self
+    }
+
+    /// Makes the task's token a child of `token` (it is also cancelled by
+    /// the pool's `shutdown_now`): cancelling `token` before the task starts
+    /// means it never runs ([`TaskError::Cancelled`]); after, its context's
+    /// `is_cancelled()` turns true.
+    pub fn cancel_token(mut self, token: &CancelToken) -> Self {
+        self.options = self.options.cancel_token(token);
+        self
+    }
+
+    /// Under [`Backpressure::Block`](crate::Backpressure::Block), waits at
+    /// most `d` for room; then the submission fails with
+    /// [`SubmitError::Timeout`]. Other policies ignore it.
+    pub fn wait_for_room(mut self, d: Duration) -> Self {
+        self.room = Some(d);
+        self
+    }
+
+    /// Submits the task, fire and forget. Called on one of this pool's
+    /// workers, an unkeyed task goes to that worker's own deque (idle
+    /// workers steal it).
+    ///
+    /// # Errors
+    /// [`SubmitError::ShutDown`] once shutdown began; [`SubmitError::Full`]
+    /// when the queue is full under `Reject`; [`SubmitError::Timeout`] when
+    /// [`wait_for_room`](Self::wait_for_room) ran out;
+    /// [`SubmitError::BreakerOpen`] while the circuit breaker is open. The
+    /// closure is handed back. Under `DropNewest` a full queue discards the
+    /// task and returns `Ok` (it is counted in the metrics).
+    pub fn execute<F>(self, f: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let wait = self.wait();
+        self.execute_waiting(f, wait)
+    }
+
+    /// Like [`execute`](Self::execute), but never waits for room: under
+    /// `Block` and `CallerRuns` a full queue returns [`SubmitError::Full`].
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute).
+    pub fn try_execute<F>(self, f: F) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.execute_waiting(f, Wait::Never)
+    }
+
+    /// Submits the task and returns a [`JoinHandle`] to its result.
+    ///
+    /// # Errors
+    /// As [`execute`](Self::execute). Under `DropNewest`/`DropOldest` the
+    /// handle of a dropped task resolves to [`TaskError::Dropped`].
+    pub fn spawn<F, T>(self, f: F) -> Result<JoinHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let wait = self.wait();
+        self.spawn_waiting(f, wait)
+    }
+
+    /// Like [`spawn`](Self::spawn), but never waits for room.
+    ///
+    /// # Errors
+    /// As [`try_execute`](Self::try_execute).
+    pub fn try_spawn<F, T>(self, f: F) -> Result<JoinHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_waiting(f, Wait::Never)
+    }
+
+    /// Submits a task that takes a [`TaskContext`]: its deadline and
+    /// cancellation token. The closure returns `Result<T, TaskError>`, so
+    /// `cx.check()?` returns early with `TimedOut` or `Cancelled`; the
+    /// handle yields that result.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ebbtide::TaskError;
+    /// let pool = ebbtide::Pool::builder().workers(2).build()?;
+    /// let handle = pool.task().timeout(Duration::from_millis(20)).spawn_with(|cx| {
+    ///     while !cx.is_cancelled() {
+    ///         std::thread::sleep(Duration::from_millis(1));
+    ///     }
+    ///     cx.check()?; // returns Err(TimedOut) here
+    ///     Ok("unreachable")
+    /// })?;
+    /// assert_eq!(handle.join(), Err(TaskError::TimedOut));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn).
+    pub fn spawn_with<F, T>(self, f: F) -> Result<JoinHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce(&TaskContext) -> Result<T, TaskError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let wait = self.wait();
+        self.submit_context(WithCx(f), wait)
+    }
+
+    /// Like [`spawn_with`](Self::spawn_with), but never waits for room.
+    ///
+    /// # Errors
+    /// As [`try_execute`](Self::try_execute).
+    pub fn try_spawn_with<F, T>(self, f: F) -> Result<JoinHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce(&TaskContext) -> Result<T, TaskError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit_context(WithCx(f), Wait::Never)
+    }
+
+    fn wait(&self) -> Wait {
+        match self.room {
+            None => Wait::Policy,
+            Some(d) => Wait::Until(Instant::now() + d),
+        }
+    }
+
+    /// Whether any option needs the context body (a name, a deadline or a
+    /// token): plain and keyed tasks take the lean bodies.
+    fn plain(&self) -> bool {
+        self.options.is_plain()
+    }
+
+    fn submit<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
+        self.registry.submit(body, wait, self.shard).map(drop)
+    }
+
+    fn slot<T>(&self, token: Option<CancelToken>) -> Arc<Slot<Result<T, TaskError>>> {
+        let pool = self.shard.map(|shard| (self.registry.id(), shard));
+        Arc::new(Slot::with(token, pool))
+    }
+
+    fn execute_waiting<F>(self, f: F, wait: Wait) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        if self.plain() {
+            return self
+                .submit(Execute(f), wait)
+                .map_err(|e| e.map(|Execute(f)| f));
+        }
+        self.submit_context(NoCx(f), wait).map(drop)
+    }
+
+    fn spawn_waiting<F, T>(self, f: F, wait: Wait) -> Result<JoinHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if !self.plain() {
+            return self.submit_context(NoCx(f), wait);
+        }
+        let slot = self.slot(None);
+        let body = Spawn {
+            f,
+            slot: Arc::clone(&slot),
+        };
+        match self.submit(body, wait) {
+            Ok(()) => Ok(JoinHandle::new(slot)),
+            Err(e) => Err(e.map(|s| s.f)),
+        }
+    }
+
+    fn submit_context<B, T>(
+        self,
+        body: B,
+        wait: Wait,
+    ) -> Result<JoinHandle<T>, SubmitError<B::Inner>>
+    where
+        B: CxBody<T>,
+        T: Send + 'static,
+    {
+        let root = &self.registry.token;
+        let token = self.options.parent.as_ref().unwrap_or(root).child();
+        if self.options.parent.is_some() && root.is_cancelled() {
+            token.cancel();
+        }
+        let slot = self.slot(Some(token));
+        let task = ContextTask {
+            f: body,
+            slot: Arc::clone(&slot),
+            deadline: self.options.resolve(),
+            name: self.options.name.clone(),
+        };
+        match self.submit(task, wait) {
+            Ok(()) => Ok(JoinHandle::new(slot)),
+            Err(e) => Err(e.map(|t| t.f.into_inner())),
+        }
+    }
+}

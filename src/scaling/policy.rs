@@ -1,0 +1,174 @@
+//! The auto-scaling policy: pure functions of what the supervisor saw
+//! (see the module docs of `scaling`), unit-tested without threads.
+
+use crate::metrics::{Observation, ResizeReason};
+use crate::sched::config::ScalingConfig;
+use std::time::Duration;
+
+/// The supervisor's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Stay,
+    Grow(usize, ResizeReason),
+    Shrink(usize),
+}
+
+/// What the policy remembers between decisions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PolicyState {
+    /// Since when (pool time) utilisation has stayed below the shrink
+    /// watermark.
+    pub(crate) low_since: Option<Duration>,
+}
+
+/// The share of all CPUs above which the machine counts as saturated.
+const SATURATED: f64 = 0.85;
+
+/// How soon the supervisor looks again while a backlog waits and the pool
+/// is growing or still gathering evidence (at most `interval`). Thread
+/// clocks are exact, so a quarter of a millisecond tells a blocked worker
+/// from a computing one.
+pub(crate) const PROBE: Duration = Duration::from_micros(250);
+
+/// Whether the CPUs are all taken (≥ 85 % load): more threads would only
+/// add switching.
+fn saturated(obs: &Observation) -> bool {
+    obs.machine_load.is_some_and(|u| u >= SATURATED)
+}
+
+/// Workers holding a thread but not using a CPU: announced as blocked, or
+/// seen stalled.
+fn waiting(obs: &Observation) -> usize {
+    obs.blocked + obs.stalled
+}
+
+/// What a worker that ran tasks for most of an interval did with the time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// At least half of it on a CPU.
+    Compute,
+    /// At least half of it asleep (neither on a CPU nor runnable).
+    Blocked,
+    /// Less than half on a CPU, the rest mostly waiting for one.
+    Starved,
+    /// Less than half on a CPU, and no run-queue reading yet to say why.
+    Unsure,
+}
+
+/// Classifies a worker's `in_tasks` time of an interval from its CPU time
+/// and (where read) its run-queue wait over the interval and whether it is
+/// runnable now. A runnable thread is not asleep, whatever its counters say:
+/// a wait in progress is added to its run-queue wait only once it runs.
+pub(crate) fn classify(in_tasks: Duration, cpu: Duration, sched: Option<(Duration, bool)>) -> Use {
+    if cpu * 2 >= in_tasks {
+        return Use::Compute;
+    }
+    match sched {
+        None => Use::Unsure,
+        Some((delay, false)) if in_tasks.saturating_sub(cpu + delay) * 2 >= in_tasks => {
+            Use::Blocked
+        }
+        Some(_) => Use::Starved,
+    }
+}
+
+/// The mean run time W in seconds: of the tasks that finished in the
+/// interval, else the running tasks' age (a lower bound), else unknown.
+fn mean_run_time(obs: &Observation) -> Option<f64> {
+    if obs.finished > 0 && !obs.run_time.is_zero() {
+        Some(obs.run_time.as_secs_f64() / obs.finished as f64)
+    } else if !obs.running_age.is_zero() {
+        Some(obs.running_age.as_secs_f64())
+    } else {
+        None
+    }
+}
+
+/// The policy: a pure function of what was seen (see the module docs).
+pub(crate) fn decide(
+    obs: &Observation,
+    now: Duration,
+    state: PolicyState,
+    scaling: &ScalingConfig,
+    (min, max, cpus): (usize, usize, usize),
+) -> (Decision, usize, PolicyState) {
+    let live = obs.live.max(1);
+    let saturated = saturated(obs);
+    let waiting = waiting(obs);
+    let next = |low_since| PolicyState { low_since };
+    let working = obs.busy.saturating_sub(waiting);
+    let secs = obs.elapsed.as_secs_f64();
+    // Little's law, the queue's term, and the held workers.
+    let (needed, drain) = match mean_run_time(obs) {
+        Some(w) if secs > 0.0 => {
+            // λ: arrivals that entered service (those still queued are the
+            // queue's, and tasks drained from an older queue are not new).
+            let lambda = obs.arrivals.min(obs.started) as f64 / secs;
+            let drain = obs.queued as f64 * w / scaling.queue_wait_target.as_secs_f64();
+            let flow = lambda * w / scaling.target_utilisation;
+            ((flow + drain).ceil() as usize + obs.held, drain)
+        }
+        // Nothing to size from yet: replace each waiting worker.
+        _ if obs.queued > 0 => (live + waiting, 0.0),
+        _ => (working, 0.0),
+    };
+    // The CPU cap (a cap from the machine's load alone would let CPU-bound
+    // work grow whenever a moment of idleness showed headroom).
+    let mut cap = match obs.task_cpu_share {
+        Some(s) => ((cpus as f64 / s.max(1e-3)).floor() as usize).max(cpus) + obs.blocked,
+        None if obs.machine_load.is_some() && waiting > 0 && !saturated => max,
+        None => cpus + obs.blocked,
+    };
+    if saturated {
+        cap = cap.min(obs.live.saturating_sub(waiting).max(cpus) + waiting);
+    }
+    let target = needed.min(cap).clamp(min, max);
+    let pressure = obs.mean_busy / live as f64 > scaling.grow_above
+        || drain >= 1.0
+        || obs.queue_wait > scaling.queue_wait_target
+        || (obs.queued > 0 && waiting + obs.held > 0);
+    if target > obs.live && pressure {
+        let reason = if waiting > 0 {
+            ResizeReason::Blocked
+        } else {
+            ResizeReason::Load
+        };
+        return (Decision::Grow(target, reason), target, next(None));
+    }
+    let in_use = obs.busy as f64 / live as f64;
+    if in_use < scaling.shrink_below && obs.queued == 0 && obs.live > min && obs.blocked == 0 {
+        let since = state.low_since.unwrap_or(now);
+        if now.saturating_sub(since) >= scaling.keep_alive {
+            // One step, then wait another `keep_alive`.
+            let to = obs.live - 1;
+            return (Decision::Shrink(to), to, next(Some(now)));
+        }
+        return (Decision::Stay, obs.live, next(Some(since)));
+    }
+    (Decision::Stay, obs.live, next(None))
+}
+
+/// Whether workers should take batches of tasks from the injector: not
+/// while the tasks block (a worker holding a batch of blocking tasks runs
+/// them one after another however many workers idle), yes once they are
+/// seen to compute; `None` without evidence either way.
+pub(crate) fn takes_batches(obs: &Observation) -> Option<bool> {
+    if waiting(obs) > 0 {
+        return Some(false);
+    }
+    obs.task_cpu_share.map(|s| s >= 0.5)
+}
+
+/// Whether to look again after [`PROBE`] rather than a whole interval: work
+/// waits, the pool may still grow, and it just grew (does the growth
+/// suffice?) or workers wait or the tasks' CPU share is still unknown (is
+/// the work blocking?). Compute-bound backlogs, once seen as such, and
+/// pools at their maximum are sampled at the normal interval.
+pub(crate) fn probe(obs: &Observation, decision: Decision, max: usize) -> bool {
+    obs.queued > 0
+        && obs.live < max
+        && (matches!(decision, Decision::Grow(..))
+            || waiting(obs) > 0
+            || obs.unsure > 0
+            || obs.task_cpu_share.is_none())
+}

@@ -1,0 +1,332 @@
+//! Unit tests of the policy and the classification (no threads).
+use super::policy::*;
+use crate::metrics::{Observation, ResizeReason};
+use crate::sched::config::ScalingConfig;
+use std::time::Duration;
+
+/// min 2, max 512, 2 CPUs.
+const LIMITS: (usize, usize, usize) = (2, 512, 2);
+const MS: Duration = Duration::from_millis(1);
+
+fn obs(live: usize, busy: usize, queued: usize) -> Observation {
+    Observation {
+        elapsed: 100 * MS,
+        live,
+        busy,
+        queued,
+        ..Observation::default()
+    }
+}
+
+/// `n` tasks of `w` each started and finished in the interval.
+fn ran(mut o: Observation, n: u64, w: Duration) -> Observation {
+    o.started = n;
+    o.finished = n;
+    o.run_time = w * n as u32;
+    o
+}
+
+fn decide_now(o: &Observation) -> Decision {
+    decide(
+        o,
+        Duration::ZERO,
+        PolicyState::default(),
+        &ScalingConfig::default(),
+        LIMITS,
+    )
+    .0
+}
+
+#[test]
+fn steady_load_inside_the_band_stays() {
+    // λ = 1,000/s, W = 1 ms: L = 1, ÷ 0.7 → 2 workers, as live.
+    let mut o = ran(obs(2, 1, 0), 100, MS);
+    o.arrivals = 100;
+    o.machine_load = Some(0.5);
+    o.task_cpu_share = Some(1.0);
+    assert_eq!(decide_now(&o), Decision::Stay);
+    // A task queued for a moment at 70 % of 2 CPUs: the backlog term is
+    // a twentieth of a worker, and the CPU cap holds 2 anyway.
+    let mut o = ran(obs(2, 2, 1), 28, MS);
+    o.elapsed = 20 * MS;
+    o.mean_busy = 1.4;
+    o.machine_load = Some(0.7);
+    o.task_cpu_share = Some(1.0);
+    assert_eq!(decide_now(&o), Decision::Stay);
+    // The same without a CPU-share reading: capped at the CPUs.
+    o.task_cpu_share = None;
+    assert_eq!(decide_now(&o), Decision::Stay);
+}
+
+#[test]
+fn a_blocking_burst_grows_straight_to_drain_the_queue_in_the_target() {
+    // 2 workers stalled in 1 ms tasks using 0.5 % CPU, 4,000 queued.
+    let mut o = ran(obs(2, 2, 4_000), 40, MS);
+    o.arrivals = 4_000;
+    o.mean_busy = 2.0;
+    o.stalled = 2;
+    o.machine_load = Some(0.01);
+    o.task_cpu_share = Some(0.005);
+    // λ = 400/s entered service, W = 1 ms: L = 0.4 → 0.57; the queue
+    // 4,000 × 1 ms ÷ 20 ms = 200.
+    assert_eq!(decide_now(&o), Decision::Grow(201, ResizeReason::Blocked));
+    // A shorter queue-wait target asks for 401, capped at CPUs ÷ share.
+    let scaling = ScalingConfig {
+        queue_wait_target: 10 * MS,
+        ..ScalingConfig::default()
+    };
+    let (d, target, _) = decide(&o, Duration::ZERO, PolicyState::default(), &scaling, LIMITS);
+    assert_eq!(
+        (d, target),
+        (Decision::Grow(400, ResizeReason::Blocked), 400)
+    );
+}
+
+#[test]
+fn before_any_task_finished_the_running_age_bounds_the_run_time() {
+    // A probe 250 µs into a burst: nothing finished, tasks 0.5 ms old.
+    let mut o = obs(2, 2, 3_998);
+    o.elapsed = Duration::from_micros(250);
+    o.started = 2;
+    o.running_age = Duration::from_micros(500);
+    o.stalled = 2;
+    o.machine_load = Some(0.02);
+    o.task_cpu_share = Some(0.005);
+    // No new arrivals entered service; the queue 3,998 × 0.5 ÷ 20 = 99.95.
+    assert_eq!(decide_now(&o), Decision::Grow(100, ResizeReason::Blocked));
+    // Without any timing: each waiting worker is replaced.
+    o.running_age = Duration::ZERO;
+    assert_eq!(decide_now(&o), Decision::Grow(4, ResizeReason::Blocked));
+}
+
+#[test]
+fn the_cpu_share_caps_the_pool_at_cpus_over_share() {
+    // Tasks that compute half their run time: 2 ÷ 0.5 = 4 workers.
+    let mut o = ran(obs(2, 2, 1_000), 100, 10 * MS);
+    o.machine_load = Some(0.6);
+    o.task_cpu_share = Some(0.5);
+    assert_eq!(decide_now(&o), Decision::Grow(4, ResizeReason::Load));
+    // 5 % CPU: 40 workers, though the backlog asks for 500.
+    o.task_cpu_share = Some(0.05);
+    o.stalled = 2;
+    assert_eq!(decide_now(&o), Decision::Grow(40, ResizeReason::Blocked));
+}
+
+#[test]
+fn cpu_bound_work_is_capped_at_the_cpus() {
+    // Every worker busy computing, a backlog.
+    let mut o = ran(obs(2, 2, 1_000), 500, Duration::from_micros(200));
+    o.machine_load = Some(1.0);
+    o.task_cpu_share = Some(1.0);
+    assert_eq!(
+        decide_now(&o),
+        Decision::Stay,
+        "2 CPUs: no more than 2 workers"
+    );
+    // A noisy share (0.9) still rounds to the CPUs.
+    o.task_cpu_share = Some(0.9);
+    o.machine_load = Some(0.8);
+    assert_eq!(decide_now(&o), Decision::Stay);
+    // Oversubscribed already (4 live, CPUs saturated, so the share
+    // reads 0.5): no further growth.
+    let mut o = ran(obs(4, 4, 1_000), 400, MS);
+    o.machine_load = Some(0.95);
+    o.task_cpu_share = Some(0.5);
+    assert_eq!(decide_now(&o), Decision::Stay);
+    // Unknown CPU share (nothing measured yet): capped at the CPUs too.
+    let o = obs(2, 2, 1_000);
+    assert_eq!(decide_now(&o), Decision::Stay);
+}
+
+#[test]
+fn classify_tells_sleep_from_waiting_for_a_cpu() {
+    let us = Duration::from_micros;
+    let asleep = |d| Some((us(d), false));
+    // Half or more on a CPU: compute, whatever else.
+    assert_eq!(classify(us(1_000), us(500), None), Use::Compute);
+    assert_eq!(classify(us(1_000), us(990), asleep(0)), Use::Compute);
+    // Short of CPU, no statistics yet: unsure.
+    assert_eq!(classify(us(1_000), us(10), None), Use::Unsure);
+    // Short of CPU, not waiting for one, asleep now: blocked.
+    assert_eq!(classify(us(1_000), us(10), asleep(5)), Use::Blocked);
+    // Short of CPU because it waited for one (four spinners on two
+    // CPUs): starved, not blocked.
+    assert_eq!(classify(us(1_000), us(480), asleep(500)), Use::Starved);
+    // Runnable now: its wait in progress is not counted yet, so the
+    // counters cannot show it asleep.
+    assert_eq!(
+        classify(us(1_000), us(10), Some((us(5), true))),
+        Use::Starved
+    );
+    // Asleep exactly half the time counts as blocked.
+    assert_eq!(classify(us(1_000), us(250), asleep(250)), Use::Blocked);
+    assert_eq!(classify(us(1_000), us(250), asleep(251)), Use::Starved);
+}
+
+#[test]
+fn a_queue_wait_above_the_target_grows_the_pool() {
+    // 10 ms tasks at 200/s on 2 workers, 20 % CPU, one queued: the
+    // queue's term is half a worker and utilisation 0.75 is under the
+    // watermark, but the tasks that started waited 30 ms.
+    let mut o = ran(obs(2, 2, 1), 20, 10 * MS);
+    o.arrivals = 20;
+    o.mean_busy = 1.5;
+    o.machine_load = Some(0.3);
+    o.task_cpu_share = Some(0.2);
+    assert_eq!(decide_now(&o), Decision::Stay);
+    o.queue_wait = 30 * MS;
+    // λ·W ÷ 0.7 = 2.86, + the queue's 0.5: 4 workers.
+    assert_eq!(decide_now(&o), Decision::Grow(4, ResizeReason::Load));
+}
+
+#[test]
+fn a_ramp_grows_to_the_backlogs_demand() {
+    // 8 workers on 8 ms tasks of 0.5 % CPU, 100 queued.
+    let mut o = ran(obs(8, 8, 100), 10, 8 * MS);
+    o.arrivals = 10;
+    o.machine_load = Some(0.005);
+    o.task_cpu_share = Some(0.005);
+    // L = 100/s × 8 ms = 0.8 → 1.14; the queue 100 × 8 ÷ 20 = 40.
+    assert_eq!(decide_now(&o), Decision::Grow(42, ResizeReason::Load));
+}
+
+#[test]
+fn a_worker_held_by_a_long_task_is_added_though_short_tasks_set_w() {
+    // One worker blocked in a long task; the tasks that finished were
+    // 10 µs each, and 50 wait: W alone asks for one worker, which the
+    // long task holds.
+    let mut o = ran(obs(1, 1, 50), 20, Duration::from_micros(10));
+    o.blocked = 1;
+    o.mean_busy = 1.0;
+    o.held = 1;
+    o.machine_load = Some(0.01);
+    let limits = (1, 4, 2);
+    let (d, _, _) = decide(
+        &o,
+        Duration::ZERO,
+        PolicyState::default(),
+        &ScalingConfig::default(),
+        limits,
+    );
+    assert_eq!(d, Decision::Grow(2, ResizeReason::Blocked));
+}
+
+#[test]
+fn announced_blocking_with_a_backlog_adds_workers() {
+    // Both workers blocked, work waiting, nothing measured: each
+    // blocked worker is replaced (the CPU cap counts them out).
+    let mut o = obs(2, 2, 10);
+    o.blocked = 2;
+    assert_eq!(decide_now(&o), Decision::Grow(4, ResizeReason::Blocked));
+    // Without demand, blocking alone adds nothing.
+    let mut o = obs(2, 2, 0);
+    o.blocked = 2;
+    assert_eq!(decide_now(&o), Decision::Stay);
+}
+
+#[test]
+fn blocking_tasks_are_taken_one_at_a_time_and_compute_in_batches() {
+    let mut o = obs(4, 4, 100);
+    assert_eq!(takes_batches(&o), None, "no evidence yet");
+    o.task_cpu_share = Some(0.95);
+    assert_eq!(takes_batches(&o), Some(true));
+    o.task_cpu_share = Some(0.05);
+    assert_eq!(takes_batches(&o), Some(false));
+    // Workers seen blocked decide it, whatever the others compute.
+    o.task_cpu_share = Some(0.9);
+    o.stalled = 1;
+    assert_eq!(takes_batches(&o), Some(false));
+    o.stalled = 0;
+    o.blocked = 2;
+    assert_eq!(takes_batches(&o), Some(false));
+}
+
+#[test]
+fn probes_while_growing_or_unsure_and_not_otherwise() {
+    let mut o = obs(2, 2, 1_000);
+    // Backlog, CPU share unknown: look again soon.
+    assert!(probe(&o, Decision::Stay, 512));
+    // Known to compute: the normal interval.
+    o.task_cpu_share = Some(1.0);
+    o.machine_load = Some(1.0);
+    assert!(!probe(&o, Decision::Stay, 512));
+    // Just grew: does it suffice?
+    assert!(probe(&o, Decision::Grow(4, ResizeReason::Load), 512));
+    // Blocked workers with work waiting, or workers not yet classified.
+    o.blocked = 1;
+    assert!(probe(&o, Decision::Stay, 512));
+    o.blocked = 0;
+    o.unsure = 3;
+    assert!(probe(&o, Decision::Stay, 512));
+    // At max, or with nothing queued: never.
+    o.live = 512;
+    assert!(!probe(&o, Decision::Stay, 512));
+    let o = obs(2, 2, 0);
+    assert!(!probe(&o, Decision::Stay, 512));
+}
+
+#[test]
+fn shrink_waits_for_keep_alive_then_steps_one_at_a_time() {
+    let scaling = ScalingConfig {
+        keep_alive: Duration::from_secs(1),
+        ..ScalingConfig::default()
+    };
+    let o = obs(10, 0, 0);
+    let (d, _, s) = decide(
+        &o,
+        Duration::from_secs(5),
+        PolicyState::default(),
+        &scaling,
+        LIMITS,
+    );
+    assert_eq!(d, Decision::Stay);
+    let (d, _, s) = decide(&o, Duration::from_millis(5_500), s, &scaling, LIMITS);
+    assert_eq!(d, Decision::Stay, "below the watermark for only 0.5 s");
+    let (d, _, s) = decide(&o, Duration::from_secs(6), s, &scaling, LIMITS);
+    assert_eq!(d, Decision::Shrink(9));
+    let (d, _, _) = decide(&o, Duration::from_millis(6_500), s, &scaling, LIMITS);
+    assert_eq!(d, Decision::Stay, "the next step waits another keep-alive");
+    // Never below min.
+    let o = obs(2, 0, 0);
+    let (d, _, _) = decide(
+        &o,
+        Duration::from_secs(100),
+        PolicyState {
+            low_since: Some(Duration::ZERO),
+        },
+        &scaling,
+        LIMITS,
+    );
+    assert_eq!(d, Decision::Stay);
+}
+
+#[test]
+fn busy_again_resets_the_shrink_clock() {
+    let scaling = ScalingConfig {
+        keep_alive: Duration::from_secs(1),
+        ..ScalingConfig::default()
+    };
+    let (_, _, s) = decide(
+        &obs(10, 0, 0),
+        Duration::from_secs(1),
+        PolicyState::default(),
+        &scaling,
+        LIMITS,
+    );
+    let (_, _, s) = decide(
+        &obs(10, 5, 0),
+        Duration::from_millis(1_500),
+        s,
+        &scaling,
+        LIMITS,
+    );
+    assert_eq!(s, PolicyState::default());
+    let (d, _, _) = decide(
+        &obs(10, 0, 0),
+        Duration::from_millis(2_100),
+        s,
+        &scaling,
+        LIMITS,
+    );
+    assert_eq!(d, Decision::Stay);
+}

@@ -1,0 +1,241 @@
+//! An opt-in circuit breaker for a pool.
+//!
+//! States (`BreakerState`):
+//!
+//! | state     | submissions                         | moves on                                                  |
+//! |-----------|-------------------------------------|-----------------------------------------------------------|
+//! | Closed    | accepted                            | failure rate over the window > threshold (with at least `min_calls` outcomes) → Open |
+//! | Open      | refused (`SubmitError::BreakerOpen`)| cool-down elapsed (checked at the next submission) → HalfOpen |
+//! | HalfOpen  | `trial_calls` accepted, then refused | a trial fails → Open; `trial_calls` trials succeed → Closed |
+//!
+//! Outcomes: a task that returns counts as a success; one that panics or
+//! times out as a failure; a cancelled one as neither. Outcomes of tasks
+//! accepted before the breaker opened are ignored while it is open.
+
+use crate::metrics::BreakerState;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A clock for the breaker (injectable for deterministic tests).
+pub type BreakerClock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// The settings of a circuit breaker (`Builder::circuit_breaker`).
+#[derive(Clone)]
+pub struct BreakerConfig {
+    pub(crate) window: usize,
+    pub(crate) min_calls: usize,
+    pub(crate) failure_rate: f64,
+    pub(crate) cool_down: Duration,
+    pub(crate) trial_calls: usize,
+    pub(crate) clock: Option<BreakerClock>,
+}
+
+impl fmt::Debug for BreakerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerConfig")
+            .field("window", &self.window)
+            .field("min_calls", &self.min_calls)
+            .field("failure_rate", &self.failure_rate)
+            .field("cool_down", &self.cool_down)
+            .field("trial_calls", &self.trial_calls)
+            .finish()
+    }
+}
+
+impl Default for BreakerConfig {
+    /// A window of 50 outcomes, at least 20 of them, opening above 50 %
+    /// failures, for 5 s, then 3 trials.
+    fn default() -> Self {
+        BreakerConfig {
+            window: 50,
+            min_calls: 20,
+            failure_rate: 0.5,
+            cool_down: Duration::from_secs(5),
+            trial_calls: 3,
+            clock: None,
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// The defaults (see `Default`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many recent outcomes the failure rate is computed over.
+    pub fn window(mut self, n: usize) -> Self {
+        self.window = n;
+        self
+    }
+
+    /// The fewest outcomes in the window before the breaker may open.
+    pub fn min_calls(mut self, n: usize) -> Self {
+        self.min_calls = n;
+        self
+    }
+
+    /// The failure rate (0.0 ..= 1.0) above which the breaker opens.
+    pub fn failure_rate(mut self, rate: f64) -> Self {
+        self.failure_rate = rate;
+        self
+    }
+
+    /// How long the breaker stays open before it lets trials through.
+    pub fn cool_down(mut self, d: Duration) -> Self {
+        self.cool_down = d;
+        self
+    }
+
+    /// How many trial tasks the half-open breaker lets through (and how
+    /// many must succeed to close it).
+    pub fn trial_calls(mut self, n: usize) -> Self {
+        self.trial_calls = n;
+        self
+    }
+
+    /// Replaces the breaker's clock (`Instant::now` by default), e.g. with
+    /// a manual clock in tests.
+    pub fn clock(mut self, clock: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// What is wrong with the settings, if anything: `(field, expected)`.
+    pub(crate) fn invalid(&self) -> Option<(&'static str, String, &'static str)> {
+        if self.window == 0 {
+            Some(("circuit_breaker.window", "0".into(), "at least 1"))
+        } else if self.min_calls == 0 || self.min_calls > self.window {
+            Some((
+                "circuit_breaker.min_calls",
+                self.min_calls.to_string(),
+                "between 1 and the window",
+            ))
+        } else if !(0.0..=1.0).contains(&self.failure_rate) || self.failure_rate.is_nan() {
+            Some((
+                "circuit_breaker.failure_rate",
+                self.failure_rate.to_string(),
+                "between 0.0 and 1.0",
+            ))
+        } else if self.trial_calls == 0 {
+            Some(("circuit_breaker.trial_calls", "0".into(), "at least 1"))
+        } else {
+            None
+        }
+    }
+}
+
+enum State {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { admitted: usize, succeeded: usize },
+}
+
+struct Inner {
+    state: State,
+    window: VecDeque<bool>,
+}
+
+pub(crate) struct Breaker {
+    config: BreakerConfig,
+    inner: Mutex<Inner>,
+}
+
+impl Breaker {
+    pub(crate) fn new(config: BreakerConfig) -> Self {
+        Breaker {
+            inner: Mutex::new(Inner {
+                state: State::Closed,
+                window: VecDeque::with_capacity(config.window),
+            }),
+            config,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.config
+            .clock
+            .as_ref()
+            .map_or_else(Instant::now, |c| c())
+    }
+
+    /// Whether a submission may pass (moving Open → HalfOpen when the
+    /// cool-down has ended).
+    pub(crate) fn admit(&self) -> bool {
+        let mut inner = self.inner.lock();
+        match inner.state {
+            State::Closed => true,
+            State::Open { until } => {
+                if self.now() >= until {
+                    inner.state = State::HalfOpen {
+                        admitted: 1,
+                        succeeded: 0,
+                    };
+                    true
+                } else {
+                    false
+                }
+            }
+            State::HalfOpen {
+                ref mut admitted, ..
+            } => {
+                if *admitted < self.config.trial_calls {
+                    *admitted += 1;
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    /// Records a task's outcome.
+    pub(crate) fn record(&self, success: bool) {
+        let mut inner = self.inner.lock();
+        match inner.state {
+            State::Closed => {
+                if inner.window.len() == self.config.window {
+                    inner.window.pop_front();
+                }
+                inner.window.push_back(success);
+                let calls = inner.window.len();
+                let failures = inner.window.iter().filter(|ok| !**ok).count();
+                if calls >= self.config.min_calls
+                    && failures as f64 / calls as f64 > self.config.failure_rate
+                {
+                    inner.state = State::Open {
+                        until: self.now() + self.config.cool_down,
+                    };
+                    inner.window.clear();
+                }
+            }
+            State::Open { .. } => {}
+            State::HalfOpen {
+                ref mut succeeded, ..
+            } => {
+                if !success {
+                    inner.state = State::Open {
+                        until: self.now() + self.config.cool_down,
+                    };
+                } else {
+                    *succeeded += 1;
+                    if *succeeded >= self.config.trial_calls {
+                        inner.state = State::Closed;
+                        inner.window.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        match self.inner.lock().state {
+            State::Closed => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! A small trait in front of the task queues.
+//!
+//! The pool's scheduling logic talks to three kinds of queue: a worker's own
+//! deque ([`LocalQueue`], owned by one thread), the handle other workers steal
+//! from it with ([`StealQueue`]), and the global injector ([`GlobalQueue`]).
+//! Normal builds use `crossbeam-deque`; crossbeam's deques are not loom-aware,
+//! so loom builds use [`simple`], a mutex around a `VecDeque` built on the
+//! crate's sync shim, and loom explores the pool's logic over that.
+
+use crate::task::job::JobRef;
+
+/// The outcome of a steal attempt.
+#[derive(Debug)]
+pub(crate) enum Steal {
+    /// The queue was empty.
+    Empty,
+    /// A job was taken.
+    Success(JobRef),
+    /// Lost a race; the queue may still hold jobs. (Only crossbeam's
+    /// lock-free queues lose races; the loom backend never does.)
+    #[cfg_attr(loom, allow(dead_code))]
+    Retry,
+}
+
+/// A worker's own deque: LIFO for the owner, FIFO for thieves.
+pub(crate) trait LocalQueue: Sized {
+    /// The thief's handle.
+    type Stealer: StealQueue<Local = Self>;
+    /// A new, empty, LIFO deque.
+    fn new_lifo() -> Self;
+    /// A handle other threads can steal with.
+    fn stealer(&self) -> Self::Stealer;
+    /// Pushes a job at the owner's end.
+    fn push(&self, job: JobRef);
+    /// Pops the newest job (the owner's end).
+    fn pop(&self) -> Option<JobRef>;
+}
+
+/// Steals from another worker's deque.
+pub(crate) trait StealQueue: Clone + Send + Sync {
+    /// The deque type a batch can be stolen into.
+    type Local;
+    /// Steals the oldest job.
+    fn steal(&self) -> Steal;
+    /// How many jobs the deque holds (a racy hint).
+    fn len(&self) -> usize;
+}
+
+/// The global FIFO injector every thread may push to.
+pub(crate) trait GlobalQueue: Send + Sync {
+    /// The deque type a batch can be stolen into.
+    type Local;
+    /// A new, empty queue.
+    fn new() -> Self;
+    /// Pushes a job at the back.
+    fn push(&self, job: JobRef);
+    /// Takes the oldest job.
+    fn steal(&self) -> Steal;
+    /// Takes a batch of the oldest jobs, at most `limit` (at least one),
+    /// into `dest` and pops one of them.
+    fn steal_batch_and_pop(&self, dest: &Self::Local, limit: usize) -> Steal;
+    /// Whether it is empty (a racy hint).
+    fn is_empty(&self) -> bool;
+    /// How many jobs it holds (a racy hint).
+    fn len(&self) -> usize;
+}
+
+#[cfg(not(loom))]
+mod crossbeam {
+    use super::{GlobalQueue, LocalQueue, Steal, StealQueue};
+    use crate::task::job::JobRef;
+    use crossbeam_deque as cd;
+
+    fn convert(s: cd::Steal<JobRef>) -> Steal {
+        match s {
+            cd::Steal::Empty => Steal::Empty,
+            cd::Steal::Success(job) => Steal::Success(job),
+            cd::Steal::Retry => Steal::Retry,
+        }
+    }
+
+    /// A worker's crossbeam deque (owner end).
+    pub(crate) struct Local(cd::Worker<JobRef>);
+    /// The thief's end of a [`Local`].
+    #[derive(Clone)]
+    pub(crate) struct Stealer(cd::Stealer<JobRef>);
+    /// The crossbeam injector.
+    pub(crate) struct Injector(cd::Injector<JobRef>);
+
+    impl LocalQueue for Local {
+        type Stealer = Stealer;
+        #[inline]
+        fn new_lifo() -> Self {
+            Local(cd::Worker::new_lifo())
+        }
+        #[inline]
+        fn stealer(&self) -> Stealer {
+            Stealer(self.0.stealer())
+        }
+        #[inline]
+        fn push(&self, job: JobRef) {
+            self.0.push(job)
+        }
+        #[inline]
+        fn pop(&self) -> Option<JobRef> {
+            self.0.pop()
+        }
+    }
+
+    impl StealQueue for Stealer {
+        type Local = Local;
+        #[inline]
+        fn steal(&self) -> Steal {
+            convert(self.0.steal())
+        }
+        #[inline]
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+    }
+
+    impl GlobalQueue for Injector {
+        type Local = Local;
+        #[inline]
+        fn new() -> Self {
+            Injector(cd::Injector::new())
+        }
+        #[inline]
+        fn push(&self, job: JobRef) {
+            self.0.push(job)
+        }
+        #[inline]
+        fn steal(&self) -> Steal {
+            convert(self.0.steal())
+        }
+        #[inline]
+        fn steal_batch_and_pop(&self, dest: &Local, limit: usize) -> Steal {
+            convert(self.0.steal_batch_with_limit_and_pop(&dest.0, limit.max(1)))
+        }
+        #[inline]
+        fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+        #[inline]
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+    }
+}
+
+/// A plain mutex-and-`VecDeque` queue on the sync shim, for loom models.
+#[cfg_attr(not(loom), allow(dead_code))]
+pub(crate) mod simple {
+    use super::{GlobalQueue, LocalQueue, Steal, StealQueue};
+    use crate::loom::sync::{Arc, Mutex};
+    use crate::task::job::JobRef;
+    use std::collections::VecDeque;
+
+    /// Shared storage of one simple queue.
+    #[derive(Clone)]
+    pub(crate) struct Shared(Arc<Mutex<VecDeque<JobRef>>>);
+
+    impl Shared {
+        #[inline]
+        fn new() -> Self {
+            Shared(Arc::new(Mutex::new(VecDeque::new())))
+        }
+        #[inline]
+        fn pop_front(&self) -> Steal {
+            match self.0.lock().pop_front() {
+                Some(job) => Steal::Success(job),
+                None => Steal::Empty,
+            }
+        }
+        #[inline]
+        fn move_half_into(&self, dest: &Local, limit: usize) -> Steal {
+            let mut src = self.0.lock();
+            let Some(first) = src.pop_front() else {
+                return Steal::Empty;
+            };
+            let extra = (src.len() / 2).min(limit.saturating_sub(1));
+            let mut dst = dest.0 .0.lock();
+            for _ in 0..extra {
+                if let Some(job) = src.pop_front() {
+                    dst.push_back(job);
+                }
+            }
+            Steal::Success(first)
+        }
+    }
+
+    /// A worker's deque: owner pops from the back, thieves from the front.
+    pub(crate) struct Local(Shared);
+    /// The thief's handle of a [`Local`].
+    #[derive(Clone)]
+    pub(crate) struct Stealer(Shared);
+    /// The global queue.
+    pub(crate) struct Injector(Shared);
+
+    impl LocalQueue for Local {
+        type Stealer = Stealer;
+        #[inline]
+        fn new_lifo() -> Self {
+            Local(Shared::new())
+        }
+        #[inline]
+        fn stealer(&self) -> Stealer {
+            Stealer(self.0.clone())
+        }
+        #[inline]
+        fn push(&self, job: JobRef) {
+            self.0 .0.lock().push_back(job);
+        }
+        #[inline]
+        fn pop(&self) -> Option<JobRef> {
+            self.0 .0.lock().pop_back()
+        }
+    }
+
+    impl StealQueue for Stealer {
+        type Local = Local;
+        #[inline]
+        fn steal(&self) -> Steal {
+            self.0.pop_front()
+        }
+        #[inline]
+        fn len(&self) -> usize {
+            self.0 .0.lock().len()
+        }
+    }
+
+    impl GlobalQueue for Injector {
+        type Local = Local;
+        #[inline]
+        fn new() -> Self {
+            Injector(Shared::new())
+        }
+        #[inline]
+        fn push(&self, job: JobRef) {
+            self.0 .0.lock().push_back(job);
+        }
+        #[inline]
+        fn steal(&self) -> Steal {
+            self.0.pop_front()
+        }
+        #[inline]
+        fn steal_batch_and_pop(&self, dest: &Local, limit: usize) -> Steal {
+            self.0.move_half_into(dest, limit)
+        }
+        #[inline]
+        fn is_empty(&self) -> bool {
+            self.0 .0.lock().is_empty()
+        }
+        #[inline]
+        fn len(&self) -> usize {
+            self.0 .0.lock().len()
+        }
+    }
+}
+
+#[cfg(not(loom))]
+pub(crate) use self::crossbeam::{Injector, Local, Stealer};
+#[cfg(loom)]
+pub(crate) use self::simple::{Injector, Local, Stealer};
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::task::job::shard_job;
+
+    #[test]
+    fn a_batch_takes_at_most_its_limit_and_keeps_the_order() {
+        let injector = Injector::new();
+        for i in 0..100 {
+            injector.push(shard_job(i));
+        }
+        let local = Local::new_lifo();
+        // A limit of 3: the oldest is returned, at most two more move over.
+        let Steal::Success(first) = injector.steal_batch_and_pop(&local, 3) else {
+            panic!("the injector holds 100 jobs")
+        };
+        assert_eq!(first.shard_index(), 0);
+        let mut moved = Vec::new();
+        while let Some(job) = local.pop() {
+            moved.push(job.shard_index());
+        }
+        moved.sort_unstable();
+        assert!(
+            moved.len() <= 2 && moved.iter().all(|&i| (1..3).contains(&i)),
+            "{moved:?}"
+        );
+        // A limit of 1 (or 0) moves nothing.
+        let Steal::Success(next) = injector.steal_batch_and_pop(&local, 0) else {
+            panic!("jobs remain")
+        };
+        assert_eq!(next.shard_index(), 1 + moved.len());
+        assert!(local.pop().is_none());
+        // Every job is taken exactly once.
+        let mut seen = 2 + moved.len();
+        while let Steal::Success(_) = injector.steal_batch_and_pop(&local, usize::MAX) {
+            seen += 1;
+            while local.pop().is_some() {
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 100);
+    }
+}

@@ -1,0 +1,329 @@
+//! The passive shared state of one pool: queues, the admission word,
+//! the sleep coordinator, waiters, counters and thread handles.
+//!
+//! Nothing here runs a task or calls back up: workers (`worker.rs`) run
+//! tasks and record their outcomes; submission (`admission.rs`), waiting
+//! (`wait.rs`), shutdown (`shutdown.rs`), resizing (`resize.rs`) and
+//! snapshots (`snapshot.rs`) are methods on this state, each in its file.
+
+use super::breaker::Breaker;
+use super::config::Config;
+use super::queue::{GlobalQueue, Injector, Local, LocalQueue, Steal, StealQueue, Stealer};
+use super::sleep::Sleep;
+use super::worker::WorkerThread;
+use crate::error::TaskError;
+use crate::keyed::{Shard, Sharder};
+use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use crate::loom::sync::{Arc, Condvar, Mutex};
+use crate::loom::thread::JoinHandle;
+use crate::metrics::clock::Calibration;
+use crate::metrics::{Counters, LockStats, WorkerState};
+use crate::task::job::JobRef;
+use crate::task::{CancelToken, Parker, Waiter};
+use crossbeam_utils::CachePadded;
+
+#[derive(Default)]
+pub(super) struct Threads {
+    /// The watchdog's and the supervisor's threads.
+    pub(super) handles: Vec<JoinHandle<()>>,
+    /// Worker threads by index (a retired worker's until it is joined).
+    pub(super) workers: Vec<Option<JoinHandle<()>>>,
+    pub(super) joining: bool,
+    pub(super) joined: bool,
+}
+
+/// The shared state of one pool.
+pub(crate) struct Registry {
+    pub(super) admission: CachePadded<AtomicU64>,
+    pub(super) injector: Injector,
+    /// Internal jobs displaced from a worker's deque (by eviction or
+    /// shutdown); never abandoned.
+    pub(super) side: Injector,
+    pub(super) stealers: Box<[Stealer]>,
+    /// Per worker: shards scheduled on it (FIFO; others may steal).
+    pub(super) inboxes: Box<[Injector]>,
+    /// The keyed shards.
+    pub(crate) shards: Box<[Shard]>,
+    pub(crate) sharder: Sharder,
+    pub(crate) sleep: Sleep,
+    /// Outside threads blocked for room (`Backpressure::Block`).
+    pub(super) room_waiters: CachePadded<AtomicUsize>,
+    pub(super) room_lock: Mutex<()>,
+    pub(super) room_cv: Condvar,
+    /// Threads waiting for the pool to become idle (or to drain).
+    pub(super) idle_waiters: CachePadded<AtomicUsize>,
+    pub(super) idle_list: Mutex<Vec<(u64, Waiter)>>,
+    pub(super) next_waiter_id: AtomicU64,
+    /// `wait_idle` calls in progress on this pool's own workers.
+    pub(super) inside_idle: AtomicUsize,
+    /// Workers blocked in a wait that does not help (`join_blocking`).
+    pub(super) blocked: AtomicUsize,
+    pub(super) abandon: AtomicBool,
+    /// `pause()`: workers take no task from the queues (internal jobs,
+    /// which running tasks wait for, still run).
+    pub(super) paused: AtomicBool,
+    pub(crate) counters: Counters,
+    /// Workers running now: indices `0..live` (see `spawn_worker`).
+    pub(super) live: CachePadded<AtomicUsize>,
+    /// Workers at or above this index retire when idle (`usize::MAX`: none).
+    pub(super) retire_at: AtomicUsize,
+    /// The deques of worker slots that have no running worker.
+    pub(super) spare: Mutex<Vec<Option<Local>>>,
+    /// The worker count the supervisor is growing the pool to (0: not
+    /// growing); new workers help it get there (`help_grow`). A plain `std`
+    /// atomic, as is `batches`: hints that take part in no protocol (every
+    /// job is taken exactly once either way), left out of the loom models.
+    pub(super) grow_target: std::sync::atomic::AtomicUsize,
+    /// Whether workers take batches from the injector (compute tasks: less
+    /// contention) or one task at a time (blocking tasks; the supervisor
+    /// decides, see `scaling::takes_batches`).
+    pub(super) batches: std::sync::atomic::AtomicBool,
+    /// Where the supervisor sleeps between samples; `nudge` wakes it.
+    pub(crate) supervisor: Arc<Parker>,
+    pub(super) nudged: AtomicBool,
+    /// The worker count the supervisor aims at (a gauge).
+    pub(crate) target: AtomicUsize,
+    pub(super) resizes: Mutex<std::collections::VecDeque<crate::metrics::ResizeEvent>>,
+    pub(super) threads: Mutex<Threads>,
+    pub(super) threads_cv: Condvar,
+    pub(crate) config: Config,
+    /// Whether tasks are timed (histograms, or the stall watchdog).
+    pub(super) timing: bool,
+    /// Converts ticks to time for snapshots.
+    pub(crate) calibration: Calibration,
+    /// Where the stall watchdog sleeps between checks.
+    pub(crate) watchdog: Arc<Parker>,
+    /// The root of every task's cancellation token; cancelled when shutdown
+    /// abandons work.
+    pub(crate) token: CancelToken,
+    pub(super) breaker: Option<Breaker>,
+}
+
+impl Registry {
+    /// A registry with a slot for each of `locals` (one per possible
+    /// worker); no worker runs yet (see `spawn_worker`).
+    pub(crate) fn new(config: Config, locals: Vec<Local>) -> Self {
+        let workers = locals.len();
+        let stealers = locals.iter().map(LocalQueue::stealer).collect();
+        let locks = std::sync::Arc::new(LockStats::default());
+        Registry {
+            live: CachePadded::new(AtomicUsize::new(0)),
+            retire_at: AtomicUsize::new(usize::MAX),
+            spare: Mutex::new(locals.into_iter().map(Some).collect()),
+            grow_target: std::sync::atomic::AtomicUsize::new(0),
+            batches: std::sync::atomic::AtomicBool::new(true),
+            supervisor: Arc::new(Parker::default()),
+            nudged: AtomicBool::new(false),
+            target: AtomicUsize::new(config.min_workers),
+            resizes: Mutex::new(std::collections::VecDeque::new()),
+            timing: config.histograms || config.stall_threshold.is_some(),
+            calibration: Calibration::now(),
+            watchdog: Arc::new(Parker::default()),
+            token: CancelToken::new(),
+            breaker: config.breaker.clone().map(Breaker::new),
+            admission: CachePadded::new(AtomicU64::new(0)),
+            injector: Injector::new(),
+            side: Injector::new(),
+            stealers,
+            inboxes: (0..workers).map(|_| Injector::new()).collect(),
+            shards: (0..config.shards).map(|_| Shard::default()).collect(),
+            sharder: Sharder::new(config.shards),
+            sleep: Sleep::new(workers, 0, std::sync::Arc::clone(&locks)),
+            room_waiters: CachePadded::new(AtomicUsize::new(0)),
+            room_lock: Mutex::new(()),
+            room_cv: Condvar::new(),
+            idle_waiters: CachePadded::new(AtomicUsize::new(0)),
+            idle_list: Mutex::new(Vec::new()),
+            next_waiter_id: AtomicU64::new(0),
+            inside_idle: AtomicUsize::new(0),
+            blocked: AtomicUsize::new(0),
+            abandon: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            counters: Counters::new(workers, locks),
+            threads: Mutex::new(Threads {
+                workers: (0..workers).map(|_| None).collect(),
+                ..Threads::default()
+            }),
+            threads_cv: Condvar::new(),
+            config,
+        }
+    }
+
+    /// The pool's identity: its address, compared and never followed (a
+    /// keyed handle's slot remembers it to detect a wait on its own shard).
+    pub(crate) fn id(&self) -> usize {
+        self as *const Registry as usize
+    }
+
+    /// Worker slots: the most workers the pool may run.
+    pub(crate) fn max_workers(&self) -> usize {
+        self.stealers.len()
+    }
+
+    pub(crate) fn stealers(&self) -> &[Stealer] {
+        &self.stealers
+    }
+
+    pub(crate) fn add_thread(&self, handle: JoinHandle<()>) {
+        self.threads.lock().handles.push(handle);
+    }
+
+    /// Workers running now (indices `0..live`).
+    #[inline]
+    pub(crate) fn live_workers(&self) -> usize {
+        // Relaxed: a routing hint (shard homes, gauges); the slots of all
+        // `max` workers stay valid, so a stale value only picks another
+        // inbox, from which any worker may steal.
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Worker `index`'s inbox of scheduled shards.
+    pub(crate) fn inbox(&self, index: usize) -> &Injector {
+        &self.inboxes[index]
+    }
+
+    /// The calling thread's worker, if it is one of this pool's.
+    pub(crate) fn own_worker(&self) -> Option<&'static WorkerThread> {
+        WorkerThread::current().filter(|w| std::ptr::eq(w.registry(), self))
+    }
+
+    pub(crate) fn own_worker_index(&self) -> Option<usize> {
+        self.own_worker().map(WorkerThread::index)
+    }
+
+    /// Records worker `index`'s state (when workers are tracked).
+    #[inline]
+    pub(crate) fn set_state(&self, index: usize, state: WorkerState) {
+        if self.config.track_workers {
+            self.counters.status[index].set(state);
+        }
+    }
+
+    /// The name of worker `index`'s thread.
+    pub(crate) fn worker_name(&self, index: usize) -> String {
+        format!("{}-{}", self.config.thread_name, index)
+    }
+
+    /// Whether the pool is paused.
+    #[inline]
+    pub(crate) fn is_paused(&self) -> bool {
+        // Relaxed would do for the hint; SeqCst keeps `resume`'s wake-up
+        // simple to argue (it wakes every sleeper after clearing the flag).
+        self.paused.load(SeqCst)
+    }
+
+    /// Stops handing queued tasks to workers; idempotent.
+    pub(crate) fn pause(&self) {
+        self.paused.store(true, SeqCst);
+    }
+
+    /// Hands queued tasks to workers again; idempotent.
+    pub(crate) fn resume(&self) {
+        if self.paused.swap(false, SeqCst) {
+            self.sleep.wake_all();
+        }
+    }
+
+    /// Parks a task a paused worker found on its own deque in the injector,
+    /// where it waits for `resume` with the rest.
+    pub(crate) fn hold(&self, job: JobRef) {
+        self.injector.push(job);
+    }
+
+    /// Takes an internal job (a paused worker's only work).
+    pub(crate) fn take_side(&self) -> Option<JobRef> {
+        loop {
+            match self.side.steal() {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => continue,
+                Steal::Empty => return None,
+            }
+        }
+    }
+
+    /// Whether any queue visibly holds work (re-check before parking).
+    pub(crate) fn has_work(&self) -> bool {
+        if self.is_paused() {
+            return !self.side.is_empty();
+        }
+        !self.injector.is_empty()
+            || !self.side.is_empty()
+            || self.stealers.iter().any(|s| s.len() > 0)
+            || self.inboxes.iter().any(|i| !i.is_empty())
+    }
+
+    /// How many jobs a worker takes from the injector at most: its fair
+    /// share of the queue. A burst of long tasks into many idle workers must
+    /// not pile up on the first few (with 1,000 tasks of 2 ms and 300
+    /// workers, batches of 32 kept the last ones waiting 20 ms where 8
+    /// would do). A size hint: the loom models, which check which jobs move
+    /// and not how many, leave it out.
+    #[inline]
+    pub(crate) fn batch_limit(&self) -> usize {
+        #[cfg(not(loom))]
+        {
+            self.injector.len() / self.live_workers().max(1)
+        }
+        #[cfg(loom)]
+        {
+            usize::MAX
+        }
+    }
+
+    /// Switches the workers between taking batches from the injector and
+    /// taking one task at a time.
+    pub(crate) fn set_batches(&self, on: bool) {
+        // Relaxed: a hint (see `take_global`).
+        self.batches.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Takes work from the global queues: a batch of the injector into
+    /// `local` (one of it returned), else an internal job from the side
+    /// queue.
+    pub(crate) fn take_global(&self, local: &super::queue::Local) -> Option<JobRef> {
+        // Relaxed: a hint from the supervisor (either way every job is
+        // taken exactly once).
+        if !self.batches.load(std::sync::atomic::Ordering::Relaxed) {
+            // Blocking tasks: one at a time, so that no worker holds a
+            // batch of them that only it (or a thief, one by one) will run.
+            loop {
+                match self.injector.steal() {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
+            }
+        }
+        loop {
+            match self.injector.steal_batch_and_pop(local, self.batch_limit()) {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+        loop {
+            match self.side.steal() {
+                Steal::Success(job) => return Some(job),
+                Steal::Retry => continue,
+                Steal::Empty => return None,
+            }
+        }
+    }
+
+    /// Puts an admitted install job or another internal job on the side
+    /// queue (never abandoned, never evicted) and wakes a worker.
+    pub(crate) fn push_side(&self, job: JobRef) {
+        self.side.push(job);
+        self.sleep.notify_one();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        // Only reachable with queued jobs if threads never started (a failed
+        // build); resolve them rather than leak them.
+        while let Steal::Success(job) = self.injector.steal() {
+            job.discard(TaskError::Abandoned);
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Resizing: starting workers, retiring them without losing a task,
+//! nudging the supervisor, and the resize history.
+
+use super::queue::{GlobalQueue, Local, LocalQueue, Steal};
+use super::registry::Registry;
+use crate::loom::sync::atomic::Ordering::SeqCst;
+use crate::loom::sync::Arc;
+use crate::loom::thread::{self, JoinHandle};
+use crate::metrics::bump;
+use std::panic::{self, AssertUnwindSafe};
+
+impl Registry {
+    /// Starts the next worker (index `live`) unless the pool already has
+    /// `limit` workers or its threads are being joined (shutdown): then
+    /// `Ok(None)`. Step 1 of resizing: under the spare-slot lock, take the
+    /// slot's deque, count the worker live and unparked, then start its
+    /// thread.
+    pub(crate) fn spawn_worker(this: &Arc<Self>, limit: usize) -> std::io::Result<Option<usize>> {
+        let self_ = &**this;
+        if self_.threads.lock().joining {
+            return Ok(None);
+        }
+        let mut spare = self_.spare.lock();
+        let index = self_.live.load(SeqCst);
+        if index >= limit {
+            return Ok(None);
+        }
+        let Some(local) = spare.get_mut(index).and_then(Option::take) else {
+            return Err(std::io::Error::other("no free worker slot"));
+        };
+        self_.sleep.add_worker();
+        self_.live.store(index + 1, SeqCst);
+        drop(spare);
+        let mut builder = thread::Builder::new().name(self_.worker_name(index));
+        if let Some(size) = self_.config.stack_size {
+            builder = builder.stack_size(size);
+        }
+        let registry = Arc::clone(this);
+        match builder.spawn(move || super::worker::run(registry, index, local)) {
+            Ok(handle) => {
+                let mut threads = self_.threads.lock();
+                if threads.joining {
+                    // Shutdown took the handles to join after this worker
+                    // was counted: join it here (the pool is closed and
+                    // drained, so it leaves at once) rather than leak it.
+                    drop(threads);
+                    let _ = handle.join();
+                    return Ok(Some(index));
+                }
+                let old = threads.workers[index].replace(handle);
+                drop(threads);
+                if let Some(old) = old {
+                    // A retired worker of this slot; it has left its loop.
+                    let _ = old.join();
+                }
+                Ok(Some(index))
+            }
+            Err(e) => {
+                // The slot's deque went with the closure: this slot stays
+                // unused (the pool can no longer grow past it).
+                self_.live.store(index, SeqCst);
+                self_.sleep.remove_worker();
+                Err(e)
+            }
+        }
+    }
+
+    /// Worker threads started and not yet joined (loom models check that
+    /// shutdown leaves none).
+    #[cfg(all(loom, test))]
+    pub(crate) fn unjoined_workers(&self) -> usize {
+        self.threads.lock().workers.iter().flatten().count()
+    }
+
+    /// Grows the pool to `target` workers (fewer if the OS refuses a thread
+    /// or shutdown began), with help: every worker started meanwhile first
+    /// starts one more (`help_grow`). Returns the live workers after.
+    pub(crate) fn grow_to(this: &Arc<Self>, target: usize) -> usize {
+        // Relaxed: a hint for helpers; `spawn_worker` checks the limit
+        // under the spare-slot lock.
+        this.grow_target
+            .store(target, std::sync::atomic::Ordering::Relaxed);
+        while let Ok(Some(_)) = Registry::spawn_worker(this, target) {}
+        this.grow_target
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        this.live_workers()
+    }
+
+    /// On a new worker's thread, before it looks for work: while the pool
+    /// grows, start one more worker.
+    pub(crate) fn help_grow(this: &Arc<Self>) {
+        // Relaxed: see `grow_to`.
+        let target = this.grow_target.load(std::sync::atomic::Ordering::Relaxed);
+        if target != 0 && this.live_workers() < target {
+            let _ = Registry::spawn_worker(this, target);
+        }
+    }
+
+    /// Asks the workers at `live..` down to `target` to retire when idle
+    /// (the highest first) and wakes the highest.
+    pub(crate) fn request_retire(&self, target: usize) {
+        self.retire_at.store(target, SeqCst);
+        let live = self.live.load(SeqCst);
+        if live > 0 {
+            // A parked worker re-checks `should_retire` when woken.
+            self.sleep.parker(live - 1).unpark();
+        }
+    }
+
+    /// Whether worker `index` should retire now: it is the highest live
+    /// worker and above the retirement target (never below `min_workers`).
+    pub(crate) fn should_retire(&self, index: usize) -> bool {
+        index >= self.retire_at.load(SeqCst)
+            && index >= self.config.min_workers
+            && index + 1 == self.live.load(SeqCst)
+    }
+
+    /// Step 2 of retiring, on the retiring worker while it is still live:
+    /// its deque's jobs go to the injector, its inbox's shards to the
+    /// inboxes of the workers that remain.
+    pub(crate) fn hand_over(&self, index: usize, local: &Local) {
+        let mut moved = false;
+        while let Some(job) = local.pop() {
+            self.injector.push(job);
+            moved = true;
+        }
+        let remaining = index.max(1);
+        loop {
+            match self.inboxes[index].steal() {
+                Steal::Success(job) => {
+                    let home = job.shard_index() % remaining;
+                    self.inboxes[home].push(job);
+                    moved = true;
+                }
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+        if moved {
+            self.sleep.notify_one();
+        }
+    }
+
+    /// Step 3 of retiring, after the worker left its loop: under the
+    /// spare-slot lock, give the deque back to its slot and stop counting
+    /// the worker.
+    pub(crate) fn finish_retire(&self, index: usize, local: Local) {
+        let mut spare = self.spare.lock();
+        spare[index] = Some(local);
+        self.live.store(index, SeqCst);
+        self.sleep.remove_worker();
+    }
+
+    /// Wakes the supervisor early: at most once between two of its timed
+    /// samples (see `rearm_nudge`).
+    #[inline]
+    pub(crate) fn nudge(&self) {
+        // Relaxed first load: a filter; the swap decides.
+        if self.config.min_workers < self.max_workers()
+            && !self.nudged.load(std::sync::atomic::Ordering::Relaxed)
+            && !self.nudged.swap(true, SeqCst)
+        {
+            self.supervisor.unpark();
+        }
+    }
+
+    /// Lets the next `nudge` wake the supervisor again. The supervisor calls
+    /// it at its timed samples only, so a standing backlog (say, of compute
+    /// work the pool will not grow for) wakes it at most once per interval.
+    pub(crate) fn rearm_nudge(&self) {
+        self.nudged.store(false, SeqCst);
+    }
+
+    /// Records a resize (bounded history, counters, callback).
+    pub(crate) fn record_resize(&self, event: crate::metrics::ResizeEvent) {
+        let slot = self.counters.slot(None);
+        if event.to > event.from {
+            bump(&slot.resizes_up);
+        } else {
+            bump(&slot.resizes_down);
+        }
+        if let Some(callback) = &self.config.on_resize {
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| callback(&event)));
+        }
+        let mut history = self.resizes.lock();
+        if history.len() == 256 {
+            history.pop_front();
+        }
+        history.push_back(event);
+    }
+
+    /// The recorded resizes, oldest first (the last 256).
+    pub(crate) fn resize_history(&self) -> Vec<crate::metrics::ResizeEvent> {
+        self.resizes.lock().iter().cloned().collect()
+    }
+
+    /// Joins retired workers' threads that have left.
+    #[cfg(not(loom))]
+    pub(crate) fn reap_retired(&self) {
+        let live = self.live.load(SeqCst);
+        let finished: Vec<_> = {
+            let mut threads = self.threads.lock();
+            threads.workers[live..]
+                .iter_mut()
+                .filter(|h| h.as_ref().is_some_and(JoinHandle::is_finished))
+                .filter_map(Option::take)
+                .collect()
+        };
+        for handle in finished {
+            let _ = handle.join();
+        }
+    }
+
+    /// loom's join handles cannot tell whether a thread has left; retired
+    /// workers are joined at shutdown there.
+    #[cfg(loom)]
+    pub(crate) fn reap_retired(&self) {}
+}

@@ -1,0 +1,179 @@
+//! The closing sequence: close admission, drain or abandon, join threads.
+
+use super::admission::{closed, pending, queued, CLOSED};
+use super::queue::{GlobalQueue, Steal, StealQueue};
+use super::registry::Registry;
+use crate::error::TaskError;
+use crate::loom::sync::atomic::Ordering::SeqCst;
+use crate::loom::thread;
+use crate::metrics::LockCounted;
+use crate::task::job::JobKind;
+use std::time::Instant;
+
+/// How shutdown treats queued tasks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShutdownMode {
+    /// Run everything queued.
+    Drain,
+    /// Run queued tasks until the instant, then abandon the rest.
+    Deadline(Instant),
+    /// Abandon everything queued now.
+    Now,
+}
+
+/// What shutdown did, counted since the pool was built.
+///
+/// Identity, exact once shutdown has returned:
+/// `submitted = completed + panicked + abandoned + dropped + rejected + timed_out + cancelled + still_running`
+/// (nothing is queued any more). Submissions refused with
+/// [`SubmitError::ShutDown`] are not counted anywhere: the caller got the
+/// closure back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Tasks offered while the pool was open.
+    pub submitted: u64,
+    /// Tasks that returned normally.
+    pub completed: u64,
+    /// Tasks that panicked.
+    pub panicked: u64,
+    /// Queued tasks shutdown discarded (their handles say `Abandoned`).
+    pub abandoned: u64,
+    /// Tasks dropped by `DropNewest`/`DropOldest`.
+    pub dropped: u64,
+    /// Submissions refused for want of room (or by the circuit breaker).
+    pub rejected: u64,
+    /// Tasks whose deadline passed before they started, or that returned
+    /// `TimedOut`.
+    pub timed_out: u64,
+    /// Tasks cancelled before they started, or that returned `Cancelled`.
+    pub cancelled: u64,
+    /// Tasks still running when the call returned (only after a deadline
+    /// or `shutdown_now`; their workers exit when they finish, and dropping
+    /// the `Pool` joins them).
+    pub still_running: u64,
+}
+
+impl Registry {
+    /// Closes admission and drains or abandons according to `mode`; joins
+    /// the worker threads once nothing is pending. Idempotent; concurrent
+    /// callers all return once the pool is down.
+    pub(crate) fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
+        let before = self.admission.fetch_or(CLOSED, SeqCst);
+        if !closed(before) {
+            // Blocked submitters wake and fail with `ShutDown`.
+            let _guard = self.room_lock.lock();
+            self.room_cv.notify_all();
+        }
+        if pending(before) == 0 {
+            self.sleep.wake_all();
+        }
+        let inside = self.own_worker().is_some();
+        if mode == ShutdownMode::Drain {
+            // A paused pool drains.
+            self.resume();
+        }
+        match mode {
+            ShutdownMode::Drain if !inside => {
+                self.wait_for(&|w| pending(w) == 0, None);
+            }
+            ShutdownMode::Drain => {}
+            ShutdownMode::Deadline(deadline) => {
+                if inside || !self.wait_for(&|w| pending(w) == 0, Some(deadline)) {
+                    self.abandon_queued();
+                }
+            }
+            ShutdownMode::Now => self.abandon_queued(),
+        }
+        // A reservation refused for `CLOSED` holds a place in both fields
+        // until it is undone; the difference counts running tasks only.
+        let word = self.admission.load(SeqCst);
+        let still_running = pending(word) - queued(word);
+        if still_running == 0 && !inside {
+            self.join_threads();
+        }
+        self.report(still_running)
+    }
+
+    pub(crate) fn report(&self, still_running: usize) -> ShutdownReport {
+        let c = self.counters.sum();
+        ShutdownReport {
+            submitted: c.submitted,
+            completed: c.completed,
+            panicked: c.panicked,
+            abandoned: c.abandoned,
+            dropped: c.dropped(),
+            rejected: c.rejected,
+            timed_out: c.timed_out,
+            cancelled: c.cancelled,
+            still_running: still_running as u64,
+        }
+    }
+
+    /// Discards every queued task (their handles resolve to `Abandoned`).
+    /// Workers that pop a task after the flag is set discard it too.
+    pub(crate) fn abandon_queued(&self) {
+        self.abandon.store(true, SeqCst);
+        // Running tasks with a context see their cancellation.
+        self.token.cancel();
+        let me = self.own_worker_index();
+        loop {
+            loop {
+                match self.injector.steal() {
+                    Steal::Success(job) => self.discard_task(job, TaskError::Abandoned, me),
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
+            }
+            for stealer in self.stealers.iter() {
+                loop {
+                    match stealer.steal() {
+                        Steal::Success(job) if job.kind() == JobKind::Task => {
+                            self.discard_task(job, TaskError::Abandoned, me)
+                        }
+                        Steal::Success(job) => {
+                            self.side.push(job);
+                            self.sleep.notify_one();
+                        }
+                        Steal::Retry => continue,
+                        Steal::Empty => break,
+                    }
+                }
+            }
+            for shard in self.shards.iter() {
+                for job in shard.take_all(&self.counters.locks.shard) {
+                    self.discard_task(job, TaskError::Abandoned, me);
+                }
+            }
+            if queued(self.admission.load(SeqCst)) == 0 {
+                break;
+            }
+            // A popped task is about to start or be discarded by its worker.
+            thread::yield_now();
+        }
+    }
+
+    pub(crate) fn join_threads(&self) {
+        // The watchdog sleeps between checks; it exits on its next look.
+        self.watchdog.unpark();
+        let mut threads = self.threads.lock_counted(&self.counters.locks.threads);
+        if threads.joining {
+            while !threads.joined {
+                self.threads_cv.wait(&mut threads);
+            }
+            return;
+        }
+        threads.joining = true;
+        let mut handles = std::mem::take(&mut threads.handles);
+        handles.extend(threads.workers.iter_mut().filter_map(Option::take));
+        drop(threads);
+        self.supervisor.unpark();
+        for handle in handles {
+            // Workers catch every task panic; an error here could only come
+            // from the pool's own code, and the pool is going away anyway.
+            let _ = handle.join();
+        }
+        self.threads.lock().joined = true;
+        self.threads_cv.notify_all();
+    }
+}

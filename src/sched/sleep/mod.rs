@@ -1,0 +1,229 @@
+//! Parking and waking idle workers. The protocol, its invariants and the
+//! argument that no wake-up is lost are in `design/sleep-wake.md`; the step
+//! numbers below refer to it.
+//!
+//! State (`Sleep::state`, one atomic word): the number of *unparked* workers
+//! (not in the sleeper list) in the high bits and the number of *searching*
+//! workers (awake, out of local work, looking in other queues) in the low
+//! 16 bits. The sleeper list and the per-worker "woken to search" grants are
+//! under one mutex, taken only to park, to wake, and after waking.
+
+use crate::loom::sync::atomic::{fence, AtomicUsize, Ordering::SeqCst};
+use crate::loom::sync::{Arc, Mutex};
+use crate::metrics::{LockCounted, LockStats};
+use crate::task::Parker;
+use crossbeam_utils::CachePadded;
+
+const SEARCH_MASK: usize = (1 << 16) - 1;
+const UNPARK_ONE: usize = 1 << 16;
+
+fn searching(state: usize) -> usize {
+    state & SEARCH_MASK
+}
+
+fn unparked(state: usize) -> usize {
+    state >> 16
+}
+
+struct Sleepers {
+    /// Indices of parked workers.
+    list: Vec<usize>,
+    /// `granted[i]`: worker `i` was taken off the list by `notify_one`,
+    /// which counted it as searching on its behalf.
+    granted: Vec<bool>,
+}
+
+/// The sleep/wake coordinator of one pool.
+pub(crate) struct Sleep {
+    state: CachePadded<AtomicUsize>,
+    sleepers: Mutex<Sleepers>,
+    parkers: Box<[Arc<Parker>]>,
+    /// Live workers (the pool may grow and shrink); slots are allocated
+    /// for the maximum. Read by every `tickle` (each `join`), written only
+    /// on resize: padded so wake-up traffic on nearby fields does not evict
+    /// it.
+    live: CachePadded<AtomicUsize>,
+    stats: std::sync::Arc<LockStats>,
+    /// Parked workers woken for work (only touched on the wake-up path,
+    /// next to a syscall).
+    unparks: CachePadded<std::sync::atomic::AtomicU64>,
+}
+
+impl Sleep {
+    /// Slots for `max_workers`; the `live` first workers start unparked and
+    /// not searching.
+    pub(crate) fn new(max_workers: usize, live: usize, stats: std::sync::Arc<LockStats>) -> Self {
+        let num_workers = max_workers;
+        assert!(
+            num_workers < SEARCH_MASK,
+            "worker count checked by the builder"
+        );
+        Sleep {
+            state: CachePadded::new(AtomicUsize::new(live * UNPARK_ONE)),
+            sleepers: Mutex::new(Sleepers {
+                list: Vec::with_capacity(num_workers),
+                granted: vec![false; num_workers],
+            }),
+            parkers: (0..num_workers)
+                .map(|_| Arc::new(Parker::for_worker(std::sync::Arc::clone(&stats))))
+                .collect(),
+            live: CachePadded::new(AtomicUsize::new(live)),
+            stats,
+            unparks: CachePadded::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    /// Worker `index`'s parker (handed to latches that must wake it).
+    #[inline]
+    pub(crate) fn parker(&self, index: usize) -> &Arc<Parker> {
+        &self.parkers[index]
+    }
+
+    /// Step 2: a worker out of local work asks to search. Refused when half
+    /// the workers already search (they will find the work; more would only
+    /// contend). The limit is a heuristic: the check and the increment race.
+    pub(crate) fn transition_to_searching(&self) -> bool {
+        let state = self.state.load(SeqCst);
+        if 2 * searching(state) >= self.live.load(SeqCst) {
+            return false;
+        }
+        self.state.fetch_add(1, SeqCst);
+        true
+    }
+
+    /// Step 5, when the re-check finds work: the worker stays awake as a
+    /// searcher whatever the limit of step 2, so it takes that work itself
+    /// (a worker that could not search would find nothing and loop).
+    pub(crate) fn force_searching(&self) {
+        self.state.fetch_add(1, SeqCst);
+    }
+
+    /// Step 3: a searching worker found work. Returns `true` if it was the
+    /// last searcher, in which case the caller wakes another worker to take
+    /// over the search (there may be more work where this came from).
+    pub(crate) fn transition_from_searching(&self) -> bool {
+        searching(self.state.fetch_sub(1, SeqCst)) == 1
+    }
+
+    /// Step 4: worker `index` found no work and goes on the sleeper list.
+    /// The caller must then issue a `SeqCst` fence and re-check every queue
+    /// (and its own wait condition) before it actually parks.
+    pub(crate) fn transition_to_parked(&self, index: usize, is_searching: bool) {
+        let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
+        self.state
+            .fetch_sub(UNPARK_ONE + usize::from(is_searching), SeqCst);
+        sleepers.list.push(index);
+        sleepers.granted[index] = false;
+    }
+
+    /// Step 6: after `park` returned (or instead of parking): take worker
+    /// `index` off the sleeper list if nobody did. Returns whether the
+    /// worker was woken to search (`notify_one` counted it as searching).
+    pub(crate) fn after_wake(&self, index: usize) -> bool {
+        let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
+        if let Some(pos) = sleepers.list.iter().position(|&i| i == index) {
+            sleepers.list.swap_remove(pos);
+            self.state.fetch_add(UNPARK_ONE, SeqCst);
+            false
+        } else {
+            std::mem::take(&mut sleepers.granted[index])
+        }
+    }
+
+    fn should_wake(&self) -> bool {
+        let state = self.state.load(SeqCst);
+        searching(state) == 0 && unparked(state) < self.live.load(SeqCst)
+    }
+
+    /// Step 1 (submitter side), after the job is in a queue: wake one parked
+    /// worker if nobody is searching. Returns whether one was woken.
+    #[inline]
+    pub(crate) fn notify_one(&self) -> bool {
+        // Pairs with the fence after `transition_to_parked`: either this load
+        // sees the worker's decrement, or the worker's re-check sees the job.
+        fence(SeqCst);
+        if !self.should_wake() {
+            return false;
+        }
+        let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
+        if !self.should_wake() {
+            return false;
+        }
+        let Some(index) = sleepers.list.pop() else {
+            return false;
+        };
+        self.state.fetch_add(UNPARK_ONE + 1, SeqCst);
+        sleepers.granted[index] = true;
+        drop(sleepers);
+        // Relaxed: a counter.
+        self.unparks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.parkers[index].unpark();
+        true
+    }
+
+    /// A cheaper `notify_one` for work its owner is bound to run anyway (a
+    /// `join` half, a scope's task pushed on the owner's deque): a plain
+    /// load decides whether to wake someone, with no fence. A wake-up
+    /// missed in the race costs parallelism, never the work: the owner pops
+    /// it back or runs it while it waits.
+    #[inline]
+    pub(crate) fn tickle(&self) {
+        // Relaxed: a hint; `notify_one` re-checks with the full protocol.
+        let state = self.state.load(std::sync::atomic::Ordering::Relaxed);
+        if searching(state) == 0
+            && unparked(state) < self.live.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.notify_one();
+        }
+    }
+
+    /// Wakes every parked worker (shutdown, termination).
+    pub(crate) fn wake_all(&self) {
+        let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
+        let woken: Vec<usize> = sleepers.list.drain(..).collect();
+        for &index in &woken {
+            self.state.fetch_add(UNPARK_ONE, SeqCst);
+            sleepers.granted[index] = false;
+        }
+        drop(sleepers);
+        for index in woken {
+            self.parkers[index].unpark();
+        }
+    }
+
+    /// How many workers are on the sleeper list (a racy gauge).
+    pub(crate) fn parked(&self) -> usize {
+        self.live
+            .load(SeqCst)
+            .saturating_sub(unparked(self.state.load(SeqCst)))
+    }
+
+    /// Whether a worker is searching or parked (so new work has a taker).
+    pub(crate) fn has_idle(&self) -> bool {
+        let state = self.state.load(SeqCst);
+        searching(state) > 0 || unparked(state) < self.live.load(SeqCst)
+    }
+
+    /// A new worker joins, unparked (before its thread starts).
+    pub(crate) fn add_worker(&self) {
+        self.state.fetch_add(UNPARK_ONE, SeqCst);
+        self.live.fetch_add(1, SeqCst);
+    }
+
+    /// A retiring worker (unparked, not searching) leaves.
+    pub(crate) fn remove_worker(&self) {
+        self.live.fetch_sub(1, SeqCst);
+        self.state.fetch_sub(UNPARK_ONE, SeqCst);
+    }
+
+    /// Parked workers woken for work so far.
+    pub(crate) fn unparks(&self) -> u64 {
+        self.unparks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many workers are searching (a racy gauge).
+    pub(crate) fn searching(&self) -> usize {
+        searching(self.state.load(SeqCst))
+    }
+}

@@ -1,0 +1,123 @@
+//! Reading the pool without stopping it: metrics snapshots and the dump.
+
+use super::admission::{closed, pending, queued};
+use super::breaker::Breaker;
+use super::registry::Registry;
+use crate::loom::sync::atomic::Ordering::SeqCst;
+use crate::metrics::clock::{ticks, Calibration};
+use crate::metrics::{Histogram, Metrics, PoolDump, WorkerDump, WorkerState};
+use crate::sched::queue::{GlobalQueue, StealQueue};
+
+impl Registry {
+    /// Tasks queued now and workers announced as blocked: the supervisor's
+    /// cheap reading (no snapshot of every slot and histogram).
+    pub(crate) fn queued_and_blocked(&self) -> (usize, usize) {
+        (
+            queued(self.admission.load(SeqCst)),
+            self.blocked.load(SeqCst),
+        )
+    }
+
+    pub(crate) fn metrics(&self) -> Metrics {
+        let word = self.admission.load(SeqCst);
+        let mut counts = self.counters.sum();
+        counts.unparks += self.sleep.unparks();
+        let keyed_queued = self
+            .shards
+            .iter()
+            .map(|s| s.len(&self.counters.locks.shard))
+            .sum();
+        let running = pending(word).saturating_sub(queued(word));
+        let busy_workers = if self.config.track_workers {
+            self.counters
+                .status
+                .iter()
+                .filter(|s| s.read().0 == WorkerState::Running)
+                .count()
+        } else {
+            running.min(self.live_workers())
+        };
+        let (queue_wait, run_time) = if self.config.histograms {
+            (
+                Histogram::sum_of(
+                    self.counters.queue_wait.iter().map(|h| &**h),
+                    &self.calibration,
+                ),
+                Histogram::sum_of(
+                    self.counters.run_time.iter().map(|h| &**h),
+                    &self.calibration,
+                ),
+            )
+        } else {
+            (Histogram::empty(), Histogram::empty())
+        };
+        Metrics {
+            name: self.config.name.clone(),
+            workers: self.live_workers(),
+            min_workers: self.config.min_workers,
+            max_workers: self.config.max_workers,
+            target_workers: self.target.load(std::sync::atomic::Ordering::Relaxed),
+            busy_workers,
+            parked: self.sleep.parked(),
+            searching: self.sleep.searching(),
+            blocked_workers: self.blocked.load(SeqCst),
+            queued: queued(word),
+            injector_len: self.injector.len(),
+            worker_queue_lens: self.stealers.iter().map(StealQueue::len).collect(),
+            keyed_queued,
+            shards: self.shards.len(),
+            running,
+            queue_capacity: self.config.queue_capacity,
+            blocked_submitters: self.room_waiters.load(SeqCst),
+            shut_down: closed(word),
+            paused: self.is_paused(),
+            breaker: self.breaker.as_ref().map(Breaker::state),
+            counts,
+            queue_wait,
+            run_time,
+            locks: Metrics::lock_report(&self.counters.locks, self.calibration.ns_per_tick()),
+        }
+    }
+
+    /// The keyed shard worker `index` is running, if any.
+    pub(crate) fn shard_running_on(&self, index: usize) -> Option<usize> {
+        self.shards.iter().position(|s| s.runs_on(index))
+    }
+
+    /// What every worker is doing now.
+    pub(crate) fn dump(&self) -> PoolDump {
+        let now = ticks();
+        let ns_per_tick = self.calibration.ns_per_tick();
+        let word = self.admission.load(SeqCst);
+        let workers = (0..self.live_workers())
+            .map(|i| {
+                let (state, since) = self.counters.status[i].read();
+                let task = self
+                    .counters
+                    .slot(Some(i))
+                    .started
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let running_for = (state == WorkerState::Running && self.timing)
+                    .then(|| Calibration::to_duration(now.saturating_sub(since), ns_per_tick));
+                let shard = self.shard_running_on(i);
+                WorkerDump {
+                    task_name: (state == WorkerState::Running)
+                        .then(|| self.counters.status[i].name())
+                        .flatten(),
+                    shard,
+                    thread_name: self.worker_name(i),
+                    state,
+                    task,
+                    running_for,
+                    queue_len: self.stealers[i].len(),
+                }
+            })
+            .collect();
+        PoolDump {
+            name: self.config.name.clone(),
+            workers,
+            injector_len: self.injector.len(),
+            queued: queued(word),
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! The worker thread: find work, run it, park when there is none.
+//!
+//! A worker looks, in order: its own deque (LIFO, newest first) → the
+//! injector (a batch, FIFO) → the side queue → the other workers' deques
+//! (oldest first, starting at a random peer). Stealing from peers makes it a
+//! *searcher* (see `design/sleep-wake.md`); before parking it spins a bounded
+//! number of rounds, then parks on its own `Parker`.
+//!
+//! A worker that waits for something (`JoinHandle::join`, `wait_idle`, room
+//! in the queue) runs the same loop with "the thing is done" as its exit
+//! condition, so waiting inside the pool never deadlocks: the work it waits
+//! for is either queued (and this worker may run it) or running elsewhere
+//! (and its completion unparks this worker).
+
+use super::queue::{GlobalQueue, Injector, Local, LocalQueue, Steal, StealQueue};
+use super::registry::Registry;
+use crate::error::TaskError;
+use crate::keyed::BatchEnd;
+use crate::loom::sync::atomic::{fence, Ordering::SeqCst};
+use crate::loom::sync::Arc;
+use crate::loom::{spin_loop, thread, thread_local, SPIN_ROUNDS};
+use crate::metrics::clock::ticks;
+use crate::metrics::{bump_at, LockStats, WorkerState};
+use crate::task::current;
+use crate::task::job::{shard_job, JobKind, JobRef};
+use crate::task::Parker;
+use std::cell::Cell;
+
+#[cfg(not(loom))]
+thread_local! {
+    static CURRENT: Cell<*const WorkerThread> = const { Cell::new(std::ptr::null()) };
+}
+
+// loom's `thread_local!` takes no `const` initialiser.
+#[cfg(loom)]
+thread_local! {
+    static CURRENT: Cell<*const WorkerThread> = Cell::new(std::ptr::null());
+}
+
+/// The per-thread state of a worker. Lives on the worker thread's stack for
+/// the thread's whole life; `!Sync` (it holds `Cell`s and the deque's owner
+/// end), so references to it never leave the thread.
+pub(crate) struct WorkerThread {
+    registry: Arc<Registry>,
+    index: usize,
+    local: Local,
+    searching: Cell<bool>,
+    rng: Cell<u64>,
+    /// Finished tasks whose `pending` place is not yet retired (see
+    /// `Registry::run_task`).
+    owed: Cell<u64>,
+    /// The tick at which the last task ended, while this worker goes
+    /// straight on to the next one; 0 once it searches or parks.
+    last_end: Cell<u64>,
+}
+
+/// The body of worker thread `index`.
+pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
+    let worker = WorkerThread {
+        registry,
+        index,
+        local,
+        searching: Cell::new(false),
+        owed: Cell::new(0),
+        last_end: Cell::new(0),
+        rng: Cell::new(
+            0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
+        ),
+    };
+    CURRENT.with(|c| c.set(&worker));
+    let hook: &dyn current::Worker = &worker;
+    // SAFETY: `worker` lives on this frame until after `current::leave`
+    // below, and never leaves this thread.
+    unsafe { current::enter(hook) };
+    let status = &worker.registry.counters.status[index];
+    status.set_clock(crate::metrics::cpu::ThreadClock::current());
+    // A worker started while the pool grows starts one more first.
+    Registry::help_grow(&worker.registry);
+    let retired = worker.main_loop();
+    status.set_clock(None);
+    current::leave();
+    CURRENT.with(|c| c.set(std::ptr::null()));
+    if retired {
+        let WorkerThread {
+            registry, local, ..
+        } = worker;
+        registry.finish_retire(index, local);
+    }
+}
+
+impl WorkerThread {
+    /// The worker running on this thread, if any (of any pool).
+    #[inline]
+    pub(crate) fn current() -> Option<&'static WorkerThread> {
+        let ptr = CURRENT.with(Cell::get);
+        // SAFETY: `CURRENT` is non-null only while `run` executes on this
+        // thread, and `run`'s frame owns the `WorkerThread` for that whole
+        // time; every caller runs inside that frame (jobs are executed from
+        // `main_loop`). `WorkerThread` is `!Sync`, so the reference cannot
+        // be sent to another thread that could outlive the frame.
+        unsafe { ptr.as_ref() }
+    }
+
+    #[inline]
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    #[inline]
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    #[inline]
+    pub(crate) fn parker(&self) -> &Arc<Parker> {
+        self.registry.sleep.parker(self.index)
+    }
+
+    /// Pops the newest job of this worker's own deque.
+    #[inline]
+    pub(crate) fn pop_local(&self) -> Option<JobRef> {
+        self.local.pop()
+    }
+
+    /// Pushes onto this worker's own deque.
+    #[inline]
+    pub(crate) fn push_local(&self, job: JobRef) {
+        self.local.push(job);
+    }
+
+    /// Returns whether the worker retired (rather than the pool ending).
+    fn main_loop(&self) -> bool {
+        let registry = &*self.registry;
+        let stop = || registry.should_exit() || registry.should_retire(self.index);
+        let retired = loop {
+            if let Some(job) = self.find_work_spinning(&stop) {
+                self.execute(job);
+                continue;
+            }
+            self.pay_owed();
+            if registry.should_exit() {
+                break false;
+            }
+            if registry.should_retire(self.index) {
+                // Stop searching first. Submitters that saw this worker
+                // searching relied on it to find their work; leaving, it
+                // hands the search to a sleeper, as a searcher that found
+                // work does (step 3). (Found by the loom retirement model.)
+                if self.searching.replace(false) && registry.sleep.transition_from_searching() {
+                    registry.sleep.notify_one();
+                }
+                registry.hand_over(self.index, &self.local);
+                break true;
+            }
+            self.park(&stop);
+        };
+        if self.searching.replace(false) {
+            registry.sleep.transition_from_searching();
+        }
+        registry.set_state(self.index, WorkerState::Unknown);
+        retired
+    }
+
+    /// Runs a job popped from a queue.
+    #[inline]
+    pub(crate) fn execute(&self, job: JobRef) {
+        match job.kind() {
+            JobKind::Task => self.run_task(job, true),
+            // Internal jobs hand their outcome (and panic) to their waiter.
+            JobKind::Internal => {
+                self.pay_owed();
+                self.last_end.set(0);
+                let _ = job.run();
+            }
+            JobKind::Install => {
+                self.pay_owed();
+                self.last_end.set(0);
+                self.run_install(job);
+            }
+            JobKind::Shard => self.run_shard(job.shard_index()),
+        }
+    }
+
+    /// Runs (or, once shutdown abandons, discards) a popped task.
+    ///
+    /// The worker owes the `pending` places of its earlier tasks that
+    /// finished (`owed`); they are paid here, folded into this task's
+    /// start, so a busy worker touches the admission word once per task.
+    /// This task's place joins the debt, paid before the worker waits,
+    /// parks or runs anything but a task.
+    ///
+    /// `may_hold`: whether a pause may put the task back (not for a keyed
+    /// task, which must run inside its shard; its runner re-checks the
+    /// pause between tasks).
+    ///
+    /// When the worker came straight from its previous task (no search, no
+    /// park), that task's end tick serves as this one's start, saving a
+    /// clock read; the error is the time to pop a job, below the
+    /// histograms' first bucket.
+    fn run_task(&self, job: JobRef, may_hold: bool) {
+        let registry = &*self.registry;
+        let index = self.index;
+        let owed = self.owed.take();
+        // Cleared while the task runs: a task it waits for, run here
+        // meanwhile, must read the clock itself.
+        let prev_end = self.last_end.replace(0);
+        if may_hold && registry.is_paused() {
+            // Popped after `pause()` returned (or about then): it waits for
+            // `resume` in the injector instead of starting.
+            registry.pay(owed);
+            registry.hold(job);
+            return;
+        }
+        if registry.is_abandoning() {
+            registry.pay(owed);
+            registry.discard_task(job, TaskError::Abandoned, Some(index));
+            return;
+        }
+        registry.start_task(owed);
+        let config = &registry.config;
+        let counters = &registry.counters;
+        bump_at(&counters.slot(Some(index)).started, Some(index));
+        let start = match (registry.timing, prev_end) {
+            (false, _) => 0,
+            (true, 0) => ticks(),
+            (true, t) => t,
+        };
+        if config.histograms {
+            counters.queue_wait[index].record(start.saturating_sub(job.enqueued()));
+        }
+        let status = &counters.status[index];
+        // A task run while another waits on this worker (helping) restores
+        // the outer task's status after it; otherwise the worker is idle
+        // until its next state change (next task, search, park). (Left
+        // `Running`, a worker preempted between tasks read as a task
+        // that had run, asleep, since the last one started.)
+        let outer = if config.track_workers {
+            let outer = status.read();
+            status.start_task(start);
+            outer
+        } else {
+            (WorkerState::Unknown, 0)
+        };
+        let outcome = job.run();
+        let end = if registry.timing { ticks() } else { 0 };
+        if config.histograms {
+            counters.run_time[index].record(end.saturating_sub(start));
+        }
+        if outer.0 == WorkerState::Running {
+            status.start_task(outer.1);
+        } else if config.track_workers {
+            status.set(WorkerState::Idle);
+        }
+        registry.record_outcome(outcome, Some(index));
+        self.owed.set(self.owed.get() + 1);
+        self.last_end.set(end);
+    }
+
+    /// Runs an install job: counted like a task, its panic forwarded to
+    /// the caller; then its place is retired.
+    fn run_install(&self, job: JobRef) {
+        let registry = &*self.registry;
+        bump_at(
+            &registry.counters.slot(Some(self.index)).started,
+            Some(self.index),
+        );
+        let outcome = job.run();
+        registry.record_outcome(outcome, Some(self.index));
+        registry.finish_install();
+    }
+
+    /// Waits until `done()` holds, running other work meanwhile. Whoever
+    /// makes `done()` true must then unpark this worker's parker (the
+    /// caller registers it beforehand).
+    pub(crate) fn wait_until(&self, done: &dyn Fn() -> bool) {
+        self.pay_owed();
+        while !done() {
+            if let Some(job) = self.find_work_spinning(done) {
+                self.execute(job);
+                continue;
+            }
+            self.pay_owed();
+            if done() {
+                break;
+            }
+            self.park(done);
+        }
+    }
+
+    /// Retires the places of finished tasks this worker still owes.
+    pub(crate) fn pay_owed(&self) {
+        self.registry.pay(self.owed.take());
+    }
+
+    /// One look for work in every queue; becomes a searcher to steal.
+    pub(crate) fn find_work(&self) -> Option<JobRef> {
+        if self.registry.is_paused() {
+            return self.find_internal_work();
+        }
+        let found = self
+            .local
+            .pop()
+            .or_else(|| take(self.registry.inbox(self.index)))
+            .or_else(|| self.registry.take_global(&self.local));
+        let found = match found {
+            Some(job) => Some(job),
+            None => {
+                if !self.searching.get() {
+                    if !self.registry.sleep.transition_to_searching() {
+                        return None;
+                    }
+                    self.searching.set(true);
+                    self.last_end.set(0);
+                    self.registry.set_state(self.index, WorkerState::Searching);
+                }
+                self.steal_from_peers()
+                    .or_else(|| self.registry.take_global(&self.local))
+            }
+        };
+        if found.is_some() && self.searching.replace(false) {
+            self.registry.set_state(self.index, WorkerState::Idle);
+            // The last searcher to find work wakes another to carry on.
+            if self.registry.sleep.transition_from_searching() {
+                self.registry.sleep.notify_one();
+            }
+        }
+        found
+    }
+
+    /// While paused: only jobs that running tasks wait for. Tasks found on
+    /// this worker's deque go to the injector to wait for `resume`.
+    fn find_internal_work(&self) -> Option<JobRef> {
+        while let Some(job) = self.local.pop() {
+            if job.kind() == JobKind::Task {
+                self.registry.hold(job);
+            } else {
+                return Some(job);
+            }
+        }
+        self.registry.take_side()
+    }
+
+    /// `find_work`, retried for a bounded number of rounds with growing
+    /// back-off while this worker is a searcher and `stop()` is false.
+    fn find_work_spinning(&self, stop: &dyn Fn() -> bool) -> Option<JobRef> {
+        for round in 0..=SPIN_ROUNDS {
+            if let Some(job) = self.find_work() {
+                return Some(job);
+            }
+            // Before spinning or parking: whoever waits for idleness or
+            // termination must see this worker's finished tasks.
+            self.pay_owed();
+            if !self.searching.get() || round == SPIN_ROUNDS || stop() {
+                return None;
+            }
+            if round < 6 {
+                for _ in 0..(1u32 << round) {
+                    spin_loop();
+                }
+            } else {
+                thread::yield_now();
+            }
+        }
+        None
+    }
+
+    /// Steps 2–3 of the shard hand-off (see `keyed/shard.rs`): the shard
+    /// runs a batch of its tasks here, then retires or goes back to the
+    /// end of this worker's inbox.
+    fn run_shard(&self, index: usize) {
+        let registry = &*self.registry;
+        let shard = &registry.shards[index];
+        let (end, handoff) = shard.run_batch(
+            self.index,
+            &registry.counters.locks.shard,
+            || registry.is_paused(),
+            |job| self.run_task(job, false),
+        );
+        if handoff {
+            bump_at(
+                &registry.counters.slot(Some(self.index)).shard_handoffs,
+                Some(self.index),
+            );
+        }
+        if end == BatchEnd::Requeue {
+            registry.inbox(self.index).push(shard_job(index));
+            registry.sleep.tickle();
+        }
+    }
+
+    fn steal_from_peers(&self) -> Option<JobRef> {
+        let stealers = self.registry.stealers();
+        let n = stealers.len();
+        if n <= 1 {
+            return None;
+        }
+        let start = self.next_random() % n;
+        let slot = self.registry.counters.slot(Some(self.index));
+        // A few passes: `Retry` means a race was lost, not that it is empty.
+        for _ in 0..3 {
+            let mut retry = false;
+            for i in (start..n).chain(0..start) {
+                if i == self.index {
+                    continue;
+                }
+                // One job, the oldest: for fork-join work the biggest piece;
+                // taking half the deque would take `join` halves their owner
+                // then has to wait for or steal back.
+                bump_at(&slot.steal_attempts, Some(self.index));
+                match stealers[i].steal() {
+                    Steal::Success(job) => {
+                        bump_at(&slot.steals, Some(self.index));
+                        return Some(job);
+                    }
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+                // Else a runnable shard waiting on that worker's inbox.
+                if let Some(job) = take(self.registry.inbox(i)) {
+                    bump_at(&slot.steals, Some(self.index));
+                    return Some(job);
+                }
+            }
+            if !retry {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Parks until woken, unless work or `stop()` shows up after this
+    /// worker announced itself as parked (steps 4–6 of the protocol).
+    fn park(&self, stop: &dyn Fn() -> bool) {
+        let sleep = &self.registry.sleep;
+        self.last_end.set(0);
+        sleep.transition_to_parked(self.index, self.searching.replace(false));
+        // Pairs with the fence in `notify_one`: either the submitter sees
+        // this worker parked, or this re-check sees its job.
+        fence(SeqCst);
+        if stop() {
+            self.searching.set(sleep.after_wake(self.index));
+        } else if self.registry.has_work() {
+            // Work arrived after this worker last looked: take it, as a
+            // searcher (it may sit in another worker's deque or inbox).
+            if !sleep.after_wake(self.index) {
+                sleep.force_searching();
+            }
+            self.searching.set(true);
+        } else {
+            bump_at(
+                &self.registry.counters.slot(Some(self.index)).parks,
+                Some(self.index),
+            );
+            self.registry.set_state(self.index, WorkerState::Parked);
+            self.parker().park();
+            self.searching.set(sleep.after_wake(self.index));
+        }
+        self.registry.set_state(
+            self.index,
+            if self.searching.get() {
+                WorkerState::Searching
+            } else {
+                WorkerState::Idle
+            },
+        );
+    }
+
+    /// Whether this worker is running keyed shard `index` (at any depth of
+    /// its stack: a shard's tasks never run elsewhere meanwhile).
+    pub(crate) fn runs_shard(&self, index: usize) -> bool {
+        self.registry.shards[index].runs_on(self.index)
+    }
+
+    fn next_random(&self) -> usize {
+        // xorshift64*: only spreads the first victim of a steal.
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as usize
+    }
+}
+
+/// One job from an inbox, retrying lost races.
+fn take(inbox: &Injector) -> Option<JobRef> {
+    loop {
+        match inbox.steal() {
+            Steal::Success(job) => return Some(job),
+            Steal::Retry => continue,
+            Steal::Empty => return None,
+        }
+    }
+}
+
+impl current::Worker for WorkerThread {
+    fn parker(&self) -> &Arc<Parker> {
+        WorkerThread::parker(self)
+    }
+
+    fn wait_until(&self, done: &dyn Fn() -> bool) {
+        WorkerThread::wait_until(self, done);
+    }
+
+    fn pool_id(&self) -> usize {
+        self.registry.id()
+    }
+
+    fn runs_shard(&self, shard: usize) -> bool {
+        WorkerThread::runs_shard(self, shard)
+    }
+
+    fn locks(&self) -> &LockStats {
+        &self.registry.counters.locks
+    }
+
+    fn blocked(&self, wait: &mut dyn FnMut()) {
+        let _blocked = self.registry.block_guard();
+        wait();
+    }
+
+    fn set_task_name(&self, name: Option<std::sync::Arc<str>>) {
+        self.registry.counters.status[self.index].set_name(name);
+    }
+}

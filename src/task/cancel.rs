@@ -1,0 +1,385 @@
+//! Cooperative cancellation and deadlines: `CancelToken` (a tree),
+//! `TaskOptions`, `TaskContext`.
+//!
+//! Rust threads cannot be pre-empted, so cancellation and deadlines are
+//! cooperative once a task runs. The exact rules:
+//! * A task whose token is cancelled, or whose deadline has passed, before
+//!   it starts is never started: its handle resolves to `Cancelled` or
+//!   `TimedOut`, and it is counted as such.
+//! * A running task sees `is_cancelled()` turn true when its token is
+//!   cancelled or its deadline passes; `check()?` returns early with
+//!   `Cancelled`/`TimedOut`, which its handle then reports (and the counters
+//!   count).
+//! * A task that returns a value after its deadline still delivers it; the
+//!   late finish is counted in `Counts::deadline_missed`.
+//! * The deadline clock starts at submission by default (time in the queue
+//!   counts); [`TaskOptions::start_at_run`] starts it when the task starts.
+
+use super::job::{panic_message, Outcome, Runnable};
+use super::slot::TaskSlot;
+use crate::error::TaskError;
+use parking_lot::Mutex;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+struct Node {
+    cancelled: AtomicBool,
+    children: Mutex<Vec<Weak<Node>>>,
+}
+
+/// A cancellation flag that forms a tree: cancelling a token cancels every
+/// token made from it with [`child`](Self::child), now and later. The pool
+/// has one (cancelled by `shutdown_now` and by a deadline passing in
+/// `shutdown_timeout`); each group has a child of its parent's; each task
+/// started with [`PoolHandle::spawn_with`](crate::PoolHandle::spawn_with)
+/// has its own child.
+#[derive(Clone)]
+pub struct CancelToken(Arc<Node>);
+
+impl fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelToken")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+impl Default for CancelToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CancelToken {
+    /// A new, uncancelled root token.
+    pub fn new() -> Self {
+        CancelToken(Arc::new(Node {
+            cancelled: AtomicBool::new(false),
+            children: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// A token cancelled when this one is (at once, if it already is).
+    pub fn child(&self) -> CancelToken {
+        let child = CancelToken::new();
+        let mut children = self.0.children.lock();
+        // Under the lock: `cancel` sets the flag before it takes the list,
+        // so a child added after that sees the flag here.
+        if self.is_cancelled() {
+            child.0.cancelled.store(true, Ordering::Release);
+        } else {
+            if children.len() >= 32 && children.len().is_power_of_two() {
+                children.retain(|w| w.strong_count() > 0);
+            }
+            children.push(Arc::downgrade(&child.0));
+        }
+        child
+    }
+
+    /// Cancels this token and all its descendants. Idempotent.
+    pub fn cancel(&self) {
+        // AcqRel: a task that sees the flag sees what the canceller did
+        // before cancelling.
+        if self.0.cancelled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let children = std::mem::take(&mut *self.0.children.lock());
+        for child in children.iter().filter_map(Weak::upgrade) {
+            CancelToken(child).cancel();
+        }
+    }
+
+    /// Whether this token (or an ancestor, since it was made) is cancelled.
+    #[inline]
+    pub fn is_cancelled(&self) -> bool {
+        self.0.cancelled.load(Ordering::Acquire)
+    }
+}
+
+/// The options a task builder collects (see `PoolHandle::task`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TaskOptions {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) start_at_run: bool,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) parent: Option<CancelToken>,
+}
+
+impl TaskOptions {
+    /// No deadline, no name, the pool's token as parent.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// A deadline `d` after submission (or after the start, with
+    /// [`start_at_run`](Self::start_at_run)).
+    pub(crate) fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// An absolute deadline (overrides `timeout`).
+    pub(crate) fn deadline(mut self, at: Instant) -> Self {
+        self.deadline = Some(at);
+        self
+    }
+
+    /// Starts the `timeout` clock when the task starts instead of at
+    /// submission: time spent in the queue does not count, and the task is
+    /// never refused for a deadline passed in the queue.
+    pub(crate) fn start_at_run(mut self) -> Self {
+        self.start_at_run = true;
+        self
+    }
+
+    /// A name, readable from the context (`TaskContext::name`).
+    pub(crate) fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Makes the task's token a child of `token` (as well as being cancelled
+    /// by the pool's shutdown): cancelling `token` cancels the task.
+    pub(crate) fn cancel_token(mut self, token: &CancelToken) -> Self {
+        self.parent = Some(token.clone());
+        self
+    }
+}
+
+/// What a task started with `spawn_with` can ask about itself. Cheap: no
+/// allocation per call; `is_cancelled` is an atomic load and, with a
+/// deadline, one clock read.
+pub struct TaskContext {
+    pub(crate) token: CancelToken,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) name: Option<Arc<str>>,
+}
+
+impl fmt::Debug for TaskContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskContext")
+            .field("name", &self.name)
+            .field("deadline", &self.deadline)
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+impl TaskContext {
+    /// Whether the task should stop: its token was cancelled (the handle's
+    /// `cancel`, its group, the pool's `shutdown_now`) or its deadline
+    /// passed.
+    #[inline]
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled() || self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// `Err(TimedOut)` once the deadline passed, `Err(Cancelled)` once the
+    /// token is cancelled, else `Ok(())`: use `cx.check()?` to return early.
+    ///
+    /// # Errors
+    /// As described.
+    #[inline]
+    pub fn check(&self) -> Result<(), TaskError> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            Err(TaskError::TimedOut)
+        } else if self.token.is_cancelled() {
+            Err(TaskError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left until the deadline (zero once passed; `None` without one).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// The task's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The task's cancellation token (e.g. to make child tokens for work it
+    /// starts).
+    pub fn token(&self) -> &CancelToken {
+        &self.token
+    }
+}
+
+/// When a context task's deadline falls.
+#[derive(Clone, Copy)]
+pub(crate) enum Deadline {
+    None,
+    /// Fixed at submission.
+    At(Instant),
+    /// `timeout` after the start.
+    AfterStart(Duration),
+}
+
+impl TaskOptions {
+    /// Whether no option asks for a context body (no name, no deadline, no
+    /// token).
+    pub(crate) fn is_plain(&self) -> bool {
+        self.name.is_none()
+            && self.timeout.is_none()
+            && self.deadline.is_none()
+            && self.parent.is_none()
+    }
+
+    /// The deadline rule, resolved at submission.
+    pub(crate) fn resolve(&self) -> Deadline {
+        match (self.deadline, self.timeout, self.start_at_run) {
+            (Some(at), _, _) => Deadline::At(at),
+            (None, Some(t), true) => Deadline::AfterStart(t),
+            (None, Some(t), false) => Deadline::At(Instant::now() + t),
+            (None, None, _) => Deadline::None,
+        }
+    }
+}
+
+/// The closure of a context task: one that takes the context
+/// ([`WithCx`]), or a plain one submitted with options ([`NoCx`]), which
+/// never sees the context but is still refused when cancelled or late
+/// before it starts.
+pub(crate) trait CxBody<T>: Send + 'static {
+    /// The closure as submitted (handed back when a submission fails).
+    type Inner;
+    /// Runs the closure.
+    fn call(self, cx: &TaskContext) -> Result<T, TaskError>;
+    /// The closure as submitted.
+    fn into_inner(self) -> Self::Inner;
+}
+
+/// A closure that takes the task's context.
+pub(crate) struct WithCx<F>(pub(crate) F);
+
+impl<F, T> CxBody<T> for WithCx<F>
+where
+    F: FnOnce(&TaskContext) -> Result<T, TaskError> + Send + 'static,
+{
+    type Inner = F;
+    fn call(self, cx: &TaskContext) -> Result<T, TaskError> {
+        (self.0)(cx)
+    }
+    fn into_inner(self) -> F {
+        self.0
+    }
+}
+
+/// A plain closure.
+pub(crate) struct NoCx<F>(pub(crate) F);
+
+impl<F, T> CxBody<T> for NoCx<F>
+where
+    F: FnOnce() -> T + Send + 'static,
+{
+    type Inner = F;
+    fn call(self, _cx: &TaskContext) -> Result<T, TaskError> {
+        Ok((self.0)())
+    }
+    fn into_inner(self) -> F {
+        self.0
+    }
+}
+
+/// The body of a task submitted with options or a context.
+pub(crate) struct ContextTask<F, T> {
+    pub(crate) f: F,
+    pub(crate) slot: crate::loom::sync::Arc<TaskSlot<T>>,
+    pub(crate) deadline: Deadline,
+    pub(crate) name: Option<Arc<str>>,
+}
+
+impl<F, T> Runnable for ContextTask<F, T>
+where
+    F: CxBody<T>,
+    T: Send + 'static,
+{
+    fn run(self) -> Outcome {
+        let ContextTask {
+            f,
+            slot,
+            deadline,
+            name,
+        } = self;
+        let token = slot.token.clone().expect("context tasks have a token");
+        let refuse = |why: TaskError, outcome: Outcome, f: F| {
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
+            slot.complete(Err(why));
+            outcome
+        };
+        if !slot.try_start() {
+            // `JoinHandle::cancel` came first and resolved the handle.
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
+            return Outcome::Cancelled;
+        }
+        if token.is_cancelled() {
+            return refuse(TaskError::Cancelled, Outcome::Cancelled, f);
+        }
+        let now = Instant::now();
+        let deadline = match deadline {
+            Deadline::None => None,
+            Deadline::At(at) if now >= at => {
+                // Expired in the queue: never started.
+                return refuse(TaskError::TimedOut, Outcome::TimedOut, f);
+            }
+            Deadline::At(at) => Some(at),
+            Deadline::AfterStart(t) => Some(now + t),
+        };
+        // A named task is named in the dump and the watchdog's reports.
+        let worker = name.as_ref().and_then(|_| super::current::worker());
+        if let Some(worker) = worker {
+            worker.set_task_name(name.clone());
+        }
+        let cx = TaskContext {
+            token,
+            deadline,
+            name,
+        };
+        let result = panic::catch_unwind(AssertUnwindSafe(|| f.call(&cx)));
+        if let Some(worker) = worker {
+            worker.set_task_name(None);
+        }
+        let (value, outcome) = match result {
+            Ok(Ok(v)) => {
+                let late = deadline.is_some_and(|d| Instant::now() > d);
+                (Ok(v), if late { Outcome::Late } else { Outcome::Done })
+            }
+            Ok(Err(e)) => {
+                let outcome = match e {
+                    TaskError::TimedOut => Outcome::TimedOut,
+                    TaskError::Cancelled => Outcome::Cancelled,
+                    _ => Outcome::Done,
+                };
+                (Err(e), outcome)
+            }
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                (
+                    Err(TaskError::Panicked { message }),
+                    Outcome::Panicked(payload),
+                )
+            }
+        };
+        slot.complete(value);
+        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(slot)));
+        outcome
+    }
+
+    fn discard(self, why: TaskError) {
+        let ContextTask { f, slot, .. } = self;
+        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
+        slot.complete(Err(why));
+    }
+}

@@ -1,0 +1,224 @@
+//! A task's result slot (a one-shot latch with a single waiter) and the
+//! task body behind `spawn` that fills it.
+//!
+//! Protocol:
+//! 1. The waiter registers itself (`Waiter`) under the slot's lock, unless
+//!    the result is already there.
+//! 2. The task stores its result under the same lock, sets `done` (release),
+//!    takes the waiter and wakes it after unlocking.
+//! 3. The waiter sleeps only on a primitive with a token (a `Parker`, a
+//!    `Waker`), so a wake-up between its check of `done` and its sleep is
+//!    kept, never lost.
+
+use super::current;
+use super::job::{panic_message, Outcome, Runnable};
+use super::parker::{thread_parker, Waiter};
+use crate::error::TaskError;
+use crate::loom::sync::atomic::AtomicBool;
+use crate::loom::sync::{Arc, Mutex};
+use crate::metrics::LockCounted;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+
+pub(crate) struct SlotInner<V> {
+    pub(crate) result: Option<V>,
+    pub(crate) waiter: Waiter,
+}
+
+pub(crate) const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+pub(crate) const CANCELLED: u8 = 2;
+
+/// Where a task's result `V` waits for its handle.
+pub(crate) struct Slot<V> {
+    done: AtomicBool,
+    /// Queued → running (the worker, at start) or queued → cancelled (the
+    /// handle's `cancel`): whichever CAS wins decides whether it runs.
+    pub(crate) start: crate::loom::sync::atomic::AtomicU8,
+    /// The task's cancellation token (tasks started with a context).
+    pub(crate) token: Option<crate::task::cancel::CancelToken>,
+    pub(crate) inner: Mutex<SlotInner<V>>,
+    /// For a keyed task: its pool's identity and its shard, to
+    /// detect a task waiting for a later task of its own shard.
+    shard: Option<(usize, usize)>,
+}
+
+impl<V> Slot<V> {
+    pub(crate) fn new() -> Self {
+        Slot {
+            done: AtomicBool::new(false),
+            start: crate::loom::sync::atomic::AtomicU8::new(QUEUED),
+            token: None,
+            inner: Mutex::new(SlotInner {
+                result: None,
+                waiter: Waiter::None,
+            }),
+            shard: None,
+        }
+    }
+
+    /// The slot of a task with an optional token and, for a keyed task, its
+    /// pool and shard (see [`keyed`](Self::keyed)).
+    pub(crate) fn with(
+        token: Option<crate::task::CancelToken>,
+        shard: Option<(usize, usize)>,
+    ) -> Self {
+        Slot {
+            token,
+            shard,
+            ..Slot::new()
+        }
+    }
+
+    /// The slot of a task with a cancellation token.
+    pub(crate) fn with_token(token: crate::task::cancel::CancelToken) -> Self {
+        Slot {
+            token: Some(token),
+            ..Slot::new()
+        }
+    }
+
+    /// The slot of a keyed task of shard `shard` of pool `pool` (see
+    /// `current::Worker::pool_id`).
+    pub(crate) fn keyed(pool: usize, shard: usize) -> Self {
+        Slot {
+            shard: Some((pool, shard)),
+            ..Slot::new()
+        }
+    }
+
+    /// Whether waiting here would wait forever: the task is a keyed task of
+    /// a shard this very thread is running (further down its stack), so the
+    /// task cannot start before this wait returns.
+    pub(crate) fn would_deadlock(&self) -> bool {
+        match (self.shard, current::worker()) {
+            (Some((pool, shard)), Some(worker)) => {
+                worker.pool_id() == pool && worker.runs_shard(shard) && !self.is_done()
+            }
+            _ => false,
+        }
+    }
+
+    /// Claims the task's start; `false` if `cancel` came first (then the
+    /// task must not run: its handle already says `Cancelled`).
+    #[inline]
+    pub(crate) fn try_start(&self) -> bool {
+        // AcqRel: pairs with `cancel`'s CAS; either one wins.
+        self.start
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Step 2: stores the result and wakes the waiter. The first result
+    /// wins (a task cancelled before it started keeps `Cancelled` when it
+    /// is later discarded).
+    pub(crate) fn complete(&self, result: V) {
+        let mut inner = match current::worker() {
+            // The pool's own acquisition: counted in its lock statistics.
+            Some(w) => self.inner.lock_counted(&w.locks().result_slot),
+            None => self.inner.lock(),
+        };
+        if self.done.load(crate::loom::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        inner.result = Some(result);
+        // Release: a waiter that sees `done` (acquire) sees the result; it
+        // reads the result under the lock anyway.
+        self.done
+            .store(true, crate::loom::sync::atomic::Ordering::Release);
+        let waiter = std::mem::replace(&mut inner.waiter, Waiter::None);
+        drop(inner);
+        waiter.wake();
+    }
+
+    #[inline]
+    pub(crate) fn is_done(&self) -> bool {
+        // Acquire pairs with the release in `complete`.
+        self.done.load(crate::loom::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Step 1: registers `waiter` unless the result is there; returns
+    /// whether it registered.
+    pub(crate) fn register(&self, waiter: Waiter) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.result.is_some() {
+            return false;
+        }
+        inner.waiter = waiter;
+        true
+    }
+
+    pub(crate) fn take(&self) -> Option<V> {
+        self.inner.lock().result.take()
+    }
+
+    /// Waits for the result and takes it. On a worker thread it helps with
+    /// the worker's pool meanwhile.
+    pub(crate) fn wait(&self) -> V {
+        if !self.is_done() {
+            match current::worker() {
+                Some(worker) => {
+                    if self.register(Waiter::Parker(Arc::clone(worker.parker()))) {
+                        worker.wait_until(&|| self.is_done());
+                    }
+                }
+                None => self.wait_blocking(),
+            }
+        }
+        self.take()
+            .expect("a finished slot holds its result until taken")
+    }
+
+    /// Blocks the calling thread until the result is there, without
+    /// running anything else.
+    pub(crate) fn wait_blocking(&self) {
+        let parker = thread_parker();
+        if self.register(Waiter::Parker(Arc::clone(&parker))) {
+            while !self.is_done() {
+                parker.park();
+            }
+        }
+    }
+}
+
+/// The slot of a spawned task.
+pub(crate) type TaskSlot<T> = Slot<Result<T, TaskError>>;
+
+/// The task body behind `spawn`: runs the closure and fills the slot.
+pub(crate) struct Spawn<F, T> {
+    pub(crate) f: F,
+    pub(crate) slot: Arc<TaskSlot<T>>,
+}
+
+impl<F, T> Runnable for Spawn<F, T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(self) -> Outcome {
+        let Spawn { f, slot } = self;
+        if !slot.try_start() {
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
+            return Outcome::Cancelled;
+        }
+        let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+        let (result, payload) = match outcome {
+            Ok(value) => (Ok(value), None),
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                (Err(TaskError::Panicked { message }), Some(payload))
+            }
+        };
+        slot.complete(result);
+        // With the handle gone, this drops the value: its destructor must
+        // not take the worker down.
+        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(slot)));
+        payload.map_or(Outcome::Done, Outcome::Panicked)
+    }
+
+    fn discard(self, why: TaskError) {
+        let Spawn { f, slot } = self;
+        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
+        slot.complete(Err(why));
+    }
+}
