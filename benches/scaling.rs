@@ -362,7 +362,7 @@ fn main() {
         timeline(kind, &history);
     }
 
-    // Steady load at ~70 % utilisation: tasks of 1 ms arriving at
+    // Steady load at ~70 % utilization: tasks of 1 ms arriving at
     // 0.7 × CPUs per ms, for 10 s.
     let pool = elastic();
     let period = Duration::from_micros((1_000.0 / (0.7 * cpus as f64)) as u64);

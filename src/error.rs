@@ -5,7 +5,10 @@ use std::fmt;
 /// Why a submission was not accepted. Every variant hands the closure back,
 /// so nothing is silently lost: retry it, run it elsewhere, or drop it.
 ///
-/// `Debug` and `Display` do not require the closure to be `Debug`.
+/// `Debug` and `Display` do not require the closure to be `Debug`. New
+/// variants may come (rate limits, tenants), so a `match` needs a wildcard
+/// arm; [`into_inner`](Self::into_inner) always gives the closure back.
+#[non_exhaustive]
 pub enum SubmitError<F> {
     /// The queue held `queue_capacity` waiting tasks and the policy is
     /// [`Backpressure::Reject`](crate::Backpressure::Reject), or a
@@ -13,7 +16,8 @@ pub enum SubmitError<F> {
     Full(F),
     /// The pool is shutting down or shut down; the task will never run.
     ShutDown(F),
-    /// A bounded wait for room (`execute_timeout`, `spawn_timeout`) ran out.
+    /// A bounded wait for room
+    /// ([`TaskBuilder::wait_for_room`](crate::TaskBuilder::wait_for_room)) ran out.
     Timeout(F),
     /// The pool's circuit breaker is open (or half-open with its trials
     /// taken): too many recent tasks failed.

@@ -301,9 +301,21 @@ fn a_scope_task_panic_is_raised_after_every_other_task_ran() {
     // A joined panic is the joiner's, not re-raised.
     let r = pool.scope(|s| {
         let h = s.spawn(|| -> u8 { panic!("{MARK}: joined") });
-        h.join().is_err()
+        h.join()
     });
-    assert!(r);
+    assert_eq!(
+        r,
+        Err(ebbtide::TaskError::Panicked {
+            message: format!("{MARK}: joined")
+        })
+    );
+    // `join_unwind` hands back the payload itself.
+    let payload = pool.scope(|s| {
+        s.spawn(|| -> u8 { panic!("{MARK}: unwound") })
+            .join_unwind()
+            .unwrap_err()
+    });
+    assert_eq!(panic_message(payload), format!("{MARK}: unwound"));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use ebbtide::{
     Backpressure, Pool,
 };
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -80,34 +80,52 @@ fn counters_are_exact_after_a_known_workload() {
 }
 
 #[test]
-fn histograms_count_every_task_and_respect_known_durations() {
-    let pool = Pool::builder().workers(2).build().unwrap();
+fn histograms_hold_exact_durations_from_a_manual_clock() {
+    // The pool times tasks with a clock only the tasks move: each task
+    // "runs" exactly 3 ms, so every figure below is known exactly.
+    let now = Arc::new(AtomicU64::new(0));
+    let clock = Arc::clone(&now);
+    let pool = Pool::builder()
+        .workers(1)
+        .metrics_clock(move || Duration::from_nanos(clock.load(SeqCst)))
+        .build()
+        .unwrap();
+    // Paused while submitting: all 20 are stamped at 0 ms, then run in
+    // order on the one worker, task k starting at 3k ms.
+    pool.pause();
     for _ in 0..20 {
-        pool.execute(|| std::thread::sleep(Duration::from_millis(3)))
-            .unwrap();
+        let step = Arc::clone(&now);
+        pool.execute(move || {
+            step.fetch_add(3_000_000, SeqCst);
+        })
+        .unwrap();
     }
+    pool.resume();
     pool.wait_idle();
     let m = pool.metrics();
     assert_eq!(m.run_time.count(), 20);
     assert_eq!(m.queue_wait.count(), 20);
-    // Each task slept at least 3 ms; with at most 3.2 % bucket error every
-    // quantile is at least 2.9 ms (a lower bound only: sleep may overrun).
-    let floor = Duration::from_micros(2_900);
+    assert_eq!(m.run_time.sum(), Duration::from_millis(60));
+    // Waits 0, 3, 6, …, 57 ms: 570 ms in all.
+    assert_eq!(m.queue_wait.sum(), Duration::from_millis(570));
+    // Quantiles are bucket midpoints, within 3.2 % of the value.
+    let near = |actual: Duration, ms: u64| {
+        let expected = ms as f64 * 1e6;
+        let error = (actual.as_nanos() as f64 - expected).abs() / expected;
+        assert!(error <= 0.032, "{actual:?} is not within 3.2 % of {ms} ms");
+    };
     for q in [
         m.run_time.p50(),
         m.run_time.p90(),
         m.run_time.p99(),
         m.run_time.p999(),
     ] {
-        assert!(q >= floor, "{q:?} < {floor:?}: {:?}", m.run_time);
+        near(q, 3);
     }
-    assert!(m.run_time.sum() >= Duration::from_millis(60));
-    // 20 tasks on 2 workers: at least 9 waited behind two others (≥ 6 ms).
-    assert!(
-        m.queue_wait.quantile(0.55) >= Duration::from_micros(5_800),
-        "{:?}",
-        m.queue_wait
-    );
+    // Rank ⌈q·20⌉ of the waits: the 10th (27 ms), 18th (51), 20th (57).
+    near(m.queue_wait.p50(), 27);
+    near(m.queue_wait.p90(), 51);
+    near(m.queue_wait.p99(), 57);
 
     let off = Pool::builder()
         .workers(1)
@@ -433,7 +451,7 @@ fn the_watchdog_reports_a_stuck_task_once_and_never_fast_ones() {
 }
 
 #[test]
-fn display_summarises_and_a_zero_threshold_is_an_error() {
+fn display_summarizes_and_a_zero_threshold_is_an_error() {
     let pool = Pool::builder().name("summary").workers(1).build().unwrap();
     pool.spawn(|| 1).unwrap().join().unwrap();
     pool.wait_idle();

@@ -1,6 +1,6 @@
 //! Auto-scaling: growth under blocking load, shrink after keep-alive,
 //! never below min, CPU-bound load capped at the CPUs, and retirement that
-//! loses nothing. Synchronised on observable state (worker counts, the
+//! loses nothing. Synchronized on observable state (worker counts, the
 //! supervisor's sample counter), never on sleeps.
 
 #![cfg(not(loom))]
@@ -247,12 +247,12 @@ fn scaling_settings_are_validated() {
         .unwrap_err();
     assert!(e.to_string().contains("keep_alive"), "{e}");
     let e = Pool::builder()
-        .utilisation_watermarks(0.3, 0.8)
+        .utilization_watermarks(0.3, 0.8)
         .build()
         .unwrap_err();
-    assert!(e.to_string().contains("utilisation_watermarks"), "{e}");
-    let e = Pool::builder().target_utilisation(1.5).build().unwrap_err();
-    assert!(e.to_string().contains("target_utilisation"), "{e}");
+    assert!(e.to_string().contains("utilization_watermarks"), "{e}");
+    let e = Pool::builder().target_utilization(1.5).build().unwrap_err();
+    assert!(e.to_string().contains("target_utilization"), "{e}");
     let e = Pool::builder()
         .min_workers(1)
         .max_workers(2)

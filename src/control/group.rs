@@ -106,7 +106,7 @@ impl Drop for Ticket {
     }
 }
 
-/// A group of tasks waited for together, from [`PoolHandle::group`].
+/// A group of tasks waited for together, from [`PoolHandle::group`](crate::PoolHandle::group).
 ///
 /// * Fail-fast (the default): the first task to return an error or panic
 ///   cancels the group's token; tasks not started yet never run (their

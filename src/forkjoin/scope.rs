@@ -12,7 +12,8 @@ use crate::loom::sync::atomic::{AtomicUsize, Ordering};
 use crate::loom::sync::Arc;
 use crate::sched::worker::WorkerThread;
 use crate::sched::Registry;
-use crate::task::job::{drop_payload, ClosureJob, JobRef, PanicPayload};
+use crate::error::TaskError;
+use crate::task::job::{drop_payload, panic_message, ClosureJob, JobRef, PanicPayload};
 use crate::task::latch::{resume, SendPtr};
 use crate::task::Parker;
 use crate::task::Slot;
@@ -47,7 +48,7 @@ impl ScopeBase {
     /// Queues a task of this scope.
     fn push(&self, job: JobRef) {
         // Relaxed: the increment is sequenced before the push, which the
-        // task's pop synchronises with, so it precedes the task's decrement
+        // task's pop synchronizes with, so it precedes the task's decrement
         // in the counter's modification order; the owner cannot see zero
         // while this task is outstanding.
         self.pending.fetch_add(1, Ordering::Relaxed);
@@ -150,11 +151,28 @@ impl<T> fmt::Debug for ScopedJoinHandle<'_, T> {
 
 impl<T> ScopedJoinHandle<'_, T> {
     /// Waits for the task (helping the pool meanwhile on a worker) and
-    /// returns its value.
+    /// returns its value, in the same shape as
+    /// [`JoinHandle::join`](crate::JoinHandle::join).
     ///
     /// # Errors
-    /// The task's panic payload if it panicked, as `std` does.
-    pub fn join(self) -> std::thread::Result<T> {
+    /// [`TaskError::Panicked`] with the panic's message if the task
+    /// panicked (the panic is then not re-raised by the scope). To resume
+    /// the panic itself, use [`join_unwind`](Self::join_unwind).
+    pub fn join(self) -> Result<T, TaskError> {
+        self.join_unwind().map_err(|payload| {
+            let message = panic_message(&*payload);
+            drop_payload(payload);
+            TaskError::Panicked { message }
+        })
+    }
+
+    /// Like [`join`](Self::join), but a panic comes back as its payload,
+    /// as from `std::thread::ScopedJoinHandle::join`, e.g. to resume it
+    /// with `std::panic::resume_unwind`.
+    ///
+    /// # Errors
+    /// The task's panic payload if it panicked.
+    pub fn join_unwind(self) -> std::thread::Result<T> {
         self.packet.slot.wait()
     }
 

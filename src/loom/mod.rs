@@ -1,4 +1,4 @@
-//! The one place that chooses between the real synchronisation types and
+//! The one place that chooses between the real synchronization types and
 //! loom's model-checked ones.
 //!
 //! Everything in the crate that takes part in a concurrency protocol imports

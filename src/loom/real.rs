@@ -1,4 +1,4 @@
-//! Real synchronisation types: `std` atomics and threads, `parking_lot` locks.
+//! Real synchronization types: `std` atomics and threads, `parking_lot` locks.
 
 pub(crate) mod sync {
     pub(crate) use std::sync::Arc;

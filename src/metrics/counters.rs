@@ -25,7 +25,7 @@ macro_rules! counters {
         impl Counts {
             fn add(&mut self, slot: &Slot) {
                 // Relaxed: counters order nothing; exactness at quiescence
-                // comes from the pool's own synchronisation (see module docs).
+                // comes from the pool's own synchronization (see module docs).
                 $( self.$name += slot.$name.load(Relaxed); )*
             }
         }

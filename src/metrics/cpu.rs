@@ -55,7 +55,7 @@ mod imp {
         };
         // SAFETY: `clock_gettime` writes a `timespec` into the pointer on
         // success; an id whose thread has exited fails with EINVAL (and is
-        // reported as `None`), it is never undefined behaviour.
+        // reported as `None`), it is never undefined behavior.
         let rc = unsafe { libc::clock_gettime(id, &mut ts) };
         (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
     }
@@ -115,7 +115,7 @@ pub(crate) fn process_cpu_time() -> Option<Duration> {
         if rc != 0 {
             return None;
         }
-        // SAFETY: initialised by the successful call above.
+        // SAFETY: initialized by the successful call above.
         let usage = unsafe { usage.assume_init() };
         let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
         Some(t(usage.ru_utime) + t(usage.ru_stime))

@@ -9,7 +9,7 @@
 //! Each worker records into its own [`AtomicHistogram`] (single writer:
 //! relaxed load + store, no locked instruction); a snapshot sums them.
 
-use crate::metrics::clock::Calibration;
+use super::clock::Calibration;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -114,7 +114,7 @@ impl std::fmt::Debug for Histogram {
 impl Histogram {
     pub(crate) fn sum_of<'a>(
         parts: impl Iterator<Item = &'a AtomicHistogram>,
-        calibration: &Calibration,
+        ns_per_tick: f64,
     ) -> Histogram {
         let mut counts = vec![0u64; BUCKETS].into_boxed_slice();
         let mut sum_ticks = 0u64;
@@ -124,7 +124,7 @@ impl Histogram {
         Histogram {
             counts,
             sum_ticks,
-            ns_per_tick: calibration.ns_per_tick(),
+            ns_per_tick,
         }
     }
 

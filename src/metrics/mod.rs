@@ -5,7 +5,7 @@
 //! relaxed `fetch_add`s on a line no other worker writes, so the hot path
 //! never contends on a shared counter. A snapshot sums the slots: each sum is
 //! exact once the pool is quiescent (after `wait_idle` or shutdown, whose
-//! synchronisation orders every earlier update before the read) and may lag
+//! synchronization orders every earlier update before the read) and may lag
 //! by in-flight updates otherwise.
 //!
 //! These are plain `std` atomics, not the loom shim's: they take part in no

@@ -67,7 +67,7 @@ pub enum ResizeReason {
     Load,
     /// Workers blocked (announced or seen) while work waited.
     Blocked,
-    /// Utilisation stayed below the shrink watermark for `keep_alive`.
+    /// Utilization stayed below the shrink watermark for `keep_alive`.
     Idle,
 }
 

@@ -47,7 +47,7 @@ impl WorkerState {
 }
 
 /// One worker's activity, written only by that worker (relaxed stores:
-/// readers want a recent picture, not a synchronised one). The task's
+/// readers want a recent picture, not a synchronized one). The task's
 /// sequence number is the worker's `started` counter.
 pub(crate) struct WorkerStatus {
     state: AtomicU8,

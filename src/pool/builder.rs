@@ -2,6 +2,7 @@
 
 use crate::error::BuildError;
 use crate::loom::sync::Arc;
+use crate::metrics::clock::ManualClock;
 use crate::metrics::StallReport;
 use crate::pool::Pool;
 use crate::sched::config::{
@@ -53,6 +54,7 @@ pub struct Builder {
     breaker: Option<crate::BreakerConfig>,
     scaling: ScalingConfig,
     on_resize: Option<ResizeHandler>,
+    clock: Option<ManualClock>,
 }
 
 impl fmt::Debug for Builder {
@@ -97,6 +99,7 @@ impl Default for Builder {
             breaker: None,
             scaling: ScalingConfig::default(),
             on_resize: None,
+            clock: None,
         }
     }
 }
@@ -223,7 +226,7 @@ impl Builder {
         self
     }
 
-    /// How long utilisation must stay below the shrink watermark before an
+    /// How long utilization must stay below the shrink watermark before an
     /// elastic pool (`min_workers < max_workers`) retires a worker (default
     /// 10 s; one worker per `keep_alive`). `Duration::MAX` never retires.
     pub fn keep_alive(mut self, d: Duration) -> Self {
@@ -238,9 +241,9 @@ impl Builder {
         self
     }
 
-    /// The utilisation (busy ÷ live workers) above which the pool grows and
+    /// The utilization (busy ÷ live workers) above which the pool grows and
     /// below which it may shrink (defaults 0.8 and 0.3).
-    pub fn utilisation_watermarks(mut self, grow_above: f64, shrink_below: f64) -> Self {
+    pub fn utilization_watermarks(mut self, grow_above: f64, shrink_below: f64) -> Self {
         self.scaling.grow_above = grow_above;
         self.scaling.shrink_below = shrink_below;
         self
@@ -259,9 +262,9 @@ impl Builder {
         self
     }
 
-    /// The utilisation Little's law sizes the pool for (default 0.7).
-    pub fn target_utilisation(mut self, u: f64) -> Self {
-        self.scaling.target_utilisation = u;
+    /// The utilization Little's law sizes the pool for (default 0.7).
+    pub fn target_utilization(mut self, u: f64) -> Self {
+        self.scaling.target_utilization = u;
         self
     }
 
@@ -271,6 +274,37 @@ impl Builder {
         H: Fn(&crate::metrics::ResizeEvent) + Send + Sync + 'static,
     {
         self.on_resize = Some(std::sync::Arc::new(handler));
+        self
+    }
+
+    /// Times tasks with `clock` (the time since any fixed epoch; it must
+    /// never go backwards) instead of the CPU's tick counter: the queue-wait
+    /// and run-time histograms, the dump's running times, the stall
+    /// watchdog and the auto-scaler's run-time sums all read it. For tests
+    /// and simulations that need exact figures:
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// let now = Arc::new(AtomicU64::new(0));
+    /// let clock = Arc::clone(&now);
+    /// let pool = ebbtide::Pool::builder()
+    ///     .workers(1)
+    ///     .metrics_clock(move || Duration::from_nanos(clock.load(Ordering::SeqCst)))
+    ///     .build()?;
+    /// let step = Arc::clone(&now);
+    /// // The task "runs" exactly 2 ms of the manual clock.
+    /// pool.execute(move || { step.fetch_add(2_000_000, Ordering::SeqCst); })?;
+    /// pool.wait_idle();
+    /// assert_eq!(pool.metrics().run_time.sum(), Duration::from_millis(2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn metrics_clock<C>(mut self, clock: C) -> Self
+    where
+        C: Fn() -> Duration + Send + Sync + 'static,
+    {
+        self.clock = Some(std::sync::Arc::new(clock));
         self
     }
 
@@ -349,15 +383,15 @@ impl Builder {
         let unit = |v: f64| v > 0.0 && v <= 1.0;
         if !(unit(s.grow_above) && unit(s.shrink_below) && s.shrink_below < s.grow_above) {
             return Err(invalid(
-                "utilisation_watermarks",
+                "utilization_watermarks",
                 &format!("({}, {})", s.grow_above, s.shrink_below),
                 "0 < shrink_below < grow_above <= 1",
             ));
         }
-        if !unit(s.target_utilisation) {
+        if !unit(s.target_utilization) {
             return Err(invalid(
-                "target_utilisation",
-                &s.target_utilisation,
+                "target_utilization",
+                &s.target_utilization,
                 "a fraction in (0, 1]",
             ));
         }
@@ -387,6 +421,7 @@ impl Builder {
             breaker: self.breaker.clone(),
             scaling: self.scaling,
             on_resize: self.on_resize.clone(),
+            clock: self.clock.clone(),
             shards: self
                 .shards
                 .unwrap_or_else(|| (4 * max).max(64).next_power_of_two()),
@@ -402,7 +437,7 @@ impl Builder {
     /// `queue_capacity` of 0 or above [`MAX_QUEUE_CAPACITY`], a zero
     /// `stack_size`, a NUL byte in `thread_name`, a zero `scaling_interval`,
     /// `keep_alive` or `queue_wait_target`, watermarks out of order or a
-    /// target utilisation outside (0, 1]; or
+    /// target utilization outside (0, 1]; or
     /// [`BuildError::Spawn`] when the OS refuses a thread, in which case
     /// every thread already started is stopped and joined first.
     pub fn build(self) -> Result<Pool, BuildError> {

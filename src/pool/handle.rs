@@ -13,7 +13,7 @@ use std::hash::Hash;
 
 /// A clonable reference to a pool: submit tasks, wait, read metrics.
 ///
-/// It does not keep the pool's threads alive: once the owning [`Pool`] shuts
+/// It does not keep the pool's threads alive: once the owning [`Pool`](crate::Pool) shuts
 /// down, submissions through any handle fail with
 /// [`SubmitError::ShutDown`]. Capture one in a task to submit from inside.
 #[derive(Clone)]

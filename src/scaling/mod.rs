@@ -18,7 +18,7 @@
 //! 2. **Little's law.** With λ the rate of new tasks entering service
 //!    (arrivals, less those still queued) and W their mean run time (before
 //!    any task finished: the running tasks' age, a lower bound), the tasks
-//!    in service are L = λ·W and need L ÷ target utilisation workers. The
+//!    in service are L = λ·W and need L ÷ target utilization workers. The
 //!    queue needs Q·W ÷ `queue_wait_target` more: enough to drain it within
 //!    that target. Workers *held* by a task that has run more than 2·W (a
 //!    long block the mean does not foresee) are added on top. Before W can
@@ -31,11 +31,11 @@
 //!    does not grow beyond max(live − blocked, CPUs) + blocked whatever s
 //!    says (CPU-bound run times stretch under oversubscription, which lowers
 //!    s). Without a reading the cap is CPUs + blocked.
-//! 4. **Hysteresis.** Grow straight to the target when utilisation (the
+//! 4. **Hysteresis.** Grow straight to the target when utilization (the
 //!    mean busy workers over live) is above the grow watermark, the queue
 //!    needs a worker, the tasks that started waited longer than the
 //!    queue-wait target, or blocked or held workers hold up queued work; shrink one worker at a time, only
-//!    after utilisation stayed below the shrink watermark for `keep_alive`;
+//!    after utilization stayed below the shrink watermark for `keep_alive`;
 //!    in between, stay. A steady load inside the band never resizes.
 //!
 //! Retiring a worker never loses a task: the highest-numbered idle worker

@@ -16,7 +16,7 @@ pub(crate) enum Decision {
 /// What the policy remembers between decisions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct PolicyState {
-    /// Since when (pool time) utilisation has stayed below the shrink
+    /// Since when (pool time) utilization has stayed below the shrink
     /// watermark.
     pub(crate) low_since: Option<Duration>,
 }
@@ -105,7 +105,7 @@ pub(crate) fn decide(
             // queue's, and tasks drained from an older queue are not new).
             let lambda = obs.arrivals.min(obs.started) as f64 / secs;
             let drain = obs.queued as f64 * w / scaling.queue_wait_target.as_secs_f64();
-            let flow = lambda * w / scaling.target_utilisation;
+            let flow = lambda * w / scaling.target_utilization;
             ((flow + drain).ceil() as usize + obs.held, drain)
         }
         // Nothing to size from yet: replace each waiting worker.

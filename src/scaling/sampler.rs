@@ -1,7 +1,7 @@
 //! The sampler: the supervisor's reading of the pool between two samples.
 
 use super::policy::{classify, Use};
-use crate::metrics::clock::{ticks, Calibration};
+use crate::metrics::clock::Calibration;
 use crate::metrics::cpu::{process_cpu_time, Sched, SchedStat, ThreadClock};
 use crate::metrics::{Observation, WorkerState};
 use crate::sched::Registry;
@@ -222,9 +222,9 @@ impl Sampler {
 
     pub(super) fn observe(&mut self, registry: &Registry) -> Observation {
         let at = Instant::now();
-        let now_ticks = ticks();
+        let now_ticks = registry.clock.now();
         let elapsed = at.saturating_duration_since(self.at);
-        let ns_per_tick = registry.calibration.ns_per_tick();
+        let ns_per_tick = registry.clock.ns_per_tick();
         let to_time = |t: u64| Calibration::to_duration(t, ns_per_tick);
         let counters = &registry.counters;
         let live = registry.live_workers();

@@ -166,7 +166,7 @@ fn classify_tells_sleep_from_waiting_for_a_cpu() {
 #[test]
 fn a_queue_wait_above_the_target_grows_the_pool() {
     // 10 ms tasks at 200/s on 2 workers, 20 % CPU, one queued: the
-    // queue's term is half a worker and utilisation 0.75 is under the
+    // queue's term is half a worker and utilization 0.75 is under the
     // watermark, but the tasks that started waited 30 ms.
     let mut o = ran(obs(2, 2, 1), 20, 10 * MS);
     o.arrivals = 20;

@@ -25,11 +25,11 @@
 
 use super::config::Backpressure;
 use super::registry::Registry;
+use super::worker::WorkerThread;
 use crate::error::{SubmitError, TaskError};
 use crate::loom::handshake_fence;
 use crate::loom::sync::atomic::Ordering::SeqCst;
 use crate::loom::thread;
-use crate::metrics::clock::ticks;
 use crate::metrics::{bump, bump_at, LockCounted};
 use crate::sched::queue::{GlobalQueue, Steal, StealQueue};
 use crate::task::job::{shard_job, JobKind, JobRef, Runnable, TaskJob};
@@ -80,6 +80,15 @@ pub(crate) enum Admitted {
 }
 
 impl Registry {
+    /// The calling thread's worker, if it is one of this pool's.
+    pub(crate) fn own_worker(&self) -> Option<&'static WorkerThread> {
+        WorkerThread::current().filter(|w| std::ptr::eq(w.registry(), self))
+    }
+
+    pub(crate) fn own_worker_index(&self) -> Option<usize> {
+        self.own_worker().map(WorkerThread::index)
+    }
+
     pub(crate) fn try_reserve(&self) -> Reserve {
         // One `fetch_add` takes the place; a refused reservation is undone.
         // (A CAS loop would retry under the workers' constant decrements.)
@@ -116,7 +125,7 @@ impl Registry {
     /// job stays near the data its submitter touched), else the injector.
     pub(crate) fn enqueue(&self, mut job: JobRef, shard: Option<usize>) {
         if self.timing {
-            job.stamp(ticks());
+            job.stamp(self.clock.now());
         }
         if let Some(index) = shard {
             return self.push_to_shard(index, job);
@@ -234,13 +243,7 @@ impl Registry {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Err(self.timed_out(body));
                 }
-                match worker.find_work() {
-                    Some(job) => worker.execute(job),
-                    None => {
-                        worker.pay_owed();
-                        thread::yield_now();
-                    }
-                }
+                worker.help_once();
             }
         }
         let mut guard = self.room_lock.lock_counted(&self.counters.locks.room);

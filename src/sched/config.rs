@@ -2,6 +2,7 @@
 //! and the public settings types it carries.
 
 use super::breaker::BreakerConfig;
+use crate::metrics::clock::ManualClock;
 use crate::metrics::{ResizeEvent, StallReport};
 use std::time::Duration;
 
@@ -74,6 +75,8 @@ pub(crate) struct Config {
     pub(crate) breaker: Option<BreakerConfig>,
     pub(crate) scaling: ScalingConfig,
     pub(crate) on_resize: Option<ResizeHandler>,
+    /// The time source of task timing, if not the tick counter.
+    pub(crate) clock: Option<ManualClock>,
 }
 
 /// A plain `std` `Arc`, like [`PanicHandler`].
@@ -89,7 +92,7 @@ pub(crate) struct ScalingConfig {
     pub(crate) keep_alive: Duration,
     pub(crate) grow_above: f64,
     pub(crate) shrink_below: f64,
-    pub(crate) target_utilisation: f64,
+    pub(crate) target_utilization: f64,
     pub(crate) queue_wait_target: Duration,
 }
 
@@ -100,7 +103,7 @@ impl Default for ScalingConfig {
             keep_alive: Duration::from_secs(10),
             grow_above: 0.8,
             shrink_below: 0.3,
-            target_utilisation: 0.7,
+            target_utilization: 0.7,
             queue_wait_target: Duration::from_millis(20),
         }
     }

@@ -10,13 +10,12 @@ use super::breaker::Breaker;
 use super::config::Config;
 use super::queue::{GlobalQueue, Injector, Local, LocalQueue, Steal, StealQueue, Stealer};
 use super::sleep::Sleep;
-use super::worker::WorkerThread;
 use crate::error::TaskError;
 use crate::keyed::{Shard, Sharder};
 use crate::loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use crate::loom::sync::{Arc, Condvar, Mutex};
 use crate::loom::thread::JoinHandle;
-use crate::metrics::clock::Calibration;
+use crate::metrics::clock::{Calibration, TaskClock};
 use crate::metrics::{Counters, LockStats, WorkerState};
 use crate::task::job::JobRef;
 use crate::task::{CancelToken, Parker, Waiter};
@@ -91,6 +90,8 @@ pub(crate) struct Registry {
     pub(super) timing: bool,
     /// Converts ticks to time for snapshots.
     pub(crate) calibration: Calibration,
+    /// The time source of task timing (the tick counter, or the user's).
+    pub(crate) clock: TaskClock,
     /// Where the stall watchdog sleeps between checks.
     pub(crate) watchdog: Arc<Parker>,
     /// The root of every task's cancellation token; cancelled when shutdown
@@ -118,6 +119,7 @@ impl Registry {
             resizes: Mutex::new(std::collections::VecDeque::new()),
             timing: config.histograms || config.stall_threshold.is_some(),
             calibration: Calibration::now(),
+            clock: TaskClock::new(config.clock.clone()),
             watchdog: Arc::new(Parker::default()),
             token: CancelToken::new(),
             breaker: config.breaker.clone().map(Breaker::new),
@@ -180,15 +182,6 @@ impl Registry {
     /// Worker `index`'s inbox of scheduled shards.
     pub(crate) fn inbox(&self, index: usize) -> &Injector {
         &self.inboxes[index]
-    }
-
-    /// The calling thread's worker, if it is one of this pool's.
-    pub(crate) fn own_worker(&self) -> Option<&'static WorkerThread> {
-        WorkerThread::current().filter(|w| std::ptr::eq(w.registry(), self))
-    }
-
-    pub(crate) fn own_worker_index(&self) -> Option<usize> {
-        self.own_worker().map(WorkerThread::index)
     }
 
     /// Records worker `index`'s state (when workers are tracked).

@@ -5,7 +5,7 @@ use super::queue::{GlobalQueue, Local, LocalQueue, Steal};
 use super::registry::Registry;
 use crate::loom::sync::atomic::Ordering::SeqCst;
 use crate::loom::sync::Arc;
-use crate::loom::thread::{self, JoinHandle};
+use crate::loom::thread;
 use crate::metrics::bump;
 use std::panic::{self, AssertUnwindSafe};
 
@@ -202,7 +202,7 @@ impl Registry {
             let mut threads = self.threads.lock();
             threads.workers[live..]
                 .iter_mut()
-                .filter(|h| h.as_ref().is_some_and(JoinHandle::is_finished))
+                .filter(|h| h.as_ref().is_some_and(thread::JoinHandle::is_finished))
                 .filter_map(Option::take)
                 .collect()
         };

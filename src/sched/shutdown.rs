@@ -26,7 +26,7 @@ pub(crate) enum ShutdownMode {
 /// Identity, exact once shutdown has returned:
 /// `submitted = completed + panicked + abandoned + dropped + rejected + timed_out + cancelled + still_running`
 /// (nothing is queued any more). Submissions refused with
-/// [`SubmitError::ShutDown`] are not counted anywhere: the caller got the
+/// [`SubmitError::ShutDown`](crate::SubmitError::ShutDown) are not counted anywhere: the caller got the
 /// closure back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]

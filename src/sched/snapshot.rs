@@ -4,7 +4,7 @@ use super::admission::{closed, pending, queued};
 use super::breaker::Breaker;
 use super::registry::Registry;
 use crate::loom::sync::atomic::Ordering::SeqCst;
-use crate::metrics::clock::{ticks, Calibration};
+use crate::metrics::clock::Calibration;
 use crate::metrics::{Histogram, Metrics, PoolDump, WorkerDump, WorkerState};
 use crate::sched::queue::{GlobalQueue, StealQueue};
 
@@ -41,11 +41,11 @@ impl Registry {
             (
                 Histogram::sum_of(
                     self.counters.queue_wait.iter().map(|h| &**h),
-                    &self.calibration,
+                    self.clock.ns_per_tick(),
                 ),
                 Histogram::sum_of(
                     self.counters.run_time.iter().map(|h| &**h),
-                    &self.calibration,
+                    self.clock.ns_per_tick(),
                 ),
             )
         } else {
@@ -86,8 +86,8 @@ impl Registry {
 
     /// What every worker is doing now.
     pub(crate) fn dump(&self) -> PoolDump {
-        let now = ticks();
-        let ns_per_tick = self.calibration.ns_per_tick();
+        let now = self.clock.now();
+        let ns_per_tick = self.clock.ns_per_tick();
         let word = self.admission.load(SeqCst);
         let workers = (0..self.live_workers())
             .map(|i| {

@@ -10,7 +10,7 @@
 
 use crate::loom::sync::Arc;
 use crate::loom::thread::{self, JoinHandle};
-use crate::metrics::clock::{ticks, Calibration};
+use crate::metrics::clock::Calibration;
 use crate::metrics::{bump, StallReport, WorkerState};
 use crate::sched::Registry;
 use std::time::{Duration, Instant};
@@ -42,8 +42,8 @@ fn run(registry: &Registry, threshold: Duration) {
         if registry.should_exit() {
             return;
         }
-        let now = ticks();
-        let ns_per_tick = registry.calibration.ns_per_tick();
+        let now = registry.clock.now();
+        let ns_per_tick = registry.clock.ns_per_tick();
         for (i, last) in reported
             .iter_mut()
             .enumerate()

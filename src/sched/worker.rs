@@ -3,7 +3,7 @@
 //! A worker looks, in order: its own deque (LIFO, newest first) → the
 //! injector (a batch, FIFO) → the side queue → the other workers' deques
 //! (oldest first, starting at a random peer). Stealing from peers makes it a
-//! *searcher* (see `design/sleep-wake.md`); before parking it spins a bounded
+//! *searcher* (see `sleep/README.md`); before parking it spins a bounded
 //! number of rounds, then parks on its own `Parker`.
 //!
 //! A worker that waits for something (`JoinHandle::join`, `wait_idle`, room
@@ -19,7 +19,6 @@ use crate::keyed::BatchEnd;
 use crate::loom::sync::atomic::{fence, Ordering::SeqCst};
 use crate::loom::sync::Arc;
 use crate::loom::{spin_loop, thread, thread_local, SPIN_ROUNDS};
-use crate::metrics::clock::ticks;
 use crate::metrics::{bump_at, LockStats, WorkerState};
 use crate::task::current;
 use crate::task::job::{shard_job, JobKind, JobRef};
@@ -31,7 +30,7 @@ thread_local! {
     static CURRENT: Cell<*const WorkerThread> = const { Cell::new(std::ptr::null()) };
 }
 
-// loom's `thread_local!` takes no `const` initialiser.
+// loom's `thread_local!` takes no `const` initializer.
 #[cfg(loom)]
 thread_local! {
     static CURRENT: Cell<*const WorkerThread> = Cell::new(std::ptr::null());
@@ -222,7 +221,7 @@ impl WorkerThread {
         bump_at(&counters.slot(Some(index)).started, Some(index));
         let start = match (registry.timing, prev_end) {
             (false, _) => 0,
-            (true, 0) => ticks(),
+            (true, 0) => registry.clock.now(),
             (true, t) => t,
         };
         if config.histograms {
@@ -242,7 +241,7 @@ impl WorkerThread {
             (WorkerState::Unknown, 0)
         };
         let outcome = job.run();
-        let end = if registry.timing { ticks() } else { 0 };
+        let end = if registry.timing { registry.clock.now() } else { 0 };
         if config.histograms {
             counters.run_time[index].record(end.saturating_sub(start));
         }
@@ -287,13 +286,26 @@ impl WorkerThread {
         }
     }
 
+    /// One step of a wait that cannot park (it has no wake-up to wait
+    /// for, such as room in the queue): runs one queued job if there is
+    /// one, else yields the CPU.
+    pub(crate) fn help_once(&self) {
+        match self.find_work() {
+            Some(job) => self.execute(job),
+            None => {
+                self.pay_owed();
+                thread::yield_now();
+            }
+        }
+    }
+
     /// Retires the places of finished tasks this worker still owes.
-    pub(crate) fn pay_owed(&self) {
+    fn pay_owed(&self) {
         self.registry.pay(self.owed.take());
     }
 
     /// One look for work in every queue; becomes a searcher to steal.
-    pub(crate) fn find_work(&self) -> Option<JobRef> {
+    fn find_work(&self) -> Option<JobRef> {
         if self.registry.is_paused() {
             return self.find_internal_work();
         }

@@ -34,7 +34,7 @@ struct Node {
 /// token made from it with [`child`](Self::child), now and later. The pool
 /// has one (cancelled by `shutdown_now` and by a deadline passing in
 /// `shutdown_timeout`); each group has a child of its parent's; each task
-/// started with [`PoolHandle::spawn_with`](crate::PoolHandle::spawn_with)
+/// started with [`TaskBuilder::spawn_with`](crate::TaskBuilder::spawn_with)
 /// has its own child.
 #[derive(Clone)]
 pub struct CancelToken(Arc<Node>);

@@ -39,7 +39,7 @@ thread_local! {
     static CURRENT: Current = const { Cell::new(None) };
 }
 
-// loom's `thread_local!` takes no `const` initialiser.
+// loom's `thread_local!` takes no `const` initializer.
 #[cfg(loom)]
 thread_local! {
     static CURRENT: Current = Cell::new(None);

@@ -57,7 +57,7 @@ impl<T> JoinHandle<T> {
     /// Cancels the task. Not started yet: it will never run, and the
     /// handle resolves to [`TaskError::Cancelled`] at once (returns `true`).
     /// Running (or done): a task started with a context
-    /// ([`spawn_with`](crate::PoolHandle::spawn_with)) sees
+    /// ([`spawn_with`](crate::TaskBuilder::spawn_with)) sees
     /// `is_cancelled()` turn true; any other task runs to its end (returns
     /// `false`).
     pub fn cancel(&self) -> bool {

@@ -134,7 +134,7 @@ impl JobRef {
         debug_assert!(size_of::<S>() <= INLINE_BYTES && align_of::<S>() <= 8);
         let mut data = InlineBuf::uninit();
         // SAFETY: the buffer is large and aligned enough (caller contract)
-        // and uninitialised, so writing does not overwrite a live value.
+        // and uninitialized, so writing does not overwrite a live value.
         unsafe { ptr::write(data.0.as_mut_ptr().cast::<S>(), state) };
         JobRef {
             vtable,
@@ -165,7 +165,7 @@ impl JobRef {
     #[inline]
     pub(crate) fn shard_index(&self) -> usize {
         debug_assert_eq!(self.vtable.kind, JobKind::Shard);
-        // SAFETY: a shard job's state is one initialised `usize`.
+        // SAFETY: a shard job's state is one initialized `usize`.
         unsafe { ptr::read(self.data.0.as_ptr().cast::<usize>()) }
     }
 
@@ -178,7 +178,7 @@ impl JobRef {
         if !self.vtable.stack {
             return None;
         }
-        // SAFETY: a stack job's state is one initialised pointer.
+        // SAFETY: a stack job's state is one initialized pointer.
         Some(unsafe { ptr::read(self.data.0.as_ptr().cast::<*const ()>()) })
     }
 

@@ -1,4 +1,4 @@
-//! Synchronisation helpers for the tests: latches and gates, no sleeps.
+//! Synchronization helpers for the tests: latches and gates, no sleeps.
 //! Every wait here has a deadline ([`PATIENCE`]): a test whose condition
 //! never comes fails with a message instead of hanging.
 #![allow(dead_code)]

@@ -1,5 +1,5 @@
 //! Parking and waking idle workers. The protocol, its invariants and the
-//! argument that no wake-up is lost are in `design/sleep-wake.md`; the step
+//! argument that no wake-up is lost are in `README.md` beside this file; the step
 //! numbers below refer to it.
 //!
 //! State (`Sleep::state`, one atomic word): the number of *unparked* workers
@@ -165,7 +165,7 @@ impl Sleep {
     /// A cheaper `notify_one` for work its owner is bound to run anyway (a
     /// `join` half, a scope's task pushed on the owner's deque): a plain
     /// load decides whether to wake someone, with no fence. A wake-up
-    /// missed in the race costs parallelism, never the work: the owner pops
+    /// missed in the race costs parallelizm, never the work: the owner pops
     /// it back or runs it while it waits.
     #[inline]
     pub(crate) fn tickle(&self) {
