@@ -7,74 +7,17 @@
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use std::time::Duration;
 
+mod common;
+use common::workloads::{fib, quicksort, random_vec};
+
 const FIB_N: u32 = 30;
 /// Joins made by `fib(FIB_N)`: fib(n + 1) - 1.
 const FIB_JOINS: u64 = 1_346_268;
 
-fn fib_ebbtide(n: u32) -> u64 {
-    if n < 2 {
-        return n as u64;
-    }
-    let (a, b) = ebbtide::join(|| fib_ebbtide(n - 1), || fib_ebbtide(n - 2));
-    a + b
-}
-
-fn fib_rayon(n: u32) -> u64 {
-    if n < 2 {
-        return n as u64;
-    }
-    let (a, b) = rayon::join(|| fib_rayon(n - 1), || fib_rayon(n - 2));
-    a + b
-}
-
-/// Three-way partition around the middle element; recursion through
-/// `join_fn` so both pools run the identical algorithm.
-fn partition(v: &mut [u64]) -> (usize, usize) {
-    let pivot = v[v.len() / 2];
-    let (mut lt, mut i, mut gt) = (0, 0, v.len());
-    while i < gt {
-        if v[i] < pivot {
-            v.swap(lt, i);
-            lt += 1;
-            i += 1;
-        } else if v[i] > pivot {
-            gt -= 1;
-            v.swap(i, gt);
-        } else {
-            i += 1;
-        }
-    }
-    (lt, gt)
-}
-
-macro_rules! quicksort {
-    ($name:ident, $join:path) => {
-        fn $name(v: &mut [u64]) {
-            if v.len() <= 1024 {
-                v.sort_unstable();
-                return;
-            }
-            let (lt, gt) = partition(v);
-            let (left, rest) = v.split_at_mut(lt);
-            let right = &mut rest[gt - lt..];
-            $join(|| $name(left), || $name(right));
-        }
-    };
-}
-quicksort!(quicksort_ebbtide, ebbtide::join);
-quicksort!(quicksort_rayon, rayon::join);
-
-fn random_vec(n: usize) -> Vec<u64> {
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        })
-        .collect()
-}
+fib!(fib_ebbtide, ebbtide::join);
+fib!(fib_rayon, rayon::join);
+quicksort!(quicksort_ebbtide, ebbtide::join, 1024);
+quicksort!(quicksort_rayon, rayon::join, 1024);
 
 fn forkjoin(c: &mut Criterion) {
     let n = num_cpus::get();

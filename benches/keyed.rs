@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 mod common;
+use common::workloads::spin;
 use common::Countdown;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -83,13 +84,6 @@ fn zipf(n: usize, keys: usize, seed: u64) -> Vec<u32> {
             cdf.partition_point(|&c| c < u).min(keys - 1) as u32
         })
         .collect()
-}
-
-fn spin(d: Duration) {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        std::hint::spin_loop();
-    }
 }
 
 const TASKS: usize = 1_000_000;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::workloads::spin;
 use common::Countdown;
 
 /// The process's thread count: field 20 of `/proc/self/stat` (one short
@@ -54,13 +55,6 @@ fn measure(f: impl FnOnce()) -> (Duration, usize) {
 fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
-}
-
-fn spin(d: Duration) {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        std::hint::spin_loop();
-    }
 }
 
 fn elastic() -> ebbtide::Pool {

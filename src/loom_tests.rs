@@ -267,12 +267,18 @@ fn loom_shard_hand_off() {
         let p = pool.clone();
         let t2 = task(20);
         let other = loom::thread::spawn(move || {
-            p.task().key(&0u8).execute(t2)
+            p.task()
+                .key(&0u8)
+                .execute(t2)
                 .unwrap_or_else(|_| panic!("accepted"));
         });
-        pool.task().key(&0u8).execute(task(10))
+        pool.task()
+            .key(&0u8)
+            .execute(task(10))
             .unwrap_or_else(|_| panic!("accepted"));
-        pool.task().key(&0u8).execute(task(11))
+        pool.task()
+            .key(&0u8)
+            .execute(task(11))
             .unwrap_or_else(|_| panic!("accepted"));
         other.join().unwrap();
         pool.wait_idle();

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::workloads::{fib, quicksort};
 use common::{quiet_expected_panics, until, Gate, MARK};
 use ebbtide::{join, Pool, PoolHandle};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -26,37 +27,8 @@ fn sum(v: &[u64]) -> u64 {
     a + b
 }
 
-fn fib(n: u32) -> u64 {
-    if n < 2 {
-        return n as u64;
-    }
-    let (a, b) = join(|| fib(n - 1), || fib(n - 2));
-    a + b
-}
-
-fn quicksort(v: &mut [u64]) {
-    if v.len() <= 256 {
-        v.sort_unstable();
-        return;
-    }
-    let pivot = v[v.len() / 2];
-    let (mut lt, mut i, mut gt) = (0, 0, v.len());
-    while i < gt {
-        if v[i] < pivot {
-            v.swap(lt, i);
-            lt += 1;
-            i += 1;
-        } else if v[i] > pivot {
-            gt -= 1;
-            v.swap(i, gt);
-        } else {
-            i += 1;
-        }
-    }
-    let (left, rest) = v.split_at_mut(lt);
-    let right = &mut rest[gt - lt..];
-    join(|| quicksort(left), || quicksort(right));
-}
+fib!(fib, join);
+quicksort!(quicksort, join, 256);
 
 fn pseudo_random(n: usize, seed: u64) -> Vec<u64> {
     let mut x = seed;

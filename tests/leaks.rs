@@ -2,9 +2,12 @@
 //! thread count belongs to it alone.
 #![cfg(not(loom))]
 
+mod common;
+
+use common::{block_workers, DropCounter, Gate};
 use ebbtide::{Backpressure, Pool};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
 fn os_threads() -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -24,14 +27,6 @@ fn settled_threads(expected: usize) -> usize {
             return n;
         }
         std::thread::yield_now();
-    }
-}
-
-struct DropCounter(Arc<AtomicUsize>);
-
-impl Drop for DropCounter {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, SeqCst);
     }
 }
 
@@ -63,23 +58,7 @@ fn every_thread_is_joined_and_every_closure_dropped_exactly_once() {
             assert_eq!(os_threads(), base + 4, "round {round}: 4 workers running");
         }
         // Hold every worker so the queue fills and the policies apply.
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        let started = Arc::new(AtomicUsize::new(0));
-        for _ in 0..4 {
-            let (g, s, t) = (gate.clone(), started.clone(), token());
-            pool.execute(move || {
-                let _t = t;
-                s.fetch_add(1, SeqCst);
-                let mut open = g.0.lock().unwrap();
-                while !*open {
-                    open = g.1.wait(open).unwrap();
-                }
-            })
-            .unwrap();
-        }
-        while started.load(SeqCst) < 4 {
-            std::thread::yield_now();
-        }
+        let gate: Gate = block_workers(&pool, 4);
         for _ in 0..40 {
             let (t, r) = (token(), ran.clone());
             let task = move || {
@@ -94,8 +73,7 @@ fn every_thread_is_joined_and_every_closure_dropped_exactly_once() {
         // Tasks queued with handles that are dropped unjoined.
         let report = pool.shutdown_now();
         assert_eq!(report.still_running, 4, "round {round}");
-        *gate.0.lock().unwrap() = true;
-        gate.1.notify_all();
+        gate.open();
         let report = pool.shutdown();
         assert_eq!(
             report.submitted,

@@ -1,5 +1,8 @@
 //! Shared by the benchmarks: a countdown latch for the peers that have no
-//! "wait for all" of their own.
+//! "wait for all" of their own, and the workloads (also used by the tests).
+#![allow(dead_code)]
+
+pub mod workloads;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

@@ -8,11 +8,11 @@
 //! running the scope body) waits for `pending == 0`, helping meanwhile, and
 //! only then returns, so every borrow outlives every task.
 
+use crate::error::TaskError;
 use crate::loom::sync::atomic::{AtomicUsize, Ordering};
 use crate::loom::sync::Arc;
 use crate::sched::worker::WorkerThread;
 use crate::sched::Registry;
-use crate::error::TaskError;
 use crate::task::job::{drop_payload, panic_message, ClosureJob, JobRef, PanicPayload};
 use crate::task::latch::{resume, SendPtr};
 use crate::task::Parker;

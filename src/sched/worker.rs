@@ -241,7 +241,11 @@ impl WorkerThread {
             (WorkerState::Unknown, 0)
         };
         let outcome = job.run();
-        let end = if registry.timing { registry.clock.now() } else { 0 };
+        let end = if registry.timing {
+            registry.clock.now()
+        } else {
+            0
+        };
         if config.histograms {
             counters.run_time[index].record(end.saturating_sub(start));
         }

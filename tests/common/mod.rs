@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
+/// The workloads the benchmarks run too (fib, quicksort, spin).
+#[path = "../../benches/common/workloads.rs"]
+pub mod workloads;
+
 /// How long any helper waits before it fails the test: far beyond what a
 /// passing test needs on a loaded 2-core machine, far below CI's limit.
 pub const PATIENCE: Duration = Duration::from_secs(120);
