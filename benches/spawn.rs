@@ -8,48 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 mod common;
+use common::peers::ChannelPool;
 use common::Countdown;
 use std::time::Duration;
 
 const TASKS: usize = 1_000_000;
-
-/// The classic channel pool: N threads receiving boxed closures.
-struct ChannelPool {
-    tx: Option<crossbeam_channel::Sender<Box<dyn FnOnce() + Send>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl ChannelPool {
-    fn new(n: usize) -> Self {
-        let (tx, rx) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
-        let threads = (0..n)
-            .map(|_| {
-                let rx = rx.clone();
-                std::thread::spawn(move || {
-                    for job in rx {
-                        job();
-                    }
-                })
-            })
-            .collect();
-        ChannelPool {
-            tx: Some(tx),
-            threads,
-        }
-    }
-    fn execute(&self, f: impl FnOnce() + Send + 'static) {
-        self.tx.as_ref().unwrap().send(Box::new(f)).unwrap();
-    }
-}
-
-impl Drop for ChannelPool {
-    fn drop(&mut self) {
-        self.tx.take();
-        for t in self.threads.drain(..) {
-            t.join().unwrap();
-        }
-    }
-}
 
 /// Every peer runs this same task body.
 static COUNTER: AtomicUsize = AtomicUsize::new(0);

@@ -170,6 +170,19 @@ pub enum BuildError {
         /// The other setting's value.
         value: usize,
     },
+    /// The pool would start more threads than the system has left: past
+    /// `limit`, starting a thread can fail or, on Linux, abort the whole
+    /// process. Nothing was started.
+    ThreadLimit {
+        /// The threads the pool must start (its workers, plus its watchdog
+        /// and supervisor when configured).
+        requested: usize,
+        /// The threads the system allows this process to start now.
+        available: usize,
+        /// The limit that binds: `"vm.max_map_count"`,
+        /// `"kernel.threads-max"` or `"RLIMIT_NPROC"`.
+        limit: &'static str,
+    },
     /// The operating system refused to start a worker thread; every thread
     /// already started was stopped and joined.
     Spawn {
@@ -200,6 +213,15 @@ impl fmt::Display for BuildError {
                 f,
                 "conflicting settings: workers = {workers} but {other} = {value} \
                  (workers(n) means min_workers = max_workers = n)"
+            ),
+            BuildError::ThreadLimit {
+                requested,
+                available,
+                limit,
+            } => write!(
+                f,
+                "too many threads: the pool needs {requested} but {limit} allows only \
+                 {available} more in this process"
             ),
             BuildError::Spawn { worker, source } => {
                 write!(f, "could not start worker thread {worker}: {source}")

@@ -362,3 +362,28 @@ fn loom_spawn_races_shutdown() {
         assert!(registry.live_workers() <= 2);
     });
 }
+
+/// A task finishing while `shutdown_now` takes its report: the report adds
+/// up whichever comes first (the task counted as completed or as still
+/// running, never both), and a second, draining report has it completed.
+#[test]
+fn loom_report_adds_up_while_a_task_finishes() {
+    model(3, || {
+        let pool = pool(1);
+        pool.execute(|| ()).unwrap_or_else(|_| panic!("accepted"));
+        let report = pool.shutdown_now();
+        let total = report.completed
+            + report.abandoned
+            + report.still_running
+            + report.panicked
+            + report.dropped
+            + report.rejected
+            + report.timed_out
+            + report.cancelled;
+        assert_eq!(report.submitted, 1);
+        assert_eq!(total, 1, "{report:?}");
+        let after = pool.shutdown();
+        assert_eq!(after.completed + after.abandoned, 1, "{after:?}");
+        assert_eq!(after.still_running, 0);
+    });
+}

@@ -5,7 +5,10 @@ use super::locks::LockStats;
 use super::status::WorkerStatus;
 use crossbeam_utils::CachePadded;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 macro_rules! counters {
     ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
@@ -147,6 +150,25 @@ impl Counters {
         self.sum_of_first(self.workers.len())
     }
 
+    /// Sums every slot so that the sums agree with each other at every
+    /// moment, not only at quiescence: the counters that end a task
+    /// (`completed`, `panicked`, `abandoned`, `dropped_*`, `rejected`,
+    /// `timed_out`, `cancelled`) are read in a first pass, `submitted` in a
+    /// second. A task is counted in `submitted` before it can end (the
+    /// bump precedes its enqueue, which the worker's pop acquires), and
+    /// every bump is a release store read here with acquire: whatever
+    /// ended task the first pass sees, the second sees submitted. So
+    /// `submitted − ends ≥ 0` counts exactly the tasks not yet ended when
+    /// the first pass ran; none is counted twice.
+    pub(crate) fn sum_settled(&self) -> Counts {
+        let mut ends = self.sum();
+        let slots = || self.workers.iter().chain(self.external.iter());
+        // The second pass, after every load of the first.
+        std::sync::atomic::fence(Acquire);
+        ends.submitted = slots().map(|s| s.submitted.load(Acquire)).sum();
+        ends
+    }
+
     /// Sums the slots of workers `0..n` and of outside threads (the other
     /// workers' slots are known to be zero: they never ran).
     pub(crate) fn sum_of_first(&self, n: usize) -> Counts {
@@ -158,10 +180,12 @@ impl Counters {
     }
 }
 
-/// Adds one to a counter (relaxed: see the module docs).
+/// Adds one to a counter. Release (free on x86: the RMW is locked
+/// anyway) so that `Counters::sum_settled` sees every earlier bump of the
+/// writing thread once it sees this one.
 #[inline]
 pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Relaxed);
+    counter.fetch_add(1, Release);
 }
 
 /// Adds one to a counter of `worker`'s own slot, or of a shared stripe
@@ -170,7 +194,9 @@ pub(crate) fn bump(counter: &AtomicU64) {
 #[inline]
 pub(crate) fn bump_at(counter: &AtomicU64, worker: Option<usize>) {
     match worker {
-        Some(_) => counter.store(counter.load(Relaxed) + 1, Relaxed),
+        // Relaxed load: the slot's only writer reads its own value. Release
+        // store: as in `bump` (a plain store on x86).
+        Some(_) => counter.store(counter.load(Relaxed) + 1, Release),
         None => bump(counter),
     }
 }

@@ -86,6 +86,13 @@ pub enum StallReport {
         /// The keyed shard it belongs to, for a keyed task.
         shard: Option<usize>,
     },
+    /// A queued task has waited longer than the stall threshold (an upper
+    /// bound, see `Metrics::queue_ages`): some queue is not being served.
+    /// Reported once until the wait falls below the threshold again.
+    QueueWait {
+        /// The bound on the oldest queued task's wait.
+        waited: Duration,
+    },
     /// `parking_lot`'s deadlock detector found a cycle of threads blocked
     /// on each other's locks (feature `deadlock_detection`).
     Deadlock {
@@ -112,6 +119,9 @@ impl fmt::Display for StallReport {
                     write!(f, " of shard {shard}")?;
                 }
                 write!(f, " on {thread_name} has been running for {running_for:?}")
+            }
+            StallReport::QueueWait { waited } => {
+                write!(f, "queue wait: a queued task has waited up to {waited:?}")
             }
             StallReport::Deadlock { threads } => write!(
                 f,

@@ -32,7 +32,7 @@ impl Metrics {
     pub fn write_prometheus(&self, prefix: &str, out: &mut impl fmt::Write) -> fmt::Result {
         let pool = escape_label(&self.name);
         let c = &self.counts;
-        let gauges: [(&str, &str, f64); 14] = [
+        let gauges: [(&str, &str, f64); 15] = [
             ("workers", "Worker threads.", self.workers as f64),
             (
                 "workers_min",
@@ -98,6 +98,11 @@ impl Metrics {
                 "submitters_blocked",
                 "Submitters blocked for room.",
                 self.blocked_submitters as f64,
+            ),
+            (
+                "queue_oldest_wait_seconds",
+                "Upper bound on the oldest queued task's wait, over every queue.",
+                self.queue_ages.oldest().map_or(0.0, |d| d.as_secs_f64()),
             ),
         ];
         for (name, help, value) in gauges {

@@ -35,5 +35,5 @@ pub use histogram::Histogram;
 pub use locks::LockContention;
 pub(crate) use locks::{LockCounted, LockStat, LockStats};
 pub use resize::{Observation, ResizeEvent, ResizeReason};
-pub use snapshot::{BreakerState, Metrics};
+pub use snapshot::{BreakerState, Metrics, QueueAges};
 pub use status::WorkerState;

@@ -69,6 +69,12 @@ pub enum ResizeReason {
     Blocked,
     /// Utilization stayed below the shrink watermark for `keep_alive`.
     Idle,
+    /// Growth stopped at the system's thread limit (`limit`: see
+    /// `BuildError::ThreadLimit`); the pool keeps working at that size.
+    ThreadLimit {
+        /// The limit that binds.
+        limit: &'static str,
+    },
 }
 
 /// A resize, as recorded in the history and passed to `on_resize`.

@@ -4,6 +4,7 @@ use super::counters::Counts;
 use super::histogram::Histogram;
 use super::locks::{LockContention, LockStats};
 use std::fmt;
+use std::time::Duration;
 
 /// A snapshot of a pool's state and counters, from [`PoolHandle::metrics`].
 ///
@@ -72,6 +73,38 @@ pub struct Metrics {
     pub run_time: Histogram,
     /// Contention of the pool's own locks.
     pub locks: Vec<LockContention>,
+    /// How long each queue's oldest task has waited at most: a queue whose
+    /// bound keeps growing is starving (see [`QueueAges`]).
+    pub queue_ages: QueueAges,
+}
+
+/// For each queue of a pool, an upper bound on how long its oldest task
+/// has waited: now minus the enqueue time of the last task taken from the
+/// queue's oldest end, or minus the last time a worker found it empty
+/// (every task still there came after). `None` for an empty queue, or when
+/// tasks are not timed (`histograms(false)` and no stall threshold).
+/// Workers serve every queue at a bounded interval, so in a healthy pool
+/// these stay near the queue's own backlog.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueAges {
+    /// The global injector (tasks submitted from outside the pool).
+    pub injector: Option<Duration>,
+    /// Each worker's inbox of scheduled keyed shards.
+    pub inboxes: Vec<Option<Duration>>,
+    /// Each worker's own deque (tasks submitted from its tasks).
+    pub deques: Vec<Option<Duration>>,
+}
+
+impl QueueAges {
+    /// The largest bound over every queue.
+    pub fn oldest(&self) -> Option<Duration> {
+        std::iter::once(self.injector)
+            .chain(self.inboxes.iter().copied())
+            .chain(self.deques.iter().copied())
+            .flatten()
+            .max()
+    }
 }
 
 impl Metrics {

@@ -13,8 +13,13 @@ use crate::sched::{Registry, ShutdownMode};
 use std::fmt;
 use std::time::Duration;
 
-/// The largest worker count a pool accepts.
-pub const MAX_WORKERS: usize = 1 << 14;
+/// The largest worker count a pool accepts: 8,192. Each thread costs about
+/// four memory mappings on Linux, whose default `vm.max_map_count` of 65,530
+/// runs out near 16,000 threads (and a thread start past it aborts the
+/// process); 8,192 leaves half the mappings to the rest of the program. The
+/// system's actual limits are checked too, at build time and whenever an
+/// elastic pool grows.
+pub const MAX_WORKERS: usize = 1 << 13;
 /// The largest `queue_capacity` a pool accepts.
 pub const MAX_QUEUE_CAPACITY: usize = 1 << 30;
 /// The largest number of keyed shards a pool accepts.
@@ -326,7 +331,7 @@ impl Builder {
             ("max_workers", self.max_workers),
         ] {
             if let Some(v) = value.filter(|&v| v > MAX_WORKERS) {
-                return Err(invalid(field, &v, "at most 16384"));
+                return Err(invalid(field, &v, "at most MAX_WORKERS (8192)"));
             }
         }
         let (min, max) = match (self.workers, self.min_workers, self.max_workers) {
@@ -437,12 +442,30 @@ impl Builder {
     /// `queue_capacity` of 0 or above [`MAX_QUEUE_CAPACITY`], a zero
     /// `stack_size`, a NUL byte in `thread_name`, a zero `scaling_interval`,
     /// `keep_alive` or `queue_wait_target`, watermarks out of order or a
-    /// target utilization outside (0, 1]; or
-    /// [`BuildError::Spawn`] when the OS refuses a thread, in which case
-    /// every thread already started is stopped and joined first.
+    /// target utilization outside (0, 1]; [`BuildError::ThreadLimit`] when
+    /// the threads the pool starts now exceed what the system has left (an
+    /// elastic pool's `max_workers` may exceed it: the pool stops growing at
+    /// the limit); or [`BuildError::Spawn`] when the OS refuses a thread, in
+    /// which case every thread already started is stopped and joined first.
     pub fn build(self) -> Result<Pool, BuildError> {
         let config = self.validate()?;
         let (min, max) = (config.min_workers, config.max_workers);
+        // A fixed pool runs `max`; an elastic one starts at `min` (at least
+        // one, so that work always has a worker).
+        let start = if min == max { max } else { min.max(1) };
+        // Past the system's thread limits a thread start can abort the
+        // process: ask before starting anything.
+        let helpers = usize::from(config.stall_threshold.is_some()) + usize::from(min < max);
+        if let Some(ceiling) = crate::sched::limits::current() {
+            if start + helpers > ceiling.threads {
+                return Err(BuildError::ThreadLimit {
+                    requested: start + helpers,
+                    available: ceiling.threads,
+                    limit: ceiling.limit,
+                });
+            }
+        }
+
         // A slot (and a deque) for every worker the pool may run; the first
         // `min` start now, the supervisor starts the others on demand.
         let locals: Vec<Local> = (0..max).map(|_| Local::new_lifo()).collect();
@@ -451,9 +474,6 @@ impl Builder {
             registry.shutdown(ShutdownMode::Drain);
             Err(BuildError::Spawn { worker, source })
         };
-        // A fixed pool runs `max`; an elastic one starts at `min` (at least
-        // one, so that work always has a worker).
-        let start = if min == max { max } else { min.max(1) };
         for index in 0..start {
             match Registry::spawn_worker(&registry, start) {
                 Ok(Some(_)) => {}

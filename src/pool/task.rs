@@ -52,9 +52,11 @@ use std::time::{Duration, Instant};
 #[must_use = "a task builder does nothing until a terminal call (execute, spawn, …)"]
 pub struct TaskBuilder<'p> {
     registry: &'p Arc<Registry>,
-    options: TaskOptions,
     shard: Option<usize>,
     room: Option<Duration>,
+    /// Options that need the task's context; boxed so that a plain or
+    /// keyed submission carries three words and builds nothing.
+    options: Option<Box<TaskOptions>>,
 }
 
 impl fmt::Debug for TaskBuilder<'_> {
@@ -68,19 +70,24 @@ impl fmt::Debug for TaskBuilder<'_> {
 }
 
 impl<'p> TaskBuilder<'p> {
+    #[inline]
     pub(crate) fn new(registry: &'p Arc<Registry>) -> Self {
         TaskBuilder {
             registry,
-            options: TaskOptions::new(),
             shard: None,
             room: None,
+            options: None,
         }
+    }
+
+    fn options(&mut self) -> &mut TaskOptions {
+        self.options.get_or_insert_with(Box::default)
     }
 
     /// Names the task: the name appears in `dump` and in stall reports
     /// while it runs, and in its context ([`TaskContext::name`]).
     pub fn name(mut self, name: impl Into<StdArc<str>>) -> Self {
-        self.options = self.options.name(name);
+        self.options().name = Some(name.into());
         self
     }
 
@@ -109,6 +116,7 @@ impl<'p> TaskBuilder<'p> {
     /// assert_eq!(*log.lock().unwrap(), (0..10).collect::<Vec<_>>());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn key<K: Hash + ?Sized>(mut self, key: &K) -> Self {
         self.shard = Some(self.registry.sharder.shard_of(key));
         self
@@ -121,20 +129,20 @@ impl<'p> TaskBuilder<'p> {
     /// `is_cancelled()` turn true; a value returned late is still
     /// delivered and counted in `Counts::deadline_missed`.
     pub fn timeout(mut self, d: Duration) -> Self {
-        self.options = self.options.timeout(d);
+        self.options().timeout = Some(d);
         self
     }
 
     /// An absolute deadline (overrides [`timeout`](Self::timeout)).
     pub fn deadline(mut self, at: Instant) -> Self {
-        self.options = self.options.deadline(at);
+        self.options().deadline = Some(at);
         self
     }
 
     /// Starts the `timeout` clock when the task starts instead of at
     /// submission: time in the queue does not count.
     pub fn start_at_run(mut self) -> Self {
-        self.options = self.options.start_at_run();
+        self.options().start_at_run = true;
         self
     }
 
@@ -143,7 +151,7 @@ impl<'p> TaskBuilder<'p> {
     /// means it never runs ([`TaskError::Cancelled`]); after, its context's
     /// `is_cancelled()` turns true.
     pub fn cancel_token(mut self, token: &CancelToken) -> Self {
-        self.options = self.options.cancel_token(token);
+        self.options().parent = Some(token.clone());
         self
     }
 
@@ -166,6 +174,7 @@ impl<'p> TaskBuilder<'p> {
     /// [`SubmitError::BreakerOpen`] while the circuit breaker is open. The
     /// closure is handed back. Under `DropNewest` a full queue discards the
     /// task and returns `Ok` (it is counted in the metrics).
+    #[inline]
     pub fn execute<F>(self, f: F) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'static,
@@ -262,10 +271,11 @@ impl<'p> TaskBuilder<'p> {
         }
     }
 
-    /// Whether any option needs the context body (a name, a deadline or a
+    /// Whether no option needs the context body (a name, a deadline or a
     /// token): plain and keyed tasks take the lean bodies.
+    #[inline]
     fn plain(&self) -> bool {
-        self.options.is_plain()
+        self.options.as_ref().map_or(true, |o| o.is_plain())
     }
 
     fn submit<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
@@ -277,6 +287,7 @@ impl<'p> TaskBuilder<'p> {
         Arc::new(Slot::with(token, pool))
     }
 
+    #[inline]
     fn execute_waiting<F>(self, f: F, wait: Wait) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'static,
@@ -309,7 +320,7 @@ impl<'p> TaskBuilder<'p> {
     }
 
     fn submit_context<B, T>(
-        self,
+        mut self,
         body: B,
         wait: Wait,
     ) -> Result<JoinHandle<T>, SubmitError<B::Inner>>
@@ -317,17 +328,21 @@ impl<'p> TaskBuilder<'p> {
         B: CxBody<T>,
         T: Send + 'static,
     {
+        let options = self
+            .options
+            .take()
+            .map_or_else(TaskOptions::default, |o| *o);
         let root = &self.registry.token;
-        let token = self.options.parent.as_ref().unwrap_or(root).child();
-        if self.options.parent.is_some() && root.is_cancelled() {
+        let token = options.parent.as_ref().unwrap_or(root).child();
+        if options.parent.is_some() && root.is_cancelled() {
             token.cancel();
         }
         let slot = self.slot(Some(token));
         let task = ContextTask {
             f: body,
             slot: Arc::clone(&slot),
-            deadline: self.options.resolve(),
-            name: self.options.name.clone(),
+            deadline: options.resolve(),
+            name: options.name,
         };
         match self.submit(task, wait) {
             Ok(()) => Ok(JoinHandle::new(slot)),

@@ -28,6 +28,7 @@ fn run(registry: &Arc<Registry>) {
     let mut state = PolicyState::default();
     let mut sampler = Sampler::new(registry, limits.2);
     let mut period = scaling.interval;
+    let mut at_ceiling = false;
     loop {
         let due = sampler.at + period;
         registry.supervisor.park_until(due);
@@ -65,13 +66,16 @@ fn run(registry: &Arc<Registry>) {
             Decision::Grow(to, reason) => {
                 let from = obs.live;
                 let at = started.elapsed();
-                let reached = Registry::grow_to(registry, to);
-                if reached > from {
+                let (reached, capped) = Registry::grow_to(registry, to);
+                // At the thread limit the pool says so once, then stays.
+                let first_cap = capped.is_some() && !at_ceiling;
+                at_ceiling = capped.is_some();
+                if reached > from || first_cap {
                     registry.record_resize(ResizeEvent {
                         at,
                         from,
                         to: reached,
-                        reason,
+                        reason: capped.map_or(reason, |limit| ResizeReason::ThreadLimit { limit }),
                         observation: obs,
                     });
                 }

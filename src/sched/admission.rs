@@ -124,11 +124,10 @@ impl Registry {
     /// needed: a worker's own deque when called on this pool's worker (the
     /// job stays near the data its submitter touched), else the injector.
     pub(crate) fn enqueue(&self, mut job: JobRef, shard: Option<usize>) {
-        if self.timing {
-            job.stamp(self.clock.now());
-        }
+        let now = if self.timing { self.clock.now() } else { 0 };
+        job.stamp(now);
         if let Some(index) = shard {
-            return self.push_to_shard(index, job);
+            return self.push_to_shard(index, job, now);
         }
         match self.own_worker() {
             Some(worker) => worker.push_local(job),
@@ -154,15 +153,86 @@ impl Registry {
     /// Step 1 of the shard hand-off (see `keyed/shard.rs`): queue the task
     /// in its shard; a shard that became scheduled goes to its home
     /// worker's inbox.
-    pub(crate) fn push_to_shard(&self, index: usize, job: JobRef) {
+    pub(crate) fn push_to_shard(&self, index: usize, job: JobRef, now: u64) {
         if self.shards[index].push(job, &self.counters.locks.shard) {
-            self.inboxes[index % self.live_workers().max(1)].push(shard_job(index));
+            // The shard job carries the time the shard's turn began.
+            let mut turn = shard_job(index);
+            turn.stamp(now);
+            self.push_inbox(index % self.live_workers().max(1), turn, now);
             self.sleep.notify_one();
         }
     }
 
+    /// Puts a shard job in worker `worker`'s inbox. Pushed into an empty
+    /// inbox at `now`, the inbox counts as served then: everything in it
+    /// came after (`fair.rs`).
+    pub(crate) fn push_inbox(&self, worker: usize, turn: JobRef, now: u64) {
+        let inbox = &self.inboxes[worker];
+        if now != 0 && inbox.is_empty() {
+            super::fair::Served::record(&self.served.worker(worker).inbox, now);
+        }
+        inbox.push(turn);
+    }
+
     /// Offers a task, applying the backpressure policy when the queue is full.
+    #[inline]
     pub(crate) fn submit<R: Runnable>(
+        &self,
+        body: R,
+        wait: Wait,
+        shard: Option<usize>,
+    ) -> Result<Admitted, SubmitError<R>> {
+        if self.breaker.is_some() {
+            return self.submit_through_breaker(body, wait, shard);
+        }
+        self.submit_open(body, wait, shard)
+    }
+
+    /// `submit` past the breaker: the fast path inline, the rest out of line.
+    #[inline]
+    fn submit_open<R: Runnable>(
+        &self,
+        body: R,
+        wait: Wait,
+        shard: Option<usize>,
+    ) -> Result<Admitted, SubmitError<R>> {
+        match self.try_reserve() {
+            Reserve::Ok => {
+                bump(&self.counters.slot(self.own_worker_index()).submitted);
+                self.enqueue(TaskJob::into_job_ref(body), shard);
+                Ok(Admitted::Queued)
+            }
+            Reserve::Closed => Err(SubmitError::ShutDown(body)),
+            Reserve::Full => self.submit_full(body, wait, shard),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn submit_through_breaker<R: Runnable>(
+        &self,
+        body: R,
+        wait: Wait,
+        shard: Option<usize>,
+    ) -> Result<Admitted, SubmitError<R>> {
+        if self.is_closed() {
+            return Err(SubmitError::ShutDown(body));
+        }
+        if let Some(breaker) = &self.breaker {
+            if !breaker.admit() {
+                let slot = self.counters.slot(self.own_worker_index());
+                bump(&slot.submitted);
+                bump(&slot.rejected);
+                return Err(SubmitError::BreakerOpen(body));
+            }
+        }
+        self.submit_open(body, wait, shard)
+    }
+
+    /// The queue is full: the backpressure policy decides.
+    #[cold]
+    #[inline(never)]
+    fn submit_full<R: Runnable>(
         &self,
         body: R,
         wait: Wait,
@@ -170,25 +240,6 @@ impl Registry {
     ) -> Result<Admitted, SubmitError<R>> {
         let worker = self.own_worker_index();
         let slot = self.counters.slot(worker);
-        if let Some(breaker) = &self.breaker {
-            if self.is_closed() {
-                return Err(SubmitError::ShutDown(body));
-            }
-            if !breaker.admit() {
-                bump(&slot.submitted);
-                bump(&slot.rejected);
-                return Err(SubmitError::BreakerOpen(body));
-            }
-        }
-        match self.try_reserve() {
-            Reserve::Ok => {
-                bump(&slot.submitted);
-                self.enqueue(TaskJob::into_job_ref(body), shard);
-                return Ok(Admitted::Queued);
-            }
-            Reserve::Closed => return Err(SubmitError::ShutDown(body)),
-            Reserve::Full => {}
-        }
         // A keyed task must run inside its shard, never on the caller.
         let policy = match (self.config.backpressure, shard) {
             (Backpressure::CallerRuns, Some(_)) => Backpressure::Block,
@@ -393,13 +444,19 @@ impl Registry {
         }
     }
 
+    #[inline]
     pub(crate) fn notify_room(&self) {
         // SeqCst: pairs with `fetch_add` + `try_reserve` in `block_for_room`
         // (either the waiter sees the freed room or this sees the waiter).
         if self.room_waiters.load(SeqCst) > 0 {
-            let _guard = self.room_lock.lock_counted(&self.counters.locks.room);
-            self.room_cv.notify_one();
+            self.wake_room_waiter();
         }
+    }
+
+    #[cold]
+    fn wake_room_waiter(&self) {
+        let _guard = self.room_lock.lock_counted(&self.counters.locks.room);
+        self.room_cv.notify_one();
     }
 
     /// Retires `delta` from the admission word and wakes whoever waits on it.

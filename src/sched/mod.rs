@@ -21,6 +21,8 @@
 pub(crate) mod admission;
 pub(crate) mod breaker;
 pub(crate) mod config;
+pub(crate) mod fair;
+pub(crate) mod limits;
 mod outcome;
 pub(crate) mod queue;
 pub(crate) mod registry;

@@ -8,6 +8,7 @@
 
 use super::breaker::Breaker;
 use super::config::Config;
+use super::fair::Served;
 use super::queue::{GlobalQueue, Injector, Local, LocalQueue, Steal, StealQueue, Stealer};
 use super::sleep::Sleep;
 use crate::error::TaskError;
@@ -92,6 +93,11 @@ pub(crate) struct Registry {
     pub(crate) calibration: Calibration,
     /// The time source of task timing (the tick counter, or the user's).
     pub(crate) clock: TaskClock,
+    /// When each queue's oldest end was last served (see `fair.rs`).
+    pub(crate) served: Served,
+    /// The most live workers the system's thread limits allow, the limit,
+    /// and when it was read (see `worker_ceiling`).
+    pub(super) ceiling: Mutex<Option<(usize, &'static str, std::time::Instant)>>,
     /// Where the stall watchdog sleeps between checks.
     pub(crate) watchdog: Arc<Parker>,
     /// The root of every task's cancellation token; cancelled when shutdown
@@ -120,6 +126,8 @@ impl Registry {
             timing: config.histograms || config.stall_threshold.is_some(),
             calibration: Calibration::now(),
             clock: TaskClock::new(config.clock.clone()),
+            served: Served::new(workers),
+            ceiling: Mutex::new(None),
             watchdog: Arc::new(Parker::default()),
             token: CancelToken::new(),
             breaker: config.breaker.clone().map(Breaker::new),
@@ -301,6 +309,20 @@ impl Registry {
                 Steal::Empty => return None,
             }
         }
+    }
+
+    /// One job from the injector, else from the side queue (no batch).
+    pub(crate) fn take_one_global(&self) -> Option<JobRef> {
+        for queue in [&self.injector, &self.side] {
+            loop {
+                match queue.steal() {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
+            }
+        }
+        None
     }
 
     /// Puts an admitted install job or another internal job on the side

@@ -72,10 +72,37 @@ impl Registry {
         self.threads.lock().workers.iter().flatten().count()
     }
 
-    /// Grows the pool to `target` workers (fewer if the OS refuses a thread
-    /// or shutdown began), with help: every worker started meanwhile first
-    /// starts one more (`help_grow`). Returns the live workers after.
-    pub(crate) fn grow_to(this: &Arc<Self>, target: usize) -> usize {
+    /// The most live workers the system's thread limits allow, and the
+    /// limit that binds (`None`: no limit known). Read from the system when
+    /// the pool is built and again, at most once a second, while growth
+    /// presses against it (the reading scans `/proc`).
+    pub(crate) fn worker_ceiling(&self, wanted: usize) -> Option<(usize, &'static str)> {
+        let mut cached = self.ceiling.lock();
+        let stale = cached.map_or(true, |(max, _, at)| {
+            wanted > max && at.elapsed() >= std::time::Duration::from_secs(1)
+        });
+        if stale {
+            *cached = super::limits::current().map(|c| {
+                (
+                    self.live_workers() + c.threads,
+                    c.limit,
+                    std::time::Instant::now(),
+                )
+            });
+        }
+        cached.map(|(max, limit, _)| (max, limit))
+    }
+
+    /// Grows the pool towards `target` workers, capped at the system's
+    /// thread limits, with help: every worker started meanwhile first
+    /// starts one more (`help_grow`). Returns the live workers after, and
+    /// the limit that capped the growth, if one did (fewer workers may also
+    /// start if the OS refuses a thread or shutdown began).
+    pub(crate) fn grow_to(this: &Arc<Self>, target: usize) -> (usize, Option<&'static str>) {
+        let (target, capped) = match this.worker_ceiling(target) {
+            Some((max, limit)) if target > max => (max, Some(limit)),
+            _ => (target, None),
+        };
         // Relaxed: a hint for helpers; `spawn_worker` checks the limit
         // under the spare-slot lock.
         this.grow_target
@@ -83,7 +110,7 @@ impl Registry {
         while let Ok(Some(_)) = Registry::spawn_worker(this, target) {}
         this.grow_target
             .store(0, std::sync::atomic::Ordering::Relaxed);
-        this.live_workers()
+        (this.live_workers(), capped)
     }
 
     /// On a new worker's thread, before it looks for work: while the pool
@@ -129,7 +156,8 @@ impl Registry {
             match self.inboxes[index].steal() {
                 Steal::Success(job) => {
                     let home = job.shard_index() % remaining;
-                    self.inboxes[home].push(job);
+                    let at = job.enqueued();
+                    self.push_inbox(home, job, at);
                     moved = true;
                 }
                 Steal::Retry => continue,

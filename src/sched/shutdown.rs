@@ -48,9 +48,12 @@ pub struct ShutdownReport {
     pub timed_out: u64,
     /// Tasks cancelled before they started, or that returned `Cancelled`.
     pub cancelled: u64,
-    /// Tasks still running when the call returned (only after a deadline
-    /// or `shutdown_now`; their workers exit when they finish, and dropping
-    /// the `Pool` joins them).
+    /// Tasks accepted that had not ended when the report was taken: tasks
+    /// still running after a deadline or `shutdown_now` (their workers exit
+    /// when they finish, and dropping the `Pool` joins them), or, for a
+    /// shutdown called from inside one of the pool's own tasks, tasks still
+    /// queued or running (that call cannot wait for them). A task ending
+    /// while the report is taken is counted here or as ended, never both.
     pub still_running: u64,
 }
 
@@ -88,15 +91,24 @@ impl Registry {
         // A reservation refused for `CLOSED` holds a place in both fields
         // until it is undone; the difference counts running tasks only.
         let word = self.admission.load(SeqCst);
-        let still_running = pending(word) - queued(word);
-        if still_running == 0 && !inside {
+        if pending(word) == queued(word) && !inside {
             self.join_threads();
         }
-        self.report(still_running)
+        self.report()
     }
 
-    pub(crate) fn report(&self, still_running: usize) -> ShutdownReport {
-        let c = self.counters.sum();
+    /// The report, from one settled reading of the counters: a task that
+    /// ends while it is taken is counted either as ended or as still
+    /// running, never as both (see `Counters::sum_settled`).
+    pub(crate) fn report(&self) -> ShutdownReport {
+        let c = self.counters.sum_settled();
+        let ended = c.completed
+            + c.panicked
+            + c.abandoned
+            + c.dropped()
+            + c.rejected
+            + c.timed_out
+            + c.cancelled;
         ShutdownReport {
             submitted: c.submitted,
             completed: c.completed,
@@ -106,7 +118,7 @@ impl Registry {
             rejected: c.rejected,
             timed_out: c.timed_out,
             cancelled: c.cancelled,
-            still_running: still_running as u64,
+            still_running: c.submitted.saturating_sub(ended),
         }
     }
 

@@ -2,10 +2,11 @@
 
 use super::admission::{closed, pending, queued};
 use super::breaker::Breaker;
+use super::fair::Served;
 use super::registry::Registry;
 use crate::loom::sync::atomic::Ordering::SeqCst;
 use crate::metrics::clock::Calibration;
-use crate::metrics::{Histogram, Metrics, PoolDump, WorkerDump, WorkerState};
+use crate::metrics::{Histogram, Metrics, PoolDump, QueueAges, WorkerDump, WorkerState};
 use crate::sched::queue::{GlobalQueue, StealQueue};
 
 impl Registry {
@@ -16,6 +17,26 @@ impl Registry {
             queued(self.admission.load(SeqCst)),
             self.blocked.load(SeqCst),
         )
+    }
+
+    /// The bound on each queue's oldest wait (see `fair.rs`).
+    pub(crate) fn queue_ages(&self) -> QueueAges {
+        if !self.timing {
+            return QueueAges::default();
+        }
+        let now = self.clock.now();
+        let served = &self.served;
+        let age = |slot, len| Served::age(slot, len, &self.clock, now);
+        let live = self.live_workers();
+        QueueAges {
+            injector: age(&served.injector, self.injector.len()),
+            inboxes: (0..live)
+                .map(|i| age(&served.worker(i).inbox, self.inboxes[i].len()))
+                .collect(),
+            deques: (0..live)
+                .map(|i| age(&served.worker(i).deque, self.stealers[i].len()))
+                .collect(),
+        }
     }
 
     pub(crate) fn metrics(&self) -> Metrics {
@@ -76,6 +97,7 @@ impl Registry {
             queue_wait,
             run_time,
             locks: Metrics::lock_report(&self.counters.locks, self.calibration.ns_per_tick()),
+            queue_ages: self.queue_ages(),
         }
     }
 

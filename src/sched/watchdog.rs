@@ -37,6 +37,7 @@ fn report(registry: &Registry, stall: &StallReport) {
 fn run(registry: &Registry, threshold: Duration) {
     let interval = (threshold / 4).clamp(Duration::from_millis(1), Duration::from_secs(1));
     let mut reported = vec![0u64; registry.max_workers()];
+    let mut starving = false;
     loop {
         registry.watchdog.park_until(Instant::now() + interval);
         if registry.should_exit() {
@@ -73,6 +74,18 @@ fn run(registry: &Registry, threshold: Duration) {
                     },
                 );
             }
+        }
+        // A queue whose oldest task has waited past the threshold: once
+        // per episode (until its wait falls below the threshold again).
+        let waiting = registry.queue_ages().oldest().filter(|&w| w >= threshold);
+        match (waiting, starving) {
+            (Some(waited), false) => {
+                starving = true;
+                bump(&registry.counters.slot(None).stalls);
+                report(registry, &StallReport::QueueWait { waited });
+            }
+            (None, true) => starving = false,
+            _ => {}
         }
         #[cfg(feature = "deadlock_detection")]
         for cycle in parking_lot::deadlock::check_deadlock() {

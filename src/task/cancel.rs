@@ -109,47 +109,6 @@ pub(crate) struct TaskOptions {
     pub(crate) parent: Option<CancelToken>,
 }
 
-impl TaskOptions {
-    /// No deadline, no name, the pool's token as parent.
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
-    /// A deadline `d` after submission (or after the start, with
-    /// [`start_at_run`](Self::start_at_run)).
-    pub(crate) fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = Some(d);
-        self
-    }
-
-    /// An absolute deadline (overrides `timeout`).
-    pub(crate) fn deadline(mut self, at: Instant) -> Self {
-        self.deadline = Some(at);
-        self
-    }
-
-    /// Starts the `timeout` clock when the task starts instead of at
-    /// submission: time spent in the queue does not count, and the task is
-    /// never refused for a deadline passed in the queue.
-    pub(crate) fn start_at_run(mut self) -> Self {
-        self.start_at_run = true;
-        self
-    }
-
-    /// A name, readable from the context (`TaskContext::name`).
-    pub(crate) fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Makes the task's token a child of `token` (as well as being cancelled
-    /// by the pool's shutdown): cancelling `token` cancels the task.
-    pub(crate) fn cancel_token(mut self, token: &CancelToken) -> Self {
-        self.parent = Some(token.clone());
-        self
-    }
-}
-
 /// What a task started with `spawn_with` can ask about itself. Cheap: no
 /// allocation per call; `is_cancelled` is an atomic load and, with a
 /// deadline, one clock read.

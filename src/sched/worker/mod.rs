@@ -12,17 +12,20 @@
 //! for is either queued (and this worker may run it) or running elsewhere
 //! (and its completion unparks this worker).
 
-use super::queue::{GlobalQueue, Injector, Local, LocalQueue, Steal, StealQueue};
-use super::registry::Registry;
 use crate::error::TaskError;
 use crate::keyed::BatchEnd;
 use crate::loom::sync::atomic::{fence, Ordering::SeqCst};
 use crate::loom::sync::Arc;
-use crate::loom::{spin_loop, thread, thread_local, SPIN_ROUNDS};
+use crate::loom::{thread, thread_local};
 use crate::metrics::{bump_at, LockStats, WorkerState};
+use crate::sched::fair::Turns;
+use crate::sched::queue::{Local, LocalQueue};
+use crate::sched::registry::Registry;
 use crate::task::current;
 use crate::task::job::{shard_job, JobKind, JobRef};
 use crate::task::Parker;
+
+mod look;
 use std::cell::Cell;
 
 #[cfg(not(loom))]
@@ -51,6 +54,11 @@ pub(crate) struct WorkerThread {
     /// The tick at which the last task ended, while this worker goes
     /// straight on to the next one; 0 once it searches or parks.
     last_end: Cell<u64>,
+    /// Which queue the next looks start at (bounded waiting, `fair.rs`).
+    turns: Turns,
+    /// The own deque was found empty and nothing was pushed since: its
+    /// `served` time is recorded once per empty spell, not per look.
+    deque_empty: Cell<bool>,
 }
 
 /// The body of worker thread `index`.
@@ -62,6 +70,8 @@ pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
         searching: Cell::new(false),
         owed: Cell::new(0),
         last_end: Cell::new(0),
+        turns: Turns::new(index * 17),
+        deque_empty: Cell::new(false),
         rng: Cell::new(
             0x9E37_79B9_7F4A_7C15 ^ (index as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9),
         ),
@@ -124,6 +134,7 @@ impl WorkerThread {
     /// Pushes onto this worker's own deque.
     #[inline]
     pub(crate) fn push_local(&self, job: JobRef) {
+        self.deque_empty.set(false);
         self.local.push(job);
     }
 
@@ -308,78 +319,6 @@ impl WorkerThread {
         self.registry.pay(self.owed.take());
     }
 
-    /// One look for work in every queue; becomes a searcher to steal.
-    fn find_work(&self) -> Option<JobRef> {
-        if self.registry.is_paused() {
-            return self.find_internal_work();
-        }
-        let found = self
-            .local
-            .pop()
-            .or_else(|| take(self.registry.inbox(self.index)))
-            .or_else(|| self.registry.take_global(&self.local));
-        let found = match found {
-            Some(job) => Some(job),
-            None => {
-                if !self.searching.get() {
-                    if !self.registry.sleep.transition_to_searching() {
-                        return None;
-                    }
-                    self.searching.set(true);
-                    self.last_end.set(0);
-                    self.registry.set_state(self.index, WorkerState::Searching);
-                }
-                self.steal_from_peers()
-                    .or_else(|| self.registry.take_global(&self.local))
-            }
-        };
-        if found.is_some() && self.searching.replace(false) {
-            self.registry.set_state(self.index, WorkerState::Idle);
-            // The last searcher to find work wakes another to carry on.
-            if self.registry.sleep.transition_from_searching() {
-                self.registry.sleep.notify_one();
-            }
-        }
-        found
-    }
-
-    /// While paused: only jobs that running tasks wait for. Tasks found on
-    /// this worker's deque go to the injector to wait for `resume`.
-    fn find_internal_work(&self) -> Option<JobRef> {
-        while let Some(job) = self.local.pop() {
-            if job.kind() == JobKind::Task {
-                self.registry.hold(job);
-            } else {
-                return Some(job);
-            }
-        }
-        self.registry.take_side()
-    }
-
-    /// `find_work`, retried for a bounded number of rounds with growing
-    /// back-off while this worker is a searcher and `stop()` is false.
-    fn find_work_spinning(&self, stop: &dyn Fn() -> bool) -> Option<JobRef> {
-        for round in 0..=SPIN_ROUNDS {
-            if let Some(job) = self.find_work() {
-                return Some(job);
-            }
-            // Before spinning or parking: whoever waits for idleness or
-            // termination must see this worker's finished tasks.
-            self.pay_owed();
-            if !self.searching.get() || round == SPIN_ROUNDS || stop() {
-                return None;
-            }
-            if round < 6 {
-                for _ in 0..(1u32 << round) {
-                    spin_loop();
-                }
-            } else {
-                thread::yield_now();
-            }
-        }
-        None
-    }
-
     /// Steps 2–3 of the shard hand-off (see `keyed/shard.rs`): the shard
     /// runs a batch of its tasks here, then retires or goes back to the
     /// end of this worker's inbox.
@@ -399,49 +338,16 @@ impl WorkerThread {
             );
         }
         if end == BatchEnd::Requeue {
-            registry.inbox(self.index).push(shard_job(index));
+            let mut turn = shard_job(index);
+            let now = if registry.timing {
+                registry.clock.now()
+            } else {
+                0
+            };
+            turn.stamp(now);
+            registry.push_inbox(self.index, turn, now);
             registry.sleep.tickle();
         }
-    }
-
-    fn steal_from_peers(&self) -> Option<JobRef> {
-        let stealers = self.registry.stealers();
-        let n = stealers.len();
-        if n <= 1 {
-            return None;
-        }
-        let start = self.next_random() % n;
-        let slot = self.registry.counters.slot(Some(self.index));
-        // A few passes: `Retry` means a race was lost, not that it is empty.
-        for _ in 0..3 {
-            let mut retry = false;
-            for i in (start..n).chain(0..start) {
-                if i == self.index {
-                    continue;
-                }
-                // One job, the oldest: for fork-join work the biggest piece;
-                // taking half the deque would take `join` halves their owner
-                // then has to wait for or steal back.
-                bump_at(&slot.steal_attempts, Some(self.index));
-                match stealers[i].steal() {
-                    Steal::Success(job) => {
-                        bump_at(&slot.steals, Some(self.index));
-                        return Some(job);
-                    }
-                    Steal::Retry => retry = true,
-                    Steal::Empty => {}
-                }
-                // Else a runnable shard waiting on that worker's inbox.
-                if let Some(job) = take(self.registry.inbox(i)) {
-                    bump_at(&slot.steals, Some(self.index));
-                    return Some(job);
-                }
-            }
-            if !retry {
-                break;
-            }
-        }
-        None
     }
 
     /// Parks until woken, unless work or `stop()` shows up after this
@@ -485,27 +391,6 @@ impl WorkerThread {
     /// its stack: a shard's tasks never run elsewhere meanwhile).
     pub(crate) fn runs_shard(&self, index: usize) -> bool {
         self.registry.shards[index].runs_on(self.index)
-    }
-
-    fn next_random(&self) -> usize {
-        // xorshift64*: only spreads the first victim of a steal.
-        let mut x = self.rng.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng.set(x);
-        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as usize
-    }
-}
-
-/// One job from an inbox, retrying lost races.
-fn take(inbox: &Injector) -> Option<JobRef> {
-    loop {
-        match inbox.steal() {
-            Steal::Success(job) => return Some(job),
-            Steal::Retry => continue,
-            Steal::Empty => return None,
-        }
     }
 }
 

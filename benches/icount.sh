@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Instructions executed by each pool on each workload of benches/icount.rs,
+# counted by valgrind's callgrind (the same count run after run, unlike
+# wall-clock time on a noisy machine). Prints the total and the count per
+# task (per join for fib) and the ratio to the first peer named.
+#
+#   benches/icount.sh                 every workload
+#   benches/icount.sh spawn keyed     some of them
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind is required" >&2; exit 1; }
+bin=$(cargo bench --bench icount --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "icount" and m.get("executable"):
+        print(m["executable"])')
+[ -x "$bin" ] || { echo "could not build benches/icount.rs" >&2; exit 1; }
+
+declare -A pools=(
+  [spawn]="channel ebbtide ebbtide_nometrics rayon threadpool"
+  [keyed]="sharded ebbtide"
+  [fib]="rayon ebbtide"
+)
+declare -A units=([spawn]=1000000 [keyed]=1000000 [fib]=317810)
+workloads=("$@")
+[ ${#workloads[@]} -gt 0 ] || workloads=(spawn keyed fib)
+out=$(mktemp -d)
+for w in "${workloads[@]}"; do
+  base=""
+  for p in ${pools[$w]}; do
+    valgrind --tool=callgrind --callgrind-out-file="$out/$w.$p" "$bin" "$w" "$p" >/dev/null 2>"$out/log"
+    ir=$(awk '/^summary:/ { print $2 }' "$out/$w.$p")
+    [ -n "$base" ] || base=$ir
+    awk -v w="$w" -v p="$p" -v ir="$ir" -v base="$base" -v u="${units[$w]}" \
+      'BEGIN { printf "%-6s %-18s %12.1f M instructions  %7.1f per unit  %.3f of the first\n", w, p, ir / 1e6, ir / u, ir / base }'
+  done
+done
+rm -rf "$out"

@@ -1,0 +1,243 @@
+//! Where a worker looks for work, in which order, and what it records
+//! about the queues it looks at (bounded waiting: `../fair.rs`).
+
+use super::WorkerThread;
+use crate::loom::{spin_loop, thread, SPIN_ROUNDS};
+use crate::metrics::{bump_at, WorkerState};
+use crate::sched::fair::{Served, Source, Turns};
+use crate::sched::queue::{GlobalQueue, Injector, LocalQueue, Steal, StealQueue, Stealer};
+use crate::task::job::{JobKind, JobRef};
+
+impl WorkerThread {
+    /// One look for work in every queue; becomes a searcher to steal.
+    pub(super) fn find_work(&self) -> Option<JobRef> {
+        if self.registry.is_paused() {
+            return self.find_internal_work();
+        }
+        let found = match self.turns.next() {
+            None => self
+                .pop_newest()
+                .or_else(|| self.take_from(Source::Inbox))
+                .or_else(|| self.take_from(Source::Injector)),
+            // Every so often the other queues come first (`fair.rs`): one
+            // job of each, no batch (the own deque is not empty).
+            Some(first) => Turns::order(first)
+                .into_iter()
+                .find_map(|source| self.take_one(source))
+                .or_else(|| self.local.pop()),
+        };
+        let found = match found {
+            Some(job) => Some(job),
+            None => {
+                if !self.searching.get() {
+                    if !self.registry.sleep.transition_to_searching() {
+                        return None;
+                    }
+                    self.searching.set(true);
+                    self.last_end.set(0);
+                    self.registry.set_state(self.index, WorkerState::Searching);
+                }
+                self.steal_from_peers()
+                    .or_else(|| self.take_from(Source::Injector))
+            }
+        };
+        if found.is_some() && self.searching.replace(false) {
+            self.registry.set_state(self.index, WorkerState::Idle);
+            // The last searcher to find work wakes another to carry on.
+            if self.registry.sleep.transition_from_searching() {
+                self.registry.sleep.notify_one();
+            }
+        }
+        found
+    }
+
+    /// The newest job of the own deque (found empty: the deque is served).
+    #[inline]
+    fn pop_newest(&self) -> Option<JobRef> {
+        let job = self.local.pop();
+        if job.is_none() && !self.deque_empty.replace(true) {
+            self.served_empty(&self.registry.served.worker(self.index).deque);
+        }
+        job
+    }
+
+    /// On a fair look: one job of `source` (the injector gives one, not a
+    /// batch into a deque that is not empty).
+    fn take_one(&self, source: Source) -> Option<JobRef> {
+        if source != Source::Injector {
+            return self.take_from(source);
+        }
+        let served = &self.registry.served;
+        let job = self.registry.take_one_global();
+        match &job {
+            Some(job) => Served::record(&served.injector, job.enqueued()),
+            None => self.served_empty(&served.injector),
+        }
+        job
+    }
+
+    /// The oldest job of `source`, recording when the source was served.
+    fn take_from(&self, source: Source) -> Option<JobRef> {
+        let registry = &*self.registry;
+        let served = &registry.served;
+        let mine = served.worker(self.index);
+        match source {
+            Source::Injector => {
+                let job = registry.take_global(&self.local);
+                match &job {
+                    // A batch may have landed in the own deque.
+                    Some(job) => {
+                        self.deque_empty.set(false);
+                        Served::record(&served.injector, job.enqueued());
+                    }
+                    None => self.served_empty(&served.injector),
+                }
+                job
+            }
+            // An inbox counts as served when a shard job enters it empty
+            // (`push_inbox`), so finding it empty records nothing.
+            Source::Inbox => {
+                let job = take(registry.inbox(self.index));
+                if let Some(job) = &job {
+                    Served::record(&mine.inbox, job.enqueued());
+                }
+                job
+            }
+            Source::Deque => {
+                let job = steal(&registry.stealers()[self.index]);
+                match &job {
+                    Some(job) => Served::record(&mine.deque, job.enqueued()),
+                    None => self.served_empty(&mine.deque),
+                }
+                job
+            }
+        }
+    }
+
+    /// Records that a queue was found empty: now, or, when this worker
+    /// comes straight from a task, that task's end (a little earlier, so
+    /// the bound stays a bound, and no clock read on the way to the next
+    /// task).
+    #[inline]
+    fn served_empty(&self, slot: &std::sync::atomic::AtomicU64) {
+        if self.registry.timing {
+            let at = match self.last_end.get() {
+                0 => self.registry.clock.now(),
+                end => end,
+            };
+            Served::record(slot, at);
+        }
+    }
+
+    /// While paused: only jobs that running tasks wait for. Tasks found on
+    /// this worker's deque go to the injector to wait for `resume`.
+    fn find_internal_work(&self) -> Option<JobRef> {
+        while let Some(job) = self.local.pop() {
+            if job.kind() == JobKind::Task {
+                self.registry.hold(job);
+            } else {
+                return Some(job);
+            }
+        }
+        self.registry.take_side()
+    }
+
+    /// `find_work`, retried for a bounded number of rounds with growing
+    /// back-off while this worker is a searcher and `stop()` is false.
+    pub(super) fn find_work_spinning(&self, stop: &dyn Fn() -> bool) -> Option<JobRef> {
+        for round in 0..=SPIN_ROUNDS {
+            if let Some(job) = self.find_work() {
+                return Some(job);
+            }
+            // Before spinning or parking: whoever waits for idleness or
+            // termination must see this worker's finished tasks.
+            self.pay_owed();
+            if !self.searching.get() || round == SPIN_ROUNDS || stop() {
+                return None;
+            }
+            if round < 6 {
+                for _ in 0..(1u32 << round) {
+                    spin_loop();
+                }
+            } else {
+                thread::yield_now();
+            }
+        }
+        None
+    }
+
+    fn steal_from_peers(&self) -> Option<JobRef> {
+        let stealers = self.registry.stealers();
+        let n = stealers.len();
+        if n <= 1 {
+            return None;
+        }
+        let start = self.next_random() % n;
+        let slot = self.registry.counters.slot(Some(self.index));
+        // A few passes: `Retry` means a race was lost, not that it is empty.
+        for _ in 0..3 {
+            let mut retry = false;
+            for i in (start..n).chain(0..start) {
+                if i == self.index {
+                    continue;
+                }
+                // One job, the oldest: for fork-join work the biggest piece;
+                // taking half the deque would take `join` halves their owner
+                // then has to wait for or steal back.
+                bump_at(&slot.steal_attempts, Some(self.index));
+                let served = &self.registry.served;
+                match stealers[i].steal() {
+                    Steal::Success(job) => {
+                        bump_at(&slot.steals, Some(self.index));
+                        Served::record(&served.worker(i).deque, job.enqueued());
+                        return Some(job);
+                    }
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+                // Else a runnable shard waiting on that worker's inbox.
+                if let Some(job) = take(self.registry.inbox(i)) {
+                    bump_at(&slot.steals, Some(self.index));
+                    Served::record(&served.worker(i).inbox, job.enqueued());
+                    return Some(job);
+                }
+            }
+            if !retry {
+                break;
+            }
+        }
+        None
+    }
+
+    fn next_random(&self) -> usize {
+        // xorshift64*: only spreads the first victim of a steal.
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as usize
+    }
+}
+
+/// The oldest job of a deque, as a thief takes it, retrying lost races.
+fn steal(stealer: &Stealer) -> Option<JobRef> {
+    loop {
+        match stealer.steal() {
+            Steal::Success(job) => return Some(job),
+            Steal::Retry => continue,
+            Steal::Empty => return None,
+        }
+    }
+}
+
+/// One job from an inbox, retrying lost races.
+fn take(inbox: &Injector) -> Option<JobRef> {
+    loop {
+        match inbox.steal() {
+            Steal::Success(job) => return Some(job),
+            Steal::Retry => continue,
+            Steal::Empty => return None,
+        }
+    }
+}
