@@ -72,7 +72,11 @@ fn pools_stay_within_the_system_thread_limit() {
 
     // An elastic pool whose maximum is above the limit grows to the limit
     // under blocked tasks, records why, and runs every task.
-    let pool = Pool::builder().min_workers(1).max_workers(200).build().unwrap();
+    let pool = Pool::builder()
+        .min_workers(1)
+        .max_workers(200)
+        .build()
+        .unwrap();
     let gate = Gate::new();
     let ran = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = (0..100)

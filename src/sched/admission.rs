@@ -123,13 +123,20 @@ impl Registry {
     /// Puts an admitted job where a worker will find it and wakes one if
     /// needed: a worker's own deque when called on this pool's worker (the
     /// job stays near the data its submitter touched), else the injector.
-    pub(crate) fn enqueue(&self, mut job: JobRef, shard: Option<usize>) {
+    #[inline]
+    pub(crate) fn enqueue(&self, job: JobRef, shard: Option<usize>) {
+        self.enqueue_from(self.own_worker(), job, shard);
+    }
+
+    /// `enqueue`, by `worker` (this thread's worker of this pool, if any).
+    #[inline]
+    fn enqueue_from(&self, worker: Option<&WorkerThread>, mut job: JobRef, shard: Option<usize>) {
         let now = if self.timing { self.clock.now() } else { 0 };
         job.stamp(now);
         if let Some(index) = shard {
             return self.push_to_shard(index, job, now);
         }
-        match self.own_worker() {
+        match worker {
             Some(worker) => worker.push_local(job),
             None => self.injector.push(job),
         }
@@ -198,8 +205,16 @@ impl Registry {
     ) -> Result<Admitted, SubmitError<R>> {
         match self.try_reserve() {
             Reserve::Ok => {
-                bump(&self.counters.slot(self.own_worker_index()).submitted);
-                self.enqueue(TaskJob::into_job_ref(body), shard);
+                // One look at this thread's worker serves the count and
+                // the choice of queue.
+                let worker = self.own_worker();
+                bump(
+                    &self
+                        .counters
+                        .slot(worker.map(WorkerThread::index))
+                        .submitted,
+                );
+                self.enqueue_from(worker, TaskJob::into_job_ref(body), shard);
                 Ok(Admitted::Queued)
             }
             Reserve::Closed => Err(SubmitError::ShutDown(body)),
