@@ -38,7 +38,7 @@ fn forkjoin(c: &mut Criterion) {
     });
     g.finish();
 
-    let input = random_vec(10_000_000);
+    let input = random_vec(10_000_000, 0x2545_F491_4F6C_DD1D);
     let mut g = c.benchmark_group("quicksort_10m_u64");
     g.throughput(Throughput::Elements(input.len() as u64));
     g.sample_size(10).measurement_time(Duration::from_secs(10));

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::workloads::{fib, quicksort};
+use common::workloads::{fib, quicksort, random_vec};
 use common::{quiet_expected_panics, until, Gate, MARK};
 use ebbtide::{join, Pool, PoolHandle};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -29,18 +29,6 @@ fn sum(v: &[u64]) -> u64 {
 
 fib!(fib, join);
 quicksort!(quicksort, join, 256);
-
-fn pseudo_random(n: usize, seed: u64) -> Vec<u64> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        })
-        .collect()
-}
 
 #[test]
 fn divide_and_conquer_sum_of_ten_million_equals_the_sequential_sum() {
@@ -67,7 +55,7 @@ fn fib_with_a_join_at_every_node() {
 #[test]
 fn quicksort_of_a_million_is_sorted_and_a_permutation() {
     let pool = Pool::builder().workers(2).build().unwrap();
-    let mut v = pseudo_random(1_000_000, 0x9E37_79B9_7F4A_7C15);
+    let mut v = random_vec(1_000_000, 0x9E37_79B9_7F4A_7C15);
     let mut expected = v.clone();
     expected.sort_unstable();
     pool.install(|| quicksort(&mut v));

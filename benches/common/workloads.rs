@@ -61,9 +61,10 @@ pub fn partition(v: &mut [u64]) -> (usize, usize) {
     (lt, gt)
 }
 
-/// `n` pseudo-random values (xorshift), the same on every run.
-pub fn random_vec(n: usize) -> Vec<u64> {
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
+/// `n` pseudo-random values (xorshift from `seed`, non-zero), the same on
+/// every run.
+pub fn random_vec(n: usize, seed: u64) -> Vec<u64> {
+    let mut x = seed;
     (0..n)
         .map(|_| {
             x ^= x << 13;
