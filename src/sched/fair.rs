@@ -53,10 +53,12 @@ pub(crate) struct Turns {
 
 impl Turns {
     /// Starts `offset` looks into the interval (workers are offset so
-    /// that their fair looks do not fall together).
+    /// that their fair looks do not fall together); a worker's first look
+    /// is never a fair one.
     pub(crate) fn new(offset: usize) -> Self {
+        let into = (offset % FAIR_INTERVAL as usize) as u32;
         Turns {
-            left: Cell::new((offset % FAIR_INTERVAL as usize) as u32),
+            left: Cell::new(FAIR_INTERVAL - 1 - into),
             next: Cell::new((offset % ROTATION.len()) as u8),
         }
     }
