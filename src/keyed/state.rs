@@ -3,7 +3,8 @@
 
 use crate::error::TaskError;
 use crate::loom::sync::Arc;
-use crate::task::job::{panic_message, Outcome, Runnable};
+use crate::task::job::{Outcome, Runnable};
+use crate::task::slot::deliver;
 use crate::task::TaskSlot;
 use std::cell::UnsafeCell;
 use std::panic::{self, AssertUnwindSafe};
@@ -78,20 +79,8 @@ where
         }
         let StateTask { states, shard, f } = task;
         // SAFETY: as in `StateTask::run`.
-        let outcome =
-            panic::catch_unwind(AssertUnwindSafe(|| unsafe { states.with_state(shard, f) }));
-        let (result, payload) = match outcome {
-            Ok(v) => (Ok(v), None),
-            Err(p) => (
-                Err(TaskError::Panicked {
-                    message: panic_message(&*p),
-                }),
-                Some(p),
-            ),
-        };
-        slot.complete(result);
-        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(slot)));
-        payload.map_or(Outcome::Done, Outcome::Panicked)
+        let ran = panic::catch_unwind(AssertUnwindSafe(|| unsafe { states.with_state(shard, f) }));
+        deliver(slot, ran)
     }
 
     fn discard(self, why: TaskError) {

@@ -184,6 +184,24 @@ impl<V> Slot<V> {
 /// The slot of a spawned task.
 pub(crate) type TaskSlot<T> = Slot<Result<T, TaskError>>;
 
+/// Hands a task's value, or its panic as `TaskError::Panicked`, to its
+/// slot, and returns the outcome the worker counts (with the payload for
+/// the panic handler).
+pub(crate) fn deliver<T>(slot: Arc<TaskSlot<T>>, ran: std::thread::Result<T>) -> Outcome {
+    let (result, payload) = match ran {
+        Ok(value) => (Ok(value), None),
+        Err(payload) => {
+            let message = panic_message(&*payload);
+            (Err(TaskError::Panicked { message }), Some(payload))
+        }
+    };
+    slot.complete(result);
+    // With the handle gone, this drops the value: its destructor must not
+    // take the worker down.
+    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(slot)));
+    payload.map_or(Outcome::Done, Outcome::Panicked)
+}
+
 /// The task body behind `spawn`: runs the closure and fills the slot.
 pub(crate) struct Spawn<F, T> {
     pub(crate) f: F,
@@ -201,19 +219,7 @@ where
             let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
             return Outcome::Cancelled;
         }
-        let outcome = panic::catch_unwind(AssertUnwindSafe(f));
-        let (result, payload) = match outcome {
-            Ok(value) => (Ok(value), None),
-            Err(payload) => {
-                let message = panic_message(&*payload);
-                (Err(TaskError::Panicked { message }), Some(payload))
-            }
-        };
-        slot.complete(result);
-        // With the handle gone, this drops the value: its destructor must
-        // not take the worker down.
-        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(slot)));
-        payload.map_or(Outcome::Done, Outcome::Panicked)
+        deliver(slot, panic::catch_unwind(AssertUnwindSafe(f)))
     }
 
     fn discard(self, why: TaskError) {
