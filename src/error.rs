@@ -22,6 +22,10 @@ pub enum SubmitError<F> {
     /// The pool's circuit breaker is open (or half-open with its trials
     /// taken): too many recent tasks failed.
     BreakerOpen(F),
+    /// An option of the task builder was out of range (a zero period, a
+    /// delay beyond [`MAX_DELAY`](crate::MAX_DELAY), a retry policy that
+    /// contradicts itself); the error names it.
+    Invalid(F, InvalidOption),
 }
 
 impl<F> SubmitError<F> {
@@ -31,7 +35,16 @@ impl<F> SubmitError<F> {
             SubmitError::Full(f)
             | SubmitError::ShutDown(f)
             | SubmitError::Timeout(f)
-            | SubmitError::BreakerOpen(f) => f,
+            | SubmitError::BreakerOpen(f)
+            | SubmitError::Invalid(f, _) => f,
+        }
+    }
+
+    /// The option at fault, if the task was refused as invalid.
+    pub fn invalid_option(&self) -> Option<&InvalidOption> {
+        match self {
+            SubmitError::Invalid(_, why) => Some(why),
+            _ => None,
         }
     }
 
@@ -61,6 +74,7 @@ impl<F> SubmitError<F> {
             SubmitError::ShutDown(_) => "ShutDown",
             SubmitError::Timeout(_) => "Timeout",
             SubmitError::BreakerOpen(_) => "BreakerOpen",
+            SubmitError::Invalid(..) => "Invalid",
         }
     }
 }
@@ -86,11 +100,58 @@ impl<F> fmt::Display for SubmitError<F> {
             SubmitError::BreakerOpen(_) => f.write_str(
                 "task rejected: the circuit breaker is open after too many recent failures",
             ),
+            SubmitError::Invalid(_, why) => write!(f, "task rejected: {why}"),
         }
     }
 }
 
 impl<F> std::error::Error for SubmitError<F> {}
+
+/// A task option out of range: which one, the value given, and what it
+/// must be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidOption {
+    pub(crate) option: &'static str,
+    pub(crate) value: String,
+    pub(crate) expected: &'static str,
+}
+
+impl InvalidOption {
+    pub(crate) fn new(option: &'static str, value: impl fmt::Debug, expected: &'static str) -> Self {
+        InvalidOption {
+            option,
+            value: format!("{value:?}"),
+            expected,
+        }
+    }
+
+    /// The option, e.g. `"retry.max_attempts"`.
+    pub fn option(&self) -> &'static str {
+        self.option
+    }
+
+    /// The value given, rendered.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// What the value must be.
+    pub fn expected(&self) -> &'static str {
+        self.expected
+    }
+}
+
+impl fmt::Display for InvalidOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} = {}: expected {}",
+            self.option, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for InvalidOption {}
 
 /// Why a task produced no value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,6 +179,8 @@ pub enum TaskError {
     /// The task was cancelled before it started (`JoinHandle::cancel`, its
     /// group, `shutdown_now`), or returned early on cancellation.
     Cancelled,
+    /// The task never ran: its group's circuit breaker was open.
+    BreakerOpen,
 }
 
 impl fmt::Display for TaskError {
@@ -130,6 +193,9 @@ impl fmt::Display for TaskError {
             }
             TaskError::TimedOut => f.write_str("task timed out: its deadline passed"),
             TaskError::Cancelled => f.write_str("task cancelled"),
+            TaskError::BreakerOpen => {
+                f.write_str("task refused: its group's circuit breaker is open")
+            }
             TaskError::WouldDeadlock => f.write_str(
                 "wait refused: a keyed task waited for a later task of its own shard, \
                  which cannot start before the waiting task returns",
@@ -247,6 +313,7 @@ impl<F> SubmitError<F> {
             SubmitError::ShutDown(x) => SubmitError::ShutDown(f(x)),
             SubmitError::Timeout(x) => SubmitError::Timeout(f(x)),
             SubmitError::BreakerOpen(x) => SubmitError::BreakerOpen(f(x)),
+            SubmitError::Invalid(x, why) => SubmitError::Invalid(f(x), why),
         }
     }
 }

@@ -52,7 +52,8 @@
 //   public face   pool
 //   features      forkjoin, control, scaling
 //   core          sched
-//   leaves        keyed (shard type), task, metrics, error, loom
+//   leaves        keyed (shard type), task, metrics, time (wheel, clock,
+//                 retry policy), error, loom
 mod control;
 mod error;
 mod forkjoin;
@@ -63,21 +64,23 @@ mod pool;
 mod scaling;
 mod sched;
 mod task;
+mod time;
 
 pub use control::group::{GroupError, TaskGroup};
 pub use control::pause::PauseGuard;
-pub use error::{BuildError, SubmitError, TaskError};
+pub use error::{BuildError, InvalidOption, SubmitError, TaskError};
 pub use forkjoin::join::join;
 pub use forkjoin::scope::{Scope, ScopedJoinHandle};
 pub use pool::{
-    Builder, Keyed, Pool, PoolHandle, TaskBuilder, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY,
-    MAX_SHARDS, MAX_WORKERS,
+    Builder, Keyed, PeriodicHandle, Pool, PoolHandle, TaskBuilder, DEFAULT_DEAD_LETTER_CAPACITY,
+    DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_SHARDS, MAX_WORKERS,
 };
 pub use scaling::block_in_place;
 pub use sched::breaker::{BreakerClock, BreakerConfig};
 pub use sched::config::{Backpressure, TaskPanic};
-pub use sched::ShutdownReport;
-pub use task::{CancelToken, JoinHandle, TaskContext};
+pub use sched::{PendingTimers, ShutdownReport};
+pub use task::{AttemptError, CancelToken, DeadLetter, Failed, JoinHandle, TaskContext};
+pub use time::{Jitter, RetryPolicy, Schedule, MAX_DELAY};
 
 #[cfg(all(test, loom))]
 mod loom_tests;

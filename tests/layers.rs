@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("loom", 0),
     ("metrics", 1),
+    ("time", 1),
     ("task", 2),
     ("keyed", 3),
     ("sched", 4),

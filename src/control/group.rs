@@ -3,8 +3,12 @@
 use crate::error::{SubmitError, TaskError};
 use crate::loom::sync::Arc as LoomArc;
 use crate::sched::{Registry, Wait};
-use crate::task::cancel::{CancelToken, ContextTask, Deadline, TaskContext, WithCx};
-use crate::task::{JoinHandle, Slot, TaskSlot};
+use crate::sched::breaker::{Breaker, BreakerConfig};
+use crate::metrics::BreakerState;
+use crate::task::cancel::{CancelToken, Deadline, TaskContext};
+use crate::task::retry::{Fallible, FallibleSlot};
+use crate::task::{Failed, JoinHandle, Slot};
+use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::fmt;
@@ -46,12 +50,26 @@ struct Shared {
     token: CancelToken,
     fail_fast: bool,
     limit: usize,
+    /// Each task's deadline, from its `spawn`.
+    timeout: Option<Duration>,
+    breaker: Option<Breaker>,
     /// Index of the first task to fail (by time), or `usize::MAX`.
     first_error: AtomicUsize,
     gate: Mutex<Gate>,
 }
 
 impl Shared {
+    /// Records a task's end with the group's breaker, and a failure with
+    /// the group.
+    fn failed(&self, index: usize, ok: bool) {
+        if let Some(breaker) = &self.breaker {
+            breaker.record(ok);
+        }
+        if !ok {
+            self.fail(index);
+        }
+    }
+
     fn fail(&self, index: usize) {
         // Relaxed: read after every task finished (joined), which orders it.
         let _ = self.first_error.compare_exchange(
@@ -131,7 +149,7 @@ impl Drop for Ticket {
 /// ```
 pub struct TaskGroup<T, E> {
     shared: Arc<Shared>,
-    handles: Vec<JoinHandle<Result<T, E>>>,
+    handles: Vec<JoinHandle<Result<T, Failed<E>>>>,
 }
 
 impl<T, E> fmt::Debug for TaskGroup<T, E> {
@@ -152,6 +170,8 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
                 token,
                 fail_fast: true,
                 limit: usize::MAX,
+                timeout: None,
+                breaker: None,
                 first_error: AtomicUsize::new(usize::MAX),
                 gate: Mutex::new(Gate {
                     in_pool: 0,
@@ -184,6 +204,42 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
         self.configure(|s| s.fail_fast = on)
     }
 
+    /// A deadline `d` after each task's `spawn`: a task still waiting (in
+    /// the group or the pool's queue) at its deadline never starts
+    /// (`Task(TimedOut)`); a running one sees `cx.is_cancelled()`.
+    ///
+    /// # Panics
+    /// If called after the first `spawn`.
+    pub fn timeout(self, d: Duration) -> Self {
+        self.configure(|s| s.timeout = Some(d))
+    }
+
+    /// A circuit breaker for this group alone: it counts the group's tasks
+    /// (an `Err` or a panic is a failure, a value a success) and, while
+    /// open, refuses new ones: their result is
+    /// `Task(TaskError::BreakerOpen)` and they never run.
+    ///
+    /// # Errors
+    /// [`InvalidOption`](crate::InvalidOption) naming a setting out of range.
+    ///
+    /// # Panics
+    /// If called after the first `spawn`.
+    pub fn circuit_breaker(self, config: BreakerConfig) -> Result<Self, crate::InvalidOption> {
+        if let Some((field, value, expected)) = config.invalid() {
+            return Err(crate::InvalidOption {
+                option: field,
+                value,
+                expected,
+            });
+        }
+        Ok(self.configure(|s| s.breaker = Some(Breaker::new(config))))
+    }
+
+    /// The state of the group's own circuit breaker, if it has one.
+    pub fn breaker_state(&self) -> Option<BreakerState> {
+        self.shared.breaker.as_ref().map(Breaker::state)
+    }
+
     /// The group's cancellation token (cancel it to cancel the group).
     pub fn token(&self) -> &CancelToken {
         &self.shared.token
@@ -203,32 +259,51 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
         F: FnOnce(&TaskContext) -> Result<T, E> + Send + 'static,
     {
         let index = self.handles.len();
-        let slot: LoomArc<TaskSlot<Result<T, E>>> =
+        let slot: LoomArc<FallibleSlot<T, E>> =
             LoomArc::new(Slot::with_token(self.shared.token.child()));
         self.handles.push(JoinHandle::new(LoomArc::clone(&slot)));
+        if let Some(breaker) = &self.shared.breaker {
+            if !breaker.admit() {
+                slot.complete(Err(TaskError::BreakerOpen));
+                return;
+            }
+        }
+        let deadline = self
+            .shared
+            .timeout
+            .map_or(Deadline::None, |d| Deadline::At(Instant::now() + d));
         let shared = Arc::clone(&self.shared);
         let submit: Pending = Box::new(move || {
             let ticket = Ticket(Arc::clone(&shared));
             let owner = Arc::clone(&shared);
-            let body = move |cx: &TaskContext| -> Result<Result<T, E>, TaskError> {
-                let _ticket = ticket;
-                match panic::catch_unwind(AssertUnwindSafe(|| f(cx))) {
-                    Ok(Ok(v)) => Ok(Ok(v)),
-                    Ok(Err(e)) => {
-                        owner.fail(index);
-                        Ok(Err(e))
-                    }
+            let mut f = Some(f);
+            // One attempt (no retry policy), so the closure runs once.
+            let body = move |cx: &TaskContext| -> Result<T, E> {
+                let _ticket = &ticket;
+                let f = f.take().expect("a group task runs once");
+                let ok = match panic::catch_unwind(AssertUnwindSafe(|| f(cx))) {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(e),
                     Err(payload) => {
-                        owner.fail(index);
+                        owner.failed(index, false);
                         panic::resume_unwind(payload)
                     }
-                }
+                };
+                owner.failed(index, ok.is_ok());
+                ok
             };
-            let task = ContextTask {
-                f: WithCx(body),
+            let task = Fallible {
+                f: body,
+                retry_if: |_: &E| false,
+                policy: None,
                 slot: LoomArc::clone(&slot),
-                deadline: Deadline::None,
+                attempts: Vec::new(),
+                clock: shared.pool.timers.clock.clone(),
+                deadline,
                 name: None,
+                shard: None,
+                seed: 0,
+                to_text: None,
             };
             if let Err(refused) = shared.pool.submit(task, Wait::Policy, None) {
                 let why = match refused {
@@ -271,7 +346,9 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
             .into_iter()
             .map(|h| match h.join() {
                 Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(GroupError::Failed(e)),
+                Ok(Err(failed)) => Err(GroupError::Failed(
+                    failed.into_errors().pop().expect("one attempt failed"),
+                )),
                 Err(e) => Err(GroupError::Task(e)),
             })
             .collect()

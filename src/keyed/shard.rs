@@ -93,6 +93,11 @@ pub(crate) enum BatchEnd {
     /// stays scheduled, and the caller must put its shard job back in an
     /// inbox.
     Requeue,
+    /// A task is waiting to be retried and holds the shard: it stays
+    /// scheduled with no turn anywhere, so later tasks wait; the retry's
+    /// return gives it a new turn (`push_front`), or shutdown releases it
+    /// (`release`).
+    Held,
 }
 
 impl Default for Shard {
@@ -126,7 +131,7 @@ impl Shard {
         worker: usize,
         stat: &LockStat,
         paused: impl Fn() -> bool,
-        mut run: impl FnMut(JobRef),
+        mut run: impl FnMut(JobRef) -> bool,
     ) -> (BatchEnd, bool) {
         // Relaxed: the shard lock already orders its runs; these are for
         // the figures and the dump.
@@ -150,7 +155,10 @@ impl Shard {
             let Some(job) = next else {
                 break BatchEnd::Drained;
             };
-            run(job);
+            if run(job) {
+                // Still scheduled, with no turn: held until the retry.
+                break BatchEnd::Held;
+            }
             ran += 1;
             // Still scheduled: only this runner clears it, so no second
             // shard job can appear meanwhile.
@@ -160,6 +168,27 @@ impl Shard {
         };
         self.running_on.store(0, Ordering::Relaxed);
         (end, handoff)
+    }
+
+    /// Puts a held shard's retry back at its front. The shard is still
+    /// scheduled (held) and has no turn: the caller gives it one.
+    pub(crate) fn push_front(&self, job: JobRef, stat: &LockStat) {
+        let mut queue = self.queue.lock_counted(stat);
+        debug_assert!(queue.scheduled, "only a held shard takes a retry back");
+        queue.tasks.push_front(job);
+    }
+
+    /// Releases a held shard whose retry will not come back (shutdown
+    /// abandoned it). Returns whether tasks wait (then the caller gives it
+    /// a turn); otherwise it is no longer scheduled.
+    pub(crate) fn release(&self, stat: &LockStat) -> bool {
+        let mut queue = self.queue.lock_counted(stat);
+        if queue.tasks.is_empty() {
+            queue.scheduled = false;
+            false
+        } else {
+            true
+        }
     }
 
     /// Takes every queued task (shutdown abandons them). The shard stays

@@ -82,6 +82,29 @@ counters! {
     resizes_down,
     /// Samples the auto-scaling supervisor took.
     scaling_samples,
+    /// Tasks accepted onto the timing wheel (`delay`, `at`, periodic).
+    delayed,
+    /// Timing-wheel entries that came due and were queued.
+    timers_fired,
+    /// Delayed tasks and waiting retries shutdown abandoned (also counted
+    /// in `abandoned`).
+    timers_abandoned,
+    /// Delayed tasks and waiting retries shutdown ran ahead of their time
+    /// (`PendingTimers::RunNow`).
+    timers_run_early,
+    /// Attempts that returned an application error (`Err` from a fallible
+    /// task), retried or not.
+    app_errors,
+    /// Attempts put back on the wheel for a retry.
+    retries,
+    /// Fallible tasks without a retry policy that returned an error.
+    failed,
+    /// Tasks that exhausted their retry policy, or returned an error their
+    /// `retry_if` called permanent, and went to the dead letters.
+    dead_lettered,
+    /// Dead letters dropped from the full dead-letter queue (the handler
+    /// saw each of them).
+    dead_letters_evicted,
 }
 
 impl Counts {

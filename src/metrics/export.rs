@@ -32,7 +32,7 @@ impl Metrics {
     pub fn write_prometheus(&self, prefix: &str, out: &mut impl fmt::Write) -> fmt::Result {
         let pool = escape_label(&self.name);
         let c = &self.counts;
-        let gauges: [(&str, &str, f64); 15] = [
+        let gauges: [(&str, &str, f64); 17] = [
             ("workers", "Worker threads.", self.workers as f64),
             (
                 "workers_min",
@@ -100,6 +100,16 @@ impl Metrics {
                 self.blocked_submitters as f64,
             ),
             (
+                "timers_pending",
+                "Tasks waiting on the timing wheel.",
+                self.timers_pending as f64,
+            ),
+            (
+                "dead_letters",
+                "Dead letters kept.",
+                self.dead_letters as f64,
+            ),
+            (
                 "queue_oldest_wait_seconds",
                 "Upper bound on the oldest queued task's wait, over every queue.",
                 self.queue_ages.oldest().map_or(0.0, |d| d.as_secs_f64()),
@@ -144,7 +154,7 @@ impl Metrics {
             "{prefix}_shut_down{{pool=\"{pool}\"}} {}",
             u8::from(self.shut_down)
         )?;
-        let counters: [(&str, &str, u64); 17] = [
+        let counters = [
             (
                 "tasks_submitted_total",
                 "Tasks offered while the pool was open.",
@@ -210,6 +220,66 @@ impl Metrics {
                 "Times the pool shrank.",
                 c.resizes_down,
             ),
+            (
+                "tasks_timed_out_total",
+                "Tasks whose deadline passed before they started, or that returned TimedOut.",
+                c.timed_out,
+            ),
+            (
+                "tasks_cancelled_total",
+                "Tasks cancelled, and periodic tasks stopped.",
+                c.cancelled,
+            ),
+            (
+                "tasks_deadline_missed_total",
+                "Tasks that returned a value after their deadline.",
+                c.deadline_missed,
+            ),
+            (
+                "tasks_delayed_total",
+                "Tasks accepted onto the timing wheel.",
+                c.delayed,
+            ),
+            (
+                "timers_fired_total",
+                "Timing-wheel entries that came due and were queued.",
+                c.timers_fired,
+            ),
+            (
+                "timers_abandoned_total",
+                "Delayed tasks and waiting retries abandoned by shutdown.",
+                c.timers_abandoned,
+            ),
+            (
+                "timers_run_early_total",
+                "Delayed tasks and waiting retries run early by shutdown.",
+                c.timers_run_early,
+            ),
+            (
+                "task_errors_total",
+                "Attempts that returned an application error.",
+                c.app_errors,
+            ),
+            (
+                "task_retries_total",
+                "Attempts put back on the wheel for a retry.",
+                c.retries,
+            ),
+            (
+                "tasks_failed_total",
+                "Fallible tasks without a retry policy that returned an error.",
+                c.failed,
+            ),
+            (
+                "tasks_dead_lettered_total",
+                "Tasks that went to the dead letters.",
+                c.dead_lettered,
+            ),
+            (
+                "dead_letters_evicted_total",
+                "Dead letters dropped from the full queue.",
+                c.dead_letters_evicted,
+            ),
         ];
         for (name, help, value) in counters {
             writeln!(out, "# HELP {prefix}_{name} {help}")?;
@@ -251,6 +321,11 @@ impl Metrics {
                 "run_time_seconds",
                 "Time from start to finish.",
                 &self.run_time,
+            ),
+            (
+                "timer_lateness_seconds",
+                "Time from a timer's due tick to its firing.",
+                &self.timer_lateness,
             ),
         ] {
             writeln!(out, "# HELP {prefix}_{name} {help}")?;
@@ -306,6 +381,8 @@ impl Metrics {
         gauge("keyed_tasks_queued", self.keyed_queued as f64);
         gauge("tasks_running", self.running as f64);
         gauge("submitters_blocked", self.blocked_submitters as f64);
+        gauge("timers_pending", self.timers_pending as f64);
+        gauge("dead_letters", self.dead_letters as f64);
         let c = &self.counts;
         for (name, value) in [
             ("tasks_submitted_total", c.submitted),
@@ -325,6 +402,18 @@ impl Metrics {
             ("shard_handoffs_total", c.shard_handoffs),
             ("resizes_up_total", c.resizes_up),
             ("resizes_down_total", c.resizes_down),
+            ("tasks_timed_out_total", c.timed_out),
+            ("tasks_cancelled_total", c.cancelled),
+            ("tasks_deadline_missed_total", c.deadline_missed),
+            ("tasks_delayed_total", c.delayed),
+            ("timers_fired_total", c.timers_fired),
+            ("timers_abandoned_total", c.timers_abandoned),
+            ("timers_run_early_total", c.timers_run_early),
+            ("task_errors_total", c.app_errors),
+            ("task_retries_total", c.retries),
+            ("tasks_failed_total", c.failed),
+            ("tasks_dead_lettered_total", c.dead_lettered),
+            ("dead_letters_evicted_total", c.dead_letters_evicted),
         ] {
             metrics::counter!(format!("{prefix}_{name}"), "pool" => pool.clone()).absolute(value);
         }
@@ -336,6 +425,7 @@ impl Metrics {
         for (name, h) in [
             ("queue_wait_seconds", &self.queue_wait),
             ("run_time_seconds", &self.run_time),
+            ("timer_lateness_seconds", &self.timer_lateness),
         ] {
             for (q, v) in [
                 ("0.5", h.p50()),

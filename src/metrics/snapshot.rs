@@ -14,7 +14,7 @@ use std::time::Duration;
 /// slightly. Once the pool is idle (`wait_idle` returned) or shut down,
 /// every counter is exact and the identity holds:
 ///
-/// `submitted = completed + panicked + rejected + dropped + abandoned + timed_out + cancelled + running + queued`
+/// `submitted = completed + failed + dead_lettered + panicked + rejected + dropped + abandoned + timed_out + cancelled + running + queued + timers_pending`
 ///
 /// where `dropped` counts both `DropNewest` and `DropOldest`, `rejected`
 /// includes circuit-breaker refusals, `running`
@@ -73,6 +73,14 @@ pub struct Metrics {
     pub run_time: Histogram,
     /// Contention of the pool's own locks.
     pub locks: Vec<LockContention>,
+    /// Tasks waiting on the timing wheel: delayed tasks, periodic tasks
+    /// between runs, retries waiting for their next attempt.
+    pub timers_pending: usize,
+    /// Fire time minus due time of the timers fired so far (the wheel's
+    /// resolution is 1 ms).
+    pub timer_lateness: Histogram,
+    /// Dead letters kept (see `PoolHandle::take_dead_letters`).
+    pub dead_letters: usize,
     /// How long each queue's oldest task has waited at most: a queue whose
     /// bound keeps growing is starving (see [`QueueAges`]).
     pub queue_ages: QueueAges,

@@ -6,7 +6,7 @@ use crate::metrics::clock::ManualClock;
 use crate::metrics::StallReport;
 use crate::pool::Pool;
 use crate::sched::config::{
-    Backpressure, Config, PanicHandler, ResizeHandler, ScalingConfig, StallHandler, TaskPanic,
+    Backpressure, Config, DeadLetterHandler, PanicHandler, ResizeHandler, ScalingConfig, StallHandler, TaskPanic,
 };
 use crate::sched::queue::{Local, LocalQueue};
 use crate::sched::{Registry, ShutdownMode};
@@ -60,7 +60,14 @@ pub struct Builder {
     scaling: ScalingConfig,
     on_resize: Option<ResizeHandler>,
     clock: Option<ManualClock>,
+    timer_clock: Option<crate::time::clock::ClockFn>,
+    pending_timers: crate::PendingTimers,
+    on_dead_letter: Option<DeadLetterHandler>,
+    dead_letter_capacity: usize,
 }
+
+/// The default number of dead letters a pool keeps.
+pub const DEFAULT_DEAD_LETTER_CAPACITY: usize = 1024;
 
 impl fmt::Debug for Builder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -105,6 +112,10 @@ impl Default for Builder {
             scaling: ScalingConfig::default(),
             on_resize: None,
             clock: None,
+            timer_clock: None,
+            pending_timers: crate::PendingTimers::default(),
+            on_dead_letter: None,
+            dead_letter_capacity: DEFAULT_DEAD_LETTER_CAPACITY,
         }
     }
 }
@@ -313,6 +324,65 @@ impl Builder {
         self
     }
 
+    /// Replaces the clock that delays, schedules and retry backoff read
+    /// (`Instant::now` by default), e.g. with a manual clock in tests: a
+    /// task delayed by 50 ms runs once this clock has advanced 50 ms. It
+    /// must never go backwards. The timer thread polls it every
+    /// millisecond of real time.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::{Duration, Instant};
+    /// let now = Arc::new(Mutex::new(Instant::now()));
+    /// let clock = Arc::clone(&now);
+    /// let pool = ebbtide::Pool::builder()
+    ///     .workers(1)
+    ///     .timer_clock(move || *clock.lock().unwrap())
+    ///     .build()?;
+    /// let handle = pool.task().delay(Duration::from_secs(3600)).spawn(|| "an hour later")?;
+    /// *now.lock().unwrap() += Duration::from_secs(3600);
+    /// assert_eq!(handle.join(), Ok("an hour later"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn timer_clock<C>(mut self, clock: C) -> Self
+    where
+        C: Fn() -> std::time::Instant + Send + Sync + 'static,
+    {
+        self.timer_clock = Some(std::sync::Arc::new(clock));
+        self
+    }
+
+    /// What shutdown does with delayed tasks (and retries waiting for their
+    /// next attempt) still on the timing wheel: abandon them (the default)
+    /// or run them now. Periodic tasks stop either way, and `shutdown_now`
+    /// always abandons.
+    pub fn pending_timers(mut self, policy: crate::PendingTimers) -> Self {
+        self.pending_timers = policy;
+        self
+    }
+
+    /// Calls `handler` with each task that goes to the dead letters (its
+    /// retry policy exhausted, or an error its `retry_if` called
+    /// permanent), on the worker that ran its last attempt. A panic in the
+    /// handler is caught.
+    pub fn on_dead_letter<H>(mut self, handler: H) -> Self
+    where
+        H: Fn(&crate::DeadLetter) + Send + Sync + 'static,
+    {
+        self.on_dead_letter = Some(std::sync::Arc::new(handler));
+        self
+    }
+
+    /// How many dead letters the pool keeps for
+    /// [`take_dead_letters`](crate::PoolHandle::take_dead_letters) (default
+    /// [`DEFAULT_DEAD_LETTER_CAPACITY`]); when full, the oldest is dropped
+    /// and counted in `dead_letters_evicted`. 0 keeps none (the handler
+    /// still sees each).
+    pub fn dead_letter_capacity(mut self, n: usize) -> Self {
+        self.dead_letter_capacity = n;
+        self
+    }
+
     fn validate(&self) -> Result<Config, BuildError> {
         let invalid = |field, value: &dyn fmt::Display, expected| BuildError::Invalid {
             field,
@@ -427,6 +497,10 @@ impl Builder {
             scaling: self.scaling,
             on_resize: self.on_resize.clone(),
             clock: self.clock.clone(),
+            timer_clock: self.timer_clock.clone(),
+            pending_timers: self.pending_timers,
+            on_dead_letter: self.on_dead_letter.clone(),
+            dead_letter_capacity: self.dead_letter_capacity,
             shards: self
                 .shards
                 .unwrap_or_else(|| (4 * max).max(64).next_power_of_two()),
@@ -470,6 +544,8 @@ impl Builder {
         // `min` start now, the supervisor starts the others on demand.
         let locals: Vec<Local> = (0..max).map(|_| Local::new_lifo()).collect();
         let registry = Arc::new(Registry::new(config, locals));
+        #[cfg(not(loom))]
+        let _ = registry.this.set(Arc::downgrade(&registry));
         let fail = |worker: usize, source: std::io::Error| {
             registry.shutdown(ShutdownMode::Drain);
             Err(BuildError::Spawn { worker, source })

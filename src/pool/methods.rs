@@ -331,6 +331,49 @@ macro_rules! pool_methods {
         pub fn dump(&self) -> crate::metrics::PoolDump {
             self.registry.dump()
         }
+
+        /// Takes the dead letters the pool keeps (oldest first): tasks that
+        /// exhausted their retry policy. See [`DeadLetter`](crate::DeadLetter).
+        ///
+        /// ```
+        /// use ebbtide::RetryPolicy;
+        /// use std::time::Duration;
+        /// let pool = ebbtide::Pool::builder().workers(1).build()?;
+        /// let policy = RetryPolicy::fixed(Duration::from_millis(1)).max_attempts(2);
+        /// let handle = pool.task().name("charge").retry(policy)
+        ///     .spawn_fallible(|_cx| Err::<(), _>("card declined"))?;
+        /// assert!(handle.join()?.unwrap_err().dead_lettered());
+        /// let letters = pool.take_dead_letters();
+        /// assert_eq!(letters[0].name(), Some("charge"));
+        /// assert_eq!(letters[0].attempts().len(), 2);
+        /// assert_eq!(letters[0].attempts()[1].error, "card declined");
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        pub fn take_dead_letters(&self) -> Vec<crate::DeadLetter> {
+            self.registry.take_dead_letters()
+        }
+
+        /// How many dead letters the pool keeps now.
+        pub fn dead_letter_count(&self) -> usize {
+            self.registry.dead_letter_count()
+        }
+
+        /// Runs a dead letter's task again on this pool, under its retry
+        /// policy, with its name and (keyed) in its shard. If it fails for
+        /// good again it becomes a new dead letter. The handle yields `()`
+        /// or the errors as text (the value and the error's type were
+        /// erased when the task became a dead letter).
+        ///
+        /// # Errors
+        /// As [`TaskBuilder::execute`](crate::TaskBuilder::execute); the dead
+        /// letter is handed back.
+        pub fn replay(
+            &self,
+            letter: crate::DeadLetter,
+        ) -> Result<JoinHandle<Result<(), crate::Failed<String>>>, SubmitError<crate::DeadLetter>>
+        {
+            crate::pool::fallible::replay(self.task(), letter)
+        }
     };
 }
 

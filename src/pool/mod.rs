@@ -4,13 +4,18 @@
 //! and [`Keyed`] (keyed tasks that own per-shard state).
 
 pub(crate) mod builder;
+pub(crate) mod fallible;
 mod handle;
 mod keyed;
 mod methods;
 mod owner;
 mod task;
 
-pub use builder::{Builder, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_SHARDS, MAX_WORKERS};
+pub use builder::{
+    Builder, DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_SHARDS,
+    MAX_WORKERS,
+};
+pub use fallible::PeriodicHandle;
 pub use handle::PoolHandle;
 pub use keyed::Keyed;
 pub use owner::Pool;

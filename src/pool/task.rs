@@ -1,7 +1,7 @@
 //! `TaskBuilder`: the one way to submit a task, with options that combine
 //! freely. `execute` and `spawn` on the pool are its short forms.
 
-use crate::error::{SubmitError, TaskError};
+use crate::error::{InvalidOption, SubmitError, TaskError};
 use crate::loom::sync::Arc;
 use crate::sched::{Registry, Wait};
 use crate::task::cancel::{ContextTask, CxBody, NoCx, TaskOptions, WithCx};
@@ -10,6 +10,7 @@ use crate::task::{CancelToken, JoinHandle, Slot, Spawn, TaskContext};
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc as StdArc;
+use crate::time::RetryPolicy;
 use std::time::{Duration, Instant};
 
 /// A task being described, from [`PoolHandle::task`](crate::PoolHandle::task):
@@ -23,12 +24,19 @@ use std::time::{Duration, Instant};
 /// | [`start_at_run`](Self::start_at_run) | starts the `timeout` clock when the task starts |
 /// | [`cancel_token`](Self::cancel_token) | cancelling the token cancels the task (never started: `Cancelled`) |
 /// | [`wait_for_room`](Self::wait_for_room) | under `Backpressure::Block`, waits at most this long for room |
+/// | [`delay`](Self::delay) / [`at`](Self::at) | waits on the pool's timing wheel (no thread, no worker) until due, then is queued |
+/// | [`retry`](Self::retry) | a fallible task failing is tried again after a backoff, then goes to the dead letters |
 ///
 /// Terminal calls: [`execute`](Self::execute) (fire and forget),
 /// [`spawn`](Self::spawn) (a [`JoinHandle`]), [`spawn_with`](Self::spawn_with)
 /// (the closure gets a [`TaskContext`] and may return early with
 /// `cx.check()?`), and their non-blocking forms `try_execute`, `try_spawn`,
-/// `try_spawn_with`, which never wait for room.
+/// `try_spawn_with`, which never wait for room;
+/// [`spawn_fallible`](Self::spawn_fallible),
+/// [`spawn_fallible_if`](Self::spawn_fallible_if) and
+/// [`execute_fallible`](Self::execute_fallible) for a task that returns an
+/// application error (retried under [`retry`](Self::retry)); and
+/// [`periodic`](Self::periodic) for one that repeats.
 ///
 /// ```
 /// use std::time::Duration;
@@ -51,8 +59,8 @@ use std::time::{Duration, Instant};
 /// ```
 #[must_use = "a task builder does nothing until a terminal call (execute, spawn, …)"]
 pub struct TaskBuilder<'p> {
-    registry: &'p Arc<Registry>,
-    shard: Option<usize>,
+    pub(super) registry: &'p Arc<Registry>,
+    pub(super) shard: Option<usize>,
     room: Option<Duration>,
     /// Options that need the task's context; boxed so that a plain or
     /// keyed submission carries three words and builds nothing.
@@ -78,6 +86,10 @@ impl<'p> TaskBuilder<'p> {
             room: None,
             options: None,
         }
+    }
+
+    pub(super) fn options_ref(&self) -> Option<&TaskOptions> {
+        self.options.as_deref()
     }
 
     fn options(&mut self) -> &mut TaskOptions {
@@ -122,6 +134,13 @@ impl<'p> TaskBuilder<'p> {
         self
     }
 
+    /// Keys the task to shard `shard` (modulo the pool's shards) directly:
+    /// a replayed dead letter keeps its shard.
+    pub(super) fn shard_index(mut self, shard: usize) -> Self {
+        self.shard = Some(shard % self.registry.shards.len());
+        self
+    }
+
     /// A deadline `d` after submission (or after the start, with
     /// [`start_at_run`](Self::start_at_run)). A task whose deadline passes
     /// while it is queued never starts: its handle says
@@ -152,6 +171,74 @@ impl<'p> TaskBuilder<'p> {
     /// `is_cancelled()` turns true.
     pub fn cancel_token(mut self, token: &CancelToken) -> Self {
         self.options().parent = Some(token.clone());
+        self
+    }
+
+    /// Runs the task `d` from now (by the pool's
+    /// [`timer_clock`](crate::Builder::timer_clock)), at the timing wheel's
+    /// 1 ms resolution, never early. Meanwhile it waits on the wheel: no
+    /// thread or worker waits for it, it takes no queue place, and
+    /// `wait_idle` does not wait for it. When due it is queued as any
+    /// task (ahead of capacity: it was accepted already). A deadline
+    /// ([`timeout`](Self::timeout)) counts from submission unless
+    /// [`start_at_run`](Self::start_at_run) is set. Cancelling its handle
+    /// or token before it is due means it never runs. At shutdown it is
+    /// abandoned or run early, as [`PendingTimers`](crate::PendingTimers)
+    /// says.
+    ///
+    /// A delay beyond [`MAX_DELAY`](crate::MAX_DELAY) makes the terminal
+    /// call fail with [`SubmitError::Invalid`].
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let pool = ebbtide::Pool::builder().workers(2).build()?;
+    /// let start = Instant::now();
+    /// let handle = pool.task().delay(Duration::from_millis(20)).spawn(Instant::now)?;
+    /// assert!(handle.join()? >= start + Duration::from_millis(20));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn delay(mut self, d: Duration) -> Self {
+        if d > crate::MAX_DELAY {
+            self.options().invalid = Some(InvalidOption::new(
+                "delay",
+                d,
+                "at most MAX_DELAY (365 days)",
+            ));
+            return self;
+        }
+        let now = self.registry.timers.clock.now();
+        self.options().at = Some(now + d);
+        self
+    }
+
+    /// Runs the task at `at` (an instant of the pool's
+    /// [`timer_clock`](crate::Builder::timer_clock)); as
+    /// [`delay`](Self::delay). An instant already past runs it now.
+    pub fn at(mut self, at: Instant) -> Self {
+        let now = self.registry.timers.clock.now();
+        if at.saturating_duration_since(now) > crate::MAX_DELAY {
+            self.options().invalid = Some(InvalidOption::new(
+                "at",
+                at.saturating_duration_since(now),
+                "at most MAX_DELAY (365 days) ahead",
+            ));
+            return self;
+        }
+        self.options().at = Some(at);
+        self
+    }
+
+    /// Retries a fallible task ([`spawn_fallible`](Self::spawn_fallible),
+    /// [`execute_fallible`](Self::execute_fallible)) under `policy`: after
+    /// an error, the worker is free and the next attempt waits on the
+    /// timing wheel for the policy's delay. A keyed task that is waiting
+    /// to retry holds its key: later tasks of its shard wait, in order;
+    /// other shards run on. After the last attempt the task goes to the
+    /// pool's dead letters. A policy that contradicts itself, or `retry` on
+    /// a task that cannot fail, makes the terminal call fail with
+    /// [`SubmitError::Invalid`].
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.options().retry = Some(policy);
         self
     }
 
@@ -249,6 +336,9 @@ impl<'p> TaskBuilder<'p> {
         T: Send + 'static,
     {
         let wait = self.wait();
+        if let Some(why) = self.invalid(false) {
+            return Err(SubmitError::Invalid(f, why));
+        }
         self.submit_context(WithCx(f), wait)
     }
 
@@ -261,10 +351,13 @@ impl<'p> TaskBuilder<'p> {
         F: FnOnce(&TaskContext) -> Result<T, TaskError> + Send + 'static,
         T: Send + 'static,
     {
+        if let Some(why) = self.invalid(false) {
+            return Err(SubmitError::Invalid(f, why));
+        }
         self.submit_context(WithCx(f), Wait::Never)
     }
 
-    fn wait(&self) -> Wait {
+    pub(super) fn wait(&self) -> Wait {
         match self.room {
             None => Wait::Policy,
             Some(d) => Wait::Until(Instant::now() + d),
@@ -278,11 +371,34 @@ impl<'p> TaskBuilder<'p> {
         self.options.as_ref().map_or(true, |o| o.is_plain())
     }
 
-    fn submit<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
-        self.registry.submit(body, wait, self.shard).map(drop)
+    /// Into the queues, or onto the timing wheel when the task is due
+    /// later.
+    pub(super) fn submit<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
+        match self.options.as_ref().and_then(|o| o.at) {
+            Some(at) => self.registry.schedule_new(body, at, self.shard, None),
+            None => self.registry.submit(body, wait, self.shard).map(drop),
+        }
     }
 
-    fn slot<T>(&self, token: Option<CancelToken>) -> Arc<Slot<Result<T, TaskError>>> {
+    /// What is wrong with the options, if anything (`fallible`: the
+    /// terminal call runs a task that can fail).
+    pub(super) fn invalid(&self, fallible: bool) -> Option<InvalidOption> {
+        let options = self.options.as_deref()?;
+        if let Some(why) = &options.invalid {
+            return Some(why.clone());
+        }
+        match &options.retry {
+            Some(_) if !fallible => Some(InvalidOption::new(
+                "retry",
+                "a closure that cannot fail",
+                "a fallible task (spawn_fallible, spawn_fallible_if, execute_fallible)",
+            )),
+            Some(policy) => policy.validate().err(),
+            None => None,
+        }
+    }
+
+    pub(super) fn slot<T>(&self, token: Option<CancelToken>) -> Arc<Slot<Result<T, TaskError>>> {
         let pool = self.shard.map(|shard| (self.registry.id(), shard));
         Arc::new(Slot::with(token, pool))
     }
@@ -292,6 +408,9 @@ impl<'p> TaskBuilder<'p> {
     where
         F: FnOnce() + Send + 'static,
     {
+        if let Some(why) = self.invalid(false) {
+            return Err(SubmitError::Invalid(f, why));
+        }
         if self.plain() {
             return self
                 .submit(Execute(f), wait)
@@ -305,6 +424,9 @@ impl<'p> TaskBuilder<'p> {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        if let Some(why) = self.invalid(false) {
+            return Err(SubmitError::Invalid(f, why));
+        }
         if !self.plain() {
             return self.submit_context(NoCx(f), wait);
         }
@@ -328,16 +450,8 @@ impl<'p> TaskBuilder<'p> {
         B: CxBody<T>,
         T: Send + 'static,
     {
-        let options = self
-            .options
-            .take()
-            .map_or_else(TaskOptions::default, |o| *o);
-        let root = &self.registry.token;
-        let token = options.parent.as_ref().unwrap_or(root).child();
-        if options.parent.is_some() && root.is_cancelled() {
-            token.cancel();
-        }
-        let slot = self.slot(Some(token));
+        let options = self.take_options();
+        let slot = self.slot(Some(self.token(&options)));
         let task = ContextTask {
             f: body,
             slot: Arc::clone(&slot),
@@ -348,5 +462,29 @@ impl<'p> TaskBuilder<'p> {
             Ok(()) => Ok(JoinHandle::new(slot)),
             Err(e) => Err(e.map(|t| t.f.into_inner())),
         }
+    }
+
+    /// The options, taken out of the builder; a task due later keeps its
+    /// instant in the builder for `submit`.
+    pub(super) fn take_options(&mut self) -> TaskOptions {
+        let options = self
+            .options
+            .take()
+            .map_or_else(TaskOptions::default, |o| *o);
+        if let Some(at) = options.at {
+            self.options().at = Some(at);
+        }
+        options
+    }
+
+    /// A new task's token: a child of the given parent (also cancelled by
+    /// the pool's `shutdown_now`), or of the pool's.
+    pub(super) fn token(&self, options: &TaskOptions) -> CancelToken {
+        let root = &self.registry.token;
+        let token = options.parent.as_ref().unwrap_or(root).child();
+        if options.parent.is_some() && root.is_cancelled() {
+            token.cancel();
+        }
+        token
     }
 }

@@ -282,7 +282,7 @@ impl Registry {
                 bump(&slot.caller_runs);
                 bump_at(&slot.started, worker);
                 let outcome = body.run();
-                self.record_outcome(outcome, worker);
+                self.record_outcome(outcome, worker, None);
                 Ok(Admitted::RanOnCaller)
             }
         }

@@ -77,7 +77,18 @@ pub(crate) struct Config {
     pub(crate) on_resize: Option<ResizeHandler>,
     /// The time source of task timing, if not the tick counter.
     pub(crate) clock: Option<ManualClock>,
+    /// The time source of timers and backoff, if not `Instant::now`.
+    pub(crate) timer_clock: Option<crate::time::clock::ClockFn>,
+    /// What shutdown does with delayed tasks still waiting.
+    pub(crate) pending_timers: super::timers::PendingTimers,
+    pub(crate) on_dead_letter: Option<DeadLetterHandler>,
+    /// How many dead letters the pool keeps.
+    pub(crate) dead_letter_capacity: usize,
 }
+
+/// A plain `std` `Arc`, like [`PanicHandler`].
+pub(crate) type DeadLetterHandler =
+    std::sync::Arc<dyn Fn(&crate::task::DeadLetter) + Send + Sync + 'static>;
 
 /// A plain `std` `Arc`, like [`PanicHandler`].
 pub(crate) type ResizeHandler = std::sync::Arc<dyn Fn(&ResizeEvent) + Send + Sync + 'static>;

@@ -12,7 +12,9 @@
 //!   pool without stopping it;
 //! - [`queue`]: the queues behind a trait (crossbeam, or a mutex queue
 //!   under loom); [`breaker`]: the circuit breaker admission consults;
-//!   [`config`]: the validated settings; [`watchdog`]: the stall watchdog.
+//!   [`config`]: the validated settings; [`watchdog`]: the stall watchdog;
+//!   [`timers`]: the timing wheel's driver (delays, periodic tasks,
+//!   retries) and the dead letters' sink (in `outcome`).
 //!
 //! It imports the leaf layers only (`task`, `keyed`'s shard type,
 //! `metrics`, `loom`); nothing here calls up into the pool's public face,
@@ -30,6 +32,7 @@ pub(crate) mod resize;
 pub(crate) mod shutdown;
 pub(crate) mod sleep;
 mod snapshot;
+pub(crate) mod timers;
 pub(crate) mod wait;
 pub(crate) mod watchdog;
 pub(crate) mod worker;
@@ -38,4 +41,5 @@ pub(crate) use admission::Wait;
 pub(crate) use registry::Registry;
 pub(crate) use shutdown::ShutdownMode;
 pub use shutdown::ShutdownReport;
+pub use timers::PendingTimers;
 pub(crate) use worker::WorkerThread;

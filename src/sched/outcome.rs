@@ -7,22 +7,48 @@ use crate::error::TaskError;
 use crate::loom::thread;
 use crate::metrics::bump_at;
 use crate::task::job::{drop_payload, panic_message, JobRef, Outcome};
+use crate::task::DeadLetter;
 use std::panic::{self, AssertUnwindSafe};
 
 impl Registry {
-    /// Counts a finished task and reports its panic.
-    pub(crate) fn record_outcome(&self, outcome: Outcome, worker: Option<usize>) {
+    /// Counts a finished task and reports its panic; puts a task that asks
+    /// to run again on the timing wheel, and a dead letter in the sink.
+    /// Returns whether a keyed task (of `shard`) now holds its shard.
+    pub(crate) fn record_outcome(
+        &self,
+        outcome: Outcome,
+        worker: Option<usize>,
+        shard: Option<usize>,
+    ) -> bool {
         let slot = self.counters.slot(worker);
         if let Some(breaker) = &self.breaker {
-            match outcome {
+            match &outcome {
                 Outcome::Done | Outcome::Late => breaker.record(true),
-                Outcome::Panicked(_) | Outcome::PanicForwarded | Outcome::TimedOut => {
-                    breaker.record(false)
-                }
-                Outcome::Cancelled => {}
+                Outcome::Panicked(_)
+                | Outcome::PanicForwarded
+                | Outcome::TimedOut
+                | Outcome::Failed
+                | Outcome::DeadLettered(_) => breaker.record(false),
+                Outcome::Again(again) if again.retry => breaker.record(false),
+                Outcome::Again(_) | Outcome::Cancelled => {}
             }
         }
         match outcome {
+            Outcome::Again(again) => {
+                if again.retry {
+                    bump_at(&slot.app_errors, worker);
+                    bump_at(&slot.retries, worker);
+                }
+                return self.reschedule(*again, shard);
+            }
+            Outcome::Failed => {
+                bump_at(&slot.app_errors, worker);
+                bump_at(&slot.failed, worker);
+            }
+            Outcome::DeadLettered(letter) => {
+                bump_at(&slot.app_errors, worker);
+                self.dead_letter(*letter, worker);
+            }
             Outcome::Done => bump_at(&slot.completed, worker),
             Outcome::Late => {
                 bump_at(&slot.completed, worker);
@@ -44,6 +70,44 @@ impl Registry {
                 drop_payload(payload);
             }
         }
+        false
+    }
+
+    /// Hands a dead letter to the handler, then keeps it in the bounded
+    /// queue (evicting the oldest when full).
+    fn dead_letter(&self, mut letter: DeadLetter, worker: Option<usize>) {
+        let slot = self.counters.slot(worker);
+        let resolve = letter.resolve.take();
+        if let Some(handler) = &self.config.on_dead_letter {
+            // A panicking handler is contained too.
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| handler(&letter)));
+        }
+        let evicted = {
+            let mut queue = self.dead_letters.lock();
+            queue.push_back(letter);
+            (queue.len() > self.config.dead_letter_capacity).then(|| queue.pop_front())
+        };
+        // Counted once the letter is in the queue: a reader that sees the
+        // count finds the letter (or its eviction).
+        bump_at(&slot.dead_lettered, worker);
+        if let Some(old) = evicted {
+            bump_at(&slot.dead_letters_evicted, worker);
+            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(old)));
+        }
+        // Now the handle: whoever sees its failure finds the letter.
+        if let Some(resolve) = resolve {
+            let _ = panic::catch_unwind(AssertUnwindSafe(resolve));
+        }
+    }
+
+    /// Takes every dead letter kept.
+    pub(crate) fn take_dead_letters(&self) -> Vec<DeadLetter> {
+        self.dead_letters.lock().drain(..).collect()
+    }
+
+    /// Dead letters kept now.
+    pub(crate) fn dead_letter_count(&self) -> usize {
+        self.dead_letters.lock().len()
     }
 
     /// Discards a queued task unrun.

@@ -104,6 +104,13 @@ pub(crate) struct Registry {
     /// abandons work.
     pub(crate) token: CancelToken,
     pub(super) breaker: Option<Breaker>,
+    /// Delayed, periodic and retrying tasks (`timers.rs`).
+    pub(crate) timers: super::timers::Timers,
+    /// Dead letters kept for inspection and replay (bounded).
+    pub(super) dead_letters: Mutex<std::collections::VecDeque<crate::task::DeadLetter>>,
+    /// This registry, for threads it starts itself (the timer driver).
+    #[cfg(not(loom))]
+    pub(crate) this: std::sync::OnceLock<std::sync::Weak<Registry>>,
 }
 
 impl Registry {
@@ -131,6 +138,12 @@ impl Registry {
             watchdog: Arc::new(Parker::default()),
             token: CancelToken::new(),
             breaker: config.breaker.clone().map(Breaker::new),
+            timers: super::timers::Timers::new(crate::time::clock::TimerClock::new(
+                config.timer_clock.clone(),
+            )),
+            dead_letters: Mutex::new(std::collections::VecDeque::new()),
+            #[cfg(not(loom))]
+            this: std::sync::OnceLock::new(),
             admission: CachePadded::new(AtomicU64::new(0)),
             injector: Injector::new(),
             side: Injector::new(),

@@ -3,6 +3,7 @@
 use super::admission::{closed, pending, queued, CLOSED};
 use super::queue::{GlobalQueue, Steal, StealQueue};
 use super::registry::Registry;
+use super::timers::PendingTimers;
 use crate::error::TaskError;
 use crate::loom::sync::atomic::Ordering::SeqCst;
 use crate::loom::thread;
@@ -24,8 +25,10 @@ pub(crate) enum ShutdownMode {
 /// What shutdown did, counted since the pool was built.
 ///
 /// Identity, exact once shutdown has returned:
-/// `submitted = completed + panicked + abandoned + dropped + rejected + timed_out + cancelled + still_running`
-/// (nothing is queued any more). Submissions refused with
+/// `submitted = completed + failed + dead_lettered + panicked + abandoned + dropped + rejected + timed_out + cancelled + still_running`
+/// (nothing is queued any more, and nothing waits on the timing wheel:
+/// shutdown abandoned or ran every delayed task, and stopped every
+/// periodic one). Submissions refused with
 /// [`SubmitError::ShutDown`](crate::SubmitError::ShutDown) are not counted anywhere: the caller got the
 /// closure back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,8 +49,19 @@ pub struct ShutdownReport {
     /// Tasks whose deadline passed before they started, or that returned
     /// `TimedOut`.
     pub timed_out: u64,
-    /// Tasks cancelled before they started, or that returned `Cancelled`.
+    /// Tasks cancelled before they started, or that returned `Cancelled`;
+    /// periodic tasks that stopped (cancelled, or at shutdown).
     pub cancelled: u64,
+    /// Fallible tasks without a retry policy that returned an error.
+    pub failed: u64,
+    /// Fallible tasks that went to the dead letters.
+    pub dead_lettered: u64,
+    /// Delayed tasks and waiting retries that shutdown abandoned (included
+    /// in `abandoned`).
+    pub timers_abandoned: u64,
+    /// Delayed tasks and waiting retries that shutdown ran ahead of their
+    /// time (`PendingTimers::RunNow`; they then ended as any task).
+    pub timers_run_early: u64,
     /// Tasks accepted that had not ended when the report was taken: tasks
     /// still running after a deadline or `shutdown_now` (their workers exit
     /// when they finish, and dropping the `Pool` joins them), or, for a
@@ -62,6 +76,11 @@ impl Registry {
     /// the worker threads once nothing is pending. Idempotent; concurrent
     /// callers all return once the pool is down.
     pub(crate) fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
+        // The wheel closes first (see `timers.rs`): the tasks it runs now
+        // take their places while admission is still open.
+        let abandon_timers =
+            mode == ShutdownMode::Now || self.config.pending_timers == PendingTimers::Abandon;
+        self.close_timers(abandon_timers);
         let before = self.admission.fetch_or(CLOSED, SeqCst);
         if !closed(before) {
             // Blocked submitters wake and fail with `ShutDown`.
@@ -108,7 +127,9 @@ impl Registry {
             + c.dropped()
             + c.rejected
             + c.timed_out
-            + c.cancelled;
+            + c.cancelled
+            + c.failed
+            + c.dead_lettered;
         ShutdownReport {
             submitted: c.submitted,
             completed: c.completed,
@@ -118,6 +139,10 @@ impl Registry {
             rejected: c.rejected,
             timed_out: c.timed_out,
             cancelled: c.cancelled,
+            failed: c.failed,
+            dead_lettered: c.dead_lettered,
+            timers_abandoned: c.timers_abandoned,
+            timers_run_early: c.timers_run_early,
             still_running: c.submitted.saturating_sub(ended),
         }
     }

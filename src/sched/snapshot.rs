@@ -97,6 +97,9 @@ impl Registry {
             queue_wait,
             run_time,
             locks: Metrics::lock_report(&self.counters.locks, self.calibration.ns_per_tick()),
+            timers_pending: self.timers.pending(),
+            timer_lateness: Histogram::sum_of(std::iter::once(&self.timers.lateness), 1.0),
+            dead_letters: self.dead_letter_count(),
             queue_ages: self.queue_ages(),
         }
     }

@@ -107,6 +107,12 @@ pub(crate) struct TaskOptions {
     pub(crate) start_at_run: bool,
     pub(crate) name: Option<Arc<str>>,
     pub(crate) parent: Option<CancelToken>,
+    /// When the task is due (`delay`, `at`), by the pool's timer clock.
+    pub(crate) at: Option<Instant>,
+    pub(crate) retry: Option<crate::time::RetryPolicy>,
+    /// An option found out of range when it was set, reported by the
+    /// terminal call.
+    pub(crate) invalid: Option<crate::error::InvalidOption>,
 }
 
 /// What a task started with `spawn_with` can ask about itself. Cheap: no
@@ -207,6 +213,36 @@ impl TaskOptions {
     }
 }
 
+/// Whether a task may start now: `Err(Cancelled)` if its token is
+/// cancelled, `Err(TimedOut)` if its fixed deadline passed in the queue;
+/// else its deadline as it runs.
+pub(crate) fn may_start(token: &CancelToken, deadline: Deadline) -> Result<Option<Instant>, TaskError> {
+    if token.is_cancelled() {
+        return Err(TaskError::Cancelled);
+    }
+    let now = Instant::now();
+    match deadline {
+        Deadline::None => Ok(None),
+        Deadline::At(at) if now >= at => Err(TaskError::TimedOut),
+        Deadline::At(at) => Ok(Some(at)),
+        Deadline::AfterStart(t) => Ok(Some(now + t)),
+    }
+}
+
+/// Runs `f` (catching its panic) with the task's name shown in the dump
+/// and the watchdog's reports while it runs.
+pub(crate) fn run_named<R>(cx: &TaskContext, f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    let worker = cx.name.as_ref().and_then(|_| super::current::worker());
+    if let Some(worker) = worker {
+        worker.set_task_name(cx.name.clone());
+    }
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    if let Some(worker) = worker {
+        worker.set_task_name(None);
+    }
+    result
+}
+
 /// The closure of a context task: one that takes the context
 /// ([`WithCx`]), or a plain one submitted with options ([`NoCx`]), which
 /// never sees the context but is still refused when cancelled or late
@@ -283,33 +319,17 @@ where
             let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
             return Outcome::Cancelled;
         }
-        if token.is_cancelled() {
-            return refuse(TaskError::Cancelled, Outcome::Cancelled, f);
-        }
-        let now = Instant::now();
-        let deadline = match deadline {
-            Deadline::None => None,
-            Deadline::At(at) if now >= at => {
-                // Expired in the queue: never started.
-                return refuse(TaskError::TimedOut, Outcome::TimedOut, f);
-            }
-            Deadline::At(at) => Some(at),
-            Deadline::AfterStart(t) => Some(now + t),
+        let deadline = match may_start(&token, deadline) {
+            Ok(deadline) => deadline,
+            Err(TaskError::Cancelled) => return refuse(TaskError::Cancelled, Outcome::Cancelled, f),
+            Err(why) => return refuse(why, Outcome::TimedOut, f),
         };
-        // A named task is named in the dump and the watchdog's reports.
-        let worker = name.as_ref().and_then(|_| super::current::worker());
-        if let Some(worker) = worker {
-            worker.set_task_name(name.clone());
-        }
         let cx = TaskContext {
             token,
             deadline,
             name,
         };
-        let result = panic::catch_unwind(AssertUnwindSafe(|| f.call(&cx)));
-        if let Some(worker) = worker {
-            worker.set_task_name(None);
-        }
+        let result = run_named(&cx, || f.call(&cx));
         let (value, outcome) = match result {
             Ok(Ok(v)) => {
                 let late = deadline.is_some_and(|d| Instant::now() > d);

@@ -216,6 +216,28 @@ pub(crate) enum Outcome {
     TimedOut,
     /// It was cancelled before it started, or it returned `Cancelled`.
     Cancelled,
+    /// It asks to run again later: a retry after an application error, or
+    /// a periodic task's next run. Not an end: the pool puts the job on its
+    /// timing wheel.
+    Again(Box<Again>),
+    /// It returned an application error and will not be tried again (an
+    /// end; its handle holds every attempt's error).
+    Failed,
+    /// Its last attempt failed (or its error was permanent): an end; the
+    /// pool puts it in its dead letters.
+    DeadLettered(Box<super::dead::DeadLetter>),
+}
+
+/// A job to run again at `at` (see [`Outcome::Again`]).
+pub(crate) struct Again {
+    pub(crate) job: JobRef,
+    pub(crate) at: std::time::Instant,
+    /// A retry after an error (a keyed retry holds its key meanwhile), not
+    /// a periodic run.
+    pub(crate) retry: bool,
+    /// Where the wheel records the entry's id, so that the task's handle
+    /// can take it off the wheel (periodic tasks).
+    pub(crate) cell: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl From<Result<(), PanicPayload>> for Outcome {

@@ -155,13 +155,17 @@ impl Drop for DropCounter {
 }
 
 /// Asserts the accounting identity of a snapshot:
-/// `submitted = completed + panicked + rejected + dropped + abandoned +
-/// timed_out + cancelled + running + queued`.
+/// `submitted = completed + failed + dead_lettered + panicked + rejected +
+/// dropped + abandoned + timed_out + cancelled + running + queued +
+/// timers_pending`.
 pub fn assert_identity(m: &ebbtide::metrics::Metrics) {
     let c = &m.counts;
     assert_eq!(
         c.submitted,
         c.completed
+            + c.failed
+            + c.dead_lettered
+            + m.timers_pending as u64
             + c.panicked
             + c.rejected
             + c.dropped()

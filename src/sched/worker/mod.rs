@@ -175,7 +175,9 @@ impl WorkerThread {
     #[inline]
     pub(crate) fn execute(&self, job: JobRef) {
         match job.kind() {
-            JobKind::Task => self.run_task(job, true),
+            JobKind::Task => {
+                self.run_task(job, true, None);
+            }
             // Internal jobs hand their outcome (and panic) to their waiter.
             JobKind::Internal => {
                 self.pay_owed();
@@ -207,7 +209,9 @@ impl WorkerThread {
     /// park), that task's end tick serves as this one's start, saving a
     /// clock read; the error is the time to pop a job, below the
     /// histograms' first bucket.
-    fn run_task(&self, job: JobRef, may_hold: bool) {
+    /// Returns whether the task, keyed to `shard`, now holds its shard (a
+    /// retry on the timing wheel).
+    fn run_task(&self, job: JobRef, may_hold: bool, shard: Option<usize>) -> bool {
         let registry = &*self.registry;
         let index = self.index;
         let owed = self.owed.take();
@@ -219,12 +223,12 @@ impl WorkerThread {
             // `resume` in the injector instead of starting.
             registry.pay(owed);
             registry.hold(job);
-            return;
+            return false;
         }
         if registry.is_abandoning() {
             registry.pay(owed);
             registry.discard_task(job, TaskError::Abandoned, Some(index));
-            return;
+            return false;
         }
         registry.start_task(owed);
         let config = &registry.config;
@@ -265,9 +269,10 @@ impl WorkerThread {
         } else if config.track_workers {
             status.set(WorkerState::Idle);
         }
-        registry.record_outcome(outcome, Some(index));
+        let held = registry.record_outcome(outcome, Some(index), shard);
         self.owed.set(self.owed.get() + 1);
         self.last_end.set(end);
+        held
     }
 
     /// Runs an install job: counted like a task, its panic forwarded to
@@ -279,7 +284,7 @@ impl WorkerThread {
             Some(self.index),
         );
         let outcome = job.run();
-        registry.record_outcome(outcome, Some(self.index));
+        registry.record_outcome(outcome, Some(self.index), None);
         registry.finish_install();
     }
 
@@ -329,7 +334,7 @@ impl WorkerThread {
             self.index,
             &registry.counters.locks.shard,
             || registry.is_paused(),
-            |job| self.run_task(job, false),
+            |job| self.run_task(job, false, Some(index)),
         );
         if handoff {
             bump_at(

@@ -1,0 +1,482 @@
+//! Delayed, periodic and retrying tasks: the pool's timing wheel and the
+//! one thread that drives it.
+//!
+//! # Accounting
+//! A task on the wheel holds no place in the admission word: it is not
+//! queued, and `wait_idle` does not wait for it (a periodic task would
+//! never let it return). It is counted in the timers' gauge instead, so
+//! that `submitted = ends + queued + running + on the wheel`. When it comes
+//! due, the driver takes its `queued` and `pending` places at once,
+//! whatever the queue's capacity (it was accepted already), and enqueues
+//! it as any task.
+//!
+//! # Closing
+//! Shutdown closes the wheel *before* it closes admission, under the
+//! wheel's lock: every place the driver took was taken before the close, so
+//! no worker exits with a fired task queued. Closing empties the wheel at
+//! once: periodic tasks stop, and one-shot delayed tasks and retries waiting
+//! for their next attempt are abandoned or run now, as the builder's
+//! `PendingTimers` says (`shutdown_now` always abandons). A retry that
+//! asks for the wheel after the close is treated the same way; its own
+//! `pending` place, not yet retired, keeps the workers alive meanwhile.
+//!
+//! # The driver
+//! Started by the first entry (a pool that never delays a task never runs
+//! it), it sleeps until the wheel's next deadline; an insert due earlier
+//! than that wakes it. With a user's clock it polls every millisecond of
+//! real time, since it cannot sleep until a user's instant.
+
+use super::admission::{PENDING_ONE, QUEUED_ONE};
+use super::registry::Registry;
+use super::Wait;
+use crate::error::{SubmitError, TaskError};
+use crate::loom::sync::atomic::Ordering::SeqCst;
+use crate::loom::sync::{Condvar, Mutex};
+use crate::metrics::{bump, AtomicHistogram};
+use crate::task::job::{Again, JobRef, Runnable, TaskJob};
+use crate::time::clock::TimerClock;
+use crate::time::wheel::{Refused, TimerId, Wheel};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc as StdArc;
+use std::time::{Duration, Instant};
+
+const NO_SHARD: u32 = u32::MAX;
+
+/// What the wheel holds for one task.
+pub(crate) struct Entry {
+    job: JobRef,
+    shard: u32,
+    /// A retry (a keyed one holds its shard until it runs).
+    retry: bool,
+    /// Where to record the entry's id (periodic tasks, for `cancel`).
+    cell: Option<StdArc<AtomicU64>>,
+}
+
+impl Entry {
+    fn shard(&self) -> Option<usize> {
+        (self.shard != NO_SHARD).then_some(self.shard as usize)
+    }
+}
+
+struct State {
+    wheel: Wheel<Entry>,
+    closed: bool,
+    /// After the close: whether late arrivals are abandoned (else run now).
+    abandon: bool,
+    started: bool,
+    /// The tick the driver sleeps until (`u64::MAX`: until woken), or
+    /// `None` while it is awake.
+    sleeping_until: Option<u64>,
+}
+
+/// The pool's timers.
+pub(crate) struct Timers {
+    state: Mutex<State>,
+    cv: Condvar,
+    pub(crate) clock: TimerClock,
+    /// Fire time minus due time, in nanoseconds (the driver is the only
+    /// writer).
+    pub(crate) lateness: AtomicHistogram,
+    /// Entries on the wheel (a gauge; relaxed, stored under the lock).
+    pending: AtomicUsize,
+}
+
+/// What to do with delayed tasks still waiting when the pool shuts down.
+/// Periodic tasks always stop; `shutdown_now` always abandons.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PendingTimers {
+    /// Abandon them (the default): their handles resolve to
+    /// [`TaskError::Abandoned`], and they are counted in `abandoned` and
+    /// `timers_abandoned`.
+    #[default]
+    Abandon,
+    /// Run them at once, ahead of their time, as part of the drain (a
+    /// retrying task gets its next attempt now); counted in
+    /// `timers_run_early`.
+    RunNow,
+}
+
+impl Timers {
+    pub(crate) fn new(clock: TimerClock) -> Self {
+        let start = clock.elapsed_ticks(clock.now());
+        Timers {
+            state: Mutex::new(State {
+                wheel: Wheel::new(start),
+                closed: false,
+                abandon: true,
+                started: false,
+                sleeping_until: None,
+            }),
+            cv: Condvar::new(),
+            clock,
+            lateness: AtomicHistogram::default(),
+            pending: AtomicUsize::new(0),
+        }
+    }
+
+    /// Tasks waiting on the wheel.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Relaxed)
+    }
+}
+
+impl Registry {
+    /// Accepts a task to run at `at`: onto the wheel, or, if `at` is not
+    /// in the future, into the queues as any task.
+    pub(crate) fn schedule_new<R: Runnable>(
+        &self,
+        body: R,
+        at: Instant,
+        shard: Option<usize>,
+        cell: Option<StdArc<AtomicU64>>,
+    ) -> Result<(), SubmitError<R>> {
+        if let Some(breaker) = &self.breaker {
+            if !breaker.admit() {
+                let slot = self.counters.slot(self.own_worker_index());
+                bump(&slot.submitted);
+                bump(&slot.rejected);
+                return Err(SubmitError::BreakerOpen(body));
+            }
+        }
+        let timers = &self.timers;
+        let due = timers.clock.tick_of(at);
+        let mut state = timers.state.lock();
+        if state.closed || self.is_closed() {
+            return Err(SubmitError::ShutDown(body));
+        }
+        if due <= state.wheel.elapsed() {
+            drop(state);
+            return self.submit(body, Wait::Policy, shard).map(drop);
+        }
+        let slot = self.counters.slot(self.own_worker_index());
+        // Counted before it can end (see `Counters::sum_settled`).
+        bump(&slot.submitted);
+        bump(&slot.delayed);
+        let entry = Entry {
+            job: TaskJob::into_job_ref(body),
+            shard: shard.map_or(NO_SHARD, |s| s as u32),
+            retry: false,
+            cell,
+        };
+        if let Some(entry) = self.insert_locked(&mut state, due, entry) {
+            // Unreachable (checked above), but never lose a task.
+            self.fire_now(state, entry);
+        }
+        Ok(())
+    }
+
+    /// A running task asked to run again (`Outcome::Again`). Returns
+    /// whether the task's shard is now held: a keyed retry keeps later
+    /// tasks of its shard waiting until it has run again.
+    pub(crate) fn reschedule(&self, again: Again, shard: Option<usize>) -> bool {
+        let Again {
+            job,
+            at,
+            retry,
+            cell,
+        } = again;
+        let held = retry && shard.is_some();
+        let entry = Entry {
+            job,
+            shard: shard.map_or(NO_SHARD, |s| s as u32),
+            retry,
+            cell,
+        };
+        let mut state = self.timers.state.lock();
+        if state.closed {
+            let abandon = state.abandon;
+            drop(state);
+            // Inside the shard's batch (held): the batch goes on, and a
+            // retry run now is the next task it takes.
+            self.settle_closed(entry, abandon, !held);
+            return false;
+        }
+        let mut due = self.timers.clock.tick_of(at);
+        if held {
+            // A held shard resumes from the driver (with a new turn), never
+            // inside the batch that is ending.
+            due = due.max(state.wheel.elapsed() + 1);
+        }
+        match self.insert_locked(&mut state, due, entry) {
+            None => held,
+            Some(entry) => {
+                self.fire_now(state, entry);
+                false
+            }
+        }
+    }
+
+    /// Takes a periodic task's next run off the wheel (its handle's
+    /// `cancel`). Returns whether it was there.
+    pub(crate) fn cancel_timer(&self, cell: &AtomicU64) -> bool {
+        let removed = {
+            let mut state = self.timers.state.lock();
+            let id = cell.load(Relaxed);
+            let removed = (id != u64::MAX)
+                .then(|| state.wheel.cancel(TimerId::from_bits(id)))
+                .flatten();
+            self.timers.pending.store(state.wheel.len(), Relaxed);
+            removed
+        };
+        match removed {
+            Some(entry) => {
+                entry.job.discard(TaskError::Cancelled);
+                bump(&self.counters.slot(self.own_worker_index()).cancelled);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes the wheel and empties it (see the module docs). Called by
+    /// shutdown before admission closes. Idempotent.
+    pub(crate) fn close_timers(&self, abandon: bool) {
+        let entries = {
+            let mut state = self.timers.state.lock();
+            if state.closed {
+                return;
+            }
+            state.closed = true;
+            state.abandon = abandon;
+            self.timers.cv.notify_all();
+            let entries = state.wheel.drain();
+            self.timers.pending.store(0, Relaxed);
+            if !abandon {
+                // The places of the tasks run now, taken before admission
+                // closes (this thread closes it after).
+                let run = entries.iter().filter(|(_, e)| e.cell.is_none()).count() as u64;
+                self.admission.fetch_add(run * (QUEUED_ONE + PENDING_ONE), SeqCst);
+            }
+            entries
+        };
+        let slot = self.counters.slot(self.own_worker_index());
+        for (_, entry) in entries {
+            if entry.cell.is_some() {
+                // A periodic task stops: its normal end.
+                entry.job.discard(TaskError::Abandoned);
+                bump(&slot.cancelled);
+            } else if abandon {
+                self.abandon_entry(entry);
+            } else {
+                bump(&slot.timers_run_early);
+                self.fire(entry);
+            }
+        }
+    }
+
+    /// Inserts `entry` at `due`; hands it back when it is due already.
+    fn insert_locked(
+        &self,
+        state: &mut crate::loom::sync::MutexGuard<'_, State>,
+        due: u64,
+        entry: Entry,
+    ) -> Option<Entry> {
+        let cell = entry.cell.clone();
+        match state.wheel.insert(due, entry) {
+            Ok(id) => {
+                if let Some(cell) = cell {
+                    cell.store(id.to_bits(), Relaxed);
+                }
+                self.timers.pending.store(state.wheel.len(), Relaxed);
+                match state.sleeping_until {
+                    Some(until) if due < until => self.timers.cv.notify_one(),
+                    _ => {}
+                }
+                if !state.started {
+                    state.started = self.start_timer_driver();
+                }
+                None
+            }
+            Err(Refused::Due(entry)) => Some(entry),
+            Err(Refused::TooFar(entry)) => {
+                // Delays are validated against `MAX_DELAY`, far inside the
+                // wheel's span; should one slip through, it waits the span.
+                let farthest = state.wheel.elapsed() + crate::time::wheel::SPAN - 1;
+                self.insert_locked(state, farthest, entry)
+            }
+        }
+    }
+
+    /// Fires an entry due now, its places taken under the wheel's lock.
+    fn fire_now(&self, state: crate::loom::sync::MutexGuard<'_, State>, entry: Entry) {
+        self.admission.fetch_add(QUEUED_ONE + PENDING_ONE, SeqCst);
+        drop(state);
+        self.fire(entry);
+    }
+
+    /// Puts a due entry (its places taken) where a worker finds it.
+    fn fire(&self, entry: Entry) {
+        let shard = entry.shard();
+        match shard {
+            Some(index) if entry.retry => {
+                // The held shard takes its retry first, and a new turn.
+                let mut job = entry.job;
+                let now = self.stamp();
+                job.stamp(now);
+                self.shards[index].push_front(job, &self.counters.locks.shard);
+                self.schedule_turn(index, now);
+            }
+            _ => self.enqueue(entry.job, shard),
+        }
+    }
+
+    /// A retry that met a closed wheel: abandon it, or run it now. `turn`:
+    /// whether a keyed retry's shard needs a new turn (it is not inside its
+    /// batch).
+    fn settle_closed(&self, entry: Entry, abandon: bool, turn: bool) {
+        if entry.cell.is_some() {
+            entry.job.discard(TaskError::Abandoned);
+            bump(&self.counters.slot(self.own_worker_index()).cancelled);
+        } else if abandon {
+            if turn {
+                self.abandon_entry(entry);
+            } else {
+                entry.job.discard(TaskError::Abandoned);
+                let slot = self.counters.slot(self.own_worker_index());
+                bump(&slot.abandoned);
+                bump(&slot.timers_abandoned);
+            }
+        } else {
+            self.admission.fetch_add(QUEUED_ONE + PENDING_ONE, SeqCst);
+            bump(&self.counters.slot(self.own_worker_index()).timers_run_early);
+            match entry.shard() {
+                Some(index) if entry.retry && !turn => {
+                    let mut job = entry.job;
+                    job.stamp(self.stamp());
+                    self.shards[index].push_front(job, &self.counters.locks.shard);
+                }
+                _ => self.fire(entry),
+            }
+        }
+    }
+
+    /// Discards an entry at shutdown; a held shard is released.
+    fn abandon_entry(&self, entry: Entry) {
+        let slot = self.counters.slot(self.own_worker_index());
+        let (shard, retry) = (entry.shard(), entry.retry);
+        entry.job.discard(TaskError::Abandoned);
+        bump(&slot.abandoned);
+        bump(&slot.timers_abandoned);
+        if let (Some(index), true) = (shard, retry) {
+            if self.shards[index].release(&self.counters.locks.shard) {
+                self.schedule_turn(index, self.stamp());
+            }
+        }
+    }
+
+    fn stamp(&self) -> u64 {
+        if self.timing {
+            self.clock.now()
+        } else {
+            0
+        }
+    }
+
+    /// Gives a scheduled shard (with no turn anywhere) a turn.
+    fn schedule_turn(&self, index: usize, now: u64) {
+        let mut turn = crate::task::job::shard_job(index);
+        turn.stamp(now);
+        self.push_inbox(index % self.live_workers().max(1), turn, now);
+        self.sleep.notify_one();
+    }
+
+    /// Fires every entry due by the clock now; returns how many.
+    pub(crate) fn poll_timers(&self) -> usize {
+        let timers = &self.timers;
+        let now = timers.clock.now();
+        let tick = timers.clock.elapsed_ticks(now);
+        let mut due = Vec::new();
+        {
+            let mut state = timers.state.lock();
+            if state.closed {
+                return 0;
+            }
+            state.wheel.poll(tick, |at, entry| due.push((at, entry)));
+            if due.is_empty() {
+                return 0;
+            }
+            self.timers.pending.store(state.wheel.len(), Relaxed);
+            // The places, under the lock: before any close (see module docs).
+            self.admission
+                .fetch_add(due.len() as u64 * (QUEUED_ONE + PENDING_ONE), SeqCst);
+        }
+        let fired = due.len();
+        let slot = self.counters.slot(None);
+        for (at, entry) in due {
+            let late = now.saturating_duration_since(timers.clock.instant_of(at));
+            timers.lateness.record(late.as_nanos() as u64);
+            bump(&slot.timers_fired);
+            self.fire(entry);
+        }
+        fired
+    }
+
+    /// The driver's loop: fire what is due, sleep until the next deadline.
+    pub(crate) fn drive_timers(&self) {
+        let timers = &self.timers;
+        loop {
+            if self.poll_timers() > 0 {
+                continue;
+            }
+            let mut state = timers.state.lock();
+            if state.closed {
+                return;
+            }
+            let next = state.wheel.next_deadline();
+            if next.is_some_and(|t| t <= timers.clock.elapsed_ticks(timers.clock.now())) {
+                continue;
+            }
+            state.sleeping_until = Some(next.unwrap_or(u64::MAX));
+            let wake = if timers.clock.is_manual() {
+                Some(Instant::now() + Duration::from_millis(1))
+            } else {
+                next.map(|t| timers.clock.instant_of(t))
+            };
+            match wake {
+                Some(at) => {
+                    timers.cv.wait_until(&mut state, at);
+                }
+                None => timers.cv.wait(&mut state),
+            }
+            state.sleeping_until = None;
+        }
+    }
+
+    /// Starts the driver thread; `false` if it could not be started (the
+    /// next insert tries again; entries wait on the wheel meanwhile).
+    #[cfg(not(loom))]
+    fn start_timer_driver(&self) -> bool {
+        let Some(registry) = self.this.get().and_then(std::sync::Weak::upgrade) else {
+            return false;
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-timers", self.config.thread_name))
+            .spawn(move || registry.drive_timers());
+        match spawned {
+            Ok(handle) => {
+                self.add_thread(handle);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Under loom the models poll the wheel themselves.
+    #[cfg(loom)]
+    fn start_timer_driver(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Entry;
+    use crate::time::wheel::node_bytes;
+
+    /// A pending timer costs one slab node: 24 of its bytes hold a small
+    /// closure inline (a larger one is boxed, and the node holds the box).
+    #[test]
+    fn a_pending_timer_costs_at_most_80_bytes_with_24_of_closure() {
+        assert!(node_bytes::<Entry>() <= 80, "{} bytes", node_bytes::<Entry>());
+    }
+}

@@ -1,0 +1,182 @@
+//! The body of a fallible task (`spawn_fallible`, `execute_fallible`): it
+//! runs attempts of an `FnMut(&TaskContext) -> Result<T, E>`, and after a
+//! retryable error asks the pool to run it again later
+//! ([`Outcome::Again`]): the worker is free between attempts, and the next
+//! attempt waits on the pool's timing wheel. Its handle resolves once:
+//! with the value, or with every attempt's error ([`Failed`]).
+
+use super::cancel::{may_start, run_named, Deadline, TaskContext};
+use super::dead::{AttemptError, DeadLetter, Failed};
+use super::job::{panic_message, Again, Outcome, Runnable, TaskJob};
+use super::slot::TaskSlot;
+use crate::error::TaskError;
+use crate::loom::sync::Arc;
+use crate::time::backoff::splitmix;
+use crate::time::clock::TimerClock;
+use crate::time::RetryPolicy;
+use std::fmt::Display;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Instant;
+
+/// What a fallible task's handle yields.
+pub(crate) type FallibleSlot<T, E> = TaskSlot<Result<T, Failed<E>>>;
+
+/// A fallible task between attempts (or before its first).
+pub(crate) struct Fallible<F, P, T, E> {
+    pub(crate) f: F,
+    /// Whether an error may be retried (`spawn_fallible_if`).
+    pub(crate) retry_if: P,
+    /// `None`: one attempt, and a failure ends it without a dead letter.
+    pub(crate) policy: Option<RetryPolicy>,
+    pub(crate) slot: Arc<FallibleSlot<T, E>>,
+    pub(crate) attempts: Vec<AttemptError<E>>,
+    pub(crate) clock: TimerClock,
+    pub(crate) deadline: Deadline,
+    pub(crate) name: Option<std::sync::Arc<str>>,
+    pub(crate) shard: Option<usize>,
+    /// The jitter's random state.
+    pub(crate) seed: u64,
+    /// Renders an error for a dead letter (`None`: the task never goes to
+    /// the dead letters, it has no policy).
+    pub(crate) to_text: Option<fn(&E) -> String>,
+}
+
+/// Renders an error with its `Display`.
+pub(crate) fn display<E: Display>(e: &E) -> String {
+    e.to_string()
+}
+
+impl<F, P, T, E> Runnable for Fallible<F, P, T, E>
+where
+    F: FnMut(&TaskContext) -> Result<T, E> + Send + 'static,
+    P: Fn(&E) -> bool + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    fn run(mut self) -> Outcome {
+        if self.attempts.is_empty() && !self.slot.try_start() {
+            // `JoinHandle::cancel` came first and resolved the handle.
+            self.discard_quietly();
+            return Outcome::Cancelled;
+        }
+        let token = self.slot.token.clone().expect("fallible tasks have a token");
+        let deadline = match may_start(&token, self.deadline) {
+            Ok(deadline) => deadline,
+            Err(why) => {
+                let outcome = match why {
+                    TaskError::Cancelled => Outcome::Cancelled,
+                    _ => Outcome::TimedOut,
+                };
+                self.slot.complete(Err(why));
+                self.discard_quietly();
+                return outcome;
+            }
+        };
+        let cx = TaskContext {
+            token,
+            deadline,
+            name: self.name.clone(),
+        };
+        let f = &mut self.f;
+        match run_named(&cx, || f(&cx)) {
+            Ok(Ok(value)) => {
+                let late = deadline.is_some_and(|d| Instant::now() > d);
+                self.slot.complete(Ok(Ok(value)));
+                if late {
+                    Outcome::Late
+                } else {
+                    Outcome::Done
+                }
+            }
+            Ok(Err(error)) => self.failed(error, &cx),
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                self.slot.complete(Err(TaskError::Panicked { message }));
+                Outcome::Panicked(payload)
+            }
+        }
+    }
+
+    fn discard(self, why: TaskError) {
+        self.slot.complete(Err(why));
+        self.discard_quietly();
+    }
+}
+
+impl<F, P, T, E> Fallible<F, P, T, E>
+where
+    F: FnMut(&TaskContext) -> Result<T, E> + Send + 'static,
+    P: Fn(&E) -> bool + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    /// An attempt returned `error`: retry later, dead-letter, or fail.
+    fn failed(mut self, error: E, cx: &TaskContext) -> Outcome {
+        let attempt = self.attempts.len() as u32 + 1;
+        let now = self.clock.now();
+        let retry = self.policy.as_ref().is_some_and(|p| attempt < p.attempts())
+            && !cx.is_cancelled()
+            && (self.retry_if)(&error);
+        self.attempts.push(AttemptError {
+            attempt,
+            at: now,
+            error,
+        });
+        if retry {
+            let policy = self.policy.as_ref().expect("retries have a policy");
+            let delay = policy.delay_after(attempt, splitmix(&mut self.seed));
+            return Outcome::Again(Box::new(Again {
+                at: now + delay,
+                job: TaskJob::into_job_ref(self),
+                retry: true,
+                cell: None,
+            }));
+        }
+        let (Some(policy), Some(to_text)) = (self.policy, self.to_text) else {
+            self.slot.complete(Ok(Err(Failed {
+                attempts: self.attempts,
+                dead_lettered: false,
+            })));
+            return Outcome::Failed;
+        };
+        let texts = self
+            .attempts
+            .iter()
+            .map(|a| AttemptError {
+                attempt: a.attempt,
+                at: a.at,
+                error: to_text(&a.error),
+            })
+            .collect();
+        let mut f = self.f;
+        let (slot, attempts) = (self.slot, self.attempts);
+        let letter = DeadLetter {
+            name: self.name,
+            shard: self.shard,
+            attempts: texts,
+            policy,
+            body: Box::new(move |cx: &TaskContext| f(cx).map(drop).map_err(|e| to_text(&e))),
+            resolve: Some(Box::new(move || {
+                slot.complete(Ok(Err(Failed {
+                    attempts,
+                    dead_lettered: true,
+                })));
+            })),
+        };
+        Outcome::DeadLettered(Box::new(letter))
+    }
+}
+
+impl<F, P, T, E> Fallible<F, P, T, E> {
+    /// Drops the closure and the errors unrun; their destructors may panic,
+    /// the pool must survive it.
+    fn discard_quietly(self) {
+        let Fallible {
+            f,
+            retry_if,
+            attempts,
+            ..
+        } = self;
+        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop((f, retry_if, attempts))));
+    }
+}
