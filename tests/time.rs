@@ -192,6 +192,7 @@ fn a_fixed_rate_task_under_a_slow_body_skips_and_a_fixed_delay_one_spaces() {
             .map(|s| (*s - t0).as_millis() as u32)
             .collect();
         assert_eq!(starts, expected, "{schedule:?}");
+        pool.wait_idle();
         let m = pool.metrics();
         assert_eq!(m.counts.started, 3);
         assert_eq!(m.counts.cancelled, 1);

@@ -220,8 +220,9 @@ impl Registry {
         };
         match removed {
             Some(entry) => {
-                entry.job.discard(TaskError::Cancelled);
+                // Counted first: whoever sees the handle resolve sees it.
                 bump(&self.counters.slot(self.own_worker_index()).cancelled);
+                entry.job.discard(TaskError::Cancelled);
                 true
             }
             None => false,
@@ -253,8 +254,8 @@ impl Registry {
         for (_, entry) in entries {
             if entry.cell.is_some() {
                 // A periodic task stops: its normal end.
-                entry.job.discard(TaskError::Abandoned);
                 bump(&slot.cancelled);
+                entry.job.discard(TaskError::Abandoned);
             } else if abandon {
                 self.abandon_entry(entry);
             } else {
@@ -325,16 +326,16 @@ impl Registry {
     /// batch).
     fn settle_closed(&self, entry: Entry, abandon: bool, turn: bool) {
         if entry.cell.is_some() {
-            entry.job.discard(TaskError::Abandoned);
             bump(&self.counters.slot(self.own_worker_index()).cancelled);
+            entry.job.discard(TaskError::Abandoned);
         } else if abandon {
             if turn {
                 self.abandon_entry(entry);
             } else {
-                entry.job.discard(TaskError::Abandoned);
                 let slot = self.counters.slot(self.own_worker_index());
                 bump(&slot.abandoned);
                 bump(&slot.timers_abandoned);
+                entry.job.discard(TaskError::Abandoned);
             }
         } else {
             self.admission.fetch_add(QUEUED_ONE + PENDING_ONE, SeqCst);
@@ -354,9 +355,9 @@ impl Registry {
     fn abandon_entry(&self, entry: Entry) {
         let slot = self.counters.slot(self.own_worker_index());
         let (shard, retry) = (entry.shard(), entry.retry);
-        entry.job.discard(TaskError::Abandoned);
         bump(&slot.abandoned);
         bump(&slot.timers_abandoned);
+        entry.job.discard(TaskError::Abandoned);
         if let (Some(index), true) = (shard, retry) {
             if self.shards[index].release(&self.counters.locks.shard) {
                 self.schedule_turn(index, self.stamp());
