@@ -387,3 +387,98 @@ fn loom_report_adds_up_while_a_task_finishes() {
         assert_eq!(after.still_running, 0);
     });
 }
+
+/// The timing wheel: a due timer fired by the driver races the task's
+/// cancellation and the pool's shutdown. Whatever the interleaving, the
+/// task runs at most once, its handle and the counters agree, shutdown
+/// accounts for it (run, cancelled or abandoned, never lost), and no worker
+/// exits with it queued.
+#[test]
+fn loom_timer_fire_races_cancel_and_shutdown() {
+    use std::sync::atomic::AtomicU64 as StdAtomicU64;
+    model(3, || {
+        let base = std::time::Instant::now();
+        let offset = std::sync::Arc::new(StdAtomicU64::new(0));
+        let o = std::sync::Arc::clone(&offset);
+        let pool = Pool::builder()
+            .workers(1)
+            .timer_clock(move || base + std::time::Duration::from_millis(o.load(SeqCst)))
+            .build()
+            .expect("pool builds under loom");
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let handle = pool
+            .task()
+            .delay(std::time::Duration::from_millis(1))
+            .spawn(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap_or_else(|_| panic!("accepted"));
+        offset.store(1, SeqCst);
+        let registry = pool.registry.clone();
+        let driver = loom::thread::spawn(move || {
+            registry.poll_timers();
+        });
+        let canceller = loom::thread::spawn(move || {
+            let prevented = handle.cancel();
+            (prevented, handle.join())
+        });
+        let report = pool.shutdown();
+        driver.join().unwrap();
+        let (prevented, result) = canceller.join().unwrap();
+        let ran = ran.load(SeqCst);
+        assert!(ran <= 1);
+        match result {
+            Ok(()) => assert!(ran == 1 && !prevented),
+            Err(TaskError::Cancelled) => assert!(ran == 0 && prevented),
+            // Shutdown discarded it first (a cancel after that still finds
+            // it unstarted, so it reports having prevented the run).
+            Err(TaskError::Abandoned) => assert_eq!(ran, 0),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+        let settled = pool.shutdown();
+        assert_eq!(settled.submitted, 1);
+        assert_eq!(
+            settled.completed + settled.cancelled + settled.abandoned,
+            1,
+            "{settled:?} (first report {report:?})"
+        );
+        assert_eq!(settled.completed as usize, ran);
+        assert_eq!(settled.still_running, 0);
+        assert_eq!(pool.metrics().timers_pending, 0);
+    });
+}
+
+/// A retry asking for the wheel races shutdown under
+/// `PendingTimers::RunNow`: before the close, the close runs it now; after
+/// it, the worker queues it at once. Either way the second attempt runs
+/// exactly once and no worker exits with it queued (its own unretired place
+/// keeps them alive).
+#[test]
+fn loom_retry_races_shutdown() {
+    model(3, || {
+        let pool = Pool::builder()
+            .workers(1)
+            .pending_timers(crate::PendingTimers::RunNow)
+            .build()
+            .expect("pool builds under loom");
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let a = attempts.clone();
+        let handle = pool
+            .task()
+            .retry(crate::RetryPolicy::fixed(std::time::Duration::from_secs(60)).max_attempts(2))
+            .spawn_fallible(move |_| {
+                if a.fetch_add(1, SeqCst) == 0 {
+                    Err("first")
+                } else {
+                    Ok(())
+                }
+            })
+            .unwrap_or_else(|_| panic!("accepted"));
+        let report = pool.shutdown();
+        assert_eq!(handle.join(), Ok(Ok(())));
+        assert_eq!(attempts.load(SeqCst), 2);
+        assert_eq!(report.completed, 1);
+        assert_eq!(report.still_running, 0);
+    });
+}
