@@ -117,7 +117,11 @@ pub struct InvalidOption {
 }
 
 impl InvalidOption {
-    pub(crate) fn new(option: &'static str, value: impl fmt::Debug, expected: &'static str) -> Self {
+    pub(crate) fn new(
+        option: &'static str,
+        value: impl fmt::Debug,
+        expected: &'static str,
+    ) -> Self {
         InvalidOption {
             option,
             value: format!("{value:?}"),

@@ -72,8 +72,9 @@ pub use error::{BuildError, InvalidOption, SubmitError, TaskError};
 pub use forkjoin::join::join;
 pub use forkjoin::scope::{Scope, ScopedJoinHandle};
 pub use pool::{
-    Builder, Keyed, PeriodicHandle, Pool, PoolHandle, TaskBuilder, DEFAULT_DEAD_LETTER_CAPACITY,
-    DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_SHARDS, MAX_WORKERS,
+    Builder, Keyed, PeriodicHandle, Pool, PoolHandle, Replayed, TaskBuilder,
+    DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_SHARDS,
+    MAX_WORKERS,
 };
 pub use scaling::block_in_place;
 pub use sched::breaker::{BreakerClock, BreakerConfig};

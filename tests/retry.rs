@@ -49,7 +49,9 @@ fn a_retried_task_sees_exactly_the_policy_delays_then_is_dead_lettered() {
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let arrivals = Arrivals::new();
     let (a, arr, clock) = (Arc::clone(&attempts), arrivals.clone(), time.clone());
-    let policy = RetryPolicy::exponential(10 * MS).factor(2.0).max_attempts(4);
+    let policy = RetryPolicy::exponential(10 * MS)
+        .factor(2.0)
+        .max_attempts(4);
     let handle = pool
         .task()
         .name("sync")
@@ -72,7 +74,9 @@ fn a_retried_task_sees_exactly_the_policy_delays_then_is_dead_lettered() {
     assert!(failed.dead_lettered());
     assert_eq!(
         failed.clone().into_errors(),
-        (1..=4).map(|n| format!("attempt {n} failed")).collect::<Vec<_>>()
+        (1..=4)
+            .map(|n| format!("attempt {n} failed"))
+            .collect::<Vec<_>>()
     );
     let offsets: Vec<u64> = attempts
         .lock()
@@ -90,11 +94,20 @@ fn a_retried_task_sees_exactly_the_policy_delays_then_is_dead_lettered() {
     let texts: Vec<_> = letter.attempts().iter().map(|a| a.error.clone()).collect();
     assert_eq!(texts, failed.clone().into_errors());
     let times: Vec<_> = letter.attempts().iter().map(|a| a.at).collect();
-    assert_eq!(times, failed.attempts().iter().map(|a| a.at).collect::<Vec<_>>());
+    assert_eq!(
+        times,
+        failed.attempts().iter().map(|a| a.at).collect::<Vec<_>>()
+    );
     assert_eq!(seen.lock().unwrap().len(), 1);
     let c = pool.metrics().counts;
     assert_eq!(
-        (c.app_errors, c.retries, c.dead_lettered, c.started, c.completed),
+        (
+            c.app_errors,
+            c.retries,
+            c.dead_lettered,
+            c.started,
+            c.completed
+        ),
         (4, 3, 1, 4, 0)
     );
     pool.wait_idle();
@@ -108,7 +121,9 @@ fn jittered_delays_stay_within_their_bounds() {
         let pool = time.pool(1).build().unwrap();
         let times = Arc::new(Mutex::new(Vec::new()));
         let (t, clock) = (Arc::clone(&times), time.clone());
-        let policy = RetryPolicy::exponential(16 * MS).jitter(jitter).max_attempts(5);
+        let policy = RetryPolicy::exponential(16 * MS)
+            .jitter(jitter)
+            .max_attempts(5);
         let handle = pool
             .task()
             .retry(policy)
@@ -127,9 +142,12 @@ fn jittered_delays_stay_within_their_bounds() {
             while times.lock().unwrap().len() == k {
                 let p = Arc::clone(&probes);
                 let seen = probes.load(SeqCst);
-                pool.task().delay(MS).execute(move || {
-                    p.fetch_add(1, SeqCst);
-                }).unwrap();
+                pool.task()
+                    .delay(MS)
+                    .execute(move || {
+                        p.fetch_add(1, SeqCst);
+                    })
+                    .unwrap();
                 time.advance(MS);
                 until(|| probes.load(SeqCst) > seen);
                 pool.wait_idle();
@@ -175,7 +193,10 @@ fn retry_if_makes_an_error_permanent_and_no_policy_fails_at_once() {
     assert_eq!(once.last(), &"nope");
     pool.wait_idle();
     let c = pool.metrics().counts;
-    assert_eq!((c.app_errors, c.retries, c.dead_lettered, c.failed), (3, 1, 1, 1));
+    assert_eq!(
+        (c.app_errors, c.retries, c.dead_lettered, c.failed),
+        (3, 1, 1, 1)
+    );
     assert_eq!(pool.dead_letter_count(), 1);
 }
 
@@ -183,7 +204,13 @@ fn retry_if_makes_an_error_permanent_and_no_policy_fails_at_once() {
 fn a_keyed_retry_holds_its_key_while_other_keys_run() {
     let time = ManualTime::new();
     let pool = time.pool(2).build().unwrap();
-    let (a, b) = ("A", (0..).map(|i| i.to_string()).find(|k| pool.shard_of(k) != pool.shard_of(&"A")).unwrap());
+    let (a, b) = (
+        "A",
+        (0..)
+            .map(|i| i.to_string())
+            .find(|k| pool.shard_of(k) != pool.shard_of(&"A"))
+            .unwrap(),
+    );
     let log = Arc::new(Mutex::new(Vec::new()));
     let first = Arrivals::new();
     let (l, f) = (Arc::clone(&log), first.clone());
@@ -196,14 +223,21 @@ fn a_keyed_retry_holds_its_key_while_other_keys_run() {
             attempt += 1;
             l.lock().unwrap().push(format!("A1#{attempt}"));
             f.arrive();
-            if attempt == 1 { Err("transient") } else { Ok(attempt) }
+            if attempt == 1 {
+                Err("transient")
+            } else {
+                Ok(attempt)
+            }
         })
         .unwrap();
     first.wait_for(1);
     until(|| pool.metrics().timers_pending == 1);
     for (key, name) in [(a.to_string(), "A2"), (b.clone(), "B1")] {
         let l = Arc::clone(&log);
-        pool.task().key(&key).execute(move || l.lock().unwrap().push(name.into())).unwrap();
+        pool.task()
+            .key(&key)
+            .execute(move || l.lock().unwrap().push(name.into()))
+            .unwrap();
     }
     until(|| log.lock().unwrap().iter().any(|e| e == "B1"));
     // A2 waits in its shard behind the retry.
@@ -214,13 +248,22 @@ fn a_keyed_retry_holds_its_key_while_other_keys_run() {
     assert_eq!(retried.join(), Ok(Ok(2)));
     pool.wait_idle();
     let log = log.lock().unwrap();
-    assert_eq!(log.iter().filter(|e| e.starts_with('A')).collect::<Vec<_>>(), ["A1#1", "A1#2", "A2"]);
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.starts_with('A'))
+            .collect::<Vec<_>>(),
+        ["A1#1", "A1#2", "A2"]
+    );
     assert_identity(&pool.metrics());
 }
 
 #[test]
 fn a_dead_letter_replays_into_a_pool() {
-    let pool = Pool::builder().workers(2).dead_letter_capacity(1).build().unwrap();
+    let pool = Pool::builder()
+        .workers(2)
+        .dead_letter_capacity(1)
+        .build()
+        .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     for name in ["first", "second"] {
         let c = Arc::clone(&calls);
@@ -230,7 +273,11 @@ fn a_dead_letter_replays_into_a_pool() {
             .retry(RetryPolicy::fixed(MS).max_attempts(2))
             .execute_fallible(move |_| {
                 // Fails its first four calls in all, then succeeds.
-                if c.fetch_add(1, SeqCst) < 4 { Err("down") } else { Ok(()) }
+                if c.fetch_add(1, SeqCst) < 4 {
+                    Err("down")
+                } else {
+                    Ok(())
+                }
             })
             .unwrap();
     }
@@ -264,15 +311,26 @@ fn a_dead_letter_replays_into_a_pool() {
 fn the_breaker_opens_on_application_errors() {
     let pool = Pool::builder()
         .workers(1)
-        .circuit_breaker(BreakerConfig::new().window(4).min_calls(4).failure_rate(0.5))
+        .circuit_breaker(
+            BreakerConfig::new()
+                .window(4)
+                .min_calls(4)
+                .failure_rate(0.5),
+        )
         .build()
         .unwrap();
     for _ in 0..4 {
-        let h = pool.task().spawn_fallible(|_| -> Result<(), &str> { Err("down") }).unwrap();
+        let h = pool
+            .task()
+            .spawn_fallible(|_| -> Result<(), &str> { Err("down") })
+            .unwrap();
         assert!(h.join().unwrap().is_err());
     }
     pool.wait_idle();
-    assert!(matches!(pool.execute(|| ()), Err(SubmitError::BreakerOpen(_))));
+    assert!(matches!(
+        pool.execute(|| ()),
+        Err(SubmitError::BreakerOpen(_))
+    ));
     assert!(matches!(
         pool.task().delay(MS).execute(|| ()),
         Err(SubmitError::BreakerOpen(_))
@@ -285,7 +343,12 @@ fn group_tasks_are_counted_take_deadlines_and_have_their_own_breaker() {
     let mut group = pool
         .group::<u32, String>()
         .fail_fast(false)
-        .circuit_breaker(BreakerConfig::new().window(2).min_calls(2).failure_rate(0.5))
+        .circuit_breaker(
+            BreakerConfig::new()
+                .window(2)
+                .min_calls(2)
+                .failure_rate(0.5),
+        )
         .unwrap();
     group.spawn(|_| Err("one".into()));
     group.spawn(|_| Err("two".into()));
@@ -297,7 +360,12 @@ fn group_tasks_are_counted_take_deadlines_and_have_their_own_breaker() {
     // Its breaker is open now: a new group task is refused, unrun.
     let mut group = pool
         .group::<u32, String>()
-        .circuit_breaker(BreakerConfig::new().window(2).min_calls(2).failure_rate(0.5))
+        .circuit_breaker(
+            BreakerConfig::new()
+                .window(2)
+                .min_calls(2)
+                .failure_rate(0.5),
+        )
         .unwrap();
     group.spawn(|_| Err("a".into()));
     group.spawn(|_| Err("b".into()));
@@ -309,7 +377,12 @@ fn group_tasks_are_counted_take_deadlines_and_have_their_own_breaker() {
     let mut open = pool
         .group::<u32, String>()
         .fail_fast(false)
-        .circuit_breaker(BreakerConfig::new().window(1).min_calls(1).failure_rate(0.5))
+        .circuit_breaker(
+            BreakerConfig::new()
+                .window(1)
+                .min_calls(1)
+                .failure_rate(0.5),
+        )
         .unwrap();
     open.spawn(|_| Err("x".into()));
     until(|| open.breaker_state() == Some(ebbtide::metrics::BreakerState::Open));
@@ -319,7 +392,11 @@ fn group_tasks_are_counted_take_deadlines_and_have_their_own_breaker() {
     // A deadline passes while the task waits behind the group's limit.
     let gate = Arc::new(Mutex::new(()));
     let held = gate.lock().unwrap();
-    let mut timed = pool.group::<u32, String>().limit(1).fail_fast(false).timeout(MS);
+    let mut timed = pool
+        .group::<u32, String>()
+        .limit(1)
+        .fail_fast(false)
+        .timeout(MS);
     let g = Arc::clone(&gate);
     timed.spawn(move |_| {
         drop(g.lock().unwrap());
@@ -331,7 +408,9 @@ fn group_tasks_are_counted_take_deadlines_and_have_their_own_breaker() {
     drop(held);
     let r = timed.wait_all();
     assert_eq!(r[1], Err(GroupError::Task(TaskError::TimedOut)));
-    let bad = pool.group::<u32, String>().circuit_breaker(BreakerConfig::new().window(0));
+    let bad = pool
+        .group::<u32, String>()
+        .circuit_breaker(BreakerConfig::new().window(0));
     assert_eq!(bad.unwrap_err().option(), "circuit_breaker.window");
 }
 

@@ -5,9 +5,7 @@
 mod common;
 
 use common::{assert_identity, until, Arrivals, PATIENCE};
-use ebbtide::{
-    Pool, PendingTimers, Schedule, SubmitError, TaskError, MAX_DELAY,
-};
+use ebbtide::{PendingTimers, Pool, Schedule, SubmitError, TaskError, MAX_DELAY};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,7 +67,10 @@ fn delays_fire_in_due_order_and_never_early() {
         assert_eq!(ran_at, t0 + delays[i] * MS, "task {i}");
     }
     let m = pool.metrics();
-    assert_eq!((m.counts.delayed, m.counts.timers_fired, m.timers_pending), (5, 5, 0));
+    assert_eq!(
+        (m.counts.delayed, m.counts.timers_fired, m.timers_pending),
+        (5, 5, 0)
+    );
     assert_eq!(m.timer_lateness.count(), 5);
     pool.wait_idle();
     assert_identity(&pool.metrics());
@@ -169,8 +170,8 @@ fn a_fixed_rate_task_under_a_slow_body_skips_and_a_fixed_delay_one_spaces() {
             Schedule::FixedRate(_) => [0, 30, 60],
             Schedule::FixedDelay(_) => [0, 35, 70],
         };
-        for k in 1..3 {
-            let next = t0 + expected[k] * MS;
+        for (k, &offset) in expected.iter().enumerate().skip(1) {
+            let next = t0 + offset * MS;
             until(|| pool.metrics().timers_pending == 1);
             // Run k has rescheduled itself: its skips are counted.
             let skipped = match schedule {
@@ -262,10 +263,18 @@ fn shutdown_accounts_for_every_pending_timer() {
         assert_eq!(h.join(), Err(TaskError::Abandoned));
     }
     assert_eq!(
-        (report.submitted, report.timers_abandoned, report.abandoned, report.cancelled),
+        (
+            report.submitted,
+            report.timers_abandoned,
+            report.abandoned,
+            report.cancelled
+        ),
         (4, 3, 3, 1)
     );
-    assert_eq!(report.completed + report.still_running + report.timers_run_early, 0);
+    assert_eq!(
+        report.completed + report.still_running + report.timers_run_early,
+        0
+    );
 
     // Run now.
     let time = ManualTime::new();
@@ -279,7 +288,12 @@ fn shutdown_accounts_for_every_pending_timer() {
     let values: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
     assert_eq!(values, [Ok(0), Ok(1), Ok(2)]);
     assert_eq!(
-        (report.submitted, report.timers_run_early, report.completed, report.cancelled),
+        (
+            report.submitted,
+            report.timers_run_early,
+            report.completed,
+            report.cancelled
+        ),
         (4, 3, 3, 1)
     );
     assert_eq!(report.abandoned + report.still_running, 0);
@@ -312,7 +326,10 @@ fn bad_timing_input_is_refused_with_the_option_named() {
         .execute(|| ())
         .unwrap_err();
     assert_eq!(at.invalid_option().unwrap().option(), "at");
-    for schedule in [Schedule::FixedRate(Duration::ZERO), Schedule::FixedDelay(MAX_DELAY * 2)] {
+    for schedule in [
+        Schedule::FixedRate(Duration::ZERO),
+        Schedule::FixedDelay(MAX_DELAY * 2),
+    ] {
         let e = pool.task().periodic(schedule, |_| ()).unwrap_err();
         assert_eq!(e.invalid_option().unwrap().option(), "schedule.period");
         assert!(e.to_string().contains("schedule.period"), "{e}");

@@ -2,19 +2,19 @@
 
 use crate::error::{SubmitError, TaskError};
 use crate::loom::sync::Arc as LoomArc;
-use crate::sched::{Registry, Wait};
-use crate::sched::breaker::{Breaker, BreakerConfig};
 use crate::metrics::BreakerState;
+use crate::sched::breaker::{Breaker, BreakerConfig};
+use crate::sched::{Registry, Wait};
 use crate::task::cancel::{CancelToken, Deadline, TaskContext};
 use crate::task::retry::{Fallible, FallibleSlot};
 use crate::task::{Failed, JoinHandle, Slot};
-use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Why a task of a group produced no value.
 #[derive(Clone, Debug, PartialEq, Eq)]

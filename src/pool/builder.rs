@@ -6,7 +6,8 @@ use crate::metrics::clock::ManualClock;
 use crate::metrics::StallReport;
 use crate::pool::Pool;
 use crate::sched::config::{
-    Backpressure, Config, DeadLetterHandler, PanicHandler, ResizeHandler, ScalingConfig, StallHandler, TaskPanic,
+    Backpressure, Config, DeadLetterHandler, PanicHandler, ResizeHandler, ScalingConfig,
+    StallHandler, TaskPanic,
 };
 use crate::sched::queue::{Local, LocalQueue};
 use crate::sched::{Registry, ShutdownMode};

@@ -151,7 +151,10 @@ impl TaskBuilder<'_> {
     where
         F: FnMut(&TaskContext) + Send + 'static,
     {
-        if let Some(why) = self.invalid(false).or_else(|| self.periodic_invalid(&schedule)) {
+        if let Some(why) = self
+            .invalid(false)
+            .or_else(|| self.periodic_invalid(&schedule))
+        {
             return Err(SubmitError::Invalid(f, why));
         }
         let options = self.take_options();
@@ -167,7 +170,10 @@ impl TaskBuilder<'_> {
             name: options.name.clone(),
         };
         let cell = std::sync::Arc::clone(&shared.timer);
-        match self.registry.schedule_new(body, first, self.shard, Some(cell)) {
+        match self
+            .registry
+            .schedule_new(body, first, self.shard, Some(cell))
+        {
             Ok(()) => Ok(PeriodicHandle {
                 registry: Arc::clone(self.registry),
                 handle: JoinHandle::new(Arc::clone(&shared.slot)),
@@ -191,11 +197,12 @@ impl TaskBuilder<'_> {
     }
 }
 
+/// What `PoolHandle::replay` returns: the replayed task's handle (its value
+/// `()`, its errors as text), or the dead letter handed back.
+pub type Replayed = Result<JoinHandle<Result<(), Failed<String>>>, SubmitError<Box<DeadLetter>>>;
+
 /// Submits a dead letter's task again (see `PoolHandle::replay`).
-pub(crate) fn replay(
-    builder: TaskBuilder<'_>,
-    letter: DeadLetter,
-) -> Result<JoinHandle<Result<(), Failed<String>>>, SubmitError<DeadLetter>> {
+pub(crate) fn replay(builder: TaskBuilder<'_>, letter: DeadLetter) -> Replayed {
     let DeadLetter {
         name,
         shard,
@@ -212,13 +219,15 @@ pub(crate) fn replay(
         builder = builder.shard_index(shard);
     }
     builder.spawn_fallible(body).map_err(|e| {
-        e.map(|body| DeadLetter {
-            name,
-            shard,
-            attempts,
-            policy,
-            body,
-            resolve: None,
+        e.map(|body| {
+            Box::new(DeadLetter {
+                name,
+                shard,
+                attempts,
+                policy,
+                body,
+                resolve: None,
+            })
         })
     })
 }

@@ -366,12 +366,8 @@ macro_rules! pool_methods {
         ///
         /// # Errors
         /// As [`TaskBuilder::execute`](crate::TaskBuilder::execute); the dead
-        /// letter is handed back.
-        pub fn replay(
-            &self,
-            letter: crate::DeadLetter,
-        ) -> Result<JoinHandle<Result<(), crate::Failed<String>>>, SubmitError<crate::DeadLetter>>
-        {
+        /// letter is handed back (boxed).
+        pub fn replay(&self, letter: crate::DeadLetter) -> crate::Replayed {
             crate::pool::fallible::replay(self.task(), letter)
         }
     };

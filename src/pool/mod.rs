@@ -15,7 +15,7 @@ pub use builder::{
     Builder, DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_SHARDS,
     MAX_WORKERS,
 };
-pub use fallible::PeriodicHandle;
+pub use fallible::{PeriodicHandle, Replayed};
 pub use handle::PoolHandle;
 pub use keyed::Keyed;
 pub use owner::Pool;

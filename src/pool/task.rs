@@ -7,10 +7,10 @@ use crate::sched::{Registry, Wait};
 use crate::task::cancel::{ContextTask, CxBody, NoCx, TaskOptions, WithCx};
 use crate::task::job::{Execute, Runnable};
 use crate::task::{CancelToken, JoinHandle, Slot, Spawn, TaskContext};
+use crate::time::RetryPolicy;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc as StdArc;
-use crate::time::RetryPolicy;
 use std::time::{Duration, Instant};
 
 /// A task being described, from [`PoolHandle::task`](crate::PoolHandle::task):

@@ -38,7 +38,7 @@ use crate::time::clock::TimerClock;
 use crate::time::wheel::{Refused, TimerId, Wheel};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc as StdArc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const NO_SHARD: u32 = u32::MAX;
 
@@ -246,7 +246,8 @@ impl Registry {
                 // The places of the tasks run now, taken before admission
                 // closes (this thread closes it after).
                 let run = entries.iter().filter(|(_, e)| e.cell.is_none()).count() as u64;
-                self.admission.fetch_add(run * (QUEUED_ONE + PENDING_ONE), SeqCst);
+                self.admission
+                    .fetch_add(run * (QUEUED_ONE + PENDING_ONE), SeqCst);
             }
             entries
         };
@@ -382,6 +383,7 @@ impl Registry {
     }
 
     /// Fires every entry due by the clock now; returns how many.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn poll_timers(&self) -> usize {
         let timers = &self.timers;
         let now = timers.clock.now();
@@ -413,6 +415,7 @@ impl Registry {
     }
 
     /// The driver's loop: fire what is due, sleep until the next deadline.
+    #[cfg(not(loom))]
     pub(crate) fn drive_timers(&self) {
         let timers = &self.timers;
         loop {
@@ -429,7 +432,7 @@ impl Registry {
             }
             state.sleeping_until = Some(next.unwrap_or(u64::MAX));
             let wake = if timers.clock.is_manual() {
-                Some(Instant::now() + Duration::from_millis(1))
+                Some(Instant::now() + std::time::Duration::from_millis(1))
             } else {
                 next.map(|t| timers.clock.instant_of(t))
             };
@@ -478,6 +481,10 @@ mod tests {
     /// closure inline (a larger one is boxed, and the node holds the box).
     #[test]
     fn a_pending_timer_costs_at_most_80_bytes_with_24_of_closure() {
-        assert!(node_bytes::<Entry>() <= 80, "{} bytes", node_bytes::<Entry>());
+        assert!(
+            node_bytes::<Entry>() <= 80,
+            "{} bytes",
+            node_bytes::<Entry>()
+        );
     }
 }

@@ -216,7 +216,10 @@ impl TaskOptions {
 /// Whether a task may start now: `Err(Cancelled)` if its token is
 /// cancelled, `Err(TimedOut)` if its fixed deadline passed in the queue;
 /// else its deadline as it runs.
-pub(crate) fn may_start(token: &CancelToken, deadline: Deadline) -> Result<Option<Instant>, TaskError> {
+pub(crate) fn may_start(
+    token: &CancelToken,
+    deadline: Deadline,
+) -> Result<Option<Instant>, TaskError> {
     if token.is_cancelled() {
         return Err(TaskError::Cancelled);
     }
@@ -321,7 +324,9 @@ where
         }
         let deadline = match may_start(&token, deadline) {
             Ok(deadline) => deadline,
-            Err(TaskError::Cancelled) => return refuse(TaskError::Cancelled, Outcome::Cancelled, f),
+            Err(TaskError::Cancelled) => {
+                return refuse(TaskError::Cancelled, Outcome::Cancelled, f)
+            }
             Err(why) => return refuse(why, Outcome::TimedOut, f),
         };
         let cx = TaskContext {

@@ -35,7 +35,11 @@ impl<E> Failed<E> {
 
     /// The last attempt's error.
     pub fn last(&self) -> &E {
-        &self.attempts.last().expect("a failure has an attempt").error
+        &self
+            .attempts
+            .last()
+            .expect("a failure has an attempt")
+            .error
     }
 
     /// Whether the task went to the pool's dead letters (a task submitted

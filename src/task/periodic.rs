@@ -60,7 +60,12 @@ where
     F: FnMut(&TaskContext) + Send + 'static,
 {
     fn run(mut self) -> Outcome {
-        let token = self.shared.slot.token.clone().expect("periodic tasks have a token");
+        let token = self
+            .shared
+            .slot
+            .token
+            .clone()
+            .expect("periodic tasks have a token");
         if token.is_cancelled() {
             self.shared.stop();
             self.drop_quietly();
@@ -74,7 +79,9 @@ where
         let f = &mut self.f;
         if let Err(payload) = run_named(&cx, || f(&cx)) {
             let message = panic_message(&*payload);
-            self.shared.slot.complete(Err(TaskError::Panicked { message }));
+            self.shared
+                .slot
+                .complete(Err(TaskError::Panicked { message }));
             return Outcome::Panicked(payload);
         }
         self.shared.runs.fetch_add(1, Relaxed);

@@ -59,7 +59,11 @@ where
             self.discard_quietly();
             return Outcome::Cancelled;
         }
-        let token = self.slot.token.clone().expect("fallible tasks have a token");
+        let token = self
+            .slot
+            .token
+            .clone()
+            .expect("fallible tasks have a token");
         let deadline = match may_start(&token, self.deadline) {
             Ok(deadline) => deadline,
             Err(why) => {

@@ -204,7 +204,11 @@ impl Schedule {
 
     /// After a run that was due at `due` and finished at `now`: when the
     /// next run is due, and how many due times were skipped.
-    pub fn next_after(&self, due: std::time::Instant, now: std::time::Instant) -> (std::time::Instant, u64) {
+    pub fn next_after(
+        &self,
+        due: std::time::Instant,
+        now: std::time::Instant,
+    ) -> (std::time::Instant, u64) {
         match *self {
             Schedule::FixedDelay(p) => (now + p, 0),
             Schedule::FixedRate(p) => {
@@ -239,7 +243,9 @@ mod tests {
 
     #[test]
     fn exponential_delays_grow_and_cap() {
-        let p = RetryPolicy::exponential(10 * MS).max_delay(70 * MS).max_attempts(6);
+        let p = RetryPolicy::exponential(10 * MS)
+            .max_delay(70 * MS)
+            .max_attempts(6);
         let d: Vec<_> = (1..6).map(|n| p.delay_after(n, u64::MAX)).collect();
         assert_eq!(d, [10 * MS, 20 * MS, 40 * MS, 70 * MS, 70 * MS]);
         assert_eq!(RetryPolicy::fixed(5 * MS).delay_after(4, 0), 5 * MS);
@@ -251,10 +257,14 @@ mod tests {
     fn jitter_stays_within_its_bounds() {
         let mut seed = 7;
         for jitter in [Jitter::Full, Jitter::Equal, Jitter::Proportional(0.25)] {
-            let p = RetryPolicy::exponential(100 * MS).max_delay(400 * MS).jitter(jitter);
+            let p = RetryPolicy::exponential(100 * MS)
+                .max_delay(400 * MS)
+                .jitter(jitter);
             let (mut lo, mut hi) = (Duration::MAX, Duration::ZERO);
             for n in 1..5u32 {
-                let raw = RetryPolicy::exponential(100 * MS).max_delay(400 * MS).delay_after(n, 0);
+                let raw = RetryPolicy::exponential(100 * MS)
+                    .max_delay(400 * MS)
+                    .delay_after(n, 0);
                 for _ in 0..1000 {
                     let d = p.delay_after(n, splitmix(&mut seed));
                     let (min, max) = match jitter {
@@ -262,7 +272,10 @@ mod tests {
                         Jitter::Equal => (raw / 2, raw),
                         _ => (raw.mul_f64(0.75), raw.mul_f64(1.25).min(400 * MS)),
                     };
-                    assert!(d >= min && d <= max, "{jitter:?} {n}: {d:?} not in {min:?}..={max:?}");
+                    assert!(
+                        d >= min && d <= max,
+                        "{jitter:?} {n}: {d:?} not in {min:?}..={max:?}"
+                    );
                     lo = lo.min(d);
                     hi = hi.max(d);
                 }
@@ -279,15 +292,23 @@ mod tests {
             (base.clone().factor(0.5), "retry.factor"),
             (base.clone().factor(f64::NAN), "retry.factor"),
             (base.clone().max_delay(MS), "retry.max_delay"),
-            (base.clone().max_delay(crate::MAX_DELAY * 2), "retry.max_delay"),
-            (base.clone().jitter(Jitter::Proportional(1.5)), "retry.jitter"),
+            (
+                base.clone().max_delay(crate::MAX_DELAY * 2),
+                "retry.max_delay",
+            ),
+            (
+                base.clone().jitter(Jitter::Proportional(1.5)),
+                "retry.jitter",
+            ),
         ];
         for (policy, option) in cases {
             assert_eq!(policy.validate().unwrap_err().option(), option);
         }
         assert!(base.validate().is_ok());
         assert!(Schedule::FixedRate(Duration::ZERO).validate().is_err());
-        assert!(Schedule::FixedDelay(crate::MAX_DELAY * 2).validate().is_err());
+        assert!(Schedule::FixedDelay(crate::MAX_DELAY * 2)
+            .validate()
+            .is_err());
         assert!(Schedule::FixedDelay(MS).validate().is_ok());
     }
 

@@ -36,6 +36,7 @@ impl TimerClock {
 
     /// Whether the time comes from the user (then the driver polls it,
     /// since it cannot sleep until a user's instant).
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn is_manual(&self) -> bool {
         self.manual.is_some()
     }
@@ -67,6 +68,7 @@ impl TimerClock {
     }
 
     /// The instant of tick `tick`.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn instant_of(&self, tick: u64) -> Instant {
         self.epoch + Duration::from_millis(tick)
     }

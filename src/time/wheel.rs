@@ -175,6 +175,7 @@ impl<P> Wheel<P> {
 
     /// The tick at which the next poll may fire something (a lower bound:
     /// a higher level's slot may only cascade), or `None` when empty.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn next_deadline(&self) -> Option<u64> {
         self.next_expiration().map(|(_, _, deadline)| deadline)
     }
@@ -228,7 +229,8 @@ impl<P> Wheel<P> {
             }
             let shift = level as u32 * BITS;
             let now_slot = ((self.elapsed >> shift) as usize) & (SLOTS - 1);
-            let slot = (now_slot + occupied.rotate_right(now_slot as u32).trailing_zeros() as usize)
+            let slot = (now_slot
+                + occupied.rotate_right(now_slot as u32).trailing_zeros() as usize)
                 & (SLOTS - 1);
             let level_span = 1u64 << (shift + BITS);
             let level_start = self.elapsed & !(level_span - 1);
@@ -290,12 +292,14 @@ impl<P> Wheel<P> {
         node.prev = NIL;
         node.next = self.free;
         self.free = index;
-        node.payload.take().expect("a linked node holds its payload")
+        node.payload
+            .take()
+            .expect("a linked node holds its payload")
     }
 }
 
 /// The memory one pending entry carrying `P` occupies in the slab.
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(crate) const fn node_bytes<P>() -> usize {
     std::mem::size_of::<Node<P>>()
 }
@@ -351,7 +355,10 @@ mod tests {
         // The freed node is reused under a new generation.
         let d = wheel.insert(100, 4).unwrap();
         assert_eq!(wheel.cancel(b), None);
-        assert_eq!(fire_all(&mut wheel, 100), vec![(100, 1), (100, 3), (100, 4)]);
+        assert_eq!(
+            fire_all(&mut wheel, 100),
+            vec![(100, 1), (100, 3), (100, 4)]
+        );
         assert_eq!(wheel.cancel(a), None);
         assert_eq!(wheel.cancel(c), None);
         assert_eq!(wheel.cancel(d), None);
