@@ -13,6 +13,9 @@
 //!   Pools: `ebbtide`, `sharded` (one thread and channel per shard).
 //! - `fib`: fib(27) with a `join` at every node. Pools: `ebbtide`,
 //!   `rayon`.
+//! - `retry`: 1M tiny tasks that succeed at once, each with a handle
+//!   (dropped): `spawn` (plain), `spawn_with` (a context), `fallible`
+//!   (`retry(..).spawn_fallible`), on ebbtide.
 //!
 //! Every pool has 2 workers. Prints the workload's checksum, so a pool that
 //! skipped work would show.
@@ -140,6 +143,32 @@ fn fork_join(pool: &str) -> u64 {
     }
 }
 
+fn retry(pool: &str) -> u64 {
+    let counter = Arc::new(AtomicU64::new(0));
+    let p = ebbtide_pool(true);
+    let policy = ebbtide::RetryPolicy::exponential(std::time::Duration::from_millis(10));
+    for _ in 0..TASKS {
+        let c = Arc::clone(&counter);
+        match pool {
+            "spawn" => drop(p.spawn(move || c.fetch_add(1, Relaxed)).unwrap()),
+            "spawn_with" => drop(
+                p.task()
+                    .spawn_with(move |_| Ok(c.fetch_add(1, Relaxed)))
+                    .unwrap(),
+            ),
+            "fallible" => drop(
+                p.task()
+                    .retry(policy.clone())
+                    .spawn_fallible(move |_| Ok::<_, &str>(c.fetch_add(1, Relaxed)))
+                    .unwrap(),
+            ),
+            other => panic!("retry has no pool {other:?}"),
+        }
+    }
+    p.wait_idle();
+    counter.load(Relaxed)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` passes `--bench`; the script passes the two names.
@@ -160,6 +189,7 @@ fn main() {
         "spawn" => spawn(pool),
         "keyed" => keyed(pool),
         "fib" => fork_join(pool),
+        "retry" => retry(pool),
         other => panic!("no workload {other:?}"),
     };
     println!("{workload} {pool} checksum {sum}");

@@ -21,8 +21,9 @@ declare -A pools=(
   [spawn]="channel ebbtide ebbtide_nometrics rayon threadpool"
   [keyed]="sharded ebbtide"
   [fib]="rayon ebbtide"
+  [retry]="spawn spawn_with fallible"
 )
-declare -A units=([spawn]=1000000 [keyed]=1000000 [fib]=317810)
+declare -A units=([spawn]=1000000 [keyed]=1000000 [fib]=317810 [retry]=1000000)
 workloads=("$@")
 [ ${#workloads[@]} -gt 0 ] || workloads=(spawn keyed fib)
 out=$(mktemp -d)

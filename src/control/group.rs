@@ -260,7 +260,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
     {
         let index = self.handles.len();
         let slot: LoomArc<FallibleSlot<T, E>> =
-            LoomArc::new(Slot::with_token(self.shared.token.child()));
+            LoomArc::new(Slot::with_token(self.shared.token.clone()));
         self.handles.push(JoinHandle::new(LoomArc::clone(&slot)));
         if let Some(breaker) = &self.shared.breaker {
             if !breaker.admit() {

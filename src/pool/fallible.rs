@@ -158,7 +158,8 @@ impl TaskBuilder<'_> {
             return Err(SubmitError::Invalid(f, why));
         }
         let options = self.take_options();
-        let shared = Arc::new(PeriodicShared::new(self.token(&options)));
+        // Its own token, shared by its runs: the handle's `cancel` cancels it.
+        let shared = Arc::new(PeriodicShared::new(self.token(&options).child()));
         let clock = self.registry.timers.clock.clone();
         let first = options.at.unwrap_or_else(|| clock.now());
         let body = Periodic {

@@ -477,14 +477,19 @@ impl<'p> TaskBuilder<'p> {
         options
     }
 
-    /// A new task's token: a child of the given parent (also cancelled by
-    /// the pool's `shutdown_now`), or of the pool's.
+    /// The token that cancels a new task from above: the one given, or
+    /// the pool's (the task's own is made only if its context asks).
     pub(super) fn token(&self, options: &TaskOptions) -> CancelToken {
         let root = &self.registry.token;
-        let token = options.parent.as_ref().unwrap_or(root).child();
-        if options.parent.is_some() && root.is_cancelled() {
-            token.cancel();
+        match &options.parent {
+            // Shutdown already cancelled the pool's tasks: this one too.
+            Some(parent) if root.is_cancelled() => {
+                let token = parent.child();
+                token.cancel();
+                token
+            }
+            Some(parent) => parent.clone(),
+            None => root.clone(),
         }
-        token
     }
 }

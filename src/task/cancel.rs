@@ -18,16 +18,17 @@
 use super::job::{panic_message, Outcome, Runnable};
 use super::slot::TaskSlot;
 use crate::error::TaskError;
-use parking_lot::Mutex;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::ptr::NonNull;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 struct Node {
     cancelled: AtomicBool,
-    children: Mutex<Vec<Weak<Node>>>,
+    /// The token this one was made from: cancelling it cancels this one.
+    parent: Option<CancelToken>,
 }
 
 /// A cancellation flag that forms a tree: cancelling a token cancels every
@@ -36,6 +37,9 @@ struct Node {
 /// `shutdown_timeout`); each group has a child of its parent's; each task
 /// started with [`TaskBuilder::spawn_with`](crate::TaskBuilder::spawn_with)
 /// has its own child.
+///
+/// A child looks up its ancestors when asked (a few loads, as deep as the
+/// tree), so making one takes no lock and cancelling one visits nothing.
 #[derive(Clone)]
 pub struct CancelToken(Arc<Node>);
 
@@ -58,44 +62,39 @@ impl CancelToken {
     pub fn new() -> Self {
         CancelToken(Arc::new(Node {
             cancelled: AtomicBool::new(false),
-            children: Mutex::new(Vec::new()),
+            parent: None,
         }))
     }
 
     /// A token cancelled when this one is (at once, if it already is).
     pub fn child(&self) -> CancelToken {
-        let child = CancelToken::new();
-        let mut children = self.0.children.lock();
-        // Under the lock: `cancel` sets the flag before it takes the list,
-        // so a child added after that sees the flag here.
-        if self.is_cancelled() {
-            child.0.cancelled.store(true, Ordering::Release);
-        } else {
-            if children.len() >= 32 && children.len().is_power_of_two() {
-                children.retain(|w| w.strong_count() > 0);
-            }
-            children.push(Arc::downgrade(&child.0));
-        }
-        child
+        CancelToken(Arc::new(Node {
+            cancelled: AtomicBool::new(false),
+            parent: Some(self.clone()),
+        }))
     }
 
     /// Cancels this token and all its descendants. Idempotent.
     pub fn cancel(&self) {
-        // AcqRel: a task that sees the flag sees what the canceller did
-        // before cancelling.
-        if self.0.cancelled.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let children = std::mem::take(&mut *self.0.children.lock());
-        for child in children.iter().filter_map(Weak::upgrade) {
-            CancelToken(child).cancel();
-        }
+        // Release: a task that sees the flag (acquire) sees what the
+        // canceller did before cancelling.
+        self.0.cancelled.store(true, Ordering::Release);
     }
 
-    /// Whether this token (or an ancestor, since it was made) is cancelled.
+    /// Whether this token or an ancestor is cancelled.
     #[inline]
     pub fn is_cancelled(&self) -> bool {
-        self.0.cancelled.load(Ordering::Acquire)
+        let mut node = &self.0;
+        loop {
+            // Acquire: pairs with the release in `cancel`.
+            if node.cancelled.load(Ordering::Acquire) {
+                return true;
+            }
+            match &node.parent {
+                Some(parent) => node = &parent.0,
+                None => return false,
+            }
+        }
     }
 }
 
@@ -116,12 +115,35 @@ pub(crate) struct TaskOptions {
 }
 
 /// What a task started with `spawn_with` can ask about itself. Cheap: no
-/// allocation per call; `is_cancelled` is an atomic load and, with a
-/// deadline, one clock read.
+/// allocation per call; `is_cancelled` is a few atomic loads and, with a
+/// deadline, one clock read. The task's own [`token`](Self::token) is made
+/// only when first asked for.
 pub struct TaskContext {
-    pub(crate) token: CancelToken,
+    /// The token that cancels the task from above (the pool's, a group's,
+    /// the one given to the builder), or a periodic task's own.
+    parent: CancelToken,
+    /// The task's slot: its handle's cancel flag, and where its own token
+    /// is made. Valid for the context's whole life (see `new`).
+    source: Option<NonNull<dyn CancelSource>>,
+    own: OnceLock<CancelToken>,
     pub(crate) deadline: Option<Instant>,
     pub(crate) name: Option<Arc<str>>,
+}
+
+// SAFETY: `source` points to a `Sync` slot that outlives the context (the
+// contract of `new`); every other field is `Send + Sync`.
+unsafe impl Send for TaskContext {}
+// SAFETY: as for `Send`: shared access to the slot goes through its atomics
+// and its lock.
+unsafe impl Sync for TaskContext {}
+
+/// Where a running task's context finds its handle's cancellation (the
+/// task's result slot).
+pub(crate) trait CancelSource: Sync {
+    /// Whether the handle's `cancel` was called.
+    fn requested(&self) -> bool;
+    /// The task's own token (made on first call).
+    fn own_token(&self) -> CancelToken;
 }
 
 impl fmt::Debug for TaskContext {
@@ -135,16 +157,49 @@ impl fmt::Debug for TaskContext {
 }
 
 impl TaskContext {
-    /// Whether the task should stop: its token was cancelled (the handle's
-    /// `cancel`, its group, the pool's `shutdown_now`) or its deadline
-    /// passed.
+    /// A context cancelled by `parent` and, through `source`, by the task's
+    /// handle; without a source, `parent` is the task's own token.
+    ///
+    /// # Safety
+    /// `source`, if any, must stay valid as long as the context lives (the
+    /// task body holds the slot while the context exists; the closure only
+    /// borrows the context).
+    pub(crate) unsafe fn new(
+        parent: CancelToken,
+        source: Option<&(dyn CancelSource + 'static)>,
+        deadline: Option<Instant>,
+        name: Option<Arc<str>>,
+    ) -> Self {
+        TaskContext {
+            parent,
+            source: source.map(NonNull::from),
+            own: OnceLock::new(),
+            deadline,
+            name,
+        }
+    }
+
+    fn source(&self) -> Option<&dyn CancelSource> {
+        // SAFETY: valid while the context lives (`new`'s contract).
+        self.source.map(|p| unsafe { p.as_ref() })
+    }
+
+    fn token_cancelled(&self) -> bool {
+        self.parent.is_cancelled()
+            || self.source().is_some_and(CancelSource::requested)
+            || self.own.get().is_some_and(CancelToken::is_cancelled)
+    }
+
+    /// Whether the task should stop: it was cancelled (its handle's
+    /// `cancel`, its token, its group, the pool's `shutdown_now`) or its
+    /// deadline passed.
     #[inline]
     pub fn is_cancelled(&self) -> bool {
-        self.token.is_cancelled() || self.deadline.is_some_and(|d| Instant::now() >= d)
+        self.token_cancelled() || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// `Err(TimedOut)` once the deadline passed, `Err(Cancelled)` once the
-    /// token is cancelled, else `Ok(())`: use `cx.check()?` to return early.
+    /// task is cancelled, else `Ok(())`: use `cx.check()?` to return early.
     ///
     /// # Errors
     /// As described.
@@ -152,7 +207,7 @@ impl TaskContext {
     pub fn check(&self) -> Result<(), TaskError> {
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             Err(TaskError::TimedOut)
-        } else if self.token.is_cancelled() {
+        } else if self.token_cancelled() {
             Err(TaskError::Cancelled)
         } else {
             Ok(())
@@ -176,9 +231,13 @@ impl TaskContext {
     }
 
     /// The task's cancellation token (e.g. to make child tokens for work it
-    /// starts).
+    /// starts): cancelled when the task is; cancelling it cancels the task.
+    /// Made on the first call.
     pub fn token(&self) -> &CancelToken {
-        &self.token
+        match self.source() {
+            None => &self.parent,
+            Some(source) => self.own.get_or_init(|| source.own_token()),
+        }
     }
 }
 
@@ -311,7 +370,7 @@ where
             deadline,
             name,
         } = self;
-        let token = slot.token.clone().expect("context tasks have a token");
+        let parent = slot.token.clone().expect("context tasks have a parent token");
         let refuse = |why: TaskError, outcome: Outcome, f: F| {
             let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
             slot.complete(Err(why));
@@ -322,18 +381,13 @@ where
             let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
             return Outcome::Cancelled;
         }
-        let deadline = match may_start(&token, deadline) {
+        let deadline = match may_start(&parent, deadline) {
             Ok(deadline) => deadline,
-            Err(TaskError::Cancelled) => {
-                return refuse(TaskError::Cancelled, Outcome::Cancelled, f)
-            }
+            Err(TaskError::Cancelled) => return refuse(TaskError::Cancelled, Outcome::Cancelled, f),
             Err(why) => return refuse(why, Outcome::TimedOut, f),
         };
-        let cx = TaskContext {
-            token,
-            deadline,
-            name,
-        };
+        // SAFETY: `slot` lives to the end of this function, past `cx`.
+        let cx = unsafe { TaskContext::new(parent, Some(&*slot), deadline, name) };
         let result = run_named(&cx, || f.call(&cx));
         let (value, outcome) = match result {
             Ok(Ok(v)) => {

@@ -70,8 +70,9 @@ impl<T> JoinHandle<T> {
         if prevented {
             self.slot.complete(Err(TaskError::Cancelled));
         }
-        if let Some(token) = &self.slot.token {
-            token.cancel();
+        if self.slot.token.is_some() {
+            // A task with a context sees it (a plain one cannot).
+            self.slot.request_cancel();
         }
         prevented
     }

@@ -71,11 +71,8 @@ where
             self.drop_quietly();
             return Outcome::Cancelled;
         }
-        let cx = TaskContext {
-            token,
-            deadline: None,
-            name: self.name.clone(),
-        };
+        // SAFETY: no source: the context borrows nothing.
+        let cx = unsafe { TaskContext::new(token, None, None, self.name.clone()) };
         let f = &mut self.f;
         if let Err(payload) = run_named(&cx, || f(&cx)) {
             let message = panic_message(&*payload);

@@ -59,12 +59,14 @@ where
             self.discard_quietly();
             return Outcome::Cancelled;
         }
-        let token = self
+        let parent = self
             .slot
             .token
             .clone()
-            .expect("fallible tasks have a token");
-        let deadline = match may_start(&token, self.deadline) {
+            .expect("fallible tasks have a parent token");
+        // A retry's handle may have been cancelled while it waited.
+        let cancelled = self.slot.cancel_requested().then_some(TaskError::Cancelled);
+        let deadline = match cancelled.map_or_else(|| may_start(&parent, self.deadline), Err) {
             Ok(deadline) => deadline,
             Err(why) => {
                 let outcome = match why {
@@ -76,11 +78,9 @@ where
                 return outcome;
             }
         };
-        let cx = TaskContext {
-            token,
-            deadline,
-            name: self.name.clone(),
-        };
+        let slot = Arc::clone(&self.slot);
+        // SAFETY: `slot` lives to the end of this function, past `cx`.
+        let cx = unsafe { TaskContext::new(parent, Some(&*slot), deadline, self.name.clone()) };
         let f = &mut self.f;
         match run_named(&cx, || f(&cx)) {
             Ok(Ok(value)) => {

@@ -23,6 +23,9 @@ use std::sync::atomic::Ordering;
 pub(crate) struct SlotInner<V> {
     pub(crate) result: Option<V>,
     pub(crate) waiter: Waiter,
+    /// The task's own cancellation token, made on first need (its
+    /// context's `token()`), under this lock (see `request_cancel`).
+    token: Option<crate::task::CancelToken>,
 }
 
 pub(crate) const QUEUED: u8 = 0;
@@ -35,8 +38,13 @@ pub(crate) struct Slot<V> {
     /// Queued → running (the worker, at start) or queued → cancelled (the
     /// handle's `cancel`): whichever CAS wins decides whether it runs.
     pub(crate) start: crate::loom::sync::atomic::AtomicU8,
-    /// The task's cancellation token (tasks started with a context).
+    /// The token that cancels the task from above (the pool's, a group's,
+    /// the one given to the task builder), for tasks with a context.
     pub(crate) token: Option<crate::task::cancel::CancelToken>,
+    /// Set by the handle's `cancel`: the running task's context sees it.
+    /// (The task's own token is made only if asked for: most tasks never
+    /// need one, and a token is an allocation.)
+    cancel: AtomicBool,
     pub(crate) inner: Mutex<SlotInner<V>>,
     /// For a keyed task: its pool's identity and its shard, to
     /// detect a task waiting for a later task of its own shard.
@@ -49,9 +57,11 @@ impl<V> Slot<V> {
             done: AtomicBool::new(false),
             start: crate::loom::sync::atomic::AtomicU8::new(QUEUED),
             token: None,
+            cancel: AtomicBool::new(false),
             inner: Mutex::new(SlotInner {
                 result: None,
                 waiter: Waiter::None,
+                token: None,
             }),
             shard: None,
         }
@@ -97,6 +107,43 @@ impl<V> Slot<V> {
             }
             _ => false,
         }
+    }
+
+    /// The handle's `cancel`: marks the task cancelled for its context, and
+    /// cancels its own token if it was made. The flag is set before the
+    /// lock and read under it by `own_token`: whichever takes the lock
+    /// second sees the other's work, so a token made at any time is
+    /// cancelled.
+    pub(crate) fn request_cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        if let Some(token) = &self.inner.lock().token {
+            token.cancel();
+        }
+    }
+
+    /// Whether the handle's `cancel` was called.
+    #[inline]
+    pub(crate) fn cancel_requested(&self) -> bool {
+        // Acquire: pairs with the store in `request_cancel`.
+        self.cancel.load(Ordering::Acquire)
+    }
+
+    /// The task's own token: a child of its parent token, made on first
+    /// call and cancelled at once if the handle's `cancel` came first.
+    pub(crate) fn own_token(&self) -> crate::task::CancelToken {
+        let mut inner = self.inner.lock();
+        if let Some(token) = &inner.token {
+            return token.clone();
+        }
+        let token = match &self.token {
+            Some(parent) => parent.child(),
+            None => crate::task::CancelToken::new(),
+        };
+        if self.cancel.load(Ordering::SeqCst) {
+            token.cancel();
+        }
+        inner.token = Some(token.clone());
+        token
     }
 
     /// Claims the task's start; `false` if `cancel` came first (then the
@@ -226,5 +273,15 @@ where
         let Spawn { f, slot } = self;
         let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
         slot.complete(Err(why));
+    }
+}
+
+impl<V: Send> crate::task::cancel::CancelSource for Slot<V> {
+    fn requested(&self) -> bool {
+        self.cancel_requested()
+    }
+
+    fn own_token(&self) -> crate::task::CancelToken {
+        Slot::own_token(self)
     }
 }
