@@ -6,7 +6,7 @@ use crate::metrics::BreakerState;
 use crate::sched::breaker::{Breaker, BreakerConfig};
 use crate::sched::{Registry, Wait};
 use crate::task::cancel::{CancelToken, Deadline, TaskContext};
-use crate::task::retry::{Fallible, FallibleSlot};
+use crate::task::retry::{Fallible, FallibleSlot, Plan};
 use crate::task::{Failed, JoinHandle, Slot};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -292,18 +292,23 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
                 owner.failed(index, ok.is_ok());
                 ok
             };
+            let plan = (!matches!(deadline, Deadline::None)).then(|| {
+                Box::new(Plan {
+                    policy: None,
+                    attempts: Vec::new(),
+                    clock: shared.pool.timers.clock.clone(),
+                    deadline,
+                    name: None,
+                    shard: None,
+                    seed: 0,
+                    to_text: None,
+                })
+            });
             let task = Fallible {
                 f: body,
                 retry_if: |_: &E| false,
-                policy: None,
                 slot: LoomArc::clone(&slot),
-                attempts: Vec::new(),
-                clock: shared.pool.timers.clock.clone(),
-                deadline,
-                name: None,
-                shard: None,
-                seed: 0,
-                to_text: None,
+                plan,
             };
             if let Err(refused) = shared.pool.submit(task, Wait::Policy, None) {
                 let why = match refused {

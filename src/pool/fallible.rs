@@ -6,8 +6,9 @@ use super::task::TaskBuilder;
 use crate::error::{InvalidOption, SubmitError, TaskError};
 use crate::loom::sync::Arc;
 use crate::sched::Registry;
+use crate::task::cancel::Deadline;
 use crate::task::periodic::{Periodic, PeriodicShared};
-use crate::task::retry::Fallible;
+use crate::task::retry::{Fallible, Plan};
 use crate::task::{DeadLetter, Failed, JoinHandle, TaskContext};
 use crate::time::Schedule;
 use std::fmt::{self, Display};
@@ -79,19 +80,25 @@ impl TaskBuilder<'_> {
         let wait = self.wait();
         let options = self.take_options();
         let slot = self.slot(Some(self.token(&options)));
-        let seed = crate::metrics::clock::ticks() ^ (Arc::as_ptr(&slot) as u64);
+        let deadline = options.resolve();
+        let plain = options.retry.is_none() && options.name.is_none();
+        let plan = (!plain || !matches!(deadline, Deadline::None)).then(|| {
+            Box::new(Plan {
+                policy: options.retry.clone(),
+                attempts: Vec::new(),
+                clock: self.registry.timers.clock.clone(),
+                deadline,
+                name: options.name.clone(),
+                shard: self.shard,
+                seed: crate::metrics::clock::ticks() ^ (Arc::as_ptr(&slot) as u64),
+                to_text: Some(crate::task::retry::display::<E>),
+            })
+        });
         let body = Fallible {
             f,
             retry_if,
-            policy: options.retry.clone(),
             slot: Arc::clone(&slot),
-            attempts: Vec::new(),
-            clock: self.registry.timers.clock.clone(),
-            deadline: options.resolve(),
-            name: options.name.clone(),
-            shard: self.shard,
-            seed,
-            to_text: Some(crate::task::retry::display::<E>),
+            plan,
         };
         match self.submit(body, wait) {
             Ok(()) => Ok(JoinHandle::new(slot)),

@@ -4,7 +4,7 @@
 use crate::error::{InvalidOption, SubmitError, TaskError};
 use crate::loom::sync::Arc;
 use crate::sched::{Registry, Wait};
-use crate::task::cancel::{ContextTask, CxBody, NoCx, TaskOptions, WithCx};
+use crate::task::cancel::{meta, ContextTask, CxBody, NoCx, TaskOptions, WithCx};
 use crate::task::job::{Execute, Runnable};
 use crate::task::{CancelToken, JoinHandle, Slot, Spawn, TaskContext};
 use crate::time::RetryPolicy;
@@ -455,8 +455,7 @@ impl<'p> TaskBuilder<'p> {
         let task = ContextTask {
             f: body,
             slot: Arc::clone(&slot),
-            deadline: options.resolve(),
-            name: options.name,
+            meta: meta(options.resolve(), options.name),
         };
         match self.submit(task, wait) {
             Ok(()) => Ok(JoinHandle::new(slot)),

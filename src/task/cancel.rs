@@ -20,8 +20,8 @@ use super::slot::TaskSlot;
 use crate::error::TaskError;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -350,12 +350,23 @@ where
     }
 }
 
+/// A context task's deadline and name, boxed only when it has either, so
+/// that the common task (neither) fits its queue slot with no allocation.
+pub(crate) type Meta = Option<Box<(Deadline, Option<Arc<str>>)>>;
+
+/// Boxes a deadline and a name, if there is either.
+pub(crate) fn meta(deadline: Deadline, name: Option<Arc<str>>) -> Meta {
+    match (deadline, name) {
+        (Deadline::None, None) => None,
+        (deadline, name) => Some(Box::new((deadline, name))),
+    }
+}
+
 /// The body of a task submitted with options or a context.
 pub(crate) struct ContextTask<F, T> {
     pub(crate) f: F,
     pub(crate) slot: crate::loom::sync::Arc<TaskSlot<T>>,
-    pub(crate) deadline: Deadline,
-    pub(crate) name: Option<Arc<str>>,
+    pub(crate) meta: Meta,
 }
 
 impl<F, T> Runnable for ContextTask<F, T>
@@ -364,13 +375,12 @@ where
     T: Send + 'static,
 {
     fn run(self) -> Outcome {
-        let ContextTask {
-            f,
-            slot,
-            deadline,
-            name,
-        } = self;
-        let parent = slot.token.clone().expect("context tasks have a parent token");
+        let ContextTask { f, slot, meta } = self;
+        let (deadline, name) = meta.map_or((Deadline::None, None), |m| *m);
+        let parent = slot
+            .token
+            .clone()
+            .expect("context tasks have a parent token");
         let refuse = |why: TaskError, outcome: Outcome, f: F| {
             let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
             slot.complete(Err(why));
@@ -383,7 +393,9 @@ where
         }
         let deadline = match may_start(&parent, deadline) {
             Ok(deadline) => deadline,
-            Err(TaskError::Cancelled) => return refuse(TaskError::Cancelled, Outcome::Cancelled, f),
+            Err(TaskError::Cancelled) => {
+                return refuse(TaskError::Cancelled, Outcome::Cancelled, f)
+            }
             Err(why) => return refuse(why, Outcome::TimedOut, f),
         };
         // SAFETY: `slot` lives to the end of this function, past `cx`.

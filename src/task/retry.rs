@@ -21,14 +21,23 @@ use std::time::Instant;
 /// What a fallible task's handle yields.
 pub(crate) type FallibleSlot<T, E> = TaskSlot<Result<T, Failed<E>>>;
 
-/// A fallible task between attempts (or before its first).
+/// A fallible task between attempts (or before its first). Small enough
+/// for a queue slot when its closure is (one `Arc`, say) and it needs no
+/// plan: no policy, deadline or name.
 pub(crate) struct Fallible<F, P, T, E> {
     pub(crate) f: F,
     /// Whether an error may be retried (`spawn_fallible_if`).
     pub(crate) retry_if: P,
+    pub(crate) slot: Arc<FallibleSlot<T, E>>,
+    /// Everything else, boxed; `None`: one attempt, no deadline, no name,
+    /// and a failure ends it without a dead letter.
+    pub(crate) plan: Option<Box<Plan<E>>>,
+}
+
+/// What a fallible task with options carries between attempts.
+pub(crate) struct Plan<E> {
     /// `None`: one attempt, and a failure ends it without a dead letter.
     pub(crate) policy: Option<RetryPolicy>,
-    pub(crate) slot: Arc<FallibleSlot<T, E>>,
     pub(crate) attempts: Vec<AttemptError<E>>,
     pub(crate) clock: TimerClock,
     pub(crate) deadline: Deadline,
@@ -54,7 +63,8 @@ where
     E: Send + 'static,
 {
     fn run(mut self) -> Outcome {
-        if self.attempts.is_empty() && !self.slot.try_start() {
+        let first = self.plan.as_ref().is_none_or(|p| p.attempts.is_empty());
+        if first && !self.slot.try_start() {
             // `JoinHandle::cancel` came first and resolved the handle.
             self.discard_quietly();
             return Outcome::Cancelled;
@@ -64,9 +74,13 @@ where
             .token
             .clone()
             .expect("fallible tasks have a parent token");
+        let (deadline, name) = match &self.plan {
+            Some(plan) => (plan.deadline, plan.name.clone()),
+            None => (Deadline::None, None),
+        };
         // A retry's handle may have been cancelled while it waited.
         let cancelled = self.slot.cancel_requested().then_some(TaskError::Cancelled);
-        let deadline = match cancelled.map_or_else(|| may_start(&parent, self.deadline), Err) {
+        let deadline = match cancelled.map_or_else(|| may_start(&parent, deadline), Err) {
             Ok(deadline) => deadline,
             Err(why) => {
                 let outcome = match why {
@@ -80,7 +94,7 @@ where
         };
         let slot = Arc::clone(&self.slot);
         // SAFETY: `slot` lives to the end of this function, past `cx`.
-        let cx = unsafe { TaskContext::new(parent, Some(&*slot), deadline, self.name.clone()) };
+        let cx = unsafe { TaskContext::new(parent, Some(&*slot), deadline, name) };
         let f = &mut self.f;
         match run_named(&cx, || f(&cx)) {
             Ok(Ok(value)) => {
@@ -116,19 +130,33 @@ where
 {
     /// An attempt returned `error`: retry later, dead-letter, or fail.
     fn failed(mut self, error: E, cx: &TaskContext) -> Outcome {
-        let attempt = self.attempts.len() as u32 + 1;
-        let now = self.clock.now();
-        let retry = self.policy.as_ref().is_some_and(|p| attempt < p.attempts())
+        let Some(mut plan) = self.plan.take() else {
+            // No plan: one attempt, no policy.
+            let attempts = vec![AttemptError {
+                attempt: 1,
+                at: Instant::now(),
+                error,
+            }];
+            self.slot.complete(Ok(Err(Failed {
+                attempts,
+                dead_lettered: false,
+            })));
+            return Outcome::Failed;
+        };
+        let attempt = plan.attempts.len() as u32 + 1;
+        let now = plan.clock.now();
+        let retry = plan.policy.as_ref().is_some_and(|p| attempt < p.attempts())
             && !cx.is_cancelled()
             && (self.retry_if)(&error);
-        self.attempts.push(AttemptError {
+        plan.attempts.push(AttemptError {
             attempt,
             at: now,
             error,
         });
         if retry {
-            let policy = self.policy.as_ref().expect("retries have a policy");
-            let delay = policy.delay_after(attempt, splitmix(&mut self.seed));
+            let policy = plan.policy.as_ref().expect("retries have a policy");
+            let delay = policy.delay_after(attempt, splitmix(&mut plan.seed));
+            self.plan = Some(plan);
             return Outcome::Again(Box::new(Again {
                 at: now + delay,
                 job: TaskJob::into_job_ref(self),
@@ -136,15 +164,22 @@ where
                 cell: None,
             }));
         }
-        let (Some(policy), Some(to_text)) = (self.policy, self.to_text) else {
+        let Plan {
+            policy,
+            attempts,
+            name,
+            shard,
+            to_text,
+            ..
+        } = *plan;
+        let (Some(policy), Some(to_text)) = (policy, to_text) else {
             self.slot.complete(Ok(Err(Failed {
-                attempts: self.attempts,
+                attempts,
                 dead_lettered: false,
             })));
             return Outcome::Failed;
         };
-        let texts = self
-            .attempts
+        let texts = attempts
             .iter()
             .map(|a| AttemptError {
                 attempt: a.attempt,
@@ -153,10 +188,10 @@ where
             })
             .collect();
         let mut f = self.f;
-        let (slot, attempts) = (self.slot, self.attempts);
+        let slot = self.slot;
         let letter = DeadLetter {
-            name: self.name,
-            shard: self.shard,
+            name,
+            shard,
             attempts: texts,
             policy,
             body: Box::new(move |cx: &TaskContext| f(cx).map(drop).map_err(|e| to_text(&e))),
@@ -176,11 +211,8 @@ impl<F, P, T, E> Fallible<F, P, T, E> {
     /// the pool must survive it.
     fn discard_quietly(self) {
         let Fallible {
-            f,
-            retry_if,
-            attempts,
-            ..
+            f, retry_if, plan, ..
         } = self;
-        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop((f, retry_if, attempts))));
+        let _ = panic::catch_unwind(AssertUnwindSafe(move || drop((f, retry_if, plan))));
     }
 }
