@@ -63,7 +63,7 @@ where
     E: Send + 'static,
 {
     fn run(mut self) -> Outcome {
-        let first = self.plan.as_ref().is_none_or(|p| p.attempts.is_empty());
+        let first = self.plan.as_ref().map_or(true, |p| p.attempts.is_empty());
         if first && !self.slot.try_start() {
             // `JoinHandle::cancel` came first and resolved the handle.
             self.discard_quietly();
