@@ -229,14 +229,17 @@ impl<P> Wheel<P> {
             }
             let shift = level as u32 * BITS;
             let now_slot = ((self.elapsed >> shift) as usize) & (SLOTS - 1);
-            let slot = (now_slot
-                + occupied.rotate_right(now_slot as u32).trailing_zeros() as usize)
+            // Scan from the slot after the wheel's own: an entry in the
+            // wheel's own slot of a level above 0 is a lap ahead (the top
+            // level holds entries up to a whole span ahead).
+            let from = (now_slot + 1) & (SLOTS - 1);
+            let slot = (from + occupied.rotate_right(from as u32).trailing_zeros() as usize)
                 & (SLOTS - 1);
             let level_span = 1u64 << (shift + BITS);
             let level_start = self.elapsed & !(level_span - 1);
             let mut deadline = level_start + ((slot as u64) << shift);
-            if deadline <= self.elapsed && level > 0 || deadline < self.elapsed {
-                // The slot is behind the wheel's position: next lap.
+            if slot <= now_slot {
+                // Behind (or at) the wheel's position: the next lap.
                 deadline += level_span;
             }
             Some((level, slot, deadline))
@@ -441,6 +444,13 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(wheel.len(), model.len());
+                // The driver sleeps until `next_deadline`: never past the
+                // earliest due entry.
+                if let Some((&(first, _), _)) = model.iter().next() {
+                    let next = wheel.next_deadline().unwrap();
+                    prop_assert!(next <= first, "sleeps to {} past {}", next, first);
+                    prop_assert!(next > now || first <= now + 1);
+                }
             }
         }
     }
