@@ -1,25 +1,60 @@
 //! A hierarchical hashed timing wheel (as Kafka's, Netty's and tokio's
-//! timers): six levels of 64 slots; level `l`'s slot spans `64^l` ticks,
-//! so the wheel spans `64^6` ticks (795 days at 1 ms). Insert and cancel
-//! are O(1); a poll visits only occupied slots (a bit mask per level finds
-//! the next one), and an entry cascades at most five times on its way to
-//! level 0. Entries live in one slab, linked into their slot's list by
-//! index, so a pending timer costs one slab node and no allocation of its
-//! own.
+//! timers): level 0 has a slot per tick for the current block of 64 ticks
+//! and the next; levels 1–5 have 64 slots each, level `l`'s slot spanning
+//! `64^l` ticks, so the wheel spans `64^6` ticks (795 days at 1 ms). Insert
+//! and cancel are O(1); a poll visits only occupied slots (a bit mask per
+//! level finds the next one), and an entry cascades at most five times on
+//! its way to level 0.
+//!
+//! Entries live in one slab; a slot is a vector of slab indices (an entry
+//! knows its position, so cancel is a swap-remove): a pending timer costs
+//! one slab node and four bytes of its slot, and a cascade walks a
+//! contiguous array rather than a linked list through the slab.
+//!
+//! Cascading early: the level-1 slot of the *next* block is moved down to
+//! level 0 a bounded number of entries per poll while the current block
+//! runs ([`PRECASCADE`]), so that a busy wheel (a million timers a second)
+//! does not stall for the whole slot at the block's first tick. Whatever is
+//! left is cascaded at that tick, as in any hierarchical wheel.
 //!
 //! Pure data: no clock, no lock, no thread. Time is a tick count the
 //! caller supplies; the wheel never fires an entry before its tick.
 
 const BITS: u32 = 6;
 const SLOTS: usize = 1 << BITS;
+/// Level 0's slots: the current block of `SLOTS` ticks and the next.
+const SLOTS0: usize = 2 * SLOTS;
 /// The wheel's levels.
 pub(crate) const LEVELS: usize = 6;
-/// Ticks the wheel spans: an entry due this far or farther ahead of the
-/// wheel's time is refused.
-pub(crate) const SPAN: u64 = 1 << (BITS as usize * LEVELS);
+/// Ticks the wheel holds ahead of its time: an entry due this far or
+/// farther ahead is refused. One top-level slot short of the full `64^6`,
+/// so that no slot ever holds entries of two laps (the wheel's own slot at
+/// any level holds entries of the current lap only).
+pub(crate) const SPAN: u64 = (1 << (BITS as usize * LEVELS)) - (1 << (BITS as usize * (LEVELS - 1)));
+/// Entries moved from the next block's level-1 slot to level 0 per poll.
+pub(crate) const PRECASCADE: usize = 4096;
 const NIL: u32 = u32::MAX;
 /// `place` of a free node.
 const FREE: u16 = u16::MAX;
+
+/// The place (index into the slots) of `slot` of `level`.
+fn place(level: usize, slot: usize) -> usize {
+    if level == 0 {
+        slot
+    } else {
+        SLOTS0 + (level - 1) * SLOTS + slot
+    }
+}
+
+/// The level and slot of a place.
+fn unplace(place: usize) -> (usize, usize) {
+    if place < SLOTS0 {
+        (0, place)
+    } else {
+        let p = place - SLOTS0;
+        (1 + p / SLOTS, p % SLOTS)
+    }
+}
 
 /// Names a pending entry for [`Wheel::cancel`]. A stale id (its entry fired
 /// or was cancelled) names nothing: the generation tells.
@@ -46,10 +81,10 @@ impl TimerId {
 
 struct Node<P> {
     due: u64,
-    prev: u32,
-    next: u32,
+    /// Linked: its index in its slot's vector. Free: the next free node.
+    pos: u32,
     gen: u32,
-    /// `level * 64 + slot`, or `FREE`.
+    /// Its slot (see `place`), or `FREE`.
     place: u16,
     payload: Option<P>,
 }
@@ -58,14 +93,19 @@ struct Node<P> {
 pub(crate) struct Wheel<P> {
     /// The wheel's time: every entry due at or before it has fired.
     elapsed: u64,
-    heads: [[u32; SLOTS]; LEVELS],
-    tails: [[u32; SLOTS]; LEVELS],
-    /// Per level, a bit per non-empty slot.
+    /// Level 0's `SLOTS0` slots, then 64 per level above: the slab indices
+    /// of their entries.
+    slots: Vec<Vec<u32>>,
+    /// Level 0: a bit per non-empty slot.
+    occupied0: u128,
+    /// Levels 1–5 (index 0 unused): a bit per non-empty slot.
     occupied: [u64; LEVELS],
     nodes: Vec<Node<P>>,
-    /// Head of the free-node list (linked through `next`).
+    /// Head of the free-node list (linked through `pos`).
     free: u32,
     len: usize,
+    /// An empty vector with capacity, swapped in for a slot being polled.
+    spare: Vec<u32>,
 }
 
 /// Why an entry was not inserted; the payload is handed back.
@@ -77,16 +117,25 @@ pub(crate) enum Refused<P> {
     TooFar(P),
 }
 
-/// The level an entry due at `due` sits on while the wheel is at `elapsed`:
-/// the level of the highest digit (base 64) in which they differ.
+/// The level an entry due at `due` sits on while the wheel is at
+/// `elapsed`: 0 within the current block or the next; otherwise the level
+/// of the highest digit (base 64) in which they differ.
 fn level_for(elapsed: u64, due: u64) -> usize {
+    let block = elapsed & !(SLOTS as u64 - 1);
+    if due < block + SLOTS0 as u64 {
+        return 0;
+    }
     let masked = (elapsed ^ due) | (SLOTS as u64 - 1);
     let significant = 63 - masked.leading_zeros() as usize;
-    (significant / BITS as usize).min(LEVELS - 1)
+    (significant / BITS as usize).clamp(1, LEVELS - 1)
 }
 
 fn slot_for(due: u64, level: usize) -> usize {
-    ((due >> (level as u32 * BITS)) as usize) & (SLOTS - 1)
+    if level == 0 {
+        (due as usize) & (SLOTS0 - 1)
+    } else {
+        ((due >> (level as u32 * BITS)) as usize) & (SLOTS - 1)
+    }
 }
 
 impl<P> Default for Wheel<P> {
@@ -100,12 +149,13 @@ impl<P> Wheel<P> {
     pub(crate) fn new(now: u64) -> Self {
         Wheel {
             elapsed: now,
-            heads: [[NIL; SLOTS]; LEVELS],
-            tails: [[NIL; SLOTS]; LEVELS],
+            slots: (0..SLOTS0 + (LEVELS - 1) * SLOTS).map(|_| Vec::new()).collect(),
+            occupied0: 0,
             occupied: [0; LEVELS],
             nodes: Vec::new(),
             free: NIL,
             len: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -134,7 +184,7 @@ impl<P> Wheel<P> {
         let index = if self.free != NIL {
             let index = self.free;
             let node = &mut self.nodes[index as usize];
-            self.free = node.next;
+            self.free = node.pos;
             node.due = due;
             node.payload = Some(payload);
             index
@@ -145,8 +195,7 @@ impl<P> Wheel<P> {
                 .expect("fewer than 2^32 - 1 pending timers");
             self.nodes.push(Node {
                 due,
-                prev: NIL,
-                next: NIL,
+                pos: NIL,
                 gen: 0,
                 place: FREE,
                 payload: Some(payload),
@@ -182,20 +231,20 @@ impl<P> Wheel<P> {
 
     /// Advances the wheel to `now`, calling `fire(due, payload)` for every
     /// entry due at or before `now`, in order of due tick (entries due at
-    /// the same tick in no set order).
+    /// the same tick in no set order); then moves up to [`PRECASCADE`]
+    /// entries of the next block down to level 0.
     pub(crate) fn poll(&mut self, now: u64, mut fire: impl FnMut(u64, P)) {
         while let Some((level, slot, deadline)) = self.next_expiration() {
             if deadline > now {
                 break;
             }
             self.elapsed = self.elapsed.max(deadline);
-            // Take the slot's list whole, then fire or cascade each entry.
-            let mut index = self.heads[level][slot];
-            self.heads[level][slot] = NIL;
-            self.tails[level][slot] = NIL;
-            self.occupied[level] &= !(1 << slot);
-            while index != NIL {
-                let next = self.nodes[index as usize].next;
+            // Take the slot's entries whole, then fire or cascade each.
+            let at = place(level, slot);
+            let spare = std::mem::take(&mut self.spare);
+            let mut list = std::mem::replace(&mut self.slots[at], spare);
+            self.clear_bit(level, slot);
+            for &index in &list {
                 let due = self.nodes[index as usize].due;
                 if due <= self.elapsed {
                     self.len -= 1;
@@ -204,10 +253,37 @@ impl<P> Wheel<P> {
                 } else {
                     self.link(index);
                 }
-                index = next;
             }
+            list.clear();
+            self.spare = list;
         }
         self.elapsed = self.elapsed.max(now);
+        self.precascade(PRECASCADE);
+    }
+
+    /// Moves up to `budget` entries of the next block's level-1 slot down to
+    /// level 0 (their due ticks fall in the next block, which level 0
+    /// covers). Within one level-2 block only: the next block's slot is
+    /// then the one after the wheel's own.
+    fn precascade(&mut self, budget: usize) {
+        let digit = ((self.elapsed >> BITS) as usize) & (SLOTS - 1);
+        if digit == SLOTS - 1 {
+            return;
+        }
+        let next = digit + 1;
+        if self.occupied[1] & (1 << next) == 0 {
+            return;
+        }
+        let at = place(1, next);
+        for _ in 0..budget {
+            let Some(index) = self.slots[at].pop() else {
+                break;
+            };
+            self.link(index);
+        }
+        if self.slots[at].is_empty() {
+            self.clear_bit(1, next);
+        }
     }
 
     /// Removes every entry, in order of due tick.
@@ -217,73 +293,88 @@ impl<P> Wheel<P> {
         out
     }
 
-    /// The first occupied slot at the lowest occupied level, and the tick at
-    /// which it starts. Lower levels always expire first: a level-`l` entry
-    /// lies beyond the current level-`l` slot, and every lower level's
-    /// entries lie within it.
+    /// The occupied slot that expires first, at any level, and the tick at
+    /// which it does (a level-0 slot: its entries' tick; above: the start of
+    /// the block its entries fall in, when they cascade).
     fn next_expiration(&self) -> Option<(usize, usize, u64)> {
-        (0..LEVELS).find_map(|level| {
+        let mut best: Option<(usize, usize, u64)> = None;
+        if self.occupied0 != 0 {
+            // Level 0 holds ticks `elapsed ..= elapsed + 127`: the wheel's
+            // own slot holds entries due now (a cascade at this tick may
+            // just have put them there).
+            let now_slot = (self.elapsed as usize) & (SLOTS0 - 1);
+            let slot = (now_slot
+                + self.occupied0.rotate_right(now_slot as u32).trailing_zeros() as usize)
+                & (SLOTS0 - 1);
+            let ahead = (slot + SLOTS0 - now_slot) & (SLOTS0 - 1);
+            best = Some((0, slot, self.elapsed + ahead as u64));
+        }
+        for level in 1..LEVELS {
             let occupied = self.occupied[level];
             if occupied == 0 {
-                return None;
+                continue;
             }
             let shift = level as u32 * BITS;
             let now_slot = ((self.elapsed >> shift) as usize) & (SLOTS - 1);
-            // Scan from the slot after the wheel's own: an entry in the
-            // wheel's own slot of a level above 0 is a lap ahead (the top
-            // level holds entries up to a whole span ahead).
-            let from = (now_slot + 1) & (SLOTS - 1);
-            let slot = (from + occupied.rotate_right(from as u32).trailing_zeros() as usize)
+            // From the wheel's own slot (which holds entries of this lap
+            // only, see `SPAN`: due now, after a cascade at this tick).
+            let slot = (now_slot + occupied.rotate_right(now_slot as u32).trailing_zeros() as usize)
                 & (SLOTS - 1);
             let level_span = 1u64 << (shift + BITS);
             let level_start = self.elapsed & !(level_span - 1);
             let mut deadline = level_start + ((slot as u64) << shift);
-            if slot <= now_slot {
-                // Behind (or at) the wheel's position: the next lap.
+            if slot < now_slot {
+                // Behind the wheel's position: the next lap.
                 deadline += level_span;
             }
-            Some((level, slot, deadline))
-        })
+            // On a tie the higher level goes first: its entries cascade
+            // before the wheel's time reaches their slot's start (once
+            // there, the wheel's own slot would read as a lap ahead).
+            if best.map_or(true, |(_, _, d)| deadline <= d) {
+                best = Some((level, slot, deadline));
+            }
+        }
+        best
+    }
+
+    fn clear_bit(&mut self, level: usize, slot: usize) {
+        if level == 0 {
+            self.occupied0 &= !(1u128 << slot);
+        } else {
+            self.occupied[level] &= !(1u64 << slot);
+        }
     }
 
     fn link(&mut self, index: u32) {
         let due = self.nodes[index as usize].due;
         let level = level_for(self.elapsed, due);
         let slot = slot_for(due, level);
-        let tail = self.tails[level][slot];
-        {
-            let node = &mut self.nodes[index as usize];
-            node.prev = tail;
-            node.next = NIL;
-            node.place = (level * SLOTS + slot) as u16;
-        }
-        if tail == NIL {
-            self.heads[level][slot] = index;
+        let at = place(level, slot);
+        let list = &mut self.slots[at];
+        let node = &mut self.nodes[index as usize];
+        node.pos = list.len() as u32;
+        node.place = at as u16;
+        list.push(index);
+        if level == 0 {
+            self.occupied0 |= 1u128 << slot;
         } else {
-            self.nodes[tail as usize].next = index;
+            self.occupied[level] |= 1u64 << slot;
         }
-        self.tails[level][slot] = index;
-        self.occupied[level] |= 1 << slot;
     }
 
     fn unlink(&mut self, index: u32) {
-        let (prev, next, place) = {
+        let (pos, at) = {
             let n = &self.nodes[index as usize];
-            (n.prev, n.next, n.place as usize)
+            (n.pos as usize, n.place as usize)
         };
-        let (level, slot) = (place / SLOTS, place % SLOTS);
-        if prev == NIL {
-            self.heads[level][slot] = next;
-        } else {
-            self.nodes[prev as usize].next = next;
+        let list = &mut self.slots[at];
+        list.swap_remove(pos);
+        if let Some(&moved) = list.get(pos) {
+            self.nodes[moved as usize].pos = pos as u32;
         }
-        if next == NIL {
-            self.tails[level][slot] = prev;
-        } else {
-            self.nodes[next as usize].prev = prev;
-        }
-        if self.heads[level][slot] == NIL {
-            self.occupied[level] &= !(1 << slot);
+        if list.is_empty() {
+            let (level, slot) = unplace(at);
+            self.clear_bit(level, slot);
         }
     }
 
@@ -292,12 +383,9 @@ impl<P> Wheel<P> {
         let node = &mut self.nodes[index as usize];
         node.place = FREE;
         node.gen = node.gen.wrapping_add(1);
-        node.prev = NIL;
-        node.next = self.free;
+        node.pos = self.free;
         self.free = index;
-        node.payload
-            .take()
-            .expect("a linked node holds its payload")
+        node.payload.take().expect("a linked node holds its payload")
     }
 }
 
