@@ -15,7 +15,7 @@
 //!   `rayon`.
 //! - `retry`: 1M tiny tasks that succeed at once, each with a handle
 //!   (dropped): `spawn` (plain), `spawn_with` (a context), `fallible`
-//!   (`retry(..).spawn_fallible`), on ebbtide.
+//!   (`spawn_fallible`), `retry` (`retry(..).spawn_fallible`), on ebbtide.
 //!
 //! Every pool has 2 workers. Prints the workload's checksum, so a pool that
 //! skipped work would show.
@@ -157,6 +157,11 @@ fn retry(pool: &str) -> u64 {
                     .unwrap(),
             ),
             "fallible" => drop(
+                p.task()
+                    .spawn_fallible(move |_| Ok::<_, &str>(c.fetch_add(1, Relaxed)))
+                    .unwrap(),
+            ),
+            "retry" => drop(
                 p.task()
                     .retry(policy.clone())
                     .spawn_fallible(move |_| Ok::<_, &str>(c.fetch_add(1, Relaxed)))

@@ -21,7 +21,7 @@ declare -A pools=(
   [spawn]="channel ebbtide ebbtide_nometrics rayon threadpool"
   [keyed]="sharded ebbtide"
   [fib]="rayon ebbtide"
-  [retry]="spawn spawn_with fallible"
+  [retry]="spawn spawn_with fallible retry"
 )
 declare -A units=([spawn]=1000000 [keyed]=1000000 [fib]=317810 [retry]=1000000)
 workloads=("$@")

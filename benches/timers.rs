@@ -261,7 +261,10 @@ fn one(pool: &str) {
         }
         other => panic!("no pool {other:?}"),
     }
-    let max = late.max_ns.load(Relaxed).max(late.after_max_ns.load(Relaxed));
+    let max = late
+        .max_ns
+        .load(Relaxed)
+        .max(late.after_max_ns.load(Relaxed));
     println!(
         "{pool} {:.1} {:.0} {:.0} {:.0} {:.1} {:.0} {:.0} {:.0}",
         elapsed.as_nanos() as f64 / N as f64,
@@ -286,6 +289,16 @@ fn retry_one(variant: &str) {
         let c = Arc::clone(&counter);
         match variant {
             "spawn" => drop(p.spawn(move || c.fetch_add(1, Relaxed)).unwrap()),
+            "spawn_with" => drop(
+                p.task()
+                    .spawn_with(move |_| Ok(c.fetch_add(1, Relaxed)))
+                    .unwrap(),
+            ),
+            "fallible" => drop(
+                p.task()
+                    .spawn_fallible(move |_| Ok::<_, &str>(c.fetch_add(1, Relaxed)))
+                    .unwrap(),
+            ),
             "retry" => drop(
                 p.task()
                     .retry(policy.clone())
@@ -297,7 +310,10 @@ fn retry_one(variant: &str) {
     }
     p.wait_idle();
     assert_eq!(counter.load(Relaxed), N);
-    println!("{variant} {:.1}", start.elapsed().as_nanos() as f64 / N as f64);
+    println!(
+        "{variant} {:.1}",
+        start.elapsed().as_nanos() as f64 / N as f64
+    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -308,15 +324,30 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn run_child(args: &[&str]) -> Vec<f64> {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new(exe).args(args).output().expect("child runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let line = text.lines().last().unwrap_or_default().to_string();
-    line.split_whitespace().skip(1).map(|x| x.parse().unwrap()).collect()
+    line.split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect()
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["one", pool] => return one(pool),
         ["retry-one", variant] => return retry_one(variant),
         _ => {}
@@ -334,7 +365,9 @@ fn main() {
         }
         eprintln!("round {} of {rounds} done", round + 1);
     }
-    println!("1M timers, delays uniform in [0, 1 s], 2 workers; medians of {rounds} interleaved rounds");
+    println!(
+        "1M timers, delays uniform in [0, 1 s], 2 workers; medians of {rounds} interleaved rounds"
+    );
     println!("lateness in µs (all timers | those firing after the scheduling loop); memory per pending timer at the loop's end");
     println!(
         "{:<8} {:>12} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>10}",

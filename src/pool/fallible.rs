@@ -78,17 +78,17 @@ impl TaskBuilder<'_> {
             return Err(SubmitError::Invalid(f, why));
         }
         let wait = self.wait();
-        let options = self.take_options();
+        let mut options = self.take_options();
         let slot = self.slot(Some(self.token(&options)));
         let deadline = options.resolve();
         let plain = options.retry.is_none() && options.name.is_none();
         let plan = (!plain || !matches!(deadline, Deadline::None)).then(|| {
             Box::new(Plan {
-                policy: options.retry.clone(),
+                policy: options.retry.take(),
                 attempts: Vec::new(),
                 clock: self.registry.timers.clock.clone(),
                 deadline,
-                name: options.name.clone(),
+                name: options.name.take(),
                 shard: self.shard,
                 seed: crate::metrics::clock::ticks() ^ (Arc::as_ptr(&slot) as u64),
                 to_text: Some(crate::task::retry::display::<E>),

@@ -92,8 +92,12 @@ where
                 return outcome;
             }
         };
-        let slot = Arc::clone(&self.slot);
-        // SAFETY: `slot` lives to the end of this function, past `cx`.
+        let slot: *const FallibleSlot<T, E> = &*self.slot;
+        // SAFETY: the slot's allocation outlives `cx`: `self` holds an `Arc`
+        // to it until `cx` drops at the end of this function, or moves that
+        // `Arc` (into the next attempt's job, or a dead letter) without
+        // dropping it before then. (Cloning the `Arc` instead would touch a
+        // count its handle's owner may be touching on another core.)
         let cx = unsafe { TaskContext::new(parent, Some(&*slot), deadline, name) };
         let f = &mut self.f;
         match run_named(&cx, || f(&cx)) {

@@ -30,7 +30,8 @@ pub(crate) const LEVELS: usize = 6;
 /// farther ahead is refused. One top-level slot short of the full `64^6`,
 /// so that no slot ever holds entries of two laps (the wheel's own slot at
 /// any level holds entries of the current lap only).
-pub(crate) const SPAN: u64 = (1 << (BITS as usize * LEVELS)) - (1 << (BITS as usize * (LEVELS - 1)));
+pub(crate) const SPAN: u64 =
+    (1 << (BITS as usize * LEVELS)) - (1 << (BITS as usize * (LEVELS - 1)));
 /// Entries moved from the next block's level-1 slot to level 0 per poll.
 pub(crate) const PRECASCADE: usize = 4096;
 const NIL: u32 = u32::MAX;
@@ -149,7 +150,9 @@ impl<P> Wheel<P> {
     pub(crate) fn new(now: u64) -> Self {
         Wheel {
             elapsed: now,
-            slots: (0..SLOTS0 + (LEVELS - 1) * SLOTS).map(|_| Vec::new()).collect(),
+            slots: (0..SLOTS0 + (LEVELS - 1) * SLOTS)
+                .map(|_| Vec::new())
+                .collect(),
             occupied0: 0,
             occupied: [0; LEVELS],
             nodes: Vec::new(),
@@ -304,7 +307,10 @@ impl<P> Wheel<P> {
             // just have put them there).
             let now_slot = (self.elapsed as usize) & (SLOTS0 - 1);
             let slot = (now_slot
-                + self.occupied0.rotate_right(now_slot as u32).trailing_zeros() as usize)
+                + self
+                    .occupied0
+                    .rotate_right(now_slot as u32)
+                    .trailing_zeros() as usize)
                 & (SLOTS0 - 1);
             let ahead = (slot + SLOTS0 - now_slot) & (SLOTS0 - 1);
             best = Some((0, slot, self.elapsed + ahead as u64));
@@ -318,7 +324,8 @@ impl<P> Wheel<P> {
             let now_slot = ((self.elapsed >> shift) as usize) & (SLOTS - 1);
             // From the wheel's own slot (which holds entries of this lap
             // only, see `SPAN`: due now, after a cascade at this tick).
-            let slot = (now_slot + occupied.rotate_right(now_slot as u32).trailing_zeros() as usize)
+            let slot = (now_slot
+                + occupied.rotate_right(now_slot as u32).trailing_zeros() as usize)
                 & (SLOTS - 1);
             let level_span = 1u64 << (shift + BITS);
             let level_start = self.elapsed & !(level_span - 1);
@@ -385,7 +392,9 @@ impl<P> Wheel<P> {
         node.gen = node.gen.wrapping_add(1);
         node.pos = self.free;
         self.free = index;
-        node.payload.take().expect("a linked node holds its payload")
+        node.payload
+            .take()
+            .expect("a linked node holds its payload")
     }
 }
 
