@@ -373,7 +373,16 @@ impl<'p> TaskBuilder<'p> {
 
     /// Into the queues, or onto the timing wheel when the task is due
     /// later.
+    #[inline]
     pub(super) fn submit<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
+        if self.options.is_some() {
+            return self.submit_with_options(body, wait);
+        }
+        self.registry.submit(body, wait, self.shard).map(drop)
+    }
+
+    #[inline(never)]
+    fn submit_with_options<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
         match self.options.as_ref().and_then(|o| o.at) {
             Some(at) => self.registry.schedule_new(body, at, self.shard, None),
             None => self.registry.submit(body, wait, self.shard).map(drop),
@@ -382,7 +391,17 @@ impl<'p> TaskBuilder<'p> {
 
     /// What is wrong with the options, if anything (`fallible`: the
     /// terminal call runs a task that can fail).
+    #[inline]
     pub(super) fn invalid(&self, fallible: bool) -> Option<InvalidOption> {
+        match self.options {
+            None => None,
+            Some(_) => self.invalid_options(fallible),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn invalid_options(&self, fallible: bool) -> Option<InvalidOption> {
         let options = self.options.as_deref()?;
         if let Some(why) = &options.invalid {
             return Some(why.clone());
@@ -405,6 +424,22 @@ impl<'p> TaskBuilder<'p> {
 
     #[inline]
     fn execute_waiting<F>(self, f: F, wait: Wait) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        if self.options.is_none() {
+            // No option: the lean body, straight to admission.
+            return self
+                .registry
+                .submit(Execute(f), wait, self.shard)
+                .map(drop)
+                .map_err(|e| e.map(|Execute(f)| f));
+        }
+        self.execute_with_options(f, wait)
+    }
+
+    #[inline(never)]
+    fn execute_with_options<F>(self, f: F, wait: Wait) -> Result<(), SubmitError<F>>
     where
         F: FnOnce() + Send + 'static,
     {

@@ -129,7 +129,9 @@ impl Registry {
     }
 
     /// `enqueue`, by `worker` (this thread's worker of this pool, if any).
-    #[inline]
+    /// Always inlined: it is the submission's hot path (the timer driver's
+    /// call sites would otherwise tip the compiler into outlining it).
+    #[inline(always)]
     fn enqueue_from(&self, worker: Option<&WorkerThread>, mut job: JobRef, shard: Option<usize>) {
         let now = if self.timing { self.clock.now() } else { 0 };
         job.stamp(now);

@@ -137,7 +137,7 @@ impl Sleep {
 
     /// Step 1 (submitter side), after the job is in a queue: wake one parked
     /// worker if nobody is searching. Returns whether one was woken.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn notify_one(&self) -> bool {
         // Pairs with the fence after `transition_to_parked`: either this load
         // sees the worker's decrement, or the worker's re-check sees the job.
@@ -145,6 +145,13 @@ impl Sleep {
         if !self.should_wake() {
             return false;
         }
+        self.wake_one()
+    }
+
+    /// `notify_one`'s slow half: take a sleeper and wake it.
+    #[cold]
+    #[inline(never)]
+    fn wake_one(&self) -> bool {
         let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
         if !self.should_wake() {
             return false;
