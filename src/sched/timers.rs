@@ -79,6 +79,11 @@ pub(crate) struct Timers {
     pub(crate) lateness: AtomicHistogram,
     /// Entries on the wheel (a gauge; relaxed, stored under the lock).
     pending: AtomicUsize,
+    /// The wheel's next deadline tick (`u64::MAX`: empty), stored under
+    /// the lock: a worker about to park fires what is due itself (see
+    /// `poll_if_due`). A hint, relaxed: a stale value costs one look or
+    /// leaves the firing to the driver.
+    next_due: AtomicU64,
 }
 
 /// What to do with delayed tasks still waiting when the pool shuts down.
@@ -111,12 +116,20 @@ impl Timers {
             clock,
             lateness: AtomicHistogram::default(),
             pending: AtomicUsize::new(0),
+            next_due: AtomicU64::new(u64::MAX),
         }
     }
 
     /// Tasks waiting on the wheel.
     pub(crate) fn pending(&self) -> usize {
         self.pending.load(Relaxed)
+    }
+
+    /// Records the wheel's size and next deadline (under its lock).
+    fn publish(&self, wheel: &Wheel<Entry>) {
+        self.pending.store(wheel.len(), Relaxed);
+        self.next_due
+            .store(wheel.next_deadline().unwrap_or(u64::MAX), Relaxed);
     }
 }
 
@@ -215,7 +228,7 @@ impl Registry {
             let removed = (id != u64::MAX)
                 .then(|| state.wheel.cancel(TimerId::from_bits(id)))
                 .flatten();
-            self.timers.pending.store(state.wheel.len(), Relaxed);
+            self.timers.publish(&state.wheel);
             removed
         };
         match removed {
@@ -241,7 +254,7 @@ impl Registry {
             state.abandon = abandon;
             self.timers.cv.notify_all();
             let entries = state.wheel.drain();
-            self.timers.pending.store(0, Relaxed);
+            self.timers.publish(&state.wheel);
             if !abandon {
                 // The places of the tasks run now, taken before admission
                 // closes (this thread closes it after).
@@ -279,7 +292,7 @@ impl Registry {
                 if let Some(cell) = cell {
                     cell.store(id.to_bits(), Relaxed);
                 }
-                self.timers.pending.store(state.wheel.len(), Relaxed);
+                self.timers.publish(&state.wheel);
                 match state.sleeping_until {
                     Some(until) if due < until => self.timers.cv.notify_one(),
                     _ => {}
@@ -385,32 +398,68 @@ impl Registry {
     /// Fires every entry due by the clock now; returns how many.
     #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn poll_timers(&self) -> usize {
+        let state = self.timers.state.lock();
+        self.fire_due(state)
+    }
+
+    /// A worker about to park: if a timer is due (by the hint), fires what
+    /// is due unless someone else (the driver) is at the wheel. Returns
+    /// whether it fired anything. A pool that never used its wheel pays one
+    /// relaxed load.
+    #[inline]
+    pub(crate) fn poll_if_due(&self) -> bool {
+        let next = self.timers.next_due.load(Relaxed);
+        next != u64::MAX && self.poll_due_now(next)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn poll_due_now(&self, next: u64) -> bool {
+        let clock = &self.timers.clock;
+        if clock.elapsed_ticks(clock.now()) < next {
+            return false;
+        }
+        match self.timers.state.try_lock() {
+            Some(state) => self.fire_due(state) > 0,
+            None => false,
+        }
+    }
+
+    /// Fires every entry due by the clock now, the wheel's lock held on
+    /// entry; then moves part of the next block down the wheel (after the
+    /// firing, so that it delays no due task).
+    fn fire_due(&self, mut state: crate::loom::sync::MutexGuard<'_, State>) -> usize {
         let timers = &self.timers;
+        if state.closed {
+            return 0;
+        }
         let now = timers.clock.now();
         let tick = timers.clock.elapsed_ticks(now);
         let mut due = Vec::new();
-        {
-            let mut state = timers.state.lock();
-            if state.closed {
-                return 0;
-            }
-            state.wheel.poll(tick, |at, entry| due.push((at, entry)));
-            if due.is_empty() {
-                return 0;
-            }
-            self.timers.pending.store(state.wheel.len(), Relaxed);
-            // The places, under the lock: before any close (see module docs).
-            self.admission
-                .fetch_add(due.len() as u64 * (QUEUED_ONE + PENDING_ONE), SeqCst);
+        state.wheel.poll(tick, |at, entry| due.push((at, entry)));
+        if due.is_empty() {
+            state.wheel.precascade();
+            timers.publish(&state.wheel);
+            return 0;
         }
+        timers.publish(&state.wheel);
+        // The places, under the lock: before any close (see module docs).
+        self.admission
+            .fetch_add(due.len() as u64 * (QUEUED_ONE + PENDING_ONE), SeqCst);
+        drop(state);
         let fired = due.len();
         let slot = self.counters.slot(None);
         for (at, entry) in due {
             let late = now.saturating_duration_since(timers.clock.instant_of(at));
             timers.lateness.record(late.as_nanos() as u64);
-            bump(&slot.timers_fired);
             self.fire(entry);
         }
+        // Release: as `bump` (a counter summed with acquire).
+        slot.timers_fired
+            .fetch_add(fired as u64, std::sync::atomic::Ordering::Release);
+        let mut state = timers.state.lock();
+        state.wheel.precascade();
+        timers.publish(&state.wheel);
         fired
     }
 

@@ -32,8 +32,11 @@ pub(crate) const LEVELS: usize = 6;
 /// any level holds entries of the current lap only).
 pub(crate) const SPAN: u64 =
     (1 << (BITS as usize * LEVELS)) - (1 << (BITS as usize * (LEVELS - 1)));
-/// Entries moved from the next block's level-1 slot to level 0 per poll.
-pub(crate) const PRECASCADE: usize = 4096;
+/// Entries moved from the next block's level-1 slot to level 0 per call of
+/// `precascade` (the driver calls it once a tick while timers are due: a
+/// block of 64 ticks can take 64 × this many, a million timers a second
+/// with room to spare).
+pub(crate) const PRECASCADE: usize = 2048;
 const NIL: u32 = u32::MAX;
 /// `place` of a free node.
 const FREE: u16 = u16::MAX;
@@ -234,8 +237,8 @@ impl<P> Wheel<P> {
 
     /// Advances the wheel to `now`, calling `fire(due, payload)` for every
     /// entry due at or before `now`, in order of due tick (entries due at
-    /// the same tick in no set order); then moves up to [`PRECASCADE`]
-    /// entries of the next block down to level 0.
+    /// the same tick in no set order). Call [`precascade`](Self::precascade)
+    /// when the due entries are on their way.
     pub(crate) fn poll(&mut self, now: u64, mut fire: impl FnMut(u64, P)) {
         while let Some((level, slot, deadline)) = self.next_expiration() {
             if deadline > now {
@@ -261,14 +264,15 @@ impl<P> Wheel<P> {
             self.spare = list;
         }
         self.elapsed = self.elapsed.max(now);
-        self.precascade(PRECASCADE);
     }
 
-    /// Moves up to `budget` entries of the next block's level-1 slot down to
-    /// level 0 (their due ticks fall in the next block, which level 0
-    /// covers). Within one level-2 block only: the next block's slot is
-    /// then the one after the wheel's own.
-    fn precascade(&mut self, budget: usize) {
+    /// Moves up to [`PRECASCADE`] entries of the next block's level-1 slot
+    /// down to level 0 (their due ticks fall in the next block, which level
+    /// 0 covers), so that the block's first tick finds little to cascade.
+    /// Within one level-2 block only: the next block's slot is then the one
+    /// after the wheel's own.
+    pub(crate) fn precascade(&mut self) {
+        let budget = PRECASCADE;
         let digit = ((self.elapsed >> BITS) as usize) & (SLOTS - 1);
         if digit == SLOTS - 1 {
             return;
@@ -413,6 +417,7 @@ mod tests {
     fn fire_all(wheel: &mut Wheel<u32>, now: u64) -> Vec<(u64, u32)> {
         let mut out = Vec::new();
         wheel.poll(now, |due, p| out.push((due, p)));
+        wheel.precascade();
         out
     }
 

@@ -147,6 +147,11 @@ impl WorkerThread {
                 self.execute(job);
                 continue;
             }
+            // About to park: fire the timers that are due (the driver may
+            // be waiting for a core), then look again.
+            if registry.poll_if_due() {
+                continue;
+            }
             self.pay_owed();
             if registry.should_exit() {
                 break false;
