@@ -13,6 +13,11 @@
 //!   `CallerRuns`.
 //! * A panicking task is counted, reported to the panic handler and returned
 //!   through its handle; its worker carries on.
+//! * [`TaskBuilder`] options delay a task ([`TaskBuilder::delay`]) onto a
+//!   timing wheel, repeat it ([`TaskBuilder::periodic`]), or retry a
+//!   fallible one with backoff ([`TaskBuilder::retry`],
+//!   [`TaskBuilder::spawn_fallible`]) before it goes to the dead letters
+//!   ([`DeadLetter`], [`PoolHandle::replay`]).
 //! * [`Pool::shutdown`] drains, [`Pool::shutdown_timeout`] drains until a
 //!   deadline, [`Pool::shutdown_now`] abandons; the [`ShutdownReport`]
 //!   accounts for every task, and every thread is joined.
