@@ -143,32 +143,12 @@ fn fork_join(pool: &str) -> u64 {
     }
 }
 
-fn retry(pool: &str) -> u64 {
+fn retry(variant: &str) -> u64 {
     let counter = Arc::new(AtomicU64::new(0));
     let p = ebbtide_pool(true);
     let policy = ebbtide::RetryPolicy::exponential(std::time::Duration::from_millis(10));
     for _ in 0..TASKS {
-        let c = Arc::clone(&counter);
-        match pool {
-            "spawn" => drop(p.spawn(move || c.fetch_add(1, Relaxed)).unwrap()),
-            "spawn_with" => drop(
-                p.task()
-                    .spawn_with(move |_| Ok(c.fetch_add(1, Relaxed)))
-                    .unwrap(),
-            ),
-            "fallible" => drop(
-                p.task()
-                    .spawn_fallible(move |_| Ok::<_, &str>(c.fetch_add(1, Relaxed)))
-                    .unwrap(),
-            ),
-            "retry" => drop(
-                p.task()
-                    .retry(policy.clone())
-                    .spawn_fallible(move |_| Ok::<_, &str>(c.fetch_add(1, Relaxed)))
-                    .unwrap(),
-            ),
-            other => panic!("retry has no pool {other:?}"),
-        }
+        common::submit_variant(&p, variant, &counter, &policy);
     }
     p.wait_idle();
     counter.load(Relaxed)

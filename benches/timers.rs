@@ -301,34 +301,14 @@ fn one(pool: &str) {
 /// and a fallible task with a retry policy. Prints `variant ns_per_task`.
 fn retry_one(variant: &str) {
     let p = ebbtide::Pool::builder().workers(WORKERS).build().unwrap();
-    let counter = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::new(AtomicU64::new(0));
     let policy = ebbtide::RetryPolicy::exponential(Duration::from_millis(10));
     let start = Instant::now();
     for _ in 0..N {
-        let c = Arc::clone(&counter);
-        match variant {
-            "spawn" => drop(p.spawn(move || c.fetch_add(1, Relaxed)).unwrap()),
-            "spawn_with" => drop(
-                p.task()
-                    .spawn_with(move |_| Ok(c.fetch_add(1, Relaxed)))
-                    .unwrap(),
-            ),
-            "fallible" => drop(
-                p.task()
-                    .spawn_fallible(move |_| Ok::<_, &str>(c.fetch_add(1, Relaxed)))
-                    .unwrap(),
-            ),
-            "retry" => drop(
-                p.task()
-                    .retry(policy.clone())
-                    .spawn_fallible(move |_| Ok::<_, &str>(c.fetch_add(1, Relaxed)))
-                    .unwrap(),
-            ),
-            other => panic!("no variant {other:?}"),
-        }
+        common::submit_variant(&p, variant, &counter, &policy);
     }
     p.wait_idle();
-    assert_eq!(counter.load(Relaxed), N);
+    assert_eq!(counter.load(Relaxed), N as u64);
     println!(
         "{variant} {:.1}",
         start.elapsed().as_nanos() as f64 / N as f64

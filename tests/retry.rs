@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_identity, until, Arrivals};
+use common::{assert_identity, until, Arrivals, ManualTime};
 use ebbtide::{
     BreakerConfig, DeadLetter, GroupError, Jitter, Pool, RetryPolicy, SubmitError, TaskError,
 };
@@ -13,27 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MS: Duration = Duration::from_millis(1);
-
-#[derive(Clone)]
-struct ManualTime(Arc<Mutex<Instant>>);
-
-impl ManualTime {
-    fn new() -> Self {
-        ManualTime(Arc::new(Mutex::new(Instant::now())))
-    }
-    fn now(&self) -> Instant {
-        *self.0.lock().unwrap()
-    }
-    fn advance(&self, d: Duration) {
-        *self.0.lock().unwrap() += d;
-    }
-    fn pool(&self, workers: usize) -> ebbtide::Builder {
-        let clock = self.clone();
-        Pool::builder()
-            .workers(workers)
-            .timer_clock(move || clock.now())
-    }
-}
 
 #[test]
 fn a_retried_task_sees_exactly_the_policy_delays_then_is_dead_lettered() {
@@ -340,55 +319,40 @@ fn the_breaker_opens_on_application_errors() {
 #[test]
 fn group_tasks_are_counted_take_deadlines_and_have_their_own_breaker() {
     let pool = Pool::builder().workers(2).build().unwrap();
+    let breaker = BreakerConfig::new()
+        .window(2)
+        .min_calls(2)
+        .failure_rate(0.5);
     let mut group = pool
         .group::<u32, String>()
         .fail_fast(false)
-        .circuit_breaker(
-            BreakerConfig::new()
-                .window(2)
-                .min_calls(2)
-                .failure_rate(0.5),
-        )
+        .circuit_breaker(breaker)
         .unwrap();
     group.spawn(|_| Err("one".into()));
     group.spawn(|_| Err("two".into()));
+    // Two failures of two: the group's breaker opens, and refuses the
+    // group's next task, which never runs.
+    until(|| group.breaker_state() == Some(ebbtide::metrics::BreakerState::Open));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&ran);
+    group.spawn(move |_| Ok(r.fetch_add(1, SeqCst) as u32));
     let results = group.wait_all();
-    assert_eq!(results[0], Err(GroupError::Failed("one".into())));
+    assert_eq!(
+        results,
+        [
+            Err(GroupError::Failed("one".into())),
+            Err(GroupError::Failed("two".into())),
+            Err(GroupError::Task(TaskError::BreakerOpen)),
+        ]
+    );
+    assert_eq!(ran.load(SeqCst), 0);
     pool.wait_idle();
     let c = pool.metrics().counts;
-    assert_eq!((c.failed, c.app_errors), (2, 2));
-    // Its breaker is open now: a new group task is refused, unrun.
-    let mut group = pool
-        .group::<u32, String>()
-        .circuit_breaker(
-            BreakerConfig::new()
-                .window(2)
-                .min_calls(2)
-                .failure_rate(0.5),
-        )
-        .unwrap();
-    group.spawn(|_| Err("a".into()));
-    group.spawn(|_| Err("b".into()));
-    let _ = group.wait_all();
-    // (This group's own breaker; a fresh one per group.)
+    assert_eq!((c.failed, c.app_errors, c.completed), (2, 2, 0));
+    // Another group has a breaker of its own, or none.
     let mut after = pool.group::<u32, String>();
     after.spawn(|_| Ok(1));
     assert_eq!(after.wait(), Ok(vec![1]));
-    let mut open = pool
-        .group::<u32, String>()
-        .fail_fast(false)
-        .circuit_breaker(
-            BreakerConfig::new()
-                .window(1)
-                .min_calls(1)
-                .failure_rate(0.5),
-        )
-        .unwrap();
-    open.spawn(|_| Err("x".into()));
-    until(|| open.breaker_state() == Some(ebbtide::metrics::BreakerState::Open));
-    open.spawn(|_| Ok(2));
-    let r = open.wait_all();
-    assert_eq!(r[1], Err(GroupError::Task(TaskError::BreakerOpen)));
     // A deadline passes while the task waits behind the group's limit.
     let gate = Arc::new(Mutex::new(()));
     let held = gate.lock().unwrap();

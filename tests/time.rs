@@ -4,38 +4,13 @@
 
 mod common;
 
-use common::{assert_identity, until, Arrivals, PATIENCE};
+use common::{assert_identity, until, Arrivals, ManualTime, PATIENCE};
 use ebbtide::{PendingTimers, Pool, Schedule, SubmitError, TaskError, MAX_DELAY};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MS: Duration = Duration::from_millis(1);
-
-/// A clock the test moves by hand.
-#[derive(Clone)]
-struct ManualTime(Arc<Mutex<Instant>>);
-
-impl ManualTime {
-    fn new() -> Self {
-        ManualTime(Arc::new(Mutex::new(Instant::now())))
-    }
-
-    fn now(&self) -> Instant {
-        *self.0.lock().unwrap()
-    }
-
-    fn advance(&self, d: Duration) {
-        *self.0.lock().unwrap() += d;
-    }
-
-    fn pool(&self, workers: usize) -> ebbtide::Builder {
-        let clock = self.clone();
-        Pool::builder()
-            .workers(workers)
-            .timer_clock(move || clock.now())
-    }
-}
 
 #[test]
 fn delays_fire_in_due_order_and_never_early() {

@@ -38,3 +38,37 @@ impl Countdown {
         }
     }
 }
+
+/// Submits one tiny task that succeeds at once, with a handle (dropped), in
+/// one of the forms whose costs the benchmarks compare: `spawn` (plain),
+/// `spawn_with` (a context), `fallible` (`spawn_fallible`), `retry` (with a
+/// retry policy).
+pub fn submit_variant(
+    pool: &ebbtide::Pool,
+    variant: &str,
+    counter: &Arc<std::sync::atomic::AtomicU64>,
+    policy: &ebbtide::RetryPolicy,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = Arc::clone(counter);
+    match variant {
+        "spawn" => drop(pool.spawn(move || c.fetch_add(1, Relaxed)).unwrap()),
+        "spawn_with" => drop(
+            pool.task()
+                .spawn_with(move |_| Ok(c.fetch_add(1, Relaxed)))
+                .unwrap(),
+        ),
+        "fallible" => drop(
+            pool.task()
+                .spawn_fallible(move |_| Ok::<_, &str>(c.fetch_add(1, Relaxed)))
+                .unwrap(),
+        ),
+        "retry" => drop(
+            pool.task()
+                .retry(policy.clone())
+                .spawn_fallible(move |_| Ok::<_, &str>(c.fetch_add(1, Relaxed)))
+                .unwrap(),
+        ),
+        other => panic!("no variant {other:?}"),
+    }
+}

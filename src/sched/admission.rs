@@ -237,15 +237,24 @@ impl Registry {
         if self.is_closed() {
             return Err(SubmitError::ShutDown(body));
         }
-        if let Some(breaker) = &self.breaker {
-            if !breaker.admit() {
+        if self.breaker_refuses() {
+            return Err(SubmitError::BreakerOpen(body));
+        }
+        self.submit_open(body, wait, shard)
+    }
+
+    /// Whether the circuit breaker (if any) refuses a submission now; a
+    /// refusal is counted as offered and rejected.
+    pub(crate) fn breaker_refuses(&self) -> bool {
+        match &self.breaker {
+            Some(breaker) if !breaker.admit() => {
                 let slot = self.counters.slot(self.own_worker_index());
                 bump(&slot.submitted);
                 bump(&slot.rejected);
-                return Err(SubmitError::BreakerOpen(body));
+                true
             }
+            _ => false,
         }
-        self.submit_open(body, wait, shard)
     }
 
     /// The queue is full: the backpressure policy decides.

@@ -143,13 +143,8 @@ impl Registry {
         shard: Option<usize>,
         cell: Option<StdArc<AtomicU64>>,
     ) -> Result<(), SubmitError<R>> {
-        if let Some(breaker) = &self.breaker {
-            if !breaker.admit() {
-                let slot = self.counters.slot(self.own_worker_index());
-                bump(&slot.submitted);
-                bump(&slot.rejected);
-                return Err(SubmitError::BreakerOpen(body));
-            }
+        if self.breaker_refuses() {
+            return Err(SubmitError::BreakerOpen(body));
         }
         let timers = &self.timers;
         let due = timers.clock.tick_of(at);

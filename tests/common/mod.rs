@@ -177,3 +177,35 @@ pub fn assert_identity(m: &ebbtide::metrics::Metrics) {
         "{m:?}"
     );
 }
+
+/// A clock the test moves by hand, for `Builder::timer_clock`.
+#[derive(Clone)]
+pub struct ManualTime(Arc<Mutex<Instant>>);
+
+impl Default for ManualTime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ManualTime {
+    pub fn new() -> Self {
+        ManualTime(Arc::new(Mutex::new(Instant::now())))
+    }
+
+    pub fn now(&self) -> Instant {
+        *self.0.lock().unwrap()
+    }
+
+    pub fn advance(&self, d: Duration) {
+        *self.0.lock().unwrap() += d;
+    }
+
+    /// A pool builder of `workers` workers on this clock.
+    pub fn pool(&self, workers: usize) -> ebbtide::Builder {
+        let clock = self.clone();
+        ebbtide::Pool::builder()
+            .workers(workers)
+            .timer_clock(move || clock.now())
+    }
+}
