@@ -475,11 +475,15 @@ impl Registry {
                 continue;
             }
             state.sleeping_until = Some(next.unwrap_or(u64::MAX));
-            let wake = if timers.clock.is_manual() {
-                Some(Instant::now() + std::time::Duration::from_millis(1))
-            } else {
-                next.map(|t| timers.clock.instant_of(t))
-            };
+            // Empty: sleep until an insert wakes it. A user's clock cannot
+            // be slept on: poll it every millisecond of real time.
+            let wake = next.map(|t| {
+                if timers.clock.is_manual() {
+                    Instant::now() + std::time::Duration::from_millis(1)
+                } else {
+                    timers.clock.instant_of(t)
+                }
+            });
             match wake {
                 Some(at) => {
                     timers.cv.wait_until(&mut state, at);
