@@ -109,6 +109,7 @@ impl<F> std::error::Error for SubmitError<F> {}
 
 /// A task option out of range: which one, the value given, and what it
 /// must be.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidOption {
     pub(crate) option: &'static str,
@@ -158,6 +159,7 @@ impl fmt::Display for InvalidOption {
 impl std::error::Error for InvalidOption {}
 
 /// Why a task produced no value.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TaskError {

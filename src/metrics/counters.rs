@@ -20,6 +20,7 @@ macro_rules! counters {
 
         /// Totals of every counter, as summed at one moment.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
         #[non_exhaustive]
         pub struct Counts {
             $( $(#[$doc])* pub $name: u64, )*

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// One worker in a [`PoolDump`].
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct WorkerDump {
@@ -29,6 +30,7 @@ pub struct WorkerDump {
 /// dump of a stuck pool. `Display` prints one line per worker.
 ///
 /// [`PoolHandle::dump`]: crate::PoolHandle::dump
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct PoolDump {
@@ -70,6 +72,7 @@ impl fmt::Display for PoolDump {
 }
 
 /// What the stall watchdog reports.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StallReport {

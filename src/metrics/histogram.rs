@@ -91,6 +91,28 @@ impl AtomicHistogram {
     }
 }
 
+/// Serialized as its summary and its buckets: `count`, `sum`, `mean`,
+/// `p50`, `p90`, `p99`, `p999`, `max` (durations) and `buckets` (as
+/// [`octave_buckets`](Histogram::octave_buckets): cumulative counts at each
+/// octave's upper bound).
+#[cfg(feature = "serde")]
+impl serde::Serialize for Histogram {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Histogram", 9)?;
+        s.serialize_field("count", &self.count())?;
+        s.serialize_field("sum", &self.sum())?;
+        s.serialize_field("mean", &self.mean())?;
+        s.serialize_field("p50", &self.p50())?;
+        s.serialize_field("p90", &self.p90())?;
+        s.serialize_field("p99", &self.p99())?;
+        s.serialize_field("p999", &self.p999())?;
+        s.serialize_field("max", &self.max())?;
+        s.serialize_field("buckets", &self.octave_buckets())?;
+        s.end()
+    }
+}
+
 /// A snapshot of a duration histogram (queue wait or run time).
 #[derive(Clone)]
 pub struct Histogram {

@@ -69,6 +69,7 @@ locks! {
 }
 
 /// How contended one of the pool's locks was.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockContention {
     /// The lock's name.

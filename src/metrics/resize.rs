@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 /// What the supervisor saw over one interval.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Observation {
@@ -60,6 +61,7 @@ pub struct Observation {
 }
 
 /// Why the pool was resized.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ResizeReason {
@@ -78,6 +80,7 @@ pub enum ResizeReason {
 }
 
 /// A resize, as recorded in the history and passed to `on_resize`.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct ResizeEvent {

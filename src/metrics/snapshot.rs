@@ -22,6 +22,7 @@ use std::time::Duration;
 /// `queued` tasks accepted and not started.
 ///
 /// [`PoolHandle::metrics`]: crate::PoolHandle::metrics
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Metrics {
@@ -93,6 +94,7 @@ pub struct Metrics {
 /// tasks are not timed (`histograms(false)` and no stall threshold).
 /// Workers serve every queue at a bounded interval, so in a healthy pool
 /// these stay near the queue's own backlog.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QueueAges {
@@ -161,6 +163,7 @@ impl fmt::Display for Metrics {
 }
 
 /// A circuit breaker's state.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BreakerState {
     /// Accepting submissions.

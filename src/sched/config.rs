@@ -11,6 +11,7 @@ use std::time::Duration;
 /// `try_execute`/`try_spawn` never block whatever the policy: under `Block`
 /// and `CallerRuns` they return [`SubmitError::Full`](crate::SubmitError::Full)
 /// instead.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Backpressure {
     /// Wait for room (the default). An outside thread sleeps until a worker

@@ -31,6 +31,7 @@ pub(crate) enum ShutdownMode {
 /// periodic one). Submissions refused with
 /// [`SubmitError::ShutDown`](crate::SubmitError::ShutDown) are not counted anywhere: the caller got the
 /// closure back.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {

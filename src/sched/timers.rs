@@ -88,6 +88,7 @@ pub(crate) struct Timers {
 
 /// What to do with delayed tasks still waiting when the pool shuts down.
 /// Periodic tasks always stop; `shutdown_now` always abandons.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum PendingTimers {
     /// Abandon them (the default): their handles resolve to

@@ -9,11 +9,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// One failed attempt of a task.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttemptError<E> {
     /// Which attempt (1 is the first).
     pub attempt: u32,
-    /// When it failed (by the pool's timer clock).
+    /// When it failed (by the pool's timer clock). Not serialized: an
+    /// `Instant` means nothing outside the process.
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub at: Instant,
     /// What it returned.
     pub error: E,
@@ -21,6 +24,7 @@ pub struct AttemptError<E> {
 
 /// A fallible task that failed for good: every attempt's error, in order.
 /// The last attempt's error is [`last`](Self::last).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failed<E> {
     pub(crate) attempts: Vec<AttemptError<E>>,

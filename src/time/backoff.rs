@@ -7,6 +7,7 @@ use std::time::Duration;
 
 /// How a retry's delay is randomised, so that tasks that failed together
 /// do not retry together.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum Jitter {
     /// The delay as computed (the default).
@@ -41,6 +42,7 @@ pub enum Jitter {
 /// let jittered = policy.jitter(Jitter::Full).delay_after(2, 12345);
 /// assert!(jittered <= Duration::from_millis(300));
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
     base: Duration,
@@ -165,6 +167,7 @@ impl RetryPolicy {
 }
 
 /// How a periodic task repeats.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Schedule {
     /// Runs are due every `period` from the first: a run that overruns
