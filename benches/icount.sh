@@ -6,10 +6,11 @@
 #
 #   benches/icount.sh                 every workload
 #   benches/icount.sh spawn keyed     some of them
+#   ICOUNT_FEATURES=tracing benches/icount.sh spawn    with the library built with features
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is required" >&2; exit 1; }
-bin=$(cargo bench --bench icount --no-run --message-format=json 2>/dev/null |
+bin=$(cargo bench --bench icount --no-run --features "${ICOUNT_FEATURES:-}" --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)

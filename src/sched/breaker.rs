@@ -139,6 +139,15 @@ struct Inner {
     window: VecDeque<bool>,
 }
 
+/// A state change, as a `tracing` event (feature `tracing`).
+#[inline]
+fn changed(to: BreakerState) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(target: "ebbtide", state = ?to, "circuit breaker");
+    #[cfg(not(feature = "tracing"))]
+    let _ = to;
+}
+
 pub(crate) struct Breaker {
     config: BreakerConfig,
     inner: Mutex<Inner>,
@@ -174,6 +183,7 @@ impl Breaker {
                         admitted: 1,
                         succeeded: 0,
                     };
+                    changed(BreakerState::HalfOpen);
                     true
                 } else {
                     false
@@ -210,6 +220,7 @@ impl Breaker {
                         until: self.now() + self.config.cool_down,
                     };
                     inner.window.clear();
+                    changed(BreakerState::Open);
                 }
             }
             State::Open { .. } => {}
@@ -220,11 +231,13 @@ impl Breaker {
                     inner.state = State::Open {
                         until: self.now() + self.config.cool_down,
                     };
+                    changed(BreakerState::Open);
                 } else {
                     *succeeded += 1;
                     if *succeeded >= self.config.trial_calls {
                         inner.state = State::Closed;
                         inner.window.clear();
+                        changed(BreakerState::Closed);
                     }
                 }
             }

@@ -85,6 +85,16 @@ impl Registry {
     fn dead_letter(&self, mut letter: DeadLetter, worker: Option<usize>) {
         let slot = self.counters.slot(worker);
         let resolve = letter.resolve.take();
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            target: "ebbtide",
+            pool = %self.config.name,
+            name = letter.name(),
+            shard = letter.shard(),
+            attempts = letter.attempts().len(),
+            last_error = letter.attempts().last().map(|a| a.error.as_str()),
+            "dead letter"
+        );
         if let Some(handler) = &self.config.on_dead_letter {
             // A panicking handler is contained too.
             let _ = panic::catch_unwind(AssertUnwindSafe(|| handler(&letter)));

@@ -201,6 +201,15 @@ impl Registry {
 
     /// Records a resize (bounded history, counters, callback).
     pub(crate) fn record_resize(&self, event: crate::metrics::ResizeEvent) {
+        #[cfg(feature = "tracing")]
+        tracing::info!(
+            target: "ebbtide",
+            pool = %self.config.name,
+            from = event.from,
+            to = event.to,
+            reason = ?event.reason,
+            "resize"
+        );
         let slot = self.counters.slot(None);
         if event.to > event.from {
             bump(&slot.resizes_up);

@@ -114,7 +114,10 @@ impl Registry {
         if pending(word) == queued(word) && !inside {
             self.join_threads();
         }
-        self.report()
+        let report = self.report();
+        #[cfg(feature = "tracing")]
+        tracing::info!(target: "ebbtide", pool = %self.config.name, ?report, "shutdown");
+        report
     }
 
     /// The report, from one settled reading of the counters: a task that

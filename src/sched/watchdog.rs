@@ -25,6 +25,8 @@ pub(crate) fn spawn(
 }
 
 fn report(registry: &Registry, stall: &StallReport) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(target: "ebbtide", pool = %registry.config.name, report = %stall, "stall");
     match &registry.config.on_stall {
         Some(handler) => {
             // A panicking handler must not take the watchdog down.

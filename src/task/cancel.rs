@@ -294,6 +294,11 @@ pub(crate) fn may_start(
 /// Runs `f` (catching its panic) with the task's name shown in the dump
 /// and the watchdog's reports while it runs.
 pub(crate) fn run_named<R>(cx: &TaskContext, f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    #[cfg(feature = "tracing")]
+    if let Some(name) = &cx.name {
+        // The worker's task span declares the field.
+        tracing::Span::current().record("name", &**name);
+    }
     let worker = cx.name.as_ref().and_then(|_| super::current::worker());
     if let Some(worker) = worker {
         worker.set_task_name(cx.name.clone());

@@ -260,6 +260,14 @@ impl WorkerThread {
         } else {
             (WorkerState::Unknown, 0)
         };
+        // With no subscriber ever set, one relaxed load and no span.
+        #[cfg(feature = "tracing")]
+        let outcome = if tracing::dispatcher::has_been_set() {
+            self.run_traced(job, shard)
+        } else {
+            job.run()
+        };
+        #[cfg(not(feature = "tracing"))]
         let outcome = job.run();
         let end = if registry.timing {
             registry.clock.now()
@@ -278,6 +286,23 @@ impl WorkerThread {
         self.owed.set(self.owed.get() + 1);
         self.last_end.set(end);
         held
+    }
+
+    /// Runs a task inside its span (feature `tracing`): the pool, this
+    /// worker, the shard; a named task records its name in it.
+    #[cfg(feature = "tracing")]
+    #[cold]
+    #[inline(never)]
+    fn run_traced(&self, job: JobRef, shard: Option<usize>) -> crate::task::job::Outcome {
+        let _span = tracing::trace_span!(
+            "ebbtide.task",
+            pool = %self.registry.config.name,
+            worker = self.index,
+            shard = shard,
+            name = tracing::field::Empty,
+        )
+        .entered();
+        job.run()
     }
 
     /// Runs an install job: counted like a task, its panic forwarded to
