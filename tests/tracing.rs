@@ -5,7 +5,7 @@
 
 #![cfg(feature = "tracing")]
 
-use ebbtide::{BreakerConfig, Pool, RetryPolicy};
+use ebbtide::{Backpressure, BreakerConfig, Pool, RetryPolicy};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -164,9 +164,34 @@ fn tasks_run_in_spans_and_failures_and_shutdown_are_events() {
         .spawn_fallible(|_| -> Result<(), String> { Err("no".into()) })
         .unwrap();
     assert!(h.join().unwrap().is_err());
+    assert_eq!(pool.install(|| 7), 7);
     pool.wait_idle();
     let report = pool.shutdown();
     assert_eq!(report.dead_lettered, 1);
+
+    // A task run on the submitting thread (`CallerRuns`) has its span too,
+    // with no worker.
+    let callers = Pool::builder()
+        .name("callers")
+        .workers(1)
+        .queue_capacity(1)
+        .backpressure(Backpressure::CallerRuns)
+        .build()
+        .unwrap();
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    callers
+        .execute(move || {
+            started_tx.send(()).unwrap();
+            released.recv_timeout(Duration::from_secs(120)).unwrap();
+        })
+        .unwrap();
+    started.recv_timeout(Duration::from_secs(120)).unwrap();
+    callers.execute(|| ()).unwrap(); // queued: the queue is full now
+    callers.execute(|| ()).unwrap(); // run here
+    release.send(()).unwrap();
+    let report = callers.shutdown();
+    assert_eq!((report.completed, report.submitted), (3, 3));
 
     let seen = c.lock();
     let tasks: Vec<&Fields> = seen
@@ -177,8 +202,9 @@ fn tasks_run_in_spans_and_failures_and_shutdown_are_events() {
         })
         .map(|(_, f)| f)
         .collect();
-    // The keyed task, and the fallible task's two attempts.
-    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    // The keyed task, the fallible task's two attempts, the install body.
+    assert_eq!(tasks.len(), 4, "{tasks:?}");
+    assert!(tasks.iter().all(|f| f.contains_key("worker")));
     let named = tasks
         .iter()
         .find(|f| f.get("name").map(String::as_str) == Some("named"))
@@ -205,6 +231,22 @@ fn tasks_run_in_spans_and_failures_and_shutdown_are_events() {
     assert!(events("circuit breaker")
         .iter()
         .any(|e| e.get("state").map(String::as_str) == Some("Open")));
+    let on_caller: Vec<&Fields> = seen
+        .spans
+        .values()
+        .filter(|(name, f)| {
+            name == "ebbtide.task" && f.get("pool").map(String::as_str) == Some("callers")
+        })
+        .map(|(_, f)| f)
+        .collect();
+    assert_eq!(on_caller.len(), 3);
+    assert_eq!(
+        on_caller
+            .iter()
+            .filter(|f| !f.contains_key("worker"))
+            .count(),
+        1
+    );
     let shutdowns = events("shutdown");
     assert_eq!(shutdowns.len(), 1);
     assert!(shutdowns[0]["report"].contains("dead_lettered: 1"));

@@ -292,7 +292,7 @@ impl Registry {
                 bump(&slot.submitted);
                 bump(&slot.caller_runs);
                 bump_at(&slot.started, worker);
-                let outcome = body.run();
+                let outcome = self.in_task_span(worker, None, || body.run());
                 self.record_outcome(outcome, worker, None);
                 Ok(Admitted::RanOnCaller)
             }

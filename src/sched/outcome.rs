@@ -117,6 +117,41 @@ impl Registry {
         }
     }
 
+    /// Runs `f` (a task's body) inside the task's `tracing` span: the pool,
+    /// the worker (`None`: the submitting thread, under `CallerRuns`), the
+    /// shard; a named task records its name in it. With no subscriber ever
+    /// set, one relaxed load and no span; without the feature, nothing.
+    #[inline(always)]
+    pub(crate) fn in_task_span<R>(
+        &self,
+        worker: Option<usize>,
+        shard: Option<usize>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        #[cfg(feature = "tracing")]
+        if tracing::dispatcher::has_been_set() {
+            return self.in_span(worker, shard, f);
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = (worker, shard);
+        f()
+    }
+
+    #[cfg(feature = "tracing")]
+    #[cold]
+    #[inline(never)]
+    fn in_span<R>(&self, worker: Option<usize>, shard: Option<usize>, f: impl FnOnce() -> R) -> R {
+        let _span = tracing::trace_span!(
+            "ebbtide.task",
+            pool = %self.config.name,
+            worker = worker,
+            shard = shard,
+            name = tracing::field::Empty,
+        )
+        .entered();
+        f()
+    }
+
     /// Takes every dead letter kept.
     pub(crate) fn take_dead_letters(&self) -> Vec<DeadLetter> {
         self.dead_letters.lock().drain(..).collect()

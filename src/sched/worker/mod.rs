@@ -260,15 +260,7 @@ impl WorkerThread {
         } else {
             (WorkerState::Unknown, 0)
         };
-        // With no subscriber ever set, one relaxed load and no span.
-        #[cfg(feature = "tracing")]
-        let outcome = if tracing::dispatcher::has_been_set() {
-            self.run_traced(job, shard)
-        } else {
-            job.run()
-        };
-        #[cfg(not(feature = "tracing"))]
-        let outcome = job.run();
+        let outcome = registry.in_task_span(Some(index), shard, || job.run());
         let end = if registry.timing {
             registry.clock.now()
         } else {
@@ -288,23 +280,6 @@ impl WorkerThread {
         held
     }
 
-    /// Runs a task inside its span (feature `tracing`): the pool, this
-    /// worker, the shard; a named task records its name in it.
-    #[cfg(feature = "tracing")]
-    #[cold]
-    #[inline(never)]
-    fn run_traced(&self, job: JobRef, shard: Option<usize>) -> crate::task::job::Outcome {
-        let _span = tracing::trace_span!(
-            "ebbtide.task",
-            pool = %self.registry.config.name,
-            worker = self.index,
-            shard = shard,
-            name = tracing::field::Empty,
-        )
-        .entered();
-        job.run()
-    }
-
     /// Runs an install job: counted like a task, its panic forwarded to
     /// the caller; then its place is retired.
     fn run_install(&self, job: JobRef) {
@@ -313,7 +288,7 @@ impl WorkerThread {
             &registry.counters.slot(Some(self.index)).started,
             Some(self.index),
         );
-        let outcome = job.run();
+        let outcome = registry.in_task_span(Some(self.index), None, || job.run());
         registry.record_outcome(outcome, Some(self.index), None);
         registry.finish_install();
     }
