@@ -194,14 +194,17 @@ fn tasks_run_in_spans_and_failures_and_shutdown_are_events() {
     assert_eq!((report.completed, report.submitted), (3, 3));
 
     let seen = c.lock();
-    let tasks: Vec<&Fields> = seen
-        .spans
-        .values()
-        .filter(|(name, f)| {
-            name == "ebbtide.task" && f.get("pool").map(String::as_str) == Some("traced")
-        })
-        .map(|(_, f)| f)
-        .collect();
+    // The task spans of one pool.
+    let task_spans = |pool: &str| -> Vec<&Fields> {
+        seen.spans
+            .values()
+            .filter(|(name, f)| {
+                name == "ebbtide.task" && f.get("pool").map(String::as_str) == Some(pool)
+            })
+            .map(|(_, f)| f)
+            .collect()
+    };
+    let tasks = task_spans("traced");
     // The keyed task, the fallible task's two attempts, the install body.
     assert_eq!(tasks.len(), 4, "{tasks:?}");
     assert!(tasks.iter().all(|f| f.contains_key("worker")));
@@ -231,14 +234,7 @@ fn tasks_run_in_spans_and_failures_and_shutdown_are_events() {
     assert!(events("circuit breaker")
         .iter()
         .any(|e| e.get("state").map(String::as_str) == Some("Open")));
-    let on_caller: Vec<&Fields> = seen
-        .spans
-        .values()
-        .filter(|(name, f)| {
-            name == "ebbtide.task" && f.get("pool").map(String::as_str) == Some("callers")
-        })
-        .map(|(_, f)| f)
-        .collect();
+    let on_caller = task_spans("callers");
     assert_eq!(on_caller.len(), 3);
     assert_eq!(
         on_caller
