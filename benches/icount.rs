@@ -16,6 +16,10 @@
 //! - `retry`: 1M tiny tasks that succeed at once, each with a handle
 //!   (dropped): `spawn` (plain), `spawn_with` (a context), `fallible`
 //!   (`spawn_fallible`), `retry` (`retry(..).spawn_fallible`), on ebbtide.
+//! - `sum`, `collect`, `sort`, `stable`, `mandel`: the data-parallel
+//!   workloads of `benches/par.rs` (sum of squares over 0..100M, map +
+//!   collect of 10M, unstable and stable sorts of 10M random `u64`s,
+//!   Mandelbrot rows). Pools: `ebbtide` (`par` loops), `rayon`.
 //!
 //! Every pool has 2 workers. Prints the workload's checksum, so a pool that
 //! skipped work would show.
@@ -154,6 +158,74 @@ fn retry(variant: &str) -> u64 {
     counter.load(Relaxed)
 }
 
+fn data_parallel(workload: &str, pool: &str) -> u64 {
+    use common::par::{on_ebbtide as e, on_rayon as r, random_u64s, MANDEL_H, MANDEL_W};
+    let ebb = match pool {
+        "ebbtide" => Some(ebbtide_pool(true)),
+        "rayon" => None,
+        other => panic!("{workload} has no pool {other:?}"),
+    };
+    let ray = rayon::ThreadPoolBuilder::new()
+        .num_threads(WORKERS)
+        .build()
+        .unwrap();
+    let run = |f: &(dyn Fn(bool) -> u64 + Sync)| match &ebb {
+        Some(p) => p.install(|| f(true)),
+        None => ray.install(|| f(false)),
+    };
+    let salt = std::hint::black_box(0);
+    let input = if workload.ends_with("sort") || workload == "stable" {
+        random_u64s(10_000_000)
+    } else {
+        Vec::new()
+    };
+    let first_last = |v: &[u64]| v[0] ^ v[v.len() - 1] ^ v[v.len() / 2];
+    match workload {
+        "sum" => run(&|on_e| {
+            if on_e {
+                e::sum_squares(100_000_000, salt)
+            } else {
+                r::sum_squares(100_000_000, salt)
+            }
+        }),
+        "collect" => run(&|on_e| {
+            let v = if on_e {
+                e::map_collect(10_000_000)
+            } else {
+                r::map_collect(10_000_000)
+            };
+            first_last(&v)
+        }),
+        "sort" | "stable" => {
+            let mut v = input.clone();
+            let v = std::sync::Mutex::new(&mut v[..]);
+            run(&|on_e| {
+                let mut v = v.lock().unwrap();
+                match (on_e, workload) {
+                    (true, "sort") => e::sort_unstable(&mut v),
+                    (false, "sort") => r::sort_unstable(&mut v),
+                    (true, _) => e::sort_stable(&mut v),
+                    (false, _) => r::sort_stable(&mut v),
+                }
+                first_last(&v)
+            })
+        }
+        "mandel" => {
+            let image = std::sync::Mutex::new(vec![0u32; MANDEL_W * MANDEL_H]);
+            run(&|on_e| {
+                let mut image = image.lock().unwrap();
+                if on_e {
+                    e::mandelbrot(&mut image);
+                } else {
+                    r::mandelbrot(&mut image);
+                }
+                image.iter().map(|&i| u64::from(i)).sum()
+            })
+        }
+        other => panic!("no workload {other:?}"),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` passes `--bench`; the script passes the two names.
@@ -175,7 +247,7 @@ fn main() {
         "keyed" => keyed(pool),
         "fib" => fork_join(pool),
         "retry" => retry(pool),
-        other => panic!("no workload {other:?}"),
+        other => data_parallel(other, pool),
     };
     println!("{workload} {pool} checksum {sum}");
 }

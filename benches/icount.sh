@@ -6,6 +6,7 @@
 #
 #   benches/icount.sh                 every workload
 #   benches/icount.sh spawn keyed     some of them
+#   benches/icount.sh sum collect sort stable mandel   the data-parallel loops
 #   ICOUNT_FEATURES=tracing benches/icount.sh spawn    with the library built with features
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,14 @@ declare -A pools=(
   [keyed]="sharded ebbtide"
   [fib]="rayon ebbtide"
   [retry]="spawn spawn_with fallible retry"
+  [sum]="rayon ebbtide"
+  [collect]="rayon ebbtide"
+  [sort]="rayon ebbtide"
+  [stable]="rayon ebbtide"
+  [mandel]="rayon ebbtide"
 )
-declare -A units=([spawn]=1000000 [keyed]=1000000 [fib]=317810 [retry]=1000000)
+declare -A units=([spawn]=1000000 [keyed]=1000000 [fib]=317810 [retry]=1000000
+  [sum]=100000000 [collect]=10000000 [sort]=10000000 [stable]=10000000 [mandel]=786432)
 workloads=("$@")
 [ ${#workloads[@]} -gt 0 ] || workloads=(spawn keyed fib)
 out=$(mktemp -d)

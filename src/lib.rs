@@ -54,7 +54,7 @@
 
 // Layers, top to bottom (each imports only from layers below it; see
 // `design/architecture.md`):
-//   public face   pool
+//   public face   pool, par (data-parallel loops)
 //   features      forkjoin, control, scaling
 //   core          sched
 //   leaves        keyed (shard type), task, metrics, time (wheel, clock,
@@ -65,6 +65,7 @@ mod forkjoin;
 mod keyed;
 mod loom;
 pub mod metrics;
+pub mod par;
 mod pool;
 mod scaling;
 mod sched;

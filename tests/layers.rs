@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("control", 5),
     ("scaling", 5),
     ("pool", 6),
+    ("par", 6),
 ];
 
 /// Files that only wire or test the layers: the crate root, the binary,

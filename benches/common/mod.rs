@@ -2,6 +2,7 @@
 //! "wait for all" of their own, and the workloads (also used by the tests).
 #![allow(dead_code)]
 
+pub mod par;
 pub mod peers;
 pub mod workloads;
 

@@ -48,11 +48,12 @@ where
     }
 }
 
+/// `join` on `worker`, the current thread's worker. `a` always runs on
+/// this thread, so neither it nor its value need be `Send`.
 pub(crate) fn join_on<A, B, RA, RB>(worker: &WorkerThread, a: A, b: B) -> (RA, RB)
 where
-    A: FnOnce() -> RA + Send,
+    A: FnOnce() -> RA,
     B: FnOnce() -> RB + Send,
-    RA: Send,
     RB: Send,
 {
     let job_b = StackJob::new(b, WorkerLatch::new(worker.parker()));
