@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench --bench par            # 11 rounds
 //! cargo bench --bench par -- 21      # 21 rounds
+//! cargo bench --bench par -- 41 sort  # 41 rounds of the workloads named *sort*
 //! ```
 //!
 //! Workloads: sum of squares over 0..100M; map + collect of 10M `u64`s;
@@ -48,12 +49,101 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// One workload: runs on ebbtide (`true`) or rayon, checks its result,
+/// returns its time.
+type Workload<'a> = (&'static str, Box<dyn Fn(&Pools, bool) -> Duration + 'a>);
+
+fn workloads(input: &[u64]) -> Vec<Workload<'_>> {
+    vec![
+        (
+            "sum of squares 100M",
+            Box::new(|p: &Pools, ebb: bool| {
+                let (t, sum) = p.time(ebb, || {
+                    if ebb {
+                        on_ebbtide::sum_squares(SUM_N, black_box(0))
+                    } else {
+                        on_rayon::sum_squares(SUM_N, black_box(0))
+                    }
+                });
+                let expected = (0..SUM_N).fold(0u64, |s, x| s.wrapping_add(x.wrapping_mul(x)));
+                assert_eq!(sum, expected);
+                t
+            }),
+        ),
+        (
+            "map+collect 10M",
+            Box::new(|p: &Pools, ebb: bool| {
+                let (t, v) = p.time(ebb, || {
+                    if ebb {
+                        on_ebbtide::map_collect(COLLECT_N)
+                    } else {
+                        on_rayon::map_collect(COLLECT_N)
+                    }
+                });
+                assert_eq!(v.len(), COLLECT_N as usize);
+                assert_eq!(v[12345], 12345u64.wrapping_mul(0x9E37_79B9) >> 7);
+                t
+            }),
+        ),
+        (
+            "sort_unstable 10M",
+            Box::new(move |p: &Pools, ebb: bool| {
+                let mut v = input.to_vec();
+                let (t, ()) = p.time(ebb, || {
+                    if ebb {
+                        on_ebbtide::sort_unstable(&mut v)
+                    } else {
+                        on_rayon::sort_unstable(&mut v)
+                    }
+                });
+                assert!(v.windows(2).all(|w| w[0] <= w[1]));
+                t
+            }),
+        ),
+        (
+            "sort (stable) 10M",
+            Box::new(move |p: &Pools, ebb: bool| {
+                let mut v = input.to_vec();
+                let (t, ()) = p.time(ebb, || {
+                    if ebb {
+                        on_ebbtide::sort_stable(&mut v)
+                    } else {
+                        on_rayon::sort_stable(&mut v)
+                    }
+                });
+                assert!(v.windows(2).all(|w| w[0] <= w[1]));
+                t
+            }),
+        ),
+        (
+            "mandelbrot rows",
+            Box::new(|p: &Pools, ebb: bool| {
+                let mut image = vec![0u32; MANDEL_W * MANDEL_H];
+                let (t, ()) = p.time(ebb, || {
+                    if ebb {
+                        on_ebbtide::mandelbrot(&mut image)
+                    } else {
+                        on_rayon::mandelbrot(&mut image)
+                    }
+                });
+                let centre = MANDEL_H / 2 * MANDEL_W + MANDEL_W / 2;
+                assert_eq!(image[centre], common::par::MANDEL_ITER);
+                t
+            }),
+        ),
+    ]
+}
+
 fn main() {
-    let rounds: usize = std::env::args()
+    let args: Vec<String> = std::env::args()
         .skip(1)
-        .find(|a| !a.starts_with("--"))
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let rounds: usize = args
+        .first()
         .map(|a| a.parse().expect("ROUNDS is a number"))
         .unwrap_or(11);
+    let only = args.get(1).cloned();
     let pools = Pools {
         ebbtide: ebbtide::Pool::builder().workers(WORKERS).build().unwrap(),
         rayon: rayon::ThreadPoolBuilder::new()
@@ -62,82 +152,17 @@ fn main() {
             .unwrap(),
     };
     let input = random_u64s(SORT_N);
-    let names = [
-        "sum of squares 100M",
-        "map+collect 10M",
-        "sort_unstable 10M",
-        "sort (stable) 10M",
-        "mandelbrot rows",
-    ];
+    let mut loads = workloads(&input);
+    if let Some(only) = &only {
+        loads.retain(|(name, _)| name.contains(only.as_str()));
+    }
     let mut times: Vec<[Vec<Duration>; 2]> =
-        names.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+        loads.iter().map(|_| [Vec::new(), Vec::new()]).collect();
     for round in 0..rounds {
-        for first_ebb in [round % 2 == 0] {
-            for side in [first_ebb, !first_ebb] {
-                let i = usize::from(!side); // 0 = ebbtide, 1 = rayon
-                let (t, a) = pools.time(side, || {
-                    if side {
-                        on_ebbtide::sum_squares(SUM_N, black_box(0))
-                    } else {
-                        on_rayon::sum_squares(SUM_N, black_box(0))
-                    }
-                });
-                assert_eq!(
-                    a,
-                    (0..SUM_N)
-                        .map(|x| x.wrapping_mul(x))
-                        .fold(0u64, u64::wrapping_add)
-                );
-                times[0][i].push(t);
-
-                let (t, v) = pools.time(side, || {
-                    if side {
-                        on_ebbtide::map_collect(COLLECT_N)
-                    } else {
-                        on_rayon::map_collect(COLLECT_N)
-                    }
-                });
-                assert_eq!(v.len(), COLLECT_N as usize);
-                assert_eq!(v[12345], 12345u64.wrapping_mul(0x9E37_79B9) >> 7);
-                times[1][i].push(t);
-                drop(v);
-
-                let mut v = input.clone();
-                let (t, ()) = pools.time(side, || {
-                    if side {
-                        on_ebbtide::sort_unstable(&mut v)
-                    } else {
-                        on_rayon::sort_unstable(&mut v)
-                    }
-                });
-                assert!(v.windows(2).all(|w| w[0] <= w[1]));
-                times[2][i].push(t);
-
-                v.copy_from_slice(&input);
-                let (t, ()) = pools.time(side, || {
-                    if side {
-                        on_ebbtide::sort_stable(&mut v)
-                    } else {
-                        on_rayon::sort_stable(&mut v)
-                    }
-                });
-                assert!(v.windows(2).all(|w| w[0] <= w[1]));
-                times[3][i].push(t);
-                drop(v);
-
-                let mut image = vec![0u32; MANDEL_W * MANDEL_H];
-                let (t, ()) = pools.time(side, || {
-                    if side {
-                        on_ebbtide::mandelbrot(&mut image)
-                    } else {
-                        on_rayon::mandelbrot(&mut image)
-                    }
-                });
-                assert_eq!(
-                    image[MANDEL_H / 2 * MANDEL_W + MANDEL_W / 2],
-                    common::par::MANDEL_ITER
-                );
-                times[4][i].push(t);
+        for (i, (_, run)) in loads.iter().enumerate() {
+            // Which pool goes first alternates by round.
+            for ebb in [round % 2 == 0, round % 2 != 0] {
+                times[i][usize::from(!ebb)].push(run(&pools, ebb));
             }
         }
         eprint!(".");
@@ -148,26 +173,15 @@ fn main() {
         "{:<22} {:>24} {:>24} {:>8}",
         "workload", "ebbtide", "rayon", "ratio"
     );
-    for (name, [e, r]) in names.iter().zip(times) {
-        let span = |v: &[Duration]| {
-            let ms = |d: &Duration| d.as_secs_f64() * 1e3;
-            let lo = v.iter().map(ms).fold(f64::MAX, f64::min);
-            let hi = v.iter().map(ms).fold(0.0, f64::max);
-            (lo, hi)
-        };
-        let (el, eh) = span(&e);
-        let (rl, rh) = span(&r);
-        let (em, rm) = (median(e), median(r));
+    let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+    for ((name, _), [e, r]) in loads.iter().zip(times) {
+        let lo = |v: &[Duration]| v.iter().map(ms).fold(f64::MAX, f64::min);
+        let hi = |v: &[Duration]| v.iter().map(ms).fold(0.0, f64::max);
+        let (el, eh, rl, rh) = (lo(&e), hi(&e), lo(&r), hi(&r));
+        let (em, rm) = (ms(&median(e)), ms(&median(r)));
         println!(
-            "{:<22} {:>8.1} ({:>6.1}–{:>6.1}) {:>8.1} ({:>6.1}–{:>6.1}) {:>7.2}×",
-            name,
-            em.as_secs_f64() * 1e3,
-            el,
-            eh,
-            rm.as_secs_f64() * 1e3,
-            rl,
-            rh,
-            em.as_secs_f64() / rm.as_secs_f64()
+            "{name:<22} {em:>8.1} ({el:>6.1}–{eh:>6.1}) {rm:>8.1} ({rl:>6.1}–{rh:>6.1}) {:>7.2}×",
+            em / rm
         );
     }
 }

@@ -227,6 +227,32 @@ fn loom_join_latch_stolen_half_wakes_owner() {
     });
 }
 
+/// A data-parallel collect: the half of the items a thief takes is
+/// written by the thief straight into the caller's `Vec`; the join latch
+/// makes those writes visible before the caller reads them, and every
+/// item is written once, in its place.
+#[test]
+fn loom_par_collect_stolen_half_is_visible() {
+    use crate::par::IntoPar;
+    model(2, || {
+        let pool = pool(2);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let v: Vec<u32> = pool.install(move || {
+            (0..2u32)
+                .into_par()
+                .map(|x| {
+                    c.fetch_add(1, SeqCst);
+                    x + 10
+                })
+                .collect()
+        });
+        assert_eq!(v, [10, 11]);
+        assert_eq!(calls.load(SeqCst), 2);
+        pool.shutdown();
+    });
+}
+
 /// Scope completion: the owner returns only after both tasks ran, however
 /// they were spread over the workers, and is always woken.
 #[test]

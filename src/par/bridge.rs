@@ -164,8 +164,11 @@ where
     C: Consumer<S::Item>,
 {
     let len = src.len();
-    if cons.full() || !splitter.try_split(len, stolen) {
+    if cons.full() {
         return cons.leaf(src.into_seq());
+    }
+    if !splitter.try_split(len, stolen) {
+        return leaf(worker, src, cons, splitter);
     }
     let mid = len / 2;
     let (left, right) = src.split_at(mid);
@@ -184,6 +187,78 @@ where
     );
     reduce.reduce(a, b)
 }
+
+/// Runs a piece the splitter no longer splits, in blocks of about a
+/// sixteenth of it. Between blocks, if a worker of the pool has gone idle
+/// (the other pieces ran out while this one still has work), the rest is
+/// halved with `join`: the half a thief takes splits as any stolen piece;
+/// a half popped back unstolen goes on in the same blocks. So uneven work
+/// keeps every worker busy to the end, a piece splits at most once per
+/// block, and when nobody is idle the cost is one load per block.
+fn leaf<S, C>(worker: &WorkerThread, src: S, cons: C, splitter: Splitter) -> C::Out
+where
+    S: Source,
+    C: Consumer<S::Item>,
+{
+    let block = (src.len() / LEAF_BLOCKS).max(splitter.min);
+    blocks(worker, src, cons, splitter, block)
+}
+
+fn blocks<S, C>(
+    worker: &WorkerThread,
+    mut src: S,
+    mut cons: C,
+    splitter: Splitter,
+    block: usize,
+) -> C::Out
+where
+    S: Source,
+    C: Consumer<S::Item>,
+{
+    let mut done: Option<(C::Out, C::Reducer)> = None;
+    let out = loop {
+        let len = src.len();
+        if cons.full() || len < 2 * block {
+            break cons.leaf(src.into_seq());
+        }
+        if done.is_some() && worker.registry().sleep.has_idle() {
+            let mid = len / 2;
+            let (left, right) = src.split_at(mid);
+            let (cons_left, cons_right, reducer) = cons.split_at(mid);
+            let parent = worker as *const WorkerThread as usize;
+            let (a, b) = join_on(
+                worker,
+                || blocks(worker, left, cons_left, splitter, block),
+                move || match WorkerThread::current() {
+                    Some(w) if w as *const WorkerThread as usize != parent => {
+                        let fresh = Splitter::new(splitter.threads, splitter.min);
+                        on_worker(w, right, cons_right, fresh, true)
+                    }
+                    Some(w) => blocks(w, right, cons_right, splitter, block),
+                    None => cons_right.leaf(right.into_seq()),
+                },
+            );
+            break reducer.reduce(a, b);
+        }
+        let (next, rest) = src.split_at(block);
+        let (cons_next, cons_rest, reducer) = cons.split_at(block);
+        let out = cons_next.leaf(next.into_seq());
+        done = Some(match done {
+            Some((before, r)) => (r.reduce(before, out), reducer),
+            None => (out, reducer),
+        });
+        src = rest;
+        cons = cons_rest;
+    };
+    match done {
+        Some((before, reducer)) => reducer.reduce(before, out),
+        None => out,
+    }
+}
+
+/// Into how many blocks a leaf is cut to look for idle workers between
+/// them.
+const LEAF_BLOCKS: usize = 16;
 
 /// Runs `a` and `b` as `join` does on this thread's pool (sequentially off
 /// the pool); for the sorts' own recursion.

@@ -257,14 +257,15 @@ where
         a_done: 0,
         b_done: 0,
     };
-    // SAFETY (both searches): indices stay below the runs' lengths.
     let (ai, bi) = if a.len >= b.len {
         let ai = a.len / 2;
+        // SAFETY: `a.len > 0`, so `a.len / 2 < a.len`.
         let pivot = unsafe { a.at(ai) };
         // b's items strictly less than a[ai] precede it (stability).
         (ai, partition_point(b, |x| lt(cmp, x, pivot)))
     } else {
         let bi = b.len / 2;
+        // SAFETY: `b.len > 0`, so `b.len / 2 < b.len`.
         let pivot = unsafe { b.at(bi) };
         // a's items not greater than b[bi] precede it.
         (partition_point(a, |x| !lt(cmp, pivot, x)), bi)
