@@ -18,6 +18,10 @@
 //!   fallible one with backoff ([`TaskBuilder::retry`],
 //!   [`TaskBuilder::spawn_fallible`]) before it goes to the dead letters
 //!   ([`DeadLetter`], [`PoolHandle::replay`]).
+//! * [`par`] runs data-parallel loops on the pool they are called in
+//!   (`v.par_iter().map(f).sum()`, `par_chunks_mut`, `into_par` on ranges
+//!   and `Vec`s, early-exit searches, stable and unstable parallel sorts),
+//!   splitting adaptively over [`join`].
 //! * [`Pool::shutdown`] drains, [`Pool::shutdown_timeout`] drains until a
 //!   deadline, [`Pool::shutdown_now`] abandons; the [`ShutdownReport`]
 //!   accounts for every task, and every thread is joined.

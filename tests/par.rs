@@ -24,17 +24,11 @@ fn pool(workers: usize) -> &'static Pool {
     POOLS[workers].get_or_init(|| Pool::builder().workers(workers).build().unwrap())
 }
 
-/// Deterministic pseudo-random numbers (splitmix64).
+/// `len` pseudo-random numbers below `below`, from `seed`.
 fn random(seed: u64, len: usize, below: u64) -> Vec<u64> {
-    let mut s = seed;
-    (0..len)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31)) % below
-        })
+    common::workloads::random_vec(len, seed | 1)
+        .into_iter()
+        .map(|x| x % below)
         .collect()
 }
 

@@ -26,18 +26,9 @@ pub fn mandel_row(row: &mut [u32], y: usize) {
     }
 }
 
-/// `n` pseudo-random `u64`s (splitmix64), the same for every pool.
+/// `n` pseudo-random `u64`s, the same for every pool and run.
 pub fn random_u64s(n: usize) -> Vec<u64> {
-    let mut s = 0x2545_F491_4F6C_DD1Du64;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        })
-        .collect()
+    super::workloads::random_vec(n, 0x2545_F491_4F6C_DD1D)
 }
 
 macro_rules! par_workloads {

@@ -173,15 +173,12 @@ where
     let mid = len / 2;
     let (left, right) = src.split_at(mid);
     let (cons_left, cons_right, reduce) = cons.split_at(mid);
-    let parent = worker as *const WorkerThread as usize;
+    let parent = identity(worker);
     let (a, b) = join_on(
         worker,
         || on_worker(worker, left, cons_left, splitter, false),
-        move || match WorkerThread::current() {
-            Some(thief) => {
-                let stolen = thief as *const WorkerThread as usize != parent;
-                on_worker(thief, right, cons_right, splitter, stolen)
-            }
+        move || match here(parent) {
+            Some((w, stolen)) => on_worker(w, right, cons_right, splitter, stolen),
             None => cons_right.leaf(right.into_seq()),
         },
     );
@@ -225,16 +222,16 @@ where
             let mid = len / 2;
             let (left, right) = src.split_at(mid);
             let (cons_left, cons_right, reducer) = cons.split_at(mid);
-            let parent = worker as *const WorkerThread as usize;
+            let parent = identity(worker);
             let (a, b) = join_on(
                 worker,
                 || blocks(worker, left, cons_left, splitter, block),
-                move || match WorkerThread::current() {
-                    Some(w) if w as *const WorkerThread as usize != parent => {
+                move || match here(parent) {
+                    Some((w, true)) => {
                         let fresh = Splitter::new(splitter.threads, splitter.min);
                         on_worker(w, right, cons_right, fresh, true)
                     }
-                    Some(w) => blocks(w, right, cons_right, splitter, block),
+                    Some((w, false)) => blocks(w, right, cons_right, splitter, block),
                     None => cons_right.leaf(right.into_seq()),
                 },
             );
@@ -254,6 +251,17 @@ where
         Some((before, reducer)) => reducer.reduce(before, out),
         None => out,
     }
+}
+
+/// A worker's identity: its address, compared and never followed.
+fn identity(worker: &WorkerThread) -> usize {
+    worker as *const WorkerThread as usize
+}
+
+/// The worker running a split-off half, and whether it was stolen (runs on
+/// another worker than `parent`, which split it); `None` off any pool.
+fn here(parent: usize) -> Option<(&'static WorkerThread, bool)> {
+    WorkerThread::current().map(|w| (w, identity(w) != parent))
 }
 
 /// Into how many blocks a leaf is cut to look for idle workers between

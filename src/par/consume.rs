@@ -7,18 +7,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::bridge::{Consumer, Reduce, Stage};
 
+/// Consumers hold only references: copied freely, whatever they refer to.
+macro_rules! copy_consumer {
+    ($name:ident<$($p:ident),*>) => {
+        impl<$($p),*> Clone for $name<'_, $($p),*> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<$($p),*> Copy for $name<'_, $($p),*> {}
+    };
+}
+
 /// Calls `op` on every item.
 pub(crate) struct ForEach<'f, St, Op> {
     pub(crate) stage: &'f St,
     pub(crate) op: &'f Op,
 }
 
-impl<St, Op> Clone for ForEach<'_, St, Op> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<St, Op> Copy for ForEach<'_, St, Op> {}
+copy_consumer!(ForEach<St, Op>);
 
 impl<St, Op> Reduce<()> for ForEach<'_, St, Op> {
     #[inline]
@@ -49,12 +56,7 @@ pub(crate) struct Fold<'f, St, Id, Op> {
     pub(crate) op: &'f Op,
 }
 
-impl<St, Id, Op> Clone for Fold<'_, St, Id, Op> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<St, Id, Op> Copy for Fold<'_, St, Id, Op> {}
+copy_consumer!(Fold<St, Id, Op>);
 
 impl<T, St, Id, Op: Fn(T, T) -> T> Reduce<T> for Fold<'_, St, Id, Op> {
     #[inline]
@@ -90,12 +92,7 @@ pub(crate) struct Summing<'f, St, S> {
     pub(crate) sum: PhantomData<fn() -> S>,
 }
 
-impl<St, S> Clone for Summing<'_, St, S> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<St, S> Copy for Summing<'_, St, S> {}
+copy_consumer!(Summing<St, S>);
 
 impl<St, S: std::iter::Sum<S>> Reduce<S> for Summing<'_, St, S> {
     #[inline]
@@ -128,12 +125,7 @@ pub(crate) struct Pick<'f, St, P> {
     pub(crate) pick: &'f P,
 }
 
-impl<St, P> Clone for Pick<'_, St, P> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<St, P> Copy for Pick<'_, St, P> {}
+copy_consumer!(Pick<St, P>);
 
 impl<T, St, P: Fn(T, T) -> T> Reduce<Option<T>> for Pick<'_, St, P> {
     #[inline]
@@ -170,12 +162,7 @@ pub(crate) struct Find<'f, St, P> {
     pub(crate) found: &'f AtomicBool,
 }
 
-impl<St, P> Clone for Find<'_, St, P> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<St, P> Copy for Find<'_, St, P> {}
+copy_consumer!(Find<St, P>);
 
 impl<T, St, P> Reduce<Option<T>> for Find<'_, St, P> {
     #[inline]
