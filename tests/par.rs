@@ -423,3 +423,41 @@ fn zero_sizes_are_refused_with_the_std_message() {
         Some(&"min_len must be at least 1")
     );
 }
+
+#[test]
+fn empty_and_one_item_inputs_give_the_sequential_answers() {
+    let p = pool(2);
+    for v in [Vec::<u32>::new(), vec![41]] {
+        let (sum, count, min, max) = p.install(|| {
+            (
+                v.par_iter().sum::<u32>(),
+                v.par_iter().count(),
+                v.par_iter().min(),
+                v.par_iter().max_by_key(|x| **x),
+            )
+        });
+        assert_eq!(sum, v.iter().sum::<u32>());
+        assert_eq!(count, v.len());
+        assert_eq!(min, v.iter().min());
+        assert_eq!(max, v.iter().max());
+        let (any, all, found) = p.install(|| {
+            (
+                v.par_iter().any(|&x| x == 41),
+                v.par_iter().all(|&x| x == 41),
+                v.par_iter().find_any(|&&x| x == 41),
+            )
+        });
+        assert_eq!((any, all, found), (!v.is_empty(), true, v.first()));
+        let collected: Vec<u32> = p.install(|| v.clone().into_par().map(|x| x + 1).collect());
+        assert_eq!(collected, v.iter().map(|x| x + 1).collect::<Vec<_>>());
+        let chunks: Vec<usize> = p.install(|| v.par_chunks(3).map(<[u32]>::len).collect());
+        assert_eq!(chunks, v.chunks(3).map(<[u32]>::len).collect::<Vec<_>>());
+        let reduced = p.install(|| v.par_iter().map(|&x| x * 2).reduce(|| 7, |a, b| a + b));
+        assert_eq!(reduced, 7 + v.iter().map(|&x| x * 2).sum::<u32>());
+        let mut s = v.clone();
+        p.install(|| s.par_sort());
+        assert_eq!(s, v);
+        p.install(|| s.par_sort_unstable());
+        assert_eq!(s, v);
+    }
+}
