@@ -2,6 +2,7 @@
 //! random inputs (lengths around the split points included), early exits
 //! that stop work, panics that propagate and leave the pool usable, items
 //! dropped exactly once, sorts that keep order where they say so.
+#![cfg(not(loom))]
 
 mod common;
 
