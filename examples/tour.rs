@@ -1,4 +1,4 @@
-//! `cargo run --release`: a tour of ebbtide on built-in defaults — result
+//! `cargo run --release --example tour`: a tour of ebbtide on built-in defaults — result
 //! handles, every backpressure policy under overload, and the exact
 //! accounting of a shutdown with a deadline.
 

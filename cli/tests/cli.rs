@@ -1,0 +1,446 @@
+//! The `ebbtide` program, run as a user runs it: each subcommand at small
+//! sizes (verdict lines, files written, exit codes), the sizing example
+//! exactly, `/metrics` scraped over HTTP during a run and parsed by a real
+//! Prometheus parser, an interrupt that drains, and every bad input.
+//! Every wait on the program has a deadline: a hang fails the test.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn ebbtide() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ebbtide"))
+}
+
+/// Waits for `child` to exit within [`PATIENCE`], killing it otherwise.
+fn finish(mut child: Child, what: &str) -> Output {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if child.try_wait().expect("the child can be polled").is_some() {
+            return child.wait_with_output().expect("the child's output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}: still running after {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs to the end (output collected by threads, so a full pipe cannot
+/// block the program).
+fn run(args: &[&str]) -> (i32, String, String) {
+    let mut child = ebbtide()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the program starts");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut s = String::new();
+        out.read_to_string(&mut s).unwrap();
+        s
+    });
+    let e = std::thread::spawn(move || {
+        let mut s = String::new();
+        err.read_to_string(&mut s).unwrap();
+        s
+    });
+    let status = finish(child, &args.join(" ")).status;
+    (
+        status.code().expect("exited, not killed by a signal"),
+        o.join().unwrap(),
+        e.join().unwrap(),
+    )
+}
+
+/// The value in the verdict row `name`.
+fn row(stdout: &str, name: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(name) && l.contains(char::is_numeric))
+        .unwrap_or_else(|| panic!("no row {name:?} in:\n{stdout}"));
+    line.trim_start()[name.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("row {name:?} has no count: {line}"))
+}
+
+#[test]
+fn size_reproduces_the_worked_example() {
+    let (code, out, _) = run(&[
+        "size",
+        "--rate",
+        "5000/s",
+        "--latency",
+        "80ms",
+        "--instances",
+        "4",
+        "--headroom",
+        "20%",
+    ]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "1. In flight (Little's law): L = λ × W = 5000/s × 80.0 ms = 400"
+    );
+    assert_eq!(lines[1], "2. Per instance: 400 / 4 instances = 100");
+    assert!(lines[2].starts_with("3. Headroom: 100 × (1 + 20%) = 120 → 120 workers per instance"));
+    assert_eq!(
+        lines[3],
+        "Recommended: 120 workers per instance, 480 in all"
+    );
+
+    let (code, out, _) = run(&[
+        "size",
+        "--rate",
+        "5000/s",
+        "--latency",
+        "80ms",
+        "--instances",
+        "4",
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["in_flight"], 400.0);
+    assert_eq!(v["in_flight_per_instance"], 100.0);
+    assert_eq!(v["recommended_workers_per_instance"], 120);
+}
+
+#[test]
+fn survive_accounts_for_every_task_under_every_policy() {
+    for policy in [
+        "block",
+        "reject",
+        "drop-newest",
+        "drop-oldest",
+        "caller-runs",
+    ] {
+        let (code, out, _) = run(&[
+            "survive",
+            "--tasks",
+            "30000",
+            "--workers",
+            "16",
+            "--queue",
+            "200",
+            "--producers",
+            "3",
+            "--policy",
+            policy,
+            "--panic-rate",
+            "1%",
+            "--slow-rate",
+            "0.05%",
+            "--timeout",
+            "20ms",
+        ]);
+        assert_eq!(code, 0, "{policy}:\n{out}");
+        assert!(
+            out.lines().last().unwrap().starts_with("survived:"),
+            "{policy}:\n{out}"
+        );
+        for must_be_zero in [
+            "ran twice",
+            "lost",
+            "threads leaked",
+            "task closures leaked",
+        ] {
+            assert_eq!(row(&out, must_be_zero), 0, "{policy}: {must_be_zero}");
+        }
+        let submitted = row(&out, "submitted");
+        assert_eq!(submitted, 30_000, "{policy}");
+        let ended: u64 = [
+            "completed",
+            "panicked",
+            "timed out",
+            "dropped",
+            "rejected",
+            "abandoned",
+            "still running",
+        ]
+        .iter()
+        .map(|r| row(&out, r))
+        .sum();
+        assert_eq!(ended, submitted, "{policy}: every task ended one way");
+        // 1% of 30,000 panic; under the policies that run every task all
+        // of them do (a dropped one never runs).
+        if matches!(policy, "block" | "caller-runs") {
+            assert_eq!(row(&out, "dropped") + row(&out, "rejected"), 0);
+            assert!(
+                (240..=360).contains(&row(&out, "panicked")),
+                "{policy}:\n{out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_interrupt_stops_submitting_drains_and_prints_the_verdict() {
+    for signal in ["-INT", "-TERM"] {
+        interrupted_by(signal);
+    }
+}
+
+fn interrupted_by(signal: &str) {
+    let mut child = ebbtide()
+        .args([
+            "survive",
+            "--tasks",
+            "500000000",
+            "--workers",
+            "8",
+            "--policy",
+            "block",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Progress lines (stderr is not a terminal) show it is submitting.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let first = rx.recv_timeout(PATIENCE).expect("a progress line");
+    assert!(first.contains("submitted"), "{first}");
+    let killed = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = finish(child, signal);
+    let out = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    let last = out.lines().last().unwrap();
+    assert!(last.starts_with("survived: interrupted after"), "{last}");
+    assert!(row(&out, "submitted") < 500_000_000);
+    assert_eq!(row(&out, "lost"), 0);
+    assert_eq!(row(&out, "task closures leaked"), 0);
+}
+
+#[test]
+fn simulate_writes_the_report_for_every_scenario() {
+    let dir = std::env::temp_dir().join(format!("ebbtide-simulate-{}", std::process::id()));
+    for scenario in [
+        "steady",
+        "burst",
+        "ramp",
+        "diurnal",
+        "blocking-mix",
+        "skewed-keys",
+    ] {
+        let out_dir = dir.join(scenario);
+        let (code, out, err) = run(&[
+            "simulate",
+            "--scenario",
+            scenario,
+            "--duration",
+            "600ms",
+            "--rate",
+            "500/s",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{scenario}:\n{out}\n{err}");
+        assert!(out.contains("Little's law: λ·W"), "{out}");
+        let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
+        assert_eq!(html.matches("<svg").count(), 3, "three charts");
+        assert!(html.contains("Workers against load") && html.contains("Queue wait"));
+        let csv = std::fs::read_to_string(out_dir.join("timeseries.csv")).unwrap();
+        let mut lines = csv.lines();
+        assert!(lines
+            .next()
+            .unwrap()
+            .starts_with("t_s,workers,busy,queued,in_system"));
+        let rows: Vec<Vec<f64>> = lines
+            .map(|l| l.split(',').map(|x| x.parse().unwrap()).collect())
+            .collect();
+        assert!(
+            rows.len() >= 30,
+            "{scenario}: {} samples of 10 ms",
+            rows.len()
+        );
+        assert!(
+            rows.iter().all(|r| r.len() == 11 && r[1] >= 1.0),
+            "every sample has a worker"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out_dir.join("summary.json")).unwrap())
+                .unwrap();
+        let s = &json["summary"];
+        assert!(s["arrivals"].as_u64().unwrap() > 0);
+        assert_eq!(
+            s["arrivals"], s["completed"],
+            "{scenario}: every arrival completed"
+        );
+        assert_eq!(s["scenario"], scenario);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// GET /metrics, parsed by a Prometheus text parser.
+fn scrape(addr: &str) -> prometheus_parse::Scrape {
+    let mut stream = TcpStream::connect(addr).expect("the endpoint accepts");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200"),
+        "{head}"
+    );
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("Prometheus text")
+}
+
+fn value(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
+    match scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name)
+        .unwrap_or_else(|| panic!("no sample {name}"))
+        .value
+    {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("{name} is {other:?}"),
+    }
+}
+
+#[test]
+fn metrics_are_served_during_the_run() {
+    let mut child = ebbtide()
+        .args([
+            "survive",
+            "--tasks",
+            "40000",
+            "--workers",
+            "8",
+            "--queue",
+            "100000",
+            "--policy",
+            "block",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--linger",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let next = |what: &str| loop {
+        let line = rx
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("no line {what}"));
+        if line.contains(what) {
+            return line;
+        }
+    };
+    let serving = next("serving metrics on http://");
+    let addr = serving
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .to_string();
+    // The header comes once the pool exists and is being served; the
+    // scrape lands while the run goes (or, if it was quicker, while it
+    // lingers).
+    next("survive:");
+    let during = scrape(&addr);
+    assert!(value(&during, "ebbtide_tasks_submitted_total") <= 40_000.0);
+    next("survived:");
+    next("lingering");
+    let after = scrape(&addr);
+    assert_eq!(value(&after, "ebbtide_tasks_submitted_total"), 40_000.0);
+    let ended = value(&after, "ebbtide_tasks_completed_total")
+        + value(&after, "ebbtide_tasks_panicked_total")
+        + value(&after, "ebbtide_tasks_timed_out_total");
+    assert_eq!(ended, 40_000.0);
+    drop(child.stdin.take()); // closing stdin ends the lingering
+    assert_eq!(finish(child, "lingering survive").status.code(), Some(0));
+}
+
+#[test]
+fn bad_input_is_one_clear_error_with_status_2_and_nothing_started() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+        (
+            vec!["simulate", "--scenario", "lunar"],
+            "'--scenario <SCENARIO>'",
+        ),
+        (
+            vec!["size", "--rate=-5/s", "--latency", "80ms"],
+            "'--rate <RATE>': `-5/s` is not above zero",
+        ),
+        (
+            vec!["size", "--rate", "0/s", "--latency", "80ms"],
+            "'--rate <RATE>': `0/s` is not above zero",
+        ),
+        (
+            vec!["size", "--rate", "5000/s", "--latency", "80"],
+            "'--latency <LATENCY>': `80` has no unit",
+        ),
+        (
+            vec!["simulate", "--duration", "ten"],
+            "'--duration <DURATION>'",
+        ),
+        (
+            vec!["survive", "--workers", "0"],
+            "'--workers <WORKERS>': `0` is zero",
+        ),
+        (
+            vec!["survive", "--elastic", "8..2"],
+            "'--elastic <MIN..MAX>': `8..2` has its minimum above its maximum",
+        ),
+        (
+            vec!["survive", "--metrics-addr", taken.as_str()],
+            "'--metrics-addr <HOST:PORT>': cannot bind",
+        ),
+        (
+            vec!["survive", "--metrics-addr", "nowhere"],
+            "'--metrics-addr <HOST:PORT>'",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected {expected:?} in:\n{err}"
+        );
+        assert!(err.trim_start().starts_with("error:"), "{args:?}: {err}");
+        assert!(
+            !out.contains("survive:") && !out.contains("simulate:"),
+            "{args:?} started: {out}"
+        );
+    }
+}
