@@ -58,6 +58,7 @@
 
 // Layers, top to bottom (each imports only from layers below it; see
 // `design/architecture.md`):
+//   pipelines     pipeline (stages on pools of their own)
 //   public face   pool, par (data-parallel loops)
 //   features      forkjoin, control, scaling
 //   core          sched
@@ -70,6 +71,7 @@ mod keyed;
 mod loom;
 pub mod metrics;
 pub mod par;
+pub mod pipeline;
 mod pool;
 mod scaling;
 mod sched;

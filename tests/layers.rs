@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("scaling", 5),
     ("pool", 6),
     ("par", 6),
+    ("pipeline", 7),
 ];
 
 /// Files that only wire or test the layers: the crate root

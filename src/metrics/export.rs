@@ -30,6 +30,73 @@ impl Metrics {
     /// # Errors
     /// Whatever `out` returns.
     pub fn write_prometheus(&self, prefix: &str, out: &mut impl fmt::Write) -> fmt::Result {
+        self.write_one(prefix, out)
+    }
+
+    /// The snapshots of several pools (each sample with its pool's `pool`
+    /// label) as one Prometheus text: each metric's `HELP` and `TYPE` once,
+    /// then its samples for every pool, as the format requires.
+    ///
+    /// ```
+    /// let parse = ebbtide::Pool::builder().name("parse").workers(1).build()?;
+    /// let write = ebbtide::Pool::builder().name("write").workers(1).build()?;
+    /// let mut text = String::new();
+    /// ebbtide::metrics::Metrics::write_prometheus_all(
+    ///     &[parse.metrics(), write.metrics()],
+    ///     "app",
+    ///     &mut text,
+    /// )?;
+    /// assert_eq!(text.matches("# TYPE app_workers gauge").count(), 1);
+    /// assert!(text.contains("app_workers{pool=\"parse\"} 1"));
+    /// assert!(text.contains("app_workers{pool=\"write\"} 1"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Whatever `out` returns.
+    pub fn write_prometheus_all(
+        snapshots: &[Metrics],
+        prefix: &str,
+        out: &mut impl fmt::Write,
+    ) -> fmt::Result {
+        // Each snapshot's own text, cut into families at its HELP lines;
+        // then each family once, with the samples of every snapshot.
+        let texts: Vec<String> = snapshots.iter().map(|m| m.to_prometheus(prefix)).collect();
+        let mut families: Vec<(&str, &str, Vec<&str>)> = Vec::new();
+        for text in &texts {
+            let mut current: Option<usize> = None;
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("# HELP ") {
+                    let name = rest.split(' ').next().unwrap_or(rest);
+                    let at = match families.iter().position(|f| f.0 == name) {
+                        Some(i) => i,
+                        None => {
+                            families.push((name, line, Vec::new()));
+                            families.len() - 1
+                        }
+                    };
+                    current = Some(at);
+                } else if line.starts_with("# TYPE ") {
+                    if let Some(i) = current {
+                        if families[i].2.is_empty() {
+                            families[i].2.push(line);
+                        }
+                    }
+                } else if let Some(i) = current {
+                    families[i].2.push(line);
+                }
+            }
+        }
+        for (_, help, lines) in families {
+            writeln!(out, "{help}")?;
+            for line in lines {
+                writeln!(out, "{line}")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_one(&self, prefix: &str, out: &mut impl fmt::Write) -> fmt::Result {
         let pool = escape_label(&self.name);
         let c = &self.counts;
         let gauges: [(&str, &str, f64); 17] = [

@@ -1,0 +1,708 @@
+//! Pipelines: a source, stages and a sink, declared in order, each stage
+//! on a pool of its own with a bounded buffer, so the slowest stage slows
+//! the ones before it and memory stays bounded end to end; shut down in
+//! order, stage by stage.
+//!
+//! ```
+//! use ebbtide::pipeline::{Pipeline, Stage};
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! let total = Arc::new(AtomicU64::new(0));
+//! let sum = Arc::clone(&total);
+//! let pipeline = Pipeline::<String>::builder()
+//!     .map(Stage::new("parse").workers(2), |line: String| line.trim().parse::<u64>().unwrap_or(0))
+//!     .map(Stage::new("square").elastic(1, 8), |x| x * x)
+//!     .batch(Stage::new("batch"), 10, Duration::from_millis(50))
+//!     .sink(Stage::new("write").workers(1), move |batch: Vec<u64>| {
+//!         sum.fetch_add(batch.iter().sum::<u64>(), Ordering::Relaxed);
+//!     })
+//!     .build()?;
+//! for i in 1..=100u64 {
+//!     pipeline.send(format!(" {i} ")).unwrap();
+//! }
+//! let report = pipeline.shutdown();
+//! assert_eq!(total.load(Ordering::Relaxed), (1..=100u64).map(|x| x * x).sum::<u64>());
+//! assert!(report.stages.iter().all(|s| s.abandoned == 0));
+//! # Ok::<(), ebbtide::pipeline::PipelineError>(())
+//! ```
+//!
+//! - **Stages**: [`map`](PipelineBuilder::map) (one item in, one out),
+//!   [`try_map`](PipelineBuilder::try_map) (an `Err` goes to the error
+//!   handling), [`flat_map`](PipelineBuilder::flat_map) (zero or many out),
+//!   [`batch`](PipelineBuilder::batch), and [`sink`](PipelineBuilder::sink)
+//!   last. Each [`Stage`] has a fixed or elastic number of workers and a
+//!   buffer; [`key_by`](PipelineBuilder::key_by) keys the next stage (per-key
+//!   order through it).
+//! - **Errors**: a failed or panicking item goes to the
+//!   [`on_error`](PipelineBuilder::on_error) handler with its stage, or, with
+//!   [`fail_fast`](PipelineBuilder::fail_fast), stops the pipeline: the
+//!   source refuses more, and every queued item is cancelled.
+//! - **Shutdown** ([`Pipeline::shutdown`], [`Pipeline::shutdown_timeout`]):
+//!   the source stops; each stage drains into the next, then closes; past
+//!   the deadline what is left is abandoned and counted per stage.
+
+mod batch;
+mod stage;
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::error::BuildError;
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use crate::task::cancel::CancelToken;
+
+use batch::{BatchCounts, Batcher};
+use stage::{pool_stage, Body, StageCounts};
+
+/// What submits an item into a stage: `Err` if the stage refused it (the
+/// pipeline is closing), counted there as abandoned.
+type Next<T> = Arc<dyn Fn(T) -> Result<(), ()> + Send + Sync>;
+/// An item's key, hashed.
+type KeyFn<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
+
+/// How many workers a stage has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workers {
+    Fixed(usize),
+    Elastic(usize, usize),
+}
+
+/// A stage's name, workers and buffer.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    name: String,
+    workers: Workers,
+    buffer: usize,
+}
+
+/// The default buffer of a stage: items waiting for its workers.
+pub const DEFAULT_BUFFER: usize = 256;
+
+impl Stage {
+    /// A stage with one worker per CPU and a buffer of [`DEFAULT_BUFFER`]
+    /// items.
+    pub fn new(name: impl Into<String>) -> Stage {
+        Stage {
+            name: name.into(),
+            workers: Workers::Fixed(num_cpus::get().max(1)),
+            buffer: DEFAULT_BUFFER,
+        }
+    }
+
+    /// A fixed number of workers.
+    pub fn workers(mut self, n: usize) -> Stage {
+        self.workers = Workers::Fixed(n);
+        self
+    }
+
+    /// Between `min` and `max` workers, sized by the pool's supervisor
+    /// from this stage's own load (Little's law), so the stage that is
+    /// the bottleneck gets the workers.
+    pub fn elastic(mut self, min: usize, max: usize) -> Stage {
+        self.workers = Workers::Elastic(min, max);
+        self
+    }
+
+    /// Items that may wait for this stage's workers; a full buffer blocks
+    /// the stage before it (or the source).
+    pub fn buffer(mut self, n: usize) -> Stage {
+        self.buffer = n;
+        self
+    }
+
+    fn validate(&self) -> Result<(), PipelineError> {
+        let bad = |option: &'static str, value: String, expected: &'static str| {
+            Err(PipelineError::Invalid {
+                stage: self.name.clone(),
+                option,
+                value,
+                expected,
+            })
+        };
+        if self.buffer == 0 {
+            return bad("buffer", "0".into(), "at least 1 item");
+        }
+        match self.workers {
+            Workers::Fixed(0) => bad("workers", "0".into(), "at least 1"),
+            Workers::Elastic(0, _) => bad("elastic", "min 0".into(), "min at least 1"),
+            Workers::Elastic(lo, hi) if lo > hi => bad(
+                "elastic",
+                format!("{lo}..{hi}"),
+                "min at most max",
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A pipeline that could not be built.
+#[derive(Debug)]
+pub enum PipelineError {
+    /// An option out of range.
+    Invalid {
+        /// The stage.
+        stage: String,
+        /// The option.
+        option: &'static str,
+        /// What was given.
+        value: String,
+        /// What is accepted.
+        expected: &'static str,
+    },
+    /// A stage's pool could not be built.
+    Pool {
+        /// The stage.
+        stage: String,
+        /// Why.
+        error: BuildError,
+    },
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PipelineError::Invalid {
+                stage,
+                option,
+                value,
+                expected,
+            } => write!(
+                f,
+                "stage {stage:?}: {option} = {value} is out of range: expected {expected}"
+            ),
+            PipelineError::Pool { stage, error } => {
+                write!(f, "stage {stage:?}: its pool could not be built: {error}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PipelineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PipelineError::Pool { error, .. } => Some(error),
+            PipelineError::Invalid { .. } => None,
+        }
+    }
+}
+
+/// An item a stage failed on (its function returned `Err` or panicked).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemError {
+    /// The stage.
+    pub stage: String,
+    /// The error's message (or the panic's).
+    pub message: String,
+    /// Whether the stage panicked on it.
+    pub panicked: bool,
+}
+
+impl fmt::Display for ItemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.panicked { "panicked" } else { "failed" };
+        write!(f, "stage {:?} {what}: {}", self.stage, self.message)
+    }
+}
+
+impl std::error::Error for ItemError {}
+
+/// An item the pipeline did not take, handed back.
+#[derive(PartialEq, Eq)]
+pub enum SendError<T> {
+    /// The pipeline is shutting down or shut down.
+    Closed(T),
+    /// The pipeline failed fast (see [`Pipeline::failure`]).
+    Failed(T),
+}
+
+impl<T> SendError<T> {
+    /// The item.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Closed(t) | SendError::Failed(t) => t,
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed(_) => f.write_str("Closed(..)"),
+            SendError::Failed(_) => f.write_str("Failed(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed(_) => f.write_str("the pipeline is shut down"),
+            SendError::Failed(_) => f.write_str("the pipeline failed and stopped"),
+        }
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+type ErrorSink = Arc<dyn Fn(ItemError) + Send + Sync>;
+
+/// What every stage shares: cancellation, the error policy, the first
+/// failure.
+pub(crate) struct Shared {
+    token: CancelToken,
+    closed: AtomicBool,
+    fail_fast: bool,
+    on_error: Option<ErrorSink>,
+    failure: Mutex<Option<ItemError>>,
+}
+
+impl Shared {
+    fn fail(&self, e: ItemError) {
+        if self.fail_fast {
+            let mut first = self.failure.lock();
+            if first.is_none() {
+                *first = Some(e);
+            }
+            drop(first);
+            self.closed.store(true, SeqCst);
+            self.token.cancel();
+        } else if let Some(sink) = &self.on_error {
+            sink(e);
+        }
+    }
+}
+
+enum Part {
+    Pool {
+        pool: Pool,
+        counts: Arc<StageCounts>,
+    },
+    Batch {
+        name: String,
+        flush: Box<dyn Fn() + Send + Sync>,
+        timer: Pool,
+        counts: Arc<BatchCounts>,
+    },
+}
+
+/// Stages collected while building (last stage first).
+struct Parts {
+    shared: Arc<Shared>,
+    parts: Vec<Part>,
+    clock: Option<Arc<dyn Fn() -> Instant + Send + Sync>>,
+}
+
+type Link<I, O> = Box<dyn FnOnce(Next<O>, &mut Parts) -> Result<Next<I>, PipelineError>>;
+
+/// Declares a pipeline's stages in order; [`build`](Self::build) starts it.
+/// `I` is what the source sends, `O` what the stages so far produce.
+pub struct PipelineBuilder<I, O> {
+    link: Link<I, O>,
+    key: Option<KeyFn<O>>,
+    fail_fast: bool,
+    on_error: Option<ErrorSink>,
+    clock: Option<Arc<dyn Fn() -> Instant + Send + Sync>>,
+}
+
+impl<I: Send + 'static> Pipeline<I> {
+    /// A pipeline whose source sends `I`s.
+    pub fn builder() -> PipelineBuilder<I, I> {
+        PipelineBuilder {
+            link: Box::new(|next, _| Ok(next)),
+            key: None,
+            fail_fast: false,
+            on_error: None,
+            clock: None,
+        }
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> PipelineBuilder<I, O> {
+    fn then<P: Send + 'static>(
+        self,
+        add: impl FnOnce(Option<KeyFn<O>>, Next<P>, &mut Parts) -> Result<Next<O>, PipelineError>
+            + 'static,
+    ) -> PipelineBuilder<I, P> {
+        let (link, key) = (self.link, self.key);
+        PipelineBuilder {
+            link: Box::new(move |next: Next<P>, parts: &mut Parts| {
+                let into_stage = add(key, next, parts)?;
+                link(into_stage, parts)
+            }),
+            key: None,
+            fail_fast: self.fail_fast,
+            on_error: self.on_error,
+            clock: self.clock,
+        }
+    }
+
+    fn stage<P: Send + 'static>(self, spec: Stage, body: Arc<Body<O, P>>) -> PipelineBuilder<I, P> {
+        self.then(move |key, next, parts| {
+            spec.validate()?;
+            let (submit, pool, counts) = pool_stage(spec, key, body, next, &parts.shared)?;
+            parts.parts.push(Part::Pool { pool, counts });
+            Ok(submit)
+        })
+    }
+
+    /// A stage that turns each item into one.
+    pub fn map<P, F>(self, stage: Stage, f: F) -> PipelineBuilder<I, P>
+    where
+        P: Send + 'static,
+        F: Fn(O) -> P + Send + Sync + 'static,
+    {
+        self.stage(stage, Arc::new(move |x, emit: &mut dyn FnMut(P)| {
+            emit(f(x));
+            Ok(())
+        }))
+    }
+
+    /// A stage that may fail on an item: the `Err` goes to
+    /// [`on_error`](Self::on_error), or stops the pipeline under
+    /// [`fail_fast`](Self::fail_fast).
+    pub fn try_map<P, E, F>(self, stage: Stage, f: F) -> PipelineBuilder<I, P>
+    where
+        P: Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+        F: Fn(O) -> Result<P, E> + Send + Sync + 'static,
+    {
+        self.stage(stage, Arc::new(move |x, emit: &mut dyn FnMut(P)| {
+            emit(f(x).map_err(Into::into)?);
+            Ok(())
+        }))
+    }
+
+    /// A stage that turns each item into zero or more.
+    pub fn flat_map<P, It, F>(self, stage: Stage, f: F) -> PipelineBuilder<I, P>
+    where
+        P: Send + 'static,
+        It: IntoIterator<Item = P>,
+        F: Fn(O) -> It + Send + Sync + 'static,
+    {
+        self.stage(stage, Arc::new(move |x, emit: &mut dyn FnMut(P)| {
+            f(x).into_iter().for_each(|y| emit(y));
+            Ok(())
+        }))
+    }
+
+    /// The last stage: consumes each item.
+    pub fn sink<F>(self, stage: Stage, f: F) -> PipelineBuilder<I, ()>
+    where
+        F: Fn(O) + Send + Sync + 'static,
+    {
+        self.map(stage, f)
+    }
+
+    /// Keys the next stage (a `map`, `try_map`, `flat_map`, `sink` or
+    /// `batch`): items of one key go through it one at a time, in order;
+    /// a keyed batch groups each key's items apart.
+    pub fn key_by<K, KF>(mut self, key: KF) -> Self
+    where
+        K: Hash,
+        KF: Fn(&O) -> K + Send + Sync + 'static,
+    {
+        let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
+        self.key = Some(Arc::new(move |x: &O| hasher.hash_one(key(x))));
+        self
+    }
+
+    /// A stage that groups items into batches of up to `max_items`, handing
+    /// a batch on when it is full or `max_wait` after its first item,
+    /// whichever comes first (per key after [`key_by`](Self::key_by)), and
+    /// the partial batches at shutdown. Only the stage's name is used: a
+    /// batch fills on the threads that hand it items.
+    pub fn batch(self, stage: Stage, max_items: usize, max_wait: Duration) -> PipelineBuilder<I, Vec<O>> {
+        self.then(move |key, next, parts| {
+            let bad = |option, value: String, expected| PipelineError::Invalid {
+                stage: stage.name.clone(),
+                option,
+                value,
+                expected,
+            };
+            if max_items == 0 {
+                return Err(bad("max_items", "0".into(), "at least 1"));
+            }
+            if max_wait.is_zero() {
+                return Err(bad("max_wait", "0s".into(), "above zero"));
+            }
+            let mut timer = Pool::builder()
+                .name(format!("{}-timer", stage.name))
+                .thread_name(format!("pipe-{}", stage.name))
+                .workers(1);
+            if let Some(clock) = &parts.clock {
+                let clock = Arc::clone(clock);
+                timer = timer.timer_clock(move || clock());
+            }
+            let timer = timer.build().map_err(|error| PipelineError::Pool {
+                stage: stage.name.clone(),
+                error,
+            })?;
+            let batcher = Batcher::new(max_items, max_wait, key, next, &timer);
+            let counts = Arc::clone(&batcher.counts);
+            let flusher = Arc::clone(&batcher);
+            parts.parts.push(Part::Batch {
+                name: stage.name,
+                flush: Box::new(move || flusher.flush_all()),
+                timer,
+                counts,
+            });
+            Ok(Arc::new(move |item: O| batcher.push(item)) as Next<O>)
+        })
+    }
+
+    /// Sends each failed item's [`ItemError`] to `handler` (the default
+    /// drops them; they are counted either way).
+    pub fn on_error(mut self, handler: impl Fn(ItemError) + Send + Sync + 'static) -> Self {
+        self.on_error = Some(Arc::new(handler));
+        self
+    }
+
+    /// Stops the pipeline at the first failed item: the source refuses
+    /// more ([`SendError::Failed`]), every queued item is cancelled, and
+    /// [`Pipeline::failure`] says which item failed where.
+    pub fn fail_fast(mut self) -> Self {
+        self.fail_fast = true;
+        self
+    }
+
+    /// The clock batch timers read (default: `Instant::now`), for tests
+    /// that move time by hand.
+    pub fn clock(mut self, clock: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+}
+
+impl<I: Send + 'static> PipelineBuilder<I, ()> {
+    /// Starts every stage's workers.
+    ///
+    /// # Errors
+    /// [`PipelineError::Invalid`] for a buffer, worker count, batch size or
+    /// batch time of 0 (naming the stage and option), or a stage whose pool
+    /// cannot be built.
+    pub fn build(self) -> Result<Pipeline<I>, PipelineError> {
+        let shared = Arc::new(Shared {
+            token: CancelToken::new(),
+            closed: AtomicBool::new(false),
+            fail_fast: self.fail_fast,
+            on_error: self.on_error,
+            failure: Mutex::new(None),
+        });
+        let mut parts = Parts {
+            shared: Arc::clone(&shared),
+            parts: Vec::new(),
+            clock: self.clock,
+        };
+        let end: Next<()> = Arc::new(|()| Ok(()));
+        let source = (self.link)(end, &mut parts)?;
+        let mut stages = parts.parts;
+        stages.reverse();
+        Ok(Pipeline {
+            source,
+            shared,
+            stages,
+        })
+    }
+}
+
+/// A running pipeline: [`send`](Self::send) items in, shut it down in
+/// order. Dropping it shuts it down (draining).
+pub struct Pipeline<I> {
+    source: Next<I>,
+    shared: Arc<Shared>,
+    stages: Vec<Part>,
+}
+
+/// What each stage did with its items, in pipeline order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StageReport {
+    /// The stage's name.
+    pub name: String,
+    /// Items handed to it (batches, for the stage after a batch stage).
+    pub received: u64,
+    /// Items it finished (a batch stage: items it handed on in batches).
+    pub completed: u64,
+    /// Items its function returned `Err` on.
+    pub failed: u64,
+    /// Items its function panicked on.
+    pub panicked: u64,
+    /// Items cancelled before they ran (fail-fast).
+    pub cancelled: u64,
+    /// Items abandoned: refused while closing, or left past the deadline.
+    pub abandoned: u64,
+    /// Items still running when the deadline passed (they finish, but
+    /// after the report).
+    pub still_running: u64,
+    /// Batches handed on full, by timer, at shutdown (batch stages).
+    pub batches: [u64; 3],
+}
+
+/// The outcome of a pipeline's shutdown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PipelineReport {
+    /// Each stage, in order.
+    pub stages: Vec<StageReport>,
+    /// The failure that stopped a fail-fast pipeline.
+    pub failure: Option<ItemError>,
+}
+
+impl<I: Send + 'static> Pipeline<I> {
+    /// Sends an item into the first stage, waiting while its buffer is
+    /// full (backpressure from the slowest stage reaches here).
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] once shutdown began, [`SendError::Failed`]
+    /// after a fail-fast failure; the item is handed back either way.
+    pub fn send(&self, item: I) -> Result<(), SendError<I>> {
+        if self.shared.closed.load(SeqCst) {
+            return Err(if self.shared.failure.lock().is_some() {
+                SendError::Failed(item)
+            } else {
+                SendError::Closed(item)
+            });
+        }
+        // A shutdown racing this send refuses the item in the first stage,
+        // which counts it as abandoned.
+        let _ = (self.source)(item);
+        Ok(())
+    }
+
+    /// The failure that stopped a fail-fast pipeline, if any.
+    pub fn failure(&self) -> Option<ItemError> {
+        self.shared.failure.lock().clone()
+    }
+
+    /// Stops the pipeline now: the source refuses more, queued items are
+    /// cancelled (counted per stage at shutdown).
+    pub fn cancel(&self) {
+        self.shared.closed.store(true, SeqCst);
+        self.shared.token.cancel();
+    }
+
+    /// Stops the source, drains each stage into the next and closes it, in
+    /// order; returns what each stage did.
+    pub fn shutdown(&self) -> PipelineReport {
+        self.close(None)
+    }
+
+    /// As [`shutdown`](Self::shutdown), but past `timeout` (for the whole
+    /// pipeline) what is still queued is abandoned, counted per stage.
+    pub fn shutdown_timeout(&self, timeout: Duration) -> PipelineReport {
+        self.close(Some(Instant::now() + timeout))
+    }
+
+    fn close(&self, deadline: Option<Instant>) -> PipelineReport {
+        self.shared.closed.store(true, SeqCst);
+        let mut stages = Vec::with_capacity(self.stages.len());
+        for part in &self.stages {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            stages.push(match part {
+                Part::Pool { pool, counts } => {
+                    let r = match left {
+                        Some(left) => pool.shutdown_timeout(left),
+                        None => pool.shutdown(),
+                    };
+                    StageReport {
+                        name: pool.name().to_string(),
+                        received: counts.received.load(Relaxed),
+                        completed: counts.completed.load(Relaxed),
+                        failed: counts.failed.load(Relaxed),
+                        panicked: counts.panicked.load(Relaxed),
+                        cancelled: r.cancelled,
+                        abandoned: r.abandoned + counts.abandoned.load(Relaxed),
+                        still_running: r.still_running,
+                        batches: [0; 3],
+                    }
+                }
+                Part::Batch {
+                    name,
+                    flush,
+                    timer,
+                    counts,
+                } => {
+                    timer.shutdown_now();
+                    flush();
+                    StageReport {
+                        name: name.clone(),
+                        received: counts.received.load(Relaxed),
+                        completed: counts.emitted_items.load(Relaxed),
+                        batches: [
+                            counts.batches_full.load(Relaxed),
+                            counts.batches_timer.load(Relaxed),
+                            counts.batches_shutdown.load(Relaxed),
+                        ],
+                        ..StageReport::default()
+                    }
+                }
+            });
+        }
+        PipelineReport {
+            stages,
+            failure: self.failure(),
+        }
+    }
+
+    /// Each pool stage's metrics (queue depth, in flight, throughput,
+    /// queue wait and service time histograms, workers), in order; each
+    /// snapshot's `name` is its stage's.
+    pub fn metrics(&self) -> Vec<Metrics> {
+        self.stages
+            .iter()
+            .filter_map(|p| match p {
+                Part::Pool { pool, .. } => Some(pool.metrics()),
+                Part::Batch { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Every stage's metrics as one Prometheus text (a `pool` label per
+    /// stage), plus each batch stage's buffered items.
+    pub fn to_prometheus(&self, prefix: &str) -> String {
+        let mut out = String::new();
+        Metrics::write_prometheus_all(&self.metrics(), prefix, &mut out)
+            .expect("writing to a String cannot fail");
+        let batches: Vec<(&str, u64)> = self
+            .stages
+            .iter()
+            .filter_map(|p| match p {
+                Part::Batch { name, counts, .. } => Some((name.as_str(), counts.buffered.load(Relaxed))),
+                Part::Pool { .. } => None,
+            })
+            .collect();
+        if !batches.is_empty() {
+            out.push_str(&format!(
+                "# HELP {prefix}_batch_items_buffered Items waiting in a batch stage's open batches.\n# TYPE {prefix}_batch_items_buffered gauge\n"
+            ));
+            for (name, n) in batches {
+                out.push_str(&format!("{prefix}_batch_items_buffered{{stage=\"{name}\"}} {n}\n"));
+            }
+        }
+        out
+    }
+}
+
+impl<I> Drop for Pipeline<I> {
+    fn drop(&mut self) {
+        // Drain in order, as `shutdown` does (a no-op if it already ran).
+        self.shared.closed.store(true, SeqCst);
+        for part in &self.stages {
+            match part {
+                Part::Pool { pool, .. } => {
+                    pool.shutdown();
+                }
+                Part::Batch { flush, timer, .. } => {
+                    timer.shutdown_now();
+                    flush();
+                }
+            }
+        }
+    }
+}

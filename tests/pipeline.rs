@@ -1,0 +1,381 @@
+//! Pipelines: every item ends exactly once (at the sink or the error
+//! sink), per-key order through keyed stages, memory bounded by the
+//! buffers under a slow sink, ordered drain under a deadline, fail-fast,
+//! batches flushed on size, on time (a hand-moved clock) and on shutdown,
+//! bad options refused, per-stage metrics.
+#![cfg(not(loom))]
+
+mod common;
+
+use common::{until, Gate, ManualTime};
+use ebbtide::pipeline::{ItemError, Pipeline, PipelineError, SendError, Stage};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[test]
+fn every_item_reaches_the_sink_or_the_error_sink_exactly_once() {
+    const N: usize = 20_000;
+    let seen: Arc<Vec<AtomicU8>> = Arc::new((0..N).map(|_| AtomicU8::new(0)).collect());
+    let errors = Arc::new(Mutex::new(Vec::<ItemError>::new()));
+    let (s, e) = (Arc::clone(&seen), Arc::clone(&errors));
+    common::quiet_expected_panics();
+    let pipeline = Pipeline::<usize>::builder()
+        .try_map(Stage::new("check").workers(3).buffer(64), |i: usize| {
+            if i % 7 == 0 {
+                Err(format!("{i} is a multiple of 7"))
+            } else {
+                Ok(i)
+            }
+        })
+        .map(Stage::new("explode").elastic(1, 4).buffer(16), |i: usize| {
+            if i % 13 == 0 {
+                panic!("{}: {i}", common::MARK);
+            }
+            i
+        })
+        // Odd items twice, the second marked: the sink must see both.
+        .flat_map(Stage::new("split").workers(2), |i: usize| {
+            if i % 2 == 1 {
+                vec![(i, false), (i, true)]
+            } else {
+                vec![(i, false)]
+            }
+        })
+        .sink(Stage::new("sink").workers(2), move |(i, second): (usize, bool)| {
+            s[i].fetch_add(if second { 10 } else { 1 }, SeqCst);
+        })
+        .on_error(move |err| e.lock().unwrap().push(err))
+        .build()
+        .unwrap();
+    for i in 0..N {
+        pipeline.send(i).unwrap();
+    }
+    let report = pipeline.shutdown();
+    let errors = errors.lock().unwrap();
+    let failed: Vec<usize> = errors
+        .iter()
+        .filter(|e| !e.panicked)
+        .map(|e| e.message.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    let panicked = errors.iter().filter(|e| e.panicked).count();
+    assert!(errors.iter().all(|e| (e.stage == "check") != e.panicked));
+    for i in 0..N {
+        let expected = if i % 7 == 0 {
+            0
+        } else if i % 13 == 0 {
+            0
+        } else if i % 2 == 1 {
+            11
+        } else {
+            1
+        };
+        assert_eq!(seen[i].load(SeqCst), expected, "item {i}");
+    }
+    assert_eq!(failed.len(), (0..N).filter(|i| i % 7 == 0).count());
+    assert!(failed.iter().all(|i| i % 7 == 0));
+    assert_eq!(panicked, (0..N).filter(|i| i % 7 != 0 && i % 13 == 0).count());
+    let by_name: HashMap<&str, _> = report.stages.iter().map(|s| (s.name.as_str(), s)).collect();
+    assert_eq!(by_name["check"].received, N as u64);
+    assert_eq!(by_name["check"].failed, failed.len() as u64);
+    assert_eq!(by_name["explode"].panicked, panicked as u64);
+    for s in &report.stages {
+        assert_eq!(
+            s.received,
+            s.completed + s.failed + s.panicked + s.cancelled + s.abandoned + s.still_running,
+            "{s:?}"
+        );
+        assert_eq!(s.abandoned + s.cancelled, 0, "{s:?}");
+    }
+}
+
+#[test]
+fn keyed_stages_keep_each_keys_order() {
+    let log = Arc::new(Mutex::new(HashMap::<u32, Vec<u32>>::new()));
+    let l = Arc::clone(&log);
+    let pipeline = Pipeline::<(u32, u32)>::builder()
+        .key_by(|(k, _)| *k)
+        .map(Stage::new("work").workers(4), |(k, seq): (u32, u32)| {
+            // Uneven work, so that unkeyed items would overtake.
+            if seq % 3 == 0 {
+                std::hint::black_box((0..2000).sum::<u32>());
+            }
+            (k, seq)
+        })
+        .key_by(|(k, _)| *k)
+        .sink(Stage::new("sink").workers(3), move |(k, seq)| {
+            l.lock().unwrap().entry(k).or_default().push(seq);
+        })
+        .build()
+        .unwrap();
+    for seq in 0..2000 {
+        for k in 0..8 {
+            pipeline.send((k, seq)).unwrap();
+        }
+    }
+    pipeline.shutdown();
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 8);
+    for (k, seqs) in log.iter() {
+        assert_eq!(*seqs, (0..2000).collect::<Vec<_>>(), "key {k}");
+    }
+}
+
+#[test]
+fn a_slow_sink_bounds_the_items_in_flight_by_the_buffers() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let (b1, w1, b2, w2) = (8, 2, 4, 1);
+    let pipeline = Arc::new(
+        Pipeline::<u32>::builder()
+            .map(Stage::new("first").workers(w1).buffer(b1), |x: u32| x)
+            .sink(Stage::new("slow").workers(w2).buffer(b2), move |_x| g.wait())
+            .build()
+            .unwrap(),
+    );
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (p, s) = (Arc::clone(&pipeline), Arc::clone(&sent));
+    let source = std::thread::spawn(move || {
+        for i in 0..10_000 {
+            p.send(i).unwrap();
+            s.fetch_add(1, SeqCst);
+        }
+    });
+    // Everything stalls: the sink's worker waits at the gate, its buffer is
+    // full, both workers of the first stage wait for room in it, the first
+    // buffer is full, and the source waits for room there (so its count of
+    // sends that returned is settled).
+    until(|| {
+        let m = pipeline.metrics();
+        m[0].blocked_submitters == 1
+            && m[0].queued == b1
+            && m[1].blocked_submitters == w1
+            && m[1].queued == b2
+            && m[1].running == w2
+    });
+    // Every item sent is in a buffer or held by a worker; one more waits in
+    // the blocked send.
+    let bound = b1 + w1 + b2 + w2;
+    assert_eq!(sent.load(SeqCst), bound);
+    gate.open();
+    source.join().unwrap();
+    let report = pipeline.shutdown();
+    assert_eq!(report.stages[1].completed, 10_000);
+}
+
+#[test]
+fn an_ordered_drain_under_a_deadline_accounts_for_every_item_per_stage() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let pipeline = Arc::new(
+        Pipeline::<u32>::builder()
+            .map(Stage::new("first").workers(1), |x: u32| x)
+            .sink(Stage::new("held").workers(1).buffer(100), move |_x| g.wait())
+            .build()
+            .unwrap(),
+    );
+    for i in 0..50 {
+        pipeline.send(i).unwrap();
+    }
+    // The first stage is done; the sink holds one item and queues 49.
+    until(|| {
+        let m = pipeline.metrics();
+        m[0].counts.completed == 50 && m[1].running == 1 && m[1].queued == 49
+    });
+    // No time left: the sink's queue is abandoned at once, and its running
+    // item is reported as still running (it finishes when let go).
+    let report = pipeline.shutdown_timeout(Duration::ZERO);
+    gate.open();
+    assert_eq!(report.stages[0].received, 50);
+    assert_eq!(report.stages[0].completed, 50);
+    assert_eq!(report.stages[1].received, 50);
+    assert_eq!(report.stages[1].completed, 0);
+    assert_eq!(report.stages[1].still_running, 1);
+    assert_eq!(report.stages[1].abandoned, 49);
+    assert!(matches!(pipeline.send(7), Err(SendError::Closed(7))));
+}
+
+#[test]
+fn fail_fast_stops_the_source_and_cancels_the_rest() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let pipeline = Pipeline::<u32>::builder()
+        .try_map(Stage::new("check").workers(1).buffer(1000), move |x: u32| {
+            g.wait();
+            if x == 3 {
+                Err("three is not allowed")
+            } else {
+                Ok(x)
+            }
+        })
+        .sink(Stage::new("sink").workers(1), |_x| {})
+        .fail_fast()
+        .build()
+        .unwrap();
+    for i in 0..100 {
+        pipeline.send(i).unwrap();
+    }
+    gate.open();
+    until(|| pipeline.failure().is_some());
+    assert!(matches!(pipeline.send(1000), Err(SendError::Failed(1000))));
+    let report = pipeline.shutdown();
+    let failure = report.failure.clone().unwrap();
+    assert_eq!(failure.stage, "check");
+    assert_eq!(failure.message, "three is not allowed");
+    let check = &report.stages[0];
+    assert_eq!(check.received, 100);
+    assert_eq!(check.failed, 1);
+    // Items 0..3 passed before the failure; the rest were cancelled (or
+    // had already started when it came).
+    assert_eq!(check.completed + check.failed + check.cancelled + check.abandoned, 100);
+    assert_eq!((check.completed, check.cancelled), (3, 96), "{check:?}");
+    assert_eq!(report.stages[1].received, check.completed);
+}
+
+#[test]
+fn batches_flush_on_size_on_time_and_on_shutdown() {
+    let time = ManualTime::new();
+    let clock = time.clone();
+    let batches = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
+    let b = Arc::clone(&batches);
+    let pipeline = Pipeline::<u32>::builder()
+        .batch(Stage::new("batch"), 10, Duration::from_millis(100))
+        .sink(Stage::new("sink").workers(1), move |batch: Vec<u32>| {
+            b.lock().unwrap().push(batch)
+        })
+        .clock(move || clock.now())
+        .build()
+        .unwrap();
+    for i in 0..25 {
+        pipeline.send(i).unwrap();
+    }
+    until(|| batches.lock().unwrap().len() == 2);
+    // Five wait; the clock has not moved, so they stay.
+    assert_eq!(batches.lock().unwrap().len(), 2);
+    time.advance(Duration::from_millis(100));
+    until(|| batches.lock().unwrap().len() == 3);
+    for i in 25..28 {
+        pipeline.send(i).unwrap();
+    }
+    let report = pipeline.shutdown();
+    let batches = batches.lock().unwrap();
+    assert_eq!(
+        *batches,
+        vec![
+            (0..10).collect::<Vec<_>>(),
+            (10..20).collect(),
+            (20..25).collect(),
+            (25..28).collect()
+        ]
+    );
+    assert_eq!(report.stages[0].batches, [2, 1, 1]);
+    assert_eq!(report.stages[0].received, 28);
+    assert_eq!(report.stages[0].completed, 28);
+}
+
+#[test]
+fn keyed_batches_group_each_key_apart() {
+    let batches = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
+    let b = Arc::clone(&batches);
+    let pipeline = Pipeline::<u32>::builder()
+        .key_by(|x| x % 3)
+        .batch(Stage::new("batch"), 4, Duration::from_secs(3600))
+        .sink(Stage::new("sink").workers(1), move |batch: Vec<u32>| {
+            b.lock().unwrap().push(batch)
+        })
+        .build()
+        .unwrap();
+    for i in 0..30 {
+        pipeline.send(i).unwrap();
+    }
+    pipeline.shutdown();
+    let batches = batches.lock().unwrap();
+    let mut per_key: HashMap<u32, Vec<u32>> = HashMap::new();
+    for batch in batches.iter() {
+        let k = batch[0] % 3;
+        assert!(batch.iter().all(|x| x % 3 == k), "{batch:?} mixes keys");
+        assert!(batch.len() <= 4);
+        per_key.entry(k).or_default().extend(batch);
+    }
+    for k in 0..3 {
+        assert_eq!(per_key[&k], (0..30).filter(|x| x % 3 == k).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn bad_options_are_refused_naming_the_stage_and_option() {
+    let cases: Vec<(Result<Pipeline<u32>, PipelineError>, &str)> = vec![
+        (
+            Pipeline::<u32>::builder()
+                .sink(Stage::new("s").buffer(0), |_| {})
+                .build(),
+            "stage \"s\": buffer = 0 is out of range: expected at least 1 item",
+        ),
+        (
+            Pipeline::<u32>::builder()
+                .sink(Stage::new("s").workers(0), |_| {})
+                .build(),
+            "stage \"s\": workers = 0 is out of range: expected at least 1",
+        ),
+        (
+            Pipeline::<u32>::builder()
+                .sink(Stage::new("s").elastic(4, 2), |_| {})
+                .build(),
+            "stage \"s\": elastic = 4..2 is out of range: expected min at most max",
+        ),
+        (
+            Pipeline::<u32>::builder()
+                .batch(Stage::new("b"), 0, Duration::from_millis(1))
+                .sink(Stage::new("s"), |_| {})
+                .build(),
+            "stage \"b\": max_items = 0 is out of range: expected at least 1",
+        ),
+        (
+            Pipeline::<u32>::builder()
+                .batch(Stage::new("b"), 10, Duration::ZERO)
+                .sink(Stage::new("s"), |_| {})
+                .build(),
+            "stage \"b\": max_wait = 0s is out of range: expected above zero",
+        ),
+    ];
+    for (built, message) in cases {
+        match built {
+            Err(e @ PipelineError::Invalid { .. }) => assert_eq!(e.to_string(), message),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("built despite: {message}"),
+        }
+    }
+}
+
+#[test]
+fn each_stage_is_visible_in_one_prometheus_text() {
+    let pipeline = Pipeline::<u32>::builder()
+        .map(Stage::new("parse").workers(1), |x: u32| x + 1)
+        .batch(Stage::new("group"), 5, Duration::from_secs(3600))
+        .sink(Stage::new("write").workers(1), |_b: Vec<u32>| {})
+        .build()
+        .unwrap();
+    for i in 0..12 {
+        pipeline.send(i).unwrap();
+    }
+    until(|| pipeline.metrics()[1].counts.completed == 2);
+    let text = pipeline.to_prometheus("app");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |name: &str, label: (&str, &str)| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {name} {label:?}"))
+    };
+    assert_eq!(value("app_tasks_completed_total", ("pool", "parse")), 12.0);
+    assert_eq!(value("app_tasks_completed_total", ("pool", "write")), 2.0);
+    assert_eq!(value("app_batch_items_buffered", ("stage", "group")), 2.0);
+    assert_eq!(text.matches("# TYPE app_workers gauge").count(), 1);
+    pipeline.shutdown();
+}
