@@ -22,6 +22,9 @@
 //!   (`v.par_iter().map(f).sum()`, `par_chunks_mut`, `into_par` on ranges
 //!   and `Vec`s, early-exit searches, stable and unstable parallel sorts),
 //!   splitting adaptively over [`join`].
+//! * [`pipeline`] chains stages, each on a pool of its own with a bounded
+//!   buffer, with batching, an error sink or fail-fast, and an ordered
+//!   shutdown.
 //! * [`Pool::shutdown`] drains, [`Pool::shutdown_timeout`] drains until a
 //!   deadline, [`Pool::shutdown_now`] abandons; the [`ShutdownReport`]
 //!   accounts for every task, and every thread is joined.

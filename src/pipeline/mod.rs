@@ -44,9 +44,11 @@
 //!   the deadline what is left is abandoned and counted per stage.
 
 mod batch;
+mod report;
 mod stage;
 
-use std::fmt;
+pub use report::{ItemError, PipelineError, PipelineReport, SendError, StageReport};
+
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
@@ -54,7 +56,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::error::BuildError;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::task::cancel::CancelToken;
@@ -133,124 +134,13 @@ impl Stage {
         match self.workers {
             Workers::Fixed(0) => bad("workers", "0".into(), "at least 1"),
             Workers::Elastic(0, _) => bad("elastic", "min 0".into(), "min at least 1"),
-            Workers::Elastic(lo, hi) if lo > hi => bad(
-                "elastic",
-                format!("{lo}..{hi}"),
-                "min at most max",
-            ),
+            Workers::Elastic(lo, hi) if lo > hi => {
+                bad("elastic", format!("{lo}..{hi}"), "min at most max")
+            }
             _ => Ok(()),
         }
     }
 }
-
-/// A pipeline that could not be built.
-#[derive(Debug)]
-pub enum PipelineError {
-    /// An option out of range.
-    Invalid {
-        /// The stage.
-        stage: String,
-        /// The option.
-        option: &'static str,
-        /// What was given.
-        value: String,
-        /// What is accepted.
-        expected: &'static str,
-    },
-    /// A stage's pool could not be built.
-    Pool {
-        /// The stage.
-        stage: String,
-        /// Why.
-        error: BuildError,
-    },
-}
-
-impl fmt::Display for PipelineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PipelineError::Invalid {
-                stage,
-                option,
-                value,
-                expected,
-            } => write!(
-                f,
-                "stage {stage:?}: {option} = {value} is out of range: expected {expected}"
-            ),
-            PipelineError::Pool { stage, error } => {
-                write!(f, "stage {stage:?}: its pool could not be built: {error}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for PipelineError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            PipelineError::Pool { error, .. } => Some(error),
-            PipelineError::Invalid { .. } => None,
-        }
-    }
-}
-
-/// An item a stage failed on (its function returned `Err` or panicked).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ItemError {
-    /// The stage.
-    pub stage: String,
-    /// The error's message (or the panic's).
-    pub message: String,
-    /// Whether the stage panicked on it.
-    pub panicked: bool,
-}
-
-impl fmt::Display for ItemError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.panicked { "panicked" } else { "failed" };
-        write!(f, "stage {:?} {what}: {}", self.stage, self.message)
-    }
-}
-
-impl std::error::Error for ItemError {}
-
-/// An item the pipeline did not take, handed back.
-#[derive(PartialEq, Eq)]
-pub enum SendError<T> {
-    /// The pipeline is shutting down or shut down.
-    Closed(T),
-    /// The pipeline failed fast (see [`Pipeline::failure`]).
-    Failed(T),
-}
-
-impl<T> SendError<T> {
-    /// The item.
-    pub fn into_inner(self) -> T {
-        match self {
-            SendError::Closed(t) | SendError::Failed(t) => t,
-        }
-    }
-}
-
-impl<T> fmt::Debug for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::Closed(_) => f.write_str("Closed(..)"),
-            SendError::Failed(_) => f.write_str("Failed(..)"),
-        }
-    }
-}
-
-impl<T> fmt::Display for SendError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::Closed(_) => f.write_str("the pipeline is shut down"),
-            SendError::Failed(_) => f.write_str("the pipeline failed and stopped"),
-        }
-    }
-}
-
-impl<T> std::error::Error for SendError<T> {}
 
 type ErrorSink = Arc<dyn Fn(ItemError) + Send + Sync>;
 
@@ -359,10 +249,13 @@ impl<I: Send + 'static, O: Send + 'static> PipelineBuilder<I, O> {
         P: Send + 'static,
         F: Fn(O) -> P + Send + Sync + 'static,
     {
-        self.stage(stage, Arc::new(move |x, emit: &mut dyn FnMut(P)| {
-            emit(f(x));
-            Ok(())
-        }))
+        self.stage(
+            stage,
+            Arc::new(move |x, emit: &mut dyn FnMut(P)| {
+                emit(f(x));
+                Ok(())
+            }),
+        )
     }
 
     /// A stage that may fail on an item: the `Err` goes to
@@ -374,10 +267,13 @@ impl<I: Send + 'static, O: Send + 'static> PipelineBuilder<I, O> {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
         F: Fn(O) -> Result<P, E> + Send + Sync + 'static,
     {
-        self.stage(stage, Arc::new(move |x, emit: &mut dyn FnMut(P)| {
-            emit(f(x).map_err(Into::into)?);
-            Ok(())
-        }))
+        self.stage(
+            stage,
+            Arc::new(move |x, emit: &mut dyn FnMut(P)| {
+                emit(f(x).map_err(Into::into)?);
+                Ok(())
+            }),
+        )
     }
 
     /// A stage that turns each item into zero or more.
@@ -387,10 +283,13 @@ impl<I: Send + 'static, O: Send + 'static> PipelineBuilder<I, O> {
         It: IntoIterator<Item = P>,
         F: Fn(O) -> It + Send + Sync + 'static,
     {
-        self.stage(stage, Arc::new(move |x, emit: &mut dyn FnMut(P)| {
-            f(x).into_iter().for_each(|y| emit(y));
-            Ok(())
-        }))
+        self.stage(
+            stage,
+            Arc::new(move |x, emit: &mut dyn FnMut(P)| {
+                f(x).into_iter().for_each(&mut *emit);
+                Ok(())
+            }),
+        )
     }
 
     /// The last stage: consumes each item.
@@ -419,7 +318,12 @@ impl<I: Send + 'static, O: Send + 'static> PipelineBuilder<I, O> {
     /// whichever comes first (per key after [`key_by`](Self::key_by)), and
     /// the partial batches at shutdown. Only the stage's name is used: a
     /// batch fills on the threads that hand it items.
-    pub fn batch(self, stage: Stage, max_items: usize, max_wait: Duration) -> PipelineBuilder<I, Vec<O>> {
+    pub fn batch(
+        self,
+        stage: Stage,
+        max_items: usize,
+        max_wait: Duration,
+    ) -> PipelineBuilder<I, Vec<O>> {
         self.then(move |key, next, parts| {
             let bad = |option, value: String, expected| PipelineError::Invalid {
                 stage: stage.name.clone(),
@@ -519,39 +423,6 @@ pub struct Pipeline<I> {
     source: Next<I>,
     shared: Arc<Shared>,
     stages: Vec<Part>,
-}
-
-/// What each stage did with its items, in pipeline order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StageReport {
-    /// The stage's name.
-    pub name: String,
-    /// Items handed to it (batches, for the stage after a batch stage).
-    pub received: u64,
-    /// Items it finished (a batch stage: items it handed on in batches).
-    pub completed: u64,
-    /// Items its function returned `Err` on.
-    pub failed: u64,
-    /// Items its function panicked on.
-    pub panicked: u64,
-    /// Items cancelled before they ran (fail-fast).
-    pub cancelled: u64,
-    /// Items abandoned: refused while closing, or left past the deadline.
-    pub abandoned: u64,
-    /// Items still running when the deadline passed (they finish, but
-    /// after the report).
-    pub still_running: u64,
-    /// Batches handed on full, by timer, at shutdown (batch stages).
-    pub batches: [u64; 3],
-}
-
-/// The outcome of a pipeline's shutdown.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PipelineReport {
-    /// Each stage, in order.
-    pub stages: Vec<StageReport>,
-    /// The failure that stopped a fail-fast pipeline.
-    pub failure: Option<ItemError>,
 }
 
 impl<I: Send + 'static> Pipeline<I> {
@@ -673,7 +544,9 @@ impl<I: Send + 'static> Pipeline<I> {
             .stages
             .iter()
             .filter_map(|p| match p {
-                Part::Batch { name, counts, .. } => Some((name.as_str(), counts.buffered.load(Relaxed))),
+                Part::Batch { name, counts, .. } => {
+                    Some((name.as_str(), counts.buffered.load(Relaxed)))
+                }
                 Part::Pool { .. } => None,
             })
             .collect();
@@ -682,7 +555,9 @@ impl<I: Send + 'static> Pipeline<I> {
                 "# HELP {prefix}_batch_items_buffered Items waiting in a batch stage's open batches.\n# TYPE {prefix}_batch_items_buffered gauge\n"
             ));
             for (name, n) in batches {
-                out.push_str(&format!("{prefix}_batch_items_buffered{{stage=\"{name}\"}} {n}\n"));
+                out.push_str(&format!(
+                    "{prefix}_batch_items_buffered{{stage=\"{name}\"}} {n}\n"
+                ));
             }
         }
         out

@@ -27,10 +27,9 @@ pub(crate) struct StageCounts {
 }
 
 /// A stage's body: consumes one item, hands each output to `emit`.
-pub(crate) type Body<O, P> =
-    dyn Fn(O, &mut dyn FnMut(P)) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-        + Send
-        + Sync;
+pub(crate) type Body<O, P> = dyn Fn(O, &mut dyn FnMut(P)) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+    + Send
+    + Sync;
 
 /// Builds the pool of `spec` and returns what submits an item into it.
 pub(crate) fn pool_stage<O, P>(
@@ -98,12 +97,11 @@ fn run_item<O, P>(
     shared: &Shared,
     name: &str,
 ) {
-    let mut emit = |out: P| match next(out) {
-        Ok(()) => {
+    // A refused output was counted as abandoned by the next stage.
+    let mut emit = |out: P| {
+        if next(out).is_ok() {
             counts.emitted.fetch_add(1, Relaxed);
         }
-        // Refused downstream: the next stage counted it as abandoned.
-        Err(()) => {}
     };
     match catch_unwind(AssertUnwindSafe(|| body(item, &mut emit))) {
         Ok(Ok(())) => {
