@@ -7,20 +7,25 @@ use std::thread::JoinHandle;
 
 use ebbtide::PoolHandle;
 
-/// What the endpoint serves: nothing until a pool exists, then its text.
+/// What the endpoint serves: nothing until a run has started, then its
+/// text (a pool's metrics, or every stage's of a pipeline).
 #[derive(Clone, Default)]
-pub struct Source(Arc<Mutex<Option<PoolHandle>>>);
+pub struct Source(Arc<Mutex<Option<Text>>>);
+
+type Text = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl Source {
     pub fn set(&self, pool: PoolHandle) {
-        *self.0.lock().unwrap() = Some(pool);
+        self.set_text(move || pool.metrics().to_prometheus("ebbtide"));
+    }
+
+    pub fn set_text(&self, text: impl Fn() -> String + Send + Sync + 'static) {
+        *self.0.lock().unwrap() = Some(Arc::new(text));
     }
 
     fn text(&self) -> String {
-        match &*self.0.lock().unwrap() {
-            Some(pool) => pool.metrics().to_prometheus("ebbtide"),
-            None => String::new(),
-        }
+        let text = self.0.lock().unwrap().clone();
+        text.map(|t| t()).unwrap_or_default()
     }
 }
 

@@ -244,6 +244,7 @@ fn simulate_writes_the_report_for_every_scenario() {
         "diurnal",
         "blocking-mix",
         "skewed-keys",
+        "pipeline",
     ] {
         let out_dir = dir.join(scenario);
         let (code, out, err) = run(&[
@@ -260,8 +261,13 @@ fn simulate_writes_the_report_for_every_scenario() {
         assert_eq!(code, 0, "{scenario}:\n{out}\n{err}");
         assert!(out.contains("Little's law: λ·W"), "{out}");
         let html = std::fs::read_to_string(out_dir.join("report.html")).unwrap();
-        assert_eq!(html.matches("<svg").count(), 3, "three charts");
+        // Three charts, and two per-stage ones for a pipeline.
+        let charts = if scenario == "pipeline" { 5 } else { 3 };
+        assert_eq!(html.matches("<svg").count(), charts, "{scenario}");
         assert!(html.contains("Workers against load") && html.contains("Queue wait"));
+        if scenario == "pipeline" {
+            assert!(html.contains("Workers per stage") && html.contains("<td>enrich</td>"));
+        }
         let csv = std::fs::read_to_string(out_dir.join("timeseries.csv")).unwrap();
         let mut lines = csv.lines();
         assert!(lines

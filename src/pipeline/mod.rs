@@ -534,6 +534,18 @@ impl<I: Send + 'static> Pipeline<I> {
             .collect()
     }
 
+    /// Each pool stage's resizes so far, with the stage's name.
+    pub fn resize_history(&self) -> Vec<(String, crate::metrics::ResizeEvent)> {
+        let mut all = Vec::new();
+        for part in &self.stages {
+            if let Part::Pool { pool, .. } = part {
+                let name = pool.name().to_string();
+                all.extend(pool.resize_history().into_iter().map(|r| (name.clone(), r)));
+            }
+        }
+        all
+    }
+
     /// Every stage's metrics as one Prometheus text (a `pool` label per
     /// stage), plus each batch stage's buffered items.
     pub fn to_prometheus(&self, prefix: &str) -> String {

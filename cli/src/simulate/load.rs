@@ -43,7 +43,9 @@ impl Rng {
 pub fn rate_at(scenario: Scenario, base: f64, t: Duration, d: Duration) -> f64 {
     let x = (t.as_secs_f64() / d.as_secs_f64()).clamp(0.0, 1.0);
     match scenario {
-        Scenario::Steady | Scenario::BlockingMix | Scenario::SkewedKeys => base,
+        Scenario::Steady | Scenario::BlockingMix | Scenario::SkewedKeys | Scenario::Pipeline => {
+            base
+        }
         Scenario::Burst => {
             if (0.3..0.4).contains(&x) || (0.7..0.75).contains(&x) {
                 5.0 * base

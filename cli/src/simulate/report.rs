@@ -40,6 +40,19 @@ pub struct Summary {
     pub workers_max: usize,
     pub workers_mean: f64,
     pub resizes: usize,
+    /// Per stage, for a pipeline (empty for a pool).
+    pub stages: Vec<StageSummary>,
+}
+
+/// One pipeline stage over the run.
+#[derive(Serialize)]
+pub struct StageSummary {
+    pub name: String,
+    pub completed: u64,
+    pub workers_max: usize,
+    pub queue_wait_p99_ms: f64,
+    pub service_time_p50_ms: f64,
+    pub service_time_p99_ms: f64,
 }
 
 impl Summary {
@@ -50,10 +63,11 @@ impl Summary {
         samples: &[Sample],
         tally: &Tally,
         elapsed: Duration,
-        metrics: &Metrics,
-        resizes: &[ResizeEvent],
+        stages: &[Metrics],
+        resizes: &[(String, ResizeEvent)],
         interrupted: bool,
     ) -> Summary {
+        let metrics = &stages[0];
         let arrivals = tally.arrived.load(Relaxed);
         let completed = tally.finished.load(Relaxed);
         let secs = elapsed.as_secs_f64().max(1e-9);
@@ -81,6 +95,26 @@ impl Summary {
             workers_max: samples.iter().map(|s| s.workers).max().unwrap_or(0),
             workers_mean: samples.iter().map(|s| s.workers as f64).sum::<f64>() / n,
             resizes: resizes.len(),
+            stages: if stages.len() > 1 {
+                stages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| StageSummary {
+                        name: m.name.clone(),
+                        completed: m.counts.completed,
+                        workers_max: samples
+                            .iter()
+                            .filter_map(|s| s.stages.get(i).map(|st| st.0))
+                            .max()
+                            .unwrap_or(m.workers),
+                        queue_wait_p99_ms: ms(m.queue_wait.p99()),
+                        service_time_p50_ms: ms(m.run_time.p50()),
+                        service_time_p99_ms: ms(m.run_time.p99()),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -128,6 +162,24 @@ impl Summary {
             ),
         );
         row("resizes", self.resizes.to_string());
+        if !self.stages.is_empty() {
+            println!();
+            println!(
+                "  {:<10} {:>10} {:>12} {:>16} {:>22}",
+                "stage", "completed", "workers max", "queue wait p99", "service p50 / p99"
+            );
+            for st in &self.stages {
+                println!(
+                    "  {:<10} {:>10} {:>12} {:>13.3} ms {:>9.3} / {:.3} ms",
+                    st.name,
+                    st.completed,
+                    st.workers_max,
+                    st.queue_wait_p99_ms,
+                    st.service_time_p50_ms,
+                    st.service_time_p99_ms
+                );
+            }
+        }
         println!();
     }
 }
@@ -138,7 +190,7 @@ pub fn write(
     args: &SimulateArgs,
     summary: &Summary,
     samples: &[Sample],
-    resizes: &[ResizeEvent],
+    resizes: &[(String, ResizeEvent)],
 ) -> std::io::Result<()> {
     let mut csv = String::from(
         "t_s,workers,busy,queued,in_system,arrival_rate,throughput,offered_workers,mean_time_in_system_ms,queue_wait_p50_ms,queue_wait_p99_ms\n",
@@ -161,7 +213,11 @@ pub fn write(
         );
     }
     std::fs::write(dir.join("timeseries.csv"), csv)?;
-    let json = serde_json::json!({ "summary": summary, "resizes": resizes });
+    let resizes_json: Vec<_> = resizes
+        .iter()
+        .map(|(stage, r)| serde_json::json!({ "stage": stage, "event": r }))
+        .collect();
+    let json = serde_json::json!({ "summary": summary, "resizes": resizes_json });
     std::fs::write(
         dir.join("summary.json"),
         serde_json::to_string_pretty(&json).expect("plain figures serialise"),
@@ -172,9 +228,14 @@ pub fn write(
     )
 }
 
-fn html(args: &SimulateArgs, s: &Summary, samples: &[Sample], resizes: &[ResizeEvent]) -> String {
+fn html(
+    args: &SimulateArgs,
+    s: &Summary,
+    samples: &[Sample],
+    resizes: &[(String, ResizeEvent)],
+) -> String {
     let span = samples.last().map_or(1.0, |x| x.t).max(0.01);
-    let marks: Vec<f64> = resizes.iter().map(|r| r.at.as_secs_f64()).collect();
+    let marks: Vec<f64> = resizes.iter().map(|(_, r)| r.at.as_secs_f64()).collect();
     let workers = chart(
         "Workers against load",
         "workers",
@@ -240,14 +301,58 @@ fn html(args: &SimulateArgs, s: &Summary, samples: &[Sample], resizes: &[ResizeE
         0.0
     };
     let mut rows = String::new();
-    for r in resizes {
+    for (stage, r) in resizes {
         let _ = writeln!(
             rows,
-            "<tr><td>{:.3} s</td><td>{} → {}</td><td>{:?}</td></tr>",
+            "<tr><td>{:.3} s</td><td>{stage}</td><td>{} → {}</td><td>{:?}</td></tr>",
             r.at.as_secs_f64(),
             r.from,
             r.to,
             r.reason
+        );
+    }
+    let palette = [&BLUE, &RED, &GREEN, &MAGENTA, &CYAN, &BLACK];
+    let per_stage = |title: &str, unit: &str, pick: fn(&(usize, usize, usize)) -> usize| {
+        let series: Vec<Series<'_>> = s
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, st)| {
+                (
+                    st.name.as_str(),
+                    palette[i % palette.len()],
+                    samples
+                        .iter()
+                        .map(|x| (x.t, x.stages.get(i).map_or(0, pick) as f64))
+                        .collect(),
+                )
+            })
+            .collect();
+        chart(title, unit, span, &marks, &series)
+    };
+    let mut stage_rows = String::new();
+    let mut stage_charts = String::new();
+    if !s.stages.is_empty() {
+        stage_rows.push_str(
+            "<h2>Stages</h2><table id=\"stages\"><tr><th>stage</th><th>completed</th><th>workers max</th><th>queue wait p99</th><th>service p50 / p99</th></tr>\n",
+        );
+        for st in &s.stages {
+            let _ = writeln!(
+                stage_rows,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.3} ms</td><td>{:.3} / {:.3} ms</td></tr>",
+                st.name,
+                st.completed,
+                st.workers_max,
+                st.queue_wait_p99_ms,
+                st.service_time_p50_ms,
+                st.service_time_p99_ms
+            );
+        }
+        stage_rows.push_str("</table>\n");
+        stage_charts = format!(
+            "<div class=\"chart\" id=\"stage-workers\">{}</div>\n<div class=\"chart\" id=\"stage-queues\">{}</div>",
+            per_stage("Workers per stage", "workers", |x| x.0),
+            per_stage("Queue depth per stage", "tasks", |x| x.2)
         );
     }
     format!(
@@ -271,8 +376,9 @@ table{{border-collapse:collapse}}td,th{{padding:2px 12px;text-align:left}}
 <div class="chart" id="workers">{workers}</div>
 <div class="chart" id="depth">{depth}</div>
 <div class="chart" id="waits">{waits}</div>
+{stage_rows}{stage_charts}
 <h2>Resizes</h2>
-<table id="resizes"><tr><th>at</th><th>workers</th><th>reason</th></tr>
+<table id="resizes"><tr><th>at</th><th>pool</th><th>workers</th><th>reason</th></tr>
 {rows}</table>
 </body></html>
 "#,

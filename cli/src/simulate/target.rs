@@ -1,0 +1,152 @@
+//! What a simulation drives: one elastic pool, or (scenario `pipeline`) a
+//! pipeline of elastic stages — parse (CPU, a fifth of the service time)
+//! → enrich (blocking, the service time) → batches of 100 or 100 ms →
+//! write (blocking, 5 ms per batch).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ebbtide::metrics::{Metrics, ResizeEvent};
+use ebbtide::pipeline::{Pipeline, Stage};
+use ebbtide::Pool;
+
+use super::load::Task;
+use super::Tally;
+
+/// A pipeline item: the arrival, and when its first stage started it.
+pub struct Item {
+    task: Task,
+    started: Option<Instant>,
+}
+
+pub enum Target {
+    Pool(Pool),
+    Pipeline(Arc<Pipeline<Item>>),
+}
+
+/// The write stage's time per batch.
+const WRITE: Duration = Duration::from_millis(5);
+
+impl Target {
+    pub fn pool(lo: usize, hi: usize) -> Result<Target, String> {
+        Pool::builder()
+            .name("simulate")
+            .min_workers(lo)
+            .max_workers(hi)
+            .build()
+            .map(Target::Pool)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn pipeline(lo: usize, hi: usize, tally: &Arc<Tally>) -> Result<Target, String> {
+        let t = Arc::clone(tally);
+        Pipeline::<Item>::builder()
+            .map(Stage::new("parse").elastic(lo, hi), |mut item: Item| {
+                item.started = Some(Instant::now());
+                Task {
+                    service: item.task.service / 5,
+                    blocks: false,
+                    ..item.task
+                }
+                .run();
+                item
+            })
+            .map(Stage::new("enrich").elastic(lo, hi), |item: Item| {
+                Task {
+                    blocks: true,
+                    ..item.task
+                }
+                .run();
+                item
+            })
+            .batch(Stage::new("batch"), 100, Duration::from_millis(100))
+            .sink(
+                Stage::new("write").elastic(lo, hi),
+                move |batch: Vec<Item>| {
+                    std::thread::sleep(WRITE);
+                    for item in batch {
+                        let started = item.started.unwrap_or(item.task.arrived);
+                        t.finish(item.task.arrived, started);
+                    }
+                },
+            )
+            .build()
+            .map(|p| Target::Pipeline(Arc::new(p)))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Every stage's metrics (one for a pool).
+    pub fn metrics(&self) -> Vec<Metrics> {
+        match self {
+            Target::Pool(p) => vec![p.metrics()],
+            Target::Pipeline(p) => p.metrics(),
+        }
+    }
+
+    /// What `/metrics` serves.
+    pub fn prometheus(&self) -> Box<dyn Fn() -> String + Send + Sync> {
+        match self {
+            Target::Pool(p) => {
+                let h = p.handle();
+                Box::new(move || h.metrics().to_prometheus("ebbtide"))
+            }
+            Target::Pipeline(p) => {
+                let p = Arc::clone(p);
+                Box::new(move || p.to_prometheus("ebbtide"))
+            }
+        }
+    }
+
+    /// Submits one arrival; `false` if refused.
+    pub fn submit(&self, task: Task, key: Option<u64>, tally: &Arc<Tally>) -> bool {
+        match self {
+            Target::Pool(pool) => {
+                let t = Arc::clone(tally);
+                let body = move || {
+                    let started = Instant::now();
+                    task.run();
+                    t.finish(task.arrived, started);
+                };
+                match key {
+                    Some(k) => pool.task().key(&k).execute(body).is_ok(),
+                    None => pool.execute(body).is_ok(),
+                }
+            }
+            Target::Pipeline(p) => p
+                .send(Item {
+                    task,
+                    started: None,
+                })
+                .is_ok(),
+        }
+    }
+
+    /// Lets every accepted arrival finish; returns the final metrics, the
+    /// resizes (with their stage's name) and whether every accepted
+    /// arrival is accounted for.
+    pub fn finish(self) -> (Vec<Metrics>, Vec<(String, ResizeEvent)>, bool) {
+        match self {
+            Target::Pool(pool) => {
+                pool.wait_idle();
+                let resizes = pool
+                    .resize_history()
+                    .into_iter()
+                    .map(|r| ("simulate".to_string(), r))
+                    .collect();
+                let metrics = vec![pool.metrics()];
+                let r = pool.shutdown();
+                (metrics, resizes, r.completed + r.panicked == r.submitted)
+            }
+            Target::Pipeline(p) => {
+                let resizes = p.resize_history();
+                let report = p.shutdown();
+                let metrics = p.metrics();
+                let ok = report.stages.iter().all(|s| {
+                    s.abandoned + s.cancelled + s.failed + s.panicked + s.still_running == 0
+                        && s.received == s.completed
+                });
+                (metrics, resizes, ok)
+            }
+        }
+    }
+}
