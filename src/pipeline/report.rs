@@ -81,7 +81,7 @@ impl std::error::Error for ItemError {}
 pub enum SendError<T> {
     /// The pipeline is shutting down or shut down.
     Closed(T),
-    /// The pipeline failed fast (see [`Pipeline::failure`]).
+    /// The pipeline failed fast (see [`Pipeline::failure`](super::Pipeline::failure)).
     Failed(T),
 }
 
