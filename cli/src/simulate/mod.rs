@@ -69,6 +69,17 @@ pub enum Service {
     LogNormal,
 }
 
+impl Service {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Fixed => "fixed",
+            Service::Exponential => "exponential",
+            Service::LogNormal => "log-normal",
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct SimulateArgs {
     /// The load's shape over time.
@@ -228,11 +239,11 @@ pub fn run(args: &SimulateArgs, stop: &Arc<AtomicBool>, server: Option<&serve::S
         source.set_text(target.prometheus());
     }
     println!(
-        "simulate: {} for {}, base rate {}/s, {:?} service times of mean {}, {:.0}% blocking, {lo}..{hi} workers",
+        "simulate: {} for {}, base rate {}/s, {} service times of mean {}, {:.0}% blocking, {lo}..{hi} workers",
         args.scenario.name(),
         units::show(args.duration),
         args.rate,
-        args.service,
+        args.service.name(),
         units::show(args.service_mean),
         blocking * 100.0
     );

@@ -362,7 +362,7 @@ fn html(
 table{{border-collapse:collapse}}td,th{{padding:2px 12px;text-align:left}}
 .chart{{margin:1em 0}}</style></head><body>
 <h1>ebbtide simulate: {scenario}</h1>
-<p>{duration:.1} s, base rate {rate}/s, {service:?} service times of mean {mean:.3} ms,
+<p>{duration:.1} s, base rate {rate}/s, {service} service times of mean {mean:.3} ms,
 {blocking:.0}% blocking, {lo}..{hi} workers. Dashed lines mark resizes.</p>
 <table id="summary">
 <tr><th>arrivals / completed</th><td>{arrivals} / {completed}</td></tr>
@@ -385,7 +385,7 @@ table{{border-collapse:collapse}}td,th{{padding:2px 12px;text-align:left}}
         scenario = s.scenario.name(),
         duration = s.duration_seconds,
         rate = args.rate,
-        service = args.service,
+        service = args.service.name(),
         mean = args.service_mean.as_secs_f64() * 1e3,
         blocking = s.blocking_fraction * 100.0,
         lo = args.elastic.0,
