@@ -475,6 +475,50 @@ fn loom_timer_fire_races_cancel_and_shutdown() {
     });
 }
 
+/// A periodic task's handle cancels it while its first run goes: before
+/// the run starts, during it, between the run's last look at its token and
+/// its going back on the wheel, or after. Whatever the interleaving the
+/// task stops and its handle resolves (a run put back on the wheel after
+/// the cancel would wait there for ever: the clock here never moves), and
+/// nothing is left on the wheel.
+#[test]
+fn loom_periodic_cancel_races_its_reschedule() {
+    use std::sync::atomic::AtomicU64 as StdAtomicU64;
+    model(2, || {
+        let base = std::time::Instant::now();
+        let offset = std::sync::Arc::new(StdAtomicU64::new(0));
+        let o = std::sync::Arc::clone(&offset);
+        let pool = Pool::builder()
+            .workers(1)
+            .timer_clock(move || base + std::time::Duration::from_millis(o.load(SeqCst)))
+            .build()
+            .expect("pool builds under loom");
+        let handle = pool
+            .task()
+            .periodic(
+                crate::Schedule::FixedRate(std::time::Duration::from_millis(10)),
+                |_| {},
+            )
+            .unwrap_or_else(|_| panic!("accepted"));
+        // The first run comes due; after it the clock stays put, so a run
+        // put back on the wheel would never come due.
+        offset.store(1, SeqCst);
+        pool.registry.poll_timers();
+        let canceller = loom::thread::spawn(move || {
+            handle.cancel();
+            handle.join()
+        });
+        let runs = canceller
+            .join()
+            .unwrap()
+            .expect("a cancelled periodic task ends well");
+        assert!(runs <= 1);
+        assert_eq!(pool.metrics().timers_pending, 0);
+        let report = pool.shutdown();
+        assert_eq!(report.still_running, 0);
+    });
+}
+
 /// A retry asking for the wheel races shutdown under
 /// `PendingTimers::RunNow`: before the close, the close runs it now; after
 /// it, the worker queues it at once. Either way the second attempt runs

@@ -134,6 +134,11 @@ impl Timers {
     }
 }
 
+/// A periodic task's timer cell after its handle cancelled it. No entry
+/// id has these bits: its index half would be `u32::MAX - 1`, an index the
+/// wheel's slab would need four billion entries to reach.
+pub(crate) const CANCELLED: u64 = u64::MAX - 1;
+
 impl Registry {
     /// Accepts a task to run at `at`: onto the wheel, or, if `at` is not
     /// in the future, into the queues as any task.
@@ -192,6 +197,20 @@ impl Registry {
             cell,
         };
         let mut state = self.timers.state.lock();
+        // Relaxed: `cancel_timer` writes the mark under this same lock.
+        if entry
+            .cell
+            .as_ref()
+            .is_some_and(|c| c.load(Relaxed) == CANCELLED)
+        {
+            // Its handle cancelled it while this run was going, after the
+            // run's last look at its token: it stops here instead of
+            // waiting on the wheel for a run that would only stop.
+            drop(state);
+            bump(&self.counters.slot(self.own_worker_index()).cancelled);
+            entry.job.discard(TaskError::Cancelled);
+            return false;
+        }
         if state.closed {
             let abandon = state.abandon;
             drop(state);
@@ -217,11 +236,17 @@ impl Registry {
 
     /// Takes a periodic task's next run off the wheel (its handle's
     /// `cancel`). Returns whether it was there.
+    ///
+    /// The cell is marked [`CANCELLED`] under the wheel's lock: a run
+    /// going on now (its entry off the wheel) then stops in `reschedule`
+    /// instead of going back on the wheel, however late it looked at its
+    /// token.
     pub(crate) fn cancel_timer(&self, cell: &AtomicU64) -> bool {
         let removed = {
             let mut state = self.timers.state.lock();
-            let id = cell.load(Relaxed);
-            let removed = (id != u64::MAX)
+            // Relaxed: read and written only under this lock.
+            let id = cell.swap(CANCELLED, Relaxed);
+            let removed = (id != u64::MAX && id != CANCELLED)
                 .then(|| state.wheel.cancel(TimerId::from_bits(id)))
                 .flatten();
             self.timers.publish(&state.wheel);
