@@ -40,6 +40,21 @@ fn elastic_pool() -> Pool {
         .expect("pool builds under loom")
 }
 
+/// A one-worker pool whose timer clock reads a start instant plus the
+/// returned offset in milliseconds (the model moves it; it never moves by
+/// itself, and no driver thread runs under loom).
+fn clocked_pool() -> (Pool, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let base = std::time::Instant::now();
+    let offset = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let o = std::sync::Arc::clone(&offset);
+    let pool = Pool::builder()
+        .workers(1)
+        .timer_clock(move || base + std::time::Duration::from_millis(o.load(SeqCst)))
+        .build()
+        .expect("pool builds under loom");
+    (pool, offset)
+}
+
 /// Sleep/wake: a task submitted while the worker may be searching, spinning
 /// or parking is always run (no lost wake-up), exactly once.
 #[test]
@@ -421,16 +436,8 @@ fn loom_report_adds_up_while_a_task_finishes() {
 /// exits with it queued.
 #[test]
 fn loom_timer_fire_races_cancel_and_shutdown() {
-    use std::sync::atomic::AtomicU64 as StdAtomicU64;
     model(3, || {
-        let base = std::time::Instant::now();
-        let offset = std::sync::Arc::new(StdAtomicU64::new(0));
-        let o = std::sync::Arc::clone(&offset);
-        let pool = Pool::builder()
-            .workers(1)
-            .timer_clock(move || base + std::time::Duration::from_millis(o.load(SeqCst)))
-            .build()
-            .expect("pool builds under loom");
+        let (pool, offset) = clocked_pool();
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
         let handle = pool
@@ -483,16 +490,8 @@ fn loom_timer_fire_races_cancel_and_shutdown() {
 /// nothing is left on the wheel.
 #[test]
 fn loom_periodic_cancel_races_its_reschedule() {
-    use std::sync::atomic::AtomicU64 as StdAtomicU64;
     model(2, || {
-        let base = std::time::Instant::now();
-        let offset = std::sync::Arc::new(StdAtomicU64::new(0));
-        let o = std::sync::Arc::clone(&offset);
-        let pool = Pool::builder()
-            .workers(1)
-            .timer_clock(move || base + std::time::Duration::from_millis(o.load(SeqCst)))
-            .build()
-            .expect("pool builds under loom");
+        let (pool, offset) = clocked_pool();
         let handle = pool
             .task()
             .periodic(

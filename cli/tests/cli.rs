@@ -61,6 +61,17 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The lines of a child's pipe as they come, for waits with a deadline.
+fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    rx
+}
+
 /// The value in the verdict row `name`.
 fn row(stdout: &str, name: &str) -> u64 {
     let line = stdout
@@ -210,13 +221,7 @@ fn interrupted_by(signal: &str) {
         .spawn()
         .unwrap();
     // Progress lines (stderr is not a terminal) show it is submitting.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
+    let rx = lines(child.stderr.take().unwrap());
     let first = rx.recv_timeout(PATIENCE).expect("a progress line");
     assert!(first.contains("submitted"), "{first}");
     let killed = Command::new("kill")
@@ -353,13 +358,7 @@ fn metrics_are_served_during_the_run() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
+    let rx = lines(child.stdout.take().unwrap());
     let next = |what: &str| loop {
         let line = rx
             .recv_timeout(PATIENCE)
