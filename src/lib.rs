@@ -87,7 +87,7 @@ pub use error::{BuildError, InvalidOption, SubmitError, TaskError};
 pub use forkjoin::join::join;
 pub use forkjoin::scope::{Scope, ScopedJoinHandle};
 pub use pool::{
-    Builder, Keyed, PeriodicHandle, Pool, PoolHandle, Replayed, TaskBuilder,
+    Backlog, Builder, Keyed, PeriodicHandle, Pool, PoolHandle, Replayed, TaskBuilder,
     DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_SHARDS,
     MAX_WORKERS,
 };

@@ -7,9 +7,13 @@
 //!   CSV time series and a JSON summary.
 //! - `ebbtide size --rate 5000/s --latency 80ms …`: Little's-law sizing,
 //!   step by step.
-//! - `--metrics-addr HOST:PORT` on `survive` and `simulate`: Prometheus
-//!   text at `/metrics` while it runs.
+//! - `ebbtide worker --redis URL --stream NAME`: consume a Redis stream
+//!   on an elastic pool (keyed, acked after run); `ebbtide produce` feeds
+//!   one.
+//! - `--metrics-addr HOST:PORT` on `survive`, `simulate` and `worker`:
+//!   Prometheus text at `/metrics` while it runs.
 
+mod broker;
 mod progress;
 mod serve;
 mod simulate;
@@ -45,6 +49,10 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// How many workers a load needs (Little's law), step by step.
     Size(SizeArgs),
+    /// Consume a Redis stream: keyed tasks on an elastic pool, acked after they ran.
+    Worker(broker::WorkerArgs),
+    /// Append keyed messages to a Redis stream (for `worker`).
+    Produce(broker::ProduceArgs),
 }
 
 #[derive(clap::Args)]
@@ -141,6 +149,15 @@ fn main() -> ExitCode {
                 linger(&stop);
             }
             ok
+        }
+        Command::Worker(args) => {
+            let stop = interrupts();
+            let server = metrics_server(args.metrics_addr);
+            broker::worker(&args, &stop, server.as_ref().map(|(_, s)| s))
+        }
+        Command::Produce(args) => {
+            let stop = interrupts();
+            broker::produce(&args, &stop)
         }
         Command::Size(a) => {
             let q = size::Question {

@@ -99,7 +99,7 @@ impl Metrics {
     fn write_one(&self, prefix: &str, out: &mut impl fmt::Write) -> fmt::Result {
         let pool = escape_label(&self.name);
         let c = &self.counts;
-        let gauges: [(&str, &str, f64); 17] = [
+        let gauges: [(&str, &str, f64); 18] = [
             ("workers", "Worker threads.", self.workers as f64),
             (
                 "workers_min",
@@ -140,6 +140,11 @@ impl Metrics {
                 "tasks_queued",
                 "Tasks accepted and not started.",
                 self.queued as f64,
+            ),
+            (
+                "external_backlog",
+                "Work reported waiting outside the pool (counted as queued by the auto-scaler).",
+                self.external_backlog as f64,
             ),
             (
                 "keyed_tasks_queued",

@@ -46,6 +46,10 @@ pub struct Metrics {
     pub blocked_workers: usize,
     /// Tasks accepted and not yet started.
     pub queued: usize,
+    /// Work reported waiting outside the pool through
+    /// [`PoolHandle::backlog`](crate::PoolHandle::backlog) gauges (a
+    /// broker's unread messages); the auto-scaler counts it as queued.
+    pub external_backlog: usize,
     /// Jobs in the global injector.
     pub injector_len: usize,
     /// Jobs in each worker's own deque.

@@ -325,6 +325,12 @@ macro_rules! pool_methods {
             self.registry.metrics()
         }
 
+        /// A new [`Backlog`](crate::Backlog) gauge: work waiting outside
+        /// the pool that its auto-scaler should count as queued.
+        pub fn backlog(&self) -> crate::Backlog {
+            crate::Backlog::new(Arc::clone(&self.registry))
+        }
+
         /// What every worker is doing now (parked, searching, running task #N
         /// for how long, its deque length): the thread dump of a stuck pool.
         /// `Display` prints it.

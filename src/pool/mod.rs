@@ -3,6 +3,7 @@
 //! validates settings, the [`TaskBuilder`] every submission goes through,
 //! and [`Keyed`] (keyed tasks that own per-shard state).
 
+mod backlog;
 pub(crate) mod builder;
 pub(crate) mod fallible;
 mod handle;
@@ -11,6 +12,7 @@ mod methods;
 mod owner;
 mod task;
 
+pub use backlog::Backlog;
 pub use builder::{
     Builder, DEFAULT_DEAD_LETTER_CAPACITY, DEFAULT_QUEUE_CAPACITY, MAX_QUEUE_CAPACITY, MAX_SHARDS,
     MAX_WORKERS,

@@ -58,6 +58,9 @@ pub(crate) struct Registry {
     pub(super) inside_idle: AtomicUsize,
     /// Workers blocked in a wait that does not help (`join_blocking`).
     pub(super) blocked: AtomicUsize,
+    /// Work waiting outside the pool (a broker's backlog), as reported by
+    /// its `Backlog` gauges; the supervisor counts it as queued.
+    pub(crate) external: AtomicUsize,
     pub(super) abandon: AtomicBool,
     /// `pause()`: workers take no task from the queues (internal jobs,
     /// which running tasks wait for, still run).
@@ -160,6 +163,7 @@ impl Registry {
             next_waiter_id: AtomicU64::new(0),
             inside_idle: AtomicUsize::new(0),
             blocked: AtomicUsize::new(0),
+            external: AtomicUsize::new(0),
             abandon: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             counters: Counters::new(workers, locks),

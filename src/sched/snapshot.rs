@@ -10,11 +10,12 @@ use crate::metrics::{Histogram, Metrics, PoolDump, QueueAges, WorkerDump, Worker
 use crate::sched::queue::{GlobalQueue, StealQueue};
 
 impl Registry {
-    /// Tasks queued now and workers announced as blocked: the supervisor's
-    /// cheap reading (no snapshot of every slot and histogram).
+    /// Tasks queued now (with the work reported waiting outside the pool)
+    /// and workers announced as blocked: the supervisor's cheap reading
+    /// (no snapshot of every slot and histogram).
     pub(crate) fn queued_and_blocked(&self) -> (usize, usize) {
         (
-            queued(self.admission.load(SeqCst)),
+            queued(self.admission.load(SeqCst)) + self.external.load(SeqCst),
             self.blocked.load(SeqCst),
         )
     }
@@ -83,6 +84,7 @@ impl Registry {
             searching: self.sleep.searching(),
             blocked_workers: self.blocked.load(SeqCst),
             queued: queued(word),
+            external_backlog: self.external.load(SeqCst),
             injector_len: self.injector.len(),
             worker_queue_lens: self.stealers.iter().map(StealQueue::len).collect(),
             keyed_queued,

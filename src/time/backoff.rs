@@ -123,8 +123,12 @@ impl RetryPolicy {
         Duration::from_secs_f64(jittered.max(0.0))
     }
 
-    /// What is wrong with the policy, if anything.
-    pub(crate) fn validate(&self) -> Result<(), InvalidOption> {
+    /// What is wrong with the policy, if anything (a submission under it
+    /// fails with this).
+    ///
+    /// # Errors
+    /// The option that is out of range, named.
+    pub fn validate(&self) -> Result<(), InvalidOption> {
         if self.max_attempts == 0 {
             return Err(InvalidOption::new(
                 "retry.max_attempts",

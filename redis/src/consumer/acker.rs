@@ -1,0 +1,162 @@
+//! The acker: acks what ran, in pipelined batches, after appending dead
+//! letters; only then frees the messages' in-flight slots.
+
+use super::shared::Shared;
+use crate::message::Message;
+use crate::stream::connect;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The most entries one round trip acks.
+const BATCH: usize = 1024;
+
+pub(crate) enum Outcome {
+    /// The handler succeeded.
+    Acked,
+    /// The last attempt failed, or the message was refused unrun.
+    Dead {
+        error: String,
+        attempts: u32,
+        msg: Box<Message>,
+    },
+    /// The entry is not an ebbtide message.
+    Invalid {
+        reason: String,
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+}
+
+pub(crate) struct Done {
+    pub(crate) partition: u32,
+    pub(crate) id: String,
+    pub(crate) outcome: Outcome,
+}
+
+pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Done>) {
+    let mut con = None;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(d) => batch.push(d),
+            Err(RecvTimeoutError::Timeout) => {
+                if shared.closed.load(SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        // Never drop an outcome: retry until the broker takes it.
+        loop {
+            let c = match con.as_mut() {
+                Some(c) => c,
+                None => match connect(&shared.settings.url) {
+                    Ok(c) => con.insert(c),
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                },
+            };
+            match flush(&shared, c, &batch) {
+                Ok(()) => break,
+                Err(_) => {
+                    con = None;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        let mut freed: BTreeMap<u32, usize> = BTreeMap::new();
+        for d in batch.drain(..) {
+            let c = &shared.parts[d.partition as usize].counters;
+            c.acked.fetch_add(1, SeqCst);
+            if !matches!(d.outcome, Outcome::Acked) {
+                c.dead_lettered.fetch_add(1, SeqCst);
+            }
+            *freed.entry(d.partition).or_default() += 1;
+        }
+        for (p, n) in freed {
+            shared.unreserve(p, n);
+        }
+    }
+}
+
+/// One round trip: the dead letters appended, then every entry acked.
+fn flush(shared: &Shared, con: &mut redis::Connection, batch: &[Done]) -> redis::RedisResult<()> {
+    let s = &shared.settings;
+    let dead = s.stream.dead_letter_stream();
+    let mut pipe = redis::pipe();
+    let mut by_partition: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+    for d in batch {
+        let source = s.stream.partition_stream(d.partition);
+        match &d.outcome {
+            Outcome::Acked => {}
+            Outcome::Dead {
+                error,
+                attempts,
+                msg,
+            } => {
+                pipe.cmd("XADD")
+                    .arg(&dead)
+                    .arg("*")
+                    .arg("source")
+                    .arg(&source)
+                    .arg("id")
+                    .arg(&d.id)
+                    .arg("key")
+                    .arg(&msg.key[..])
+                    .arg("payload")
+                    .arg(&msg.payload[..])
+                    .arg("error")
+                    .arg(error)
+                    .arg("attempts")
+                    .arg(attempts)
+                    .arg("redelivered")
+                    .arg(u8::from(msg.redelivered))
+                    .arg("consumer")
+                    .arg(&s.me)
+                    .ignore();
+            }
+            Outcome::Invalid { reason, fields } => {
+                let cmd = pipe
+                    .cmd("XADD")
+                    .arg(&dead)
+                    .arg("*")
+                    .arg("source")
+                    .arg(&source)
+                    .arg("id")
+                    .arg(&d.id)
+                    .arg("error")
+                    .arg(reason)
+                    .arg("attempts")
+                    .arg(0)
+                    .arg("consumer")
+                    .arg(&s.me);
+                for (k, v) in fields {
+                    let mut name = b"field:".to_vec();
+                    name.extend_from_slice(k);
+                    cmd.arg(name).arg(&v[..]);
+                }
+                cmd.ignore();
+            }
+        }
+        by_partition.entry(d.partition).or_default().push(&d.id);
+    }
+    for (p, ids) in by_partition {
+        pipe.cmd("XACK")
+            .arg(s.stream.partition_stream(p))
+            .arg(&s.group)
+            .arg(ids)
+            .ignore();
+    }
+    pipe.query(con)
+}

@@ -1,0 +1,754 @@
+//! The adapter against a real redis-server that the test starts itself:
+//! a consumer killed mid-run, consumers joining and leaving, poison
+//! messages, backpressure, and bad input. Consumer processes are this
+//! executable run again in child mode.
+//!
+//! Run with `cargo test -p ebbtide-redis --test broker [-- NAME…]`. Without
+//! redis-server installed it says so and skips, unless
+//! `EBBTIDE_REQUIRE_REDIS` is set (as under CI), when that fails the run.
+
+mod common;
+
+use common::{acked, pending_now, Proc, Server, TempDir};
+use ebbtide_redis::{Consumer, Error, Producer, Stream};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+type Scenario = fn(&Server);
+
+fn main() {
+    if std::env::var("EBBTIDE_CHILD").as_deref() == Ok("consumer") {
+        child();
+        return;
+    }
+    let scenarios: [(&str, Scenario); 5] = [
+        ("bad_input", bad_input),
+        ("backpressure", backpressure),
+        ("poison", poison),
+        ("graceful_scaling", graceful_scaling),
+        ("crash", crash),
+    ];
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if std::env::args().any(|a| a == "--list") {
+        for (name, _) in scenarios {
+            println!("{name}: test");
+        }
+        return;
+    }
+    let Some(server) = Server::start() else {
+        if common::required() {
+            eprintln!("redis-server is not installed, and EBBTIDE_REQUIRE_REDIS is set: failing");
+            std::process::exit(1);
+        }
+        println!("SKIPPED: redis-server is not installed (Debian: apt-get install redis-server)");
+        return;
+    };
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for (name, run) in scenarios {
+        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        ran += 1;
+        println!("test {name} ...");
+        let t = Instant::now();
+        match std::panic::catch_unwind(|| run(&server)) {
+            Ok(()) => println!("test {name} ... ok ({:.1} s)", t.elapsed().as_secs_f64()),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed.push(name);
+            }
+        }
+    }
+    println!(
+        "\ntest result: {} passed; {} failed",
+        ran - failed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        println!("failed: {failed:?}");
+        std::process::exit(101);
+    }
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos()
+}
+
+/// Waits for `cond`, failing after `within`.
+fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends `keys × per_key` messages: key `k{i}`, payload its sequence
+/// number 1..=per_key, in sequence order.
+fn produce(server: &Server, stream: &Stream, keys: usize, per_key: usize) {
+    let mut producer = Producer::connect(&server.url, stream.clone()).expect("a producer");
+    let items =
+        (1..=per_key).flat_map(|seq| (0..keys).map(move |k| (format!("k{k}"), seq.to_string())));
+    assert_eq!(producer.send_batch(items).expect("send"), keys * per_key);
+}
+
+// ---------------------------------------------------------------------------
+// The consumer process.
+
+fn child() {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("child: {k} is not set"));
+    let num = |k: &str| {
+        var(k)
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("child: {k} is not a number"))
+    };
+    let name = var("CHILD_NAME");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    ctrlc::set_handler(move || s.store(true, SeqCst)).expect("a SIGTERM handler");
+    let s = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+        s.store(true, SeqCst);
+    });
+    let record = Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(var("RECORD"))
+            .expect("the record file"),
+    );
+    let delay = Duration::from_micros(num("DELAY_US"));
+    let stream = Stream::new(var("STREAM"))
+        .and_then(|s| s.partitions(num("PARTITIONS") as u32))
+        .expect("the stream");
+    let pool = ebbtide::Pool::builder()
+        .workers(num("WORKERS") as usize)
+        .build()
+        .expect("a pool");
+    let ttl = Duration::from_millis(num("TTL_MS"));
+    let me = name.clone();
+    let consumer = Consumer::builder(var("URL"), stream)
+        .group(var("GROUP"))
+        .name(&name)
+        .in_flight(num("IN_FLIGHT") as usize)
+        .in_flight_per_partition(num("PER_PARTITION") as usize)
+        .lease_ttl(ttl)
+        .block((ttl / 5).min(Duration::from_millis(100)))
+        .pool(pool.handle())
+        .start(move |m| -> Result<(), String> {
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
+            }
+            let line = format!(
+                "{} {} {} {}\n",
+                String::from_utf8_lossy(m.key()),
+                String::from_utf8_lossy(m.payload()),
+                now_ns(),
+                me
+            );
+            // One write per line, appended: a kill loses no whole line.
+            record
+                .lock()
+                .unwrap()
+                .write_all(line.as_bytes())
+                .map_err(|e| e.to_string())
+        })
+        .expect("start the consumer");
+    println!("ready");
+    while !stop.load(SeqCst) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let m = consumer.stop().expect("a clean stop");
+    let t = m.total();
+    println!(
+        "stopped acked={} redelivered={} acquired={} released={} lost={}",
+        t.acked, t.redelivered, t.acquired, t.released, t.lost
+    );
+    pool.shutdown();
+}
+
+fn spawn(server: &Server, dir: &TempDir, name: &str, stream: &Stream, opts: &ChildOpts) -> Proc {
+    Proc::spawn(
+        name,
+        &[
+            ("URL", server.url.clone()),
+            ("STREAM", stream.name().to_string()),
+            ("PARTITIONS", stream.partition_count().to_string()),
+            ("GROUP", "g".into()),
+            ("IN_FLIGHT", opts.in_flight.to_string()),
+            ("PER_PARTITION", opts.per_partition.to_string()),
+            ("TTL_MS", opts.ttl_ms.to_string()),
+            ("DELAY_US", opts.delay_us.to_string()),
+            ("WORKERS", opts.workers.to_string()),
+            (
+                "RECORD",
+                dir.path.join(format!("{name}.log")).display().to_string(),
+            ),
+        ],
+    )
+}
+
+struct ChildOpts {
+    in_flight: usize,
+    per_partition: usize,
+    ttl_ms: u64,
+    delay_us: u64,
+    workers: usize,
+}
+
+/// Lease owners of the stream's partitions now.
+fn owners(con: &mut redis::Connection, stream: &Stream) -> Vec<Option<String>> {
+    (0..stream.partition_count())
+        .map(|p| {
+            redis::cmd("GET")
+                .arg(format!("{}:lease:g:{p}", stream.name()))
+                .query::<Option<String>>(con)
+                .expect("GET a lease")
+        })
+        .collect()
+}
+
+fn wait_for_owners(con: &mut redis::Connection, stream: &Stream, n: usize) {
+    wait_until(
+        &format!("{n} consumers holding every partition"),
+        Duration::from_secs(60),
+        || {
+            let o = owners(con, stream);
+            let distinct: HashSet<_> = o.iter().flatten().collect();
+            o.iter().all(Option::is_some) && distinct.len() == n
+        },
+    );
+}
+
+/// One processing record: (key, seq, time, consumer).
+struct Record {
+    key: String,
+    seq: u32,
+    at: u128,
+    by: String,
+}
+
+fn records(dir: &TempDir) -> Vec<Record> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir.path).expect("the record directory") {
+        let text = std::fs::read_to_string(entry.expect("an entry").path()).expect("a record file");
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            // A line cut by a kill is not a processed message's record.
+            if f.len() != 4 {
+                continue;
+            }
+            let (Ok(seq), Ok(at)) = (f[1].parse(), f[2].parse()) else {
+                continue;
+            };
+            out.push(Record {
+                key: f[0].into(),
+                seq,
+                at,
+                by: f[3].into(),
+            });
+        }
+    }
+    out.sort_by_key(|r| r.at);
+    out
+}
+
+/// Checks every (key, seq) was processed and, per key, in order: each
+/// record is the next sequence number, or (only where `replay_after_kill`
+/// names the killed consumer) a return to an earlier one right after that
+/// consumer's last record, replaying an unacked suffix. Returns the
+/// number of duplicates.
+fn check_order(recs: &[Record], keys: usize, per_key: u32, killed: Option<&str>) -> usize {
+    let mut by_key: HashMap<&str, Vec<&Record>> = HashMap::new();
+    for r in recs {
+        by_key.entry(&r.key).or_default().push(r);
+    }
+    assert_eq!(by_key.len(), keys, "keys processed");
+    let mut duplicates = 0;
+    for (key, rs) in &by_key {
+        let mut max = 0;
+        let mut prev: Option<&Record> = None;
+        for r in rs {
+            let next = prev.map_or(1, |p| p.seq + 1);
+            if r.seq != next {
+                let replay = prev.is_some_and(|p| Some(p.by.as_str()) == killed && r.by != p.by)
+                    && r.seq <= max;
+                assert!(
+                    replay,
+                    "key {key}: {} after {:?} by {} (a gap or a reordering, not a replay of an unacked suffix)",
+                    r.seq,
+                    prev.map(|p| (p.seq, &p.by)),
+                    r.by
+                );
+            }
+            if r.seq <= max {
+                duplicates += 1;
+            }
+            max = max.max(r.seq);
+            prev = Some(r);
+        }
+        assert_eq!(
+            max, per_key,
+            "key {key}: the last sequence number processed"
+        );
+        let seen: HashSet<u32> = rs.iter().map(|r| r.seq).collect();
+        assert_eq!(seen.len(), per_key as usize, "key {key}: lost messages");
+    }
+    duplicates
+}
+
+fn all_acked(server: &Server, stream: &Stream, total: u64, within: Duration) {
+    let mut con = server.con();
+    let p = stream.partition_count();
+    wait_until(&format!("{total} messages acked"), within, || {
+        acked(&mut con, stream.name(), p, "g") == total
+            && pending_now(&mut con, stream.name(), p, "g") == 0
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios.
+
+/// 100,000 messages over 1,000 keys, 16 partitions, 3 consumer processes;
+/// one is SIGKILLed at 30,000 acked. Nothing is lost, order holds except
+/// for replays, and the duplicates are at most the killed one's in-flight
+/// cap.
+fn crash(server: &Server) {
+    let stream = Stream::new("crash").unwrap().partitions(16).unwrap();
+    let dir = TempDir::new("crash");
+    let opts = ChildOpts {
+        in_flight: 128,
+        per_partition: 32,
+        ttl_ms: 2000,
+        delay_us: 0,
+        workers: 4,
+    };
+    let mut procs: Vec<Proc> = (0..3)
+        .map(|i| spawn(server, &dir, &format!("c{i}"), &stream, &opts))
+        .collect();
+    let mut con = server.con();
+    wait_for_owners(&mut con, &stream, 3);
+    let producer = {
+        let url = server.url.clone();
+        let s = stream.clone();
+        std::thread::spawn(move || {
+            let mut producer = Producer::connect(&url, s).expect("a producer");
+            let items = (1..=100)
+                .flat_map(|seq| (0..1000).map(move |k| (format!("k{k}"), seq.to_string())));
+            producer.send_batch(items).expect("send")
+        })
+    };
+    wait_until("30,000 acked", Duration::from_secs(60), || {
+        acked(&mut con, "crash", 16, "g") >= 30_000
+    });
+    procs[0].kill();
+    let at_kill = acked(&mut con, "crash", 16, "g");
+    assert_eq!(producer.join().expect("the producer"), 100_000);
+    all_acked(server, &stream, 100_000, Duration::from_secs(80));
+    for p in procs.drain(1..) {
+        let name = p.name.clone();
+        let line = p.finish();
+        println!("  {name}: {line}");
+        assert!(line.contains("lost=0"), "a survivor lost a lease: {line}");
+    }
+    let recs = records(&dir);
+    let dups = check_order(&recs, 1000, 100, Some("c0"));
+    println!(
+        "  crash: killed at {at_kill} acked; 100,000 messages, {} processed, 0 lost, {dups} duplicates (bound: {})",
+        recs.len(),
+        opts.in_flight
+    );
+    assert_eq!(recs.len(), 100_000 + dups);
+    assert!(
+        dups <= opts.in_flight,
+        "{dups} duplicates over the killed consumer's in-flight cap"
+    );
+    let mut con = server.con();
+    assert_eq!(pending_now(&mut con, "crash", 16, "g"), 0);
+    lag_is_zero(&mut con, &stream);
+}
+
+fn lag_is_zero(con: &mut redis::Connection, stream: &Stream) {
+    for p in 0..stream.partition_count() {
+        let lag = common::group_info(con, &stream.partition_stream(p), "g", "lag");
+        assert_eq!(lag, Some(0), "partition {p}: lag");
+    }
+}
+
+/// Two consumers; a third joins at 30 %; one is stopped with SIGTERM at
+/// 60 %: nothing lost, nothing twice, order held.
+fn graceful_scaling(server: &Server) {
+    let stream = Stream::new("graceful").unwrap().partitions(16).unwrap();
+    let dir = TempDir::new("graceful");
+    let opts = ChildOpts {
+        in_flight: 128,
+        per_partition: 32,
+        ttl_ms: 1000,
+        delay_us: 1000,
+        workers: 8,
+    };
+    let mut a = spawn(server, &dir, "a", &stream, &opts);
+    let b = spawn(server, &dir, "b", &stream, &opts);
+    let mut con = server.con();
+    wait_for_owners(&mut con, &stream, 2);
+    let total = 40_000u64;
+    produce(server, &stream, 400, 100);
+    wait_until("30 % acked", Duration::from_secs(60), || {
+        acked(&mut con, "graceful", 16, "g") >= total * 3 / 10
+    });
+    let c = spawn(server, &dir, "c", &stream, &opts);
+    wait_until("60 % acked", Duration::from_secs(60), || {
+        acked(&mut con, "graceful", 16, "g") >= total * 6 / 10
+    });
+    let a_stop = a.terminate();
+    all_acked(server, &stream, total, Duration::from_secs(80));
+    let (b_stop, c_stop) = (b.finish(), c.finish());
+    let recs = records(&dir);
+    let dups = check_order(&recs, 400, 100, None);
+    assert_eq!(
+        (recs.len(), dups),
+        (total as usize, 0),
+        "every message exactly once"
+    );
+    let by = |n: &str| recs.iter().filter(|r| r.by == n).count();
+    println!(
+        "  graceful: a {} (then stopped), b {}, c {} (joined at 30 %); 0 lost, 0 duplicates\n  a: {a_stop}\n  b: {b_stop}\n  c: {c_stop}",
+        by("a"),
+        by("b"),
+        by("c")
+    );
+    assert!(by("c") > 0, "the consumer that joined took partitions over");
+    assert!(
+        !a_stop.contains("released=0"),
+        "the stopped consumer handed partitions back: {a_stop}"
+    );
+    for line in [&a_stop, &b_stop, &c_stop] {
+        assert!(
+            line.contains("lost=0") && line.contains("redelivered=0"),
+            "{line}"
+        );
+    }
+}
+
+/// 100 of 10,000 messages always fail, 5 attempts: exactly those 100 are
+/// dead-lettered, everything else completes once, and the other keys are
+/// not held up (each poison message's last attempt waits until every
+/// message of an unrelated key has completed).
+fn poison(server: &Server) {
+    let stream = Stream::new("poison").unwrap().partitions(16).unwrap();
+    // Many shards, so that few keys share one with a poison key (a
+    // retrying task holds its shard).
+    let pool = ebbtide::Pool::builder()
+        .workers(32)
+        .shards(1 << 16)
+        .build()
+        .unwrap();
+    let poison_keys: HashSet<String> = (0..10).map(|k| format!("k{k}")).collect();
+    let poison_keys_2 = poison_keys.clone();
+    let poison_shards: HashSet<usize> = poison_keys
+        .iter()
+        .map(|k| pool.shard_of(k.as_bytes()))
+        .collect();
+    let independent: HashSet<String> = (0..1000)
+        .map(|k| format!("k{k}"))
+        .filter(|k| !poison_shards.contains(&pool.shard_of(k.as_bytes())))
+        .collect();
+    let independent_total = independent.len() * 10;
+    let done_independent = Arc::new(AtomicUsize::new(0));
+    let processed = Arc::new(Mutex::new(HashMap::<(String, String), u32>::new()));
+    let held_up = Arc::new(AtomicBool::new(false));
+    produce(server, &stream, 1000, 10);
+    let (p2, d2, h2) = (
+        Arc::clone(&processed),
+        Arc::clone(&done_independent),
+        Arc::clone(&held_up),
+    );
+    let consumer = Consumer::builder(&server.url, stream.clone())
+        .group("g")
+        .pool(pool.handle())
+        .retry(ebbtide::RetryPolicy::fixed(Duration::from_millis(10)).max_attempts(5))
+        .start(move |m| {
+            let key = String::from_utf8_lossy(m.key()).into_owned();
+            let seq = String::from_utf8_lossy(m.payload()).into_owned();
+            let attempt = {
+                let mut p = p2.lock().unwrap();
+                let n = p.entry((key.clone(), seq)).or_insert(0);
+                *n += 1;
+                *n
+            };
+            if poison_keys.contains(&key) {
+                if attempt == 5 {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while d2.load(SeqCst) < independent_total {
+                        if Instant::now() > deadline {
+                            h2.store(true, SeqCst);
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                return Err(format!("poison message of {key}"));
+            }
+            if independent.contains(&key) {
+                d2.fetch_add(1, SeqCst);
+            }
+            Ok(())
+        })
+        .unwrap();
+    all_acked(server, &stream, 10_000, Duration::from_secs(80));
+    let m = consumer.stop().unwrap().total();
+    pool.shutdown();
+    assert!(
+        !held_up.load(SeqCst),
+        "unrelated keys were held up behind the poison messages"
+    );
+    let processed = processed.lock().unwrap();
+    assert_eq!(processed.len(), 10_000);
+    for ((key, seq), n) in processed.iter() {
+        let want = if poison_keys_2.contains(key) { 5 } else { 1 };
+        assert_eq!(*n, want, "{key}/{seq}: attempts");
+    }
+    let mut con = server.con();
+    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream.dead_letter_stream())
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    let mut dead_pairs = HashSet::new();
+    for e in &dead.ids {
+        let get = |f: &str| match e.map.get(f) {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("dead letter {}: field {f} is {other:?}", e.id),
+        };
+        assert_eq!(get("attempts"), "5");
+        assert_eq!(get("error"), format!("poison message of {}", get("key")));
+        dead_pairs.insert((get("key"), get("payload")));
+    }
+    let want: HashSet<(String, String)> = (0..10)
+        .flat_map(|k| (1..=10).map(move |s| (format!("k{k}"), s.to_string())))
+        .collect();
+    assert_eq!(dead.ids.len(), 100);
+    assert_eq!(dead_pairs, want);
+    assert_eq!((m.acked, m.dead_lettered, m.retried), (10_000, 100, 400));
+    println!("  poison: 100 dead letters after 5 attempts each; {independent_total} messages of unrelated keys completed while they retried");
+}
+
+/// 10 ms tasks and an in-flight cap of 64: never more than 64 messages
+/// read and unacked (sampled atomically in Redis), nor running.
+fn backpressure(server: &Server) {
+    let stream = Stream::new("backpressure").unwrap().partitions(16).unwrap();
+    produce(server, &stream, 300, 10);
+    let running = Arc::new(AtomicUsize::new(0));
+    let max_running = Arc::new(AtomicUsize::new(0));
+    let handled = Arc::new(AtomicU64::new(0));
+    let (r2, m2, h2) = (
+        Arc::clone(&running),
+        Arc::clone(&max_running),
+        Arc::clone(&handled),
+    );
+    let consumer = Consumer::builder(&server.url, stream.clone())
+        .group("g")
+        .in_flight(64)
+        .in_flight_per_partition(64)
+        .start(move |_m| -> Result<(), String> {
+            let now = r2.fetch_add(1, SeqCst) + 1;
+            m2.fetch_max(now, SeqCst);
+            std::thread::sleep(Duration::from_millis(10));
+            r2.fetch_sub(1, SeqCst);
+            h2.fetch_add(1, SeqCst);
+            Ok(())
+        })
+        .unwrap();
+    let mut con = server.con();
+    let mut max_pending = 0;
+    let mut max_in_flight = 0;
+    let deadline = Instant::now() + Duration::from_secs(80);
+    while acked(&mut con, "backpressure", 16, "g") < 3000 {
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {} handled",
+            handled.load(SeqCst)
+        );
+        max_pending = max_pending.max(pending_now(&mut con, "backpressure", 16, "g"));
+        max_in_flight = max_in_flight.max(consumer.metrics().total().in_flight);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let m = consumer.stop().unwrap().total();
+    println!(
+        "  backpressure: at most {max_pending} pending in Redis, {max_in_flight} in flight, {} running (cap 64)",
+        max_running.load(SeqCst)
+    );
+    assert!(max_pending <= 64, "{max_pending} read and unacked");
+    assert!(max_in_flight <= 64, "{max_in_flight} in flight");
+    assert!(max_running.load(SeqCst) <= 64);
+    assert!(max_pending > 0, "the sampler saw the consumer at work");
+    assert_eq!((m.acked, handled.load(SeqCst)), (3000, 3000));
+}
+
+/// Unreachable servers, mismatched partition counts, oversized payloads,
+/// entries that are not messages, bad settings: each named, nothing lost.
+fn bad_input(server: &Server) {
+    let stream = Stream::new("bad").unwrap().partitions(16).unwrap();
+    let unreachable = "redis://127.0.0.1:1/";
+    let e = Producer::connect(unreachable, stream.clone()).unwrap_err();
+    assert!(
+        matches!(e, Error::Connect { .. }) && e.to_string().contains(unreachable),
+        "{e}"
+    );
+    let e = Consumer::builder(unreachable, stream.clone())
+        .start(|_| Ok::<(), String>(()))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Connect { .. }) && e.to_string().contains(unreachable),
+        "{e}"
+    );
+    let e = Producer::connect("not a url", stream.clone()).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("cannot connect to Redis at not a url"),
+        "{e}"
+    );
+    let e = Consumer::builder(&server.url, stream.clone())
+        .in_flight(0)
+        .start(|_| Ok::<(), String>(()))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid in_flight \"0\": expected at least 1"
+    );
+    let e = Consumer::builder(&server.url, stream.clone())
+        .block(Duration::from_secs(2))
+        .start(|_| Ok::<(), String>(()))
+        .unwrap_err();
+    assert!(e.to_string().starts_with("invalid block \"2s\""), "{e}");
+
+    let mut producer = Producer::connect(&server.url, stream.clone())
+        .unwrap()
+        .max_payload(64);
+    let e = producer.send("k", [7u8; 65]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "payload of 65 bytes is over the limit of 64 bytes"
+    );
+    let e = Producer::connect(
+        &server.url,
+        Stream::new("bad").unwrap().partitions(8).unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "stream \"bad\" has 16 partitions, but this side was configured with 8"
+    );
+    let e = Consumer::builder(
+        &server.url,
+        Stream::new("bad").unwrap().partitions(8).unwrap(),
+    )
+    .start(|_| Ok::<(), String>(()))
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::PartitionMismatch {
+                recorded: 16,
+                configured: 8,
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    // Entries a consumer must refuse, among good messages.
+    let mut con = server.con();
+    let _: String = redis::cmd("XADD")
+        .arg("bad:3")
+        .arg("*")
+        .arg("foo")
+        .arg("bar")
+        .query(&mut con)
+        .unwrap();
+    let home = stream.partition_of(b"stray");
+    let wrong = (home + 1) % 16;
+    let _: String = redis::cmd("XADD")
+        .arg(format!("bad:{wrong}"))
+        .arg("*")
+        .arg("key")
+        .arg("stray")
+        .arg("payload")
+        .arg("x")
+        .query(&mut con)
+        .unwrap();
+    producer.send("big", [1u8; 40]).unwrap();
+    for i in 0..10 {
+        producer.send(format!("good{i}"), "ok").unwrap();
+    }
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let r2 = Arc::clone(&ran);
+    let consumer = Consumer::builder(&server.url, stream.clone())
+        .group("g")
+        .max_payload(32)
+        .start(move |m| {
+            r2.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(m.key()).into_owned());
+            Ok::<(), String>(())
+        })
+        .unwrap();
+    all_acked(server, &stream, 13, Duration::from_secs(30));
+    let m = consumer.stop().unwrap().total();
+    let mut ran = ran.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(ran, (0..10).map(|i| format!("good{i}")).collect::<Vec<_>>());
+    assert_eq!((m.acked, m.dead_lettered), (13, 3));
+    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("bad:dead")
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    let errors: BTreeMap<String, String> = dead
+        .ids
+        .iter()
+        .map(|e| {
+            let f = |n: &str| match e.map.get(n) {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => String::new(),
+            };
+            (f("source"), f("error"))
+        })
+        .collect();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        errors["bad:3"].ends_with("is not an ebbtide message: no key or payload field"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[&format!("bad:{wrong}")].contains(&format!(
+            "key hashes to partition {home} of 16 but was read from partition {wrong}"
+        )),
+        "{errors:?}"
+    );
+    let big = format!("bad:{}", stream.partition_of(b"big"));
+    assert_eq!(
+        errors[&big],
+        "payload of 40 bytes is over the consumer's limit of 32 bytes"
+    );
+    println!(
+        "  bad input: {} dead letters, each naming what was wrong",
+        errors.len()
+    );
+}
