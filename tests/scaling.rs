@@ -261,3 +261,47 @@ fn scaling_settings_are_validated() {
         .unwrap_err();
     assert!(e.to_string().contains("queue_wait_target"), "{e}");
 }
+
+/// Work waiting outside the pool, reported through a `Backlog` gauge,
+/// grows the pool as queued work would: with every worker blocked and no
+/// task queued the pool stays at its minimum, and grows once the gauge
+/// reports a backlog (to what the policy allows for the work: the CPUs
+/// beside the blocked workers); dropping the gauge removes it.
+#[test]
+fn an_external_backlog_grows_the_pool() {
+    let pool = Pool::builder()
+        .min_workers(2)
+        .max_workers(8)
+        .scaling_interval(Duration::from_millis(2))
+        .build()
+        .unwrap();
+    let gate = Gate::new();
+    for _ in 0..2 {
+        let g = gate.clone();
+        pool.execute(move || block_in_place(|| g.wait())).unwrap();
+    }
+    until(|| pool.metrics().blocked_workers == 2);
+    samples(&pool, 20);
+    assert_eq!(pool.num_workers(), 2, "nothing queued: no growth");
+    let backlog = pool.backlog();
+    backlog.set(40);
+    assert_eq!(pool.metrics().external_backlog, 40);
+    until(|| pool.num_workers() > 2);
+    let history = pool.resize_history();
+    assert!(
+        history
+            .iter()
+            .all(|e| e.to > e.from && e.observation.queued >= 40),
+        "grown for the reported backlog: {history:?}"
+    );
+    let second = pool.backlog();
+    second.set(5);
+    assert_eq!(pool.metrics().external_backlog, 45);
+    drop(backlog);
+    assert_eq!(pool.metrics().external_backlog, 5);
+    drop(second);
+    assert_eq!(pool.metrics().external_backlog, 0);
+    gate.open();
+    pool.wait_idle();
+    assert_eq!(pool.shutdown().completed, 2);
+}

@@ -434,6 +434,34 @@ fn bad_input_is_one_clear_error_with_status_2_and_nothing_started() {
             vec!["survive", "--metrics-addr", "nowhere"],
             "'--metrics-addr <HOST:PORT>'",
         ),
+        (
+            vec!["worker", "--stream", "s"],
+            "the following required arguments were not provided",
+        ),
+        (
+            vec![
+                "worker",
+                "--redis",
+                "redis://127.0.0.1/",
+                "--stream",
+                "s",
+                "--partitions",
+                "0",
+            ],
+            "'--partitions <PARTITIONS>': `0` is zero",
+        ),
+        (
+            vec![
+                "produce",
+                "--redis",
+                "redis://127.0.0.1/",
+                "--stream",
+                "s",
+                "--keys",
+                "many",
+            ],
+            "'--keys <KEYS>': `many` is not a whole number",
+        ),
     ];
     for (args, expected) in cases {
         let (code, out, err) = run(&args);
@@ -448,4 +476,146 @@ fn bad_input_is_one_clear_error_with_status_2_and_nothing_started() {
             "{args:?} started: {out}"
         );
     }
+}
+
+/// A broker that cannot be reached, and a stream name Redis keys cannot
+/// carry: one error line each, status 1, nothing consumed.
+#[test]
+fn worker_and_produce_name_a_broker_they_cannot_use() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["worker", "--redis", "redis://127.0.0.1:1/", "--stream", "s"],
+            "error: cannot connect to Redis at redis://127.0.0.1:1/",
+        ),
+        (
+            &[
+                "produce",
+                "--redis",
+                "redis://127.0.0.1:1/",
+                "--stream",
+                "s",
+            ],
+            "error: cannot connect to Redis at redis://127.0.0.1:1/",
+        ),
+        (
+            &[
+                "produce",
+                "--redis",
+                "redis://127.0.0.1:1/",
+                "--stream",
+                "a b",
+            ],
+            "error: invalid stream name \"a b\"",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with(expected),
+            "{args:?}: expected {expected:?} in:\n{err}"
+        );
+        assert!(
+            !out.contains("acked") && !out.contains("sent"),
+            "{args:?}: {out}"
+        );
+    }
+}
+
+#[path = "../../redis/tests/common/mod.rs"]
+mod broker;
+
+/// `produce` feeds a stream and `worker` consumes it: every message acked
+/// (read back from Redis and from `/metrics`), and SIGTERM drains and
+/// hands the partitions back.
+#[test]
+fn worker_consumes_what_produce_sends() {
+    let Some(server) = broker::Server::start() else {
+        assert!(
+            !broker::required(),
+            "redis-server is not installed, and EBBTIDE_REQUIRE_REDIS is set"
+        );
+        eprintln!("SKIPPED: redis-server is not installed (Debian: apt-get install redis-server)");
+        return;
+    };
+    let (code, out, err) = run(&[
+        "produce",
+        "--redis",
+        &server.url,
+        "--stream",
+        "demo",
+        "--messages",
+        "3000",
+        "--keys",
+        "30",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("sent 3000 messages over 30 keys to \"demo\""),
+        "{out}"
+    );
+    let mut child = ebbtide()
+        .args([
+            "worker",
+            "--redis",
+            &server.url,
+            "--stream",
+            "demo",
+            "--io",
+            "1ms",
+        ])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = lines(child.stdout.take().unwrap());
+    let serving = rx.recv_timeout(PATIENCE).expect("the endpoint's line");
+    let addr = serving
+        .split("http://")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{serving}"))
+        .trim_end_matches("/metrics")
+        .to_string();
+    let mut con = server.con();
+    let deadline = Instant::now() + PATIENCE;
+    while broker::acked(&mut con, "demo", 16, "ebbtide") < 3000 {
+        assert!(Instant::now() < deadline, "not all acked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let acked_served = || {
+        scrape(&addr)
+            .samples
+            .iter()
+            .filter(|s| s.metric == "ebbtide_redis_partition_acked_total")
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                ref other => panic!("{other:?}"),
+            })
+            .sum::<f64>()
+    };
+    while acked_served() < 3000.0 {
+        assert!(
+            Instant::now() < deadline,
+            "/metrics never showed 3000 acked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(acked_served(), 3000.0);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = finish(child, "worker");
+    assert_eq!(output.status.code(), Some(0));
+    // The reader thread ends at the pipe's end, which came with the exit.
+    let rest: Vec<String> = rx.iter().collect();
+    let last = rest.last().expect("the final line");
+    assert_eq!(
+        last,
+        "stopped: acked 3000, retried 0, dead-lettered 0, redelivered 0, partitions taken 16 and handed back 16"
+    );
+    assert_eq!(broker::pending_now(&mut con, "demo", 16, "ebbtide"), 0);
 }

@@ -549,10 +549,20 @@ fn poison(server: &Server) {
 }
 
 /// 10 ms tasks and an in-flight cap of 64: never more than 64 messages
-/// read and unacked (sampled atomically in Redis), nor running.
+/// read and unacked (sampled atomically in Redis), nor running. The unread
+/// messages reach the pool's auto-scaler as its external backlog (the
+/// first task waits until the pool shows it: at most 64 of the 3,000 can
+/// have been read by then).
 fn backpressure(server: &Server) {
     let stream = Stream::new("backpressure").unwrap().partitions(16).unwrap();
     produce(server, &stream, 300, 10);
+    let pool = ebbtide::Pool::builder()
+        .min_workers(2)
+        .max_workers(64)
+        .build()
+        .unwrap();
+    let backlog_seen = Arc::new(AtomicUsize::new(0));
+    let (b2, p2) = (Arc::clone(&backlog_seen), pool.handle());
     let running = Arc::new(AtomicUsize::new(0));
     let max_running = Arc::new(AtomicUsize::new(0));
     let handled = Arc::new(AtomicU64::new(0));
@@ -563,9 +573,17 @@ fn backpressure(server: &Server) {
     );
     let consumer = Consumer::builder(&server.url, stream.clone())
         .group("g")
+        .pool(pool.handle())
         .in_flight(64)
         .in_flight_per_partition(64)
         .start(move |_m| -> Result<(), String> {
+            if h2.load(SeqCst) == 0 {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while b2.load(SeqCst) == 0 && Instant::now() < deadline {
+                    b2.fetch_max(p2.metrics().external_backlog, SeqCst);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
             let now = r2.fetch_add(1, SeqCst) + 1;
             m2.fetch_max(now, SeqCst);
             std::thread::sleep(Duration::from_millis(10));
@@ -589,9 +607,20 @@ fn backpressure(server: &Server) {
         std::thread::sleep(Duration::from_millis(2));
     }
     let m = consumer.stop().unwrap().total();
+    assert_eq!(
+        pool.metrics().external_backlog,
+        0,
+        "a stopped consumer reports no backlog"
+    );
+    pool.shutdown();
+    let seen = backlog_seen.load(SeqCst);
     println!(
-        "  backpressure: at most {max_pending} pending in Redis, {max_in_flight} in flight, {} running (cap 64)",
+        "  backpressure: at most {max_pending} pending in Redis, {max_in_flight} in flight, {} running (cap 64); backlog reported to the pool: {seen}",
         max_running.load(SeqCst)
+    );
+    assert!(
+        seen >= 3000 - 64,
+        "the unread messages reached the auto-scaler: {seen}"
     );
     assert!(max_pending <= 64, "{max_pending} read and unacked");
     assert!(max_in_flight <= 64, "{max_in_flight} in flight");

@@ -196,6 +196,8 @@ fn one_round(
             if !Scripts::acquire(c, &s.stream.lease_key(&s.group, p), &s.me, ttl)? {
                 continue;
             }
+            // The group exists before its first lag reading.
+            reader::ensure_group(c, &s.stream.partition_stream(p), &s.group)?;
             *part.valid_until.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(sent + s.lease_ttl - s.margin());
             part.state.store(OWNED, SeqCst);
