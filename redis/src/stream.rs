@@ -154,12 +154,20 @@ pub(crate) fn connect(url: &str) -> Result<redis::Connection, Error> {
         url: url.to_string(),
         source,
     })?;
-    client
+    let fail = |source| Error::Connect {
+        url: url.to_string(),
+        source,
+    };
+    let con = client
         .get_connection_with_timeout(std::time::Duration::from_secs(5))
-        .map_err(|source| Error::Connect {
-            url: url.to_string(),
-            source,
-        })
+        .map_err(fail)?;
+    // A server that stops answering fails the call (and the caller
+    // reconnects) instead of hanging it: blocking reads last at most 10 s.
+    con.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(fail)?;
+    con.set_write_timeout(Some(std::time::Duration::from_secs(30)))
+        .map_err(fail)?;
+    Ok(con)
 }
 
 #[cfg(test)]

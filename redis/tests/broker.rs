@@ -24,8 +24,9 @@ fn main() {
         child();
         return;
     }
-    let scenarios: [(&str, Scenario); 5] = [
+    let scenarios: [(&str, Scenario); 6] = [
         ("bad_input", bad_input),
+        ("broker_gone", broker_gone),
         ("backpressure", backpressure),
         ("poison", poison),
         ("graceful_scaling", graceful_scaling),
@@ -780,4 +781,32 @@ fn bad_input(server: &Server) {
         "  bad input: {} dead letters, each naming what was wrong",
         errors.len()
     );
+}
+
+/// The broker dies under a running consumer: `stop` still returns (after
+/// the drain timeout and a lease), with everything acked before the death
+/// counted.
+fn broker_gone(_shared: &Server) {
+    let server = Server::start().expect("a second redis-server");
+    let stream = Stream::new("gone").unwrap().partitions(4).unwrap();
+    produce(&server, &stream, 10, 10);
+    let consumer = Consumer::builder(&server.url, stream.clone())
+        .group("g")
+        .lease_ttl(Duration::from_millis(800))
+        .block(Duration::from_millis(100))
+        .drain_timeout(Duration::from_millis(500))
+        .start(|_| Ok::<(), String>(()))
+        .unwrap();
+    all_acked(&server, &stream, 100, Duration::from_secs(30));
+    drop(server);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(consumer.stop());
+    });
+    let stopped = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("stop returned without the broker")
+        .expect("a consumer that had not failed");
+    assert_eq!(stopped.total().acked, 100);
+    println!("  broker gone: stop returned; 100 acked before the server died");
 }

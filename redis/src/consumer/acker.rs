@@ -55,8 +55,13 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Done>) {
                 Err(_) => break,
             }
         }
-        // Never drop an outcome: retry until the broker takes it.
+        // Never drop an outcome: retry until the broker takes it, or the
+        // consumer has ended (what is unacked is then read again by the
+        // partition's next owner).
         loop {
+            if shared.closed.load(SeqCst) && con.is_none() {
+                return;
+            }
             let c = match con.as_mut() {
                 Some(c) => c,
                 None => match connect(&shared.settings.url) {
@@ -98,56 +103,48 @@ fn flush(shared: &Shared, con: &mut redis::Connection, batch: &[Done]) -> redis:
     let mut by_partition: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
     for d in batch {
         let source = s.stream.partition_stream(d.partition);
-        match &d.outcome {
-            Outcome::Acked => {}
+        // A dead letter: where it came from, why, then what it held.
+        let (error, attempts) = match &d.outcome {
+            Outcome::Acked => (None, 0),
             Outcome::Dead {
-                error,
-                attempts,
-                msg,
-            } => {
-                pipe.cmd("XADD")
-                    .arg(&dead)
-                    .arg("*")
-                    .arg("source")
-                    .arg(&source)
-                    .arg("id")
-                    .arg(&d.id)
-                    .arg("key")
-                    .arg(&msg.key[..])
-                    .arg("payload")
-                    .arg(&msg.payload[..])
-                    .arg("error")
-                    .arg(error)
-                    .arg("attempts")
-                    .arg(attempts)
-                    .arg("redelivered")
-                    .arg(u8::from(msg.redelivered))
-                    .arg("consumer")
-                    .arg(&s.me)
-                    .ignore();
-            }
-            Outcome::Invalid { reason, fields } => {
-                let cmd = pipe
-                    .cmd("XADD")
-                    .arg(&dead)
-                    .arg("*")
-                    .arg("source")
-                    .arg(&source)
-                    .arg("id")
-                    .arg(&d.id)
-                    .arg("error")
-                    .arg(reason)
-                    .arg("attempts")
-                    .arg(0)
-                    .arg("consumer")
-                    .arg(&s.me);
-                for (k, v) in fields {
-                    let mut name = b"field:".to_vec();
-                    name.extend_from_slice(k);
-                    cmd.arg(name).arg(&v[..]);
+                error, attempts, ..
+            } => (Some(error), *attempts),
+            Outcome::Invalid { reason, .. } => (Some(reason), 0),
+        };
+        if let Some(error) = error {
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(&dead)
+                .arg("*")
+                .arg("source")
+                .arg(&source)
+                .arg("id")
+                .arg(&d.id)
+                .arg("error")
+                .arg(error)
+                .arg("attempts")
+                .arg(attempts)
+                .arg("consumer")
+                .arg(&s.me);
+            match &d.outcome {
+                Outcome::Dead { msg, .. } => {
+                    cmd.arg("key")
+                        .arg(&msg.key[..])
+                        .arg("payload")
+                        .arg(&msg.payload[..])
+                        .arg("redelivered")
+                        .arg(u8::from(msg.redelivered));
                 }
-                cmd.ignore();
+                Outcome::Invalid { fields, .. } => {
+                    for (k, v) in fields {
+                        let mut name = b"field:".to_vec();
+                        name.extend_from_slice(k);
+                        cmd.arg(name).arg(&v[..]);
+                    }
+                }
+                Outcome::Acked => {}
             }
+            cmd.ignore();
         }
         by_partition.entry(d.partition).or_default().push(&d.id);
     }

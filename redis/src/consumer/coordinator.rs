@@ -30,6 +30,15 @@ pub(crate) fn run(shared: Arc<Shared>, done: Sender<Done>, backlog: ebbtide::Bac
         if stopping && stop_since.is_none() {
             stop_since = Some(Instant::now());
         }
+        // A broker that cannot be reached while stopping: give up after
+        // the drain timeout and a lease's length; the leases expire on
+        // their own and what is unacked stays pending for the next owner.
+        if stop_since.is_some_and(|t| t.elapsed() >= s.drain_timeout + s.lease_ttl) {
+            for part in &shared.parts {
+                part.state.store(FREE, SeqCst);
+            }
+            break;
+        }
         let c = match con.as_mut() {
             Some(c) => c,
             None => match connect(&s.url) {

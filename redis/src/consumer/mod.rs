@@ -167,11 +167,14 @@ impl ConsumerBuilder {
                 "between 100 ms and 1 hour",
             ));
         }
-        if self.block < Duration::from_millis(1) || self.block > self.lease_ttl / 4 {
+        if self.block < Duration::from_millis(1)
+            || self.block > self.lease_ttl / 4
+            || self.block > Duration::from_secs(10)
+        {
             return Err(Error::invalid(
                 "block",
                 format!("{:?}", self.block),
-                "at least 1 ms and at most a quarter of lease_ttl",
+                "at least 1 ms, and at most 10 s and a quarter of lease_ttl",
             ));
         }
         if let Err(e) = self.retry.validate() {
