@@ -12,7 +12,8 @@ use std::fmt;
 pub enum SubmitError<F> {
     /// The queue held `queue_capacity` waiting tasks and the policy is
     /// [`Backpressure::Reject`](crate::Backpressure::Reject), or a
-    /// non-blocking `try_*` call found no room.
+    /// non-blocking `try_*` call found no room; or the task's tenant's own
+    /// queue was full under `Reject`.
     Full(F),
     /// The pool is shutting down or shut down; the task will never run.
     ShutDown(F),
@@ -26,6 +27,10 @@ pub enum SubmitError<F> {
     /// delay beyond [`MAX_DELAY`](crate::MAX_DELAY), a retry policy that
     /// contradicts itself); the error names it.
     Invalid(F, InvalidOption),
+    /// A non-blocking `try_*` submission found its tenant's (or the
+    /// pool's) rate limit with no token left: the task would have waited
+    /// for the refill.
+    RateLimited(F),
 }
 
 impl<F> SubmitError<F> {
@@ -36,6 +41,7 @@ impl<F> SubmitError<F> {
             | SubmitError::ShutDown(f)
             | SubmitError::Timeout(f)
             | SubmitError::BreakerOpen(f)
+            | SubmitError::RateLimited(f)
             | SubmitError::Invalid(f, _) => f,
         }
     }
@@ -63,6 +69,11 @@ impl<F> SubmitError<F> {
         matches!(self, SubmitError::BreakerOpen(_))
     }
 
+    /// Whether a rate limit refused a non-blocking submission.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, SubmitError::RateLimited(_))
+    }
+
     /// Whether a bounded wait for room ran out.
     pub fn is_timeout(&self) -> bool {
         matches!(self, SubmitError::Timeout(_))
@@ -75,6 +86,7 @@ impl<F> SubmitError<F> {
             SubmitError::Timeout(_) => "Timeout",
             SubmitError::BreakerOpen(_) => "BreakerOpen",
             SubmitError::Invalid(..) => "Invalid",
+            SubmitError::RateLimited(_) => "RateLimited",
         }
     }
 }
@@ -88,9 +100,12 @@ impl<F> fmt::Debug for SubmitError<F> {
 impl<F> fmt::Display for SubmitError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SubmitError::Full(_) => {
-                f.write_str("task rejected: the pool's queue is full (queue_capacity reached)")
-            }
+            SubmitError::Full(_) => f.write_str(
+                "task rejected: the queue is full (the pool's queue_capacity or its tenant's)",
+            ),
+            SubmitError::RateLimited(_) => f.write_str(
+                "task rejected: its rate limit has no token left (a try_ submission does not wait for the refill)",
+            ),
             SubmitError::ShutDown(_) => {
                 f.write_str("task rejected: the pool is shutting down or shut down")
             }
@@ -320,6 +335,7 @@ impl<F> SubmitError<F> {
             SubmitError::Timeout(x) => SubmitError::Timeout(f(x)),
             SubmitError::BreakerOpen(x) => SubmitError::BreakerOpen(f(x)),
             SubmitError::Invalid(x, why) => SubmitError::Invalid(f(x), why),
+            SubmitError::RateLimited(x) => SubmitError::RateLimited(f(x)),
         }
     }
 }

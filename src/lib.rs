@@ -79,6 +79,7 @@ mod pool;
 mod scaling;
 mod sched;
 mod task;
+mod tenants;
 mod time;
 
 pub use control::group::{GroupError, TaskGroup};
@@ -94,6 +95,7 @@ pub use pool::{
 pub use scaling::block_in_place;
 pub use sched::breaker::{BreakerClock, BreakerConfig};
 pub use sched::config::{Backpressure, TaskPanic};
+pub use sched::tenancy::{Priority, RateLimit, TenantConfig};
 pub use sched::{PendingTimers, ShutdownReport};
 pub use task::{AttemptError, CancelToken, DeadLetter, Failed, JoinHandle, TaskContext};
 pub use time::{Jitter, RetryPolicy, Schedule, MAX_DELAY};

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("forkjoin", 5),
     ("control", 5),
     ("scaling", 5),
+    ("tenants", 5),
     ("pool", 6),
     ("par", 6),
     ("pipeline", 7),

@@ -72,6 +72,8 @@ fn main() {
         ran - failed.len(),
         failed.len()
     );
+    // `exit` runs no destructor: stop the server first.
+    drop(server);
     if !failed.is_empty() {
         println!("failed: {failed:?}");
         std::process::exit(101);

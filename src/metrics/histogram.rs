@@ -150,6 +150,21 @@ impl Histogram {
         }
     }
 
+    /// Records a span in nanoseconds (a histogram made by `empty`, which
+    /// counts nanoseconds).
+    pub(crate) fn record_ns(&mut self, ns: u64) {
+        self.counts[bucket_of(ns)] += 1;
+        self.sum_ticks = self.sum_ticks.wrapping_add(ns);
+    }
+
+    /// Adds `other`'s counts into this one (both in nanoseconds).
+    pub(crate) fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.sum_ticks = self.sum_ticks.wrapping_add(other.sum_ticks);
+    }
+
     /// An empty histogram (histograms switched off).
     pub(crate) fn empty() -> Histogram {
         Histogram {

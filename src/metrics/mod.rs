@@ -26,6 +26,7 @@ mod locks;
 mod resize;
 mod snapshot;
 mod status;
+mod tenants;
 
 pub use counters::Counts;
 pub(crate) use counters::{bump, bump_at, Counters};
@@ -37,3 +38,4 @@ pub(crate) use locks::{LockCounted, LockStat, LockStats};
 pub use resize::{Observation, ResizeEvent, ResizeReason};
 pub use snapshot::{BreakerState, Metrics, QueueAges};
 pub use status::WorkerState;
+pub use tenants::TenantMetrics;

@@ -3,6 +3,7 @@
 use super::counters::Counts;
 use super::histogram::Histogram;
 use super::locks::{LockContention, LockStats};
+use super::TenantMetrics;
 use std::fmt;
 use std::time::Duration;
 
@@ -72,6 +73,15 @@ pub struct Metrics {
     pub breaker: Option<BreakerState>,
     /// Counters since the pool was built.
     pub counts: Counts,
+    /// The busiest tenants (by tasks offered), at most 10, busiest first;
+    /// empty for a pool that never saw a tenant.
+    pub tenants: Vec<TenantMetrics>,
+    /// The other tenants' figures summed (those not listed, and those
+    /// reclaimed while idle).
+    pub tenants_other: Option<TenantMetrics>,
+    /// Tenants held now (busy, or configured); idle ones made on first use
+    /// are forgotten.
+    pub tenants_live: usize,
     /// Queue wait (accepted → started) of tasks run by workers.
     pub queue_wait: Histogram,
     /// Run time (started → finished) of tasks run by workers.

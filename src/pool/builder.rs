@@ -65,6 +65,8 @@ pub struct Builder {
     pending_timers: crate::PendingTimers,
     on_dead_letter: Option<DeadLetterHandler>,
     dead_letter_capacity: usize,
+    rate_limit: Option<crate::RateLimit>,
+    tenant_defaults: crate::TenantConfig,
 }
 
 /// The default number of dead letters a pool keeps.
@@ -117,6 +119,8 @@ impl Default for Builder {
             pending_timers: crate::PendingTimers::default(),
             on_dead_letter: None,
             dead_letter_capacity: DEFAULT_DEAD_LETTER_CAPACITY,
+            rate_limit: None,
+            tenant_defaults: crate::TenantConfig::default(),
         }
     }
 }
@@ -384,6 +388,26 @@ impl Builder {
         self
     }
 
+    /// A rate limit on every task of the pool (a token bucket): at most
+    /// `limit.rate()` tasks start a second, in bursts of up to
+    /// `limit.burst()`. Tasks over the limit wait in their tenant's queue
+    /// (those without a tenant in an unnamed one), not on a worker; the
+    /// refill lets them through. Non-blocking `try_` submissions that find
+    /// no token fail with [`SubmitError::RateLimited`](crate::SubmitError::RateLimited).
+    pub fn rate_limit(mut self, limit: crate::RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// The settings every tenant starts with (see
+    /// [`TaskBuilder::tenant`](crate::TaskBuilder::tenant)); one tenant's
+    /// can be changed with
+    /// [`configure_tenant`](crate::PoolHandle::configure_tenant).
+    pub fn tenant_defaults(mut self, config: crate::TenantConfig) -> Self {
+        self.tenant_defaults = config;
+        self
+    }
+
     fn validate(&self) -> Result<Config, BuildError> {
         let invalid = |field, value: &dyn fmt::Display, expected| BuildError::Invalid {
             field,
@@ -435,6 +459,13 @@ impl Builder {
         }
         if self.stack_size == Some(0) {
             return Err(invalid("stack_size", &0, "a positive number of bytes"));
+        }
+        if let Err(e) = self.tenant_defaults.validate() {
+            return Err(BuildError::Invalid {
+                field: e.option,
+                value: e.value,
+                expected: e.expected,
+            });
         }
         if let Some(n) = self.shards.filter(|&n| n == 0 || n > MAX_SHARDS) {
             return Err(invalid("shards", &n, "between 1 and 1048576"));
@@ -502,6 +533,8 @@ impl Builder {
             pending_timers: self.pending_timers,
             on_dead_letter: self.on_dead_letter.clone(),
             dead_letter_capacity: self.dead_letter_capacity,
+            rate_limit: self.rate_limit,
+            tenant_defaults: self.tenant_defaults.clone(),
             shards: self
                 .shards
                 .unwrap_or_else(|| (4 * max).max(64).next_power_of_two()),

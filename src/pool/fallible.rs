@@ -192,6 +192,13 @@ impl TaskBuilder<'_> {
     }
 
     fn periodic_invalid(&self, schedule: &Schedule) -> Option<InvalidOption> {
+        if self.has_share() {
+            return Some(InvalidOption::new(
+                "tenant",
+                "a periodic task",
+                "a one-shot task (a tenant, priority or cost applies when a task is queued)",
+            ));
+        }
         schedule.validate().err().or_else(|| {
             let options = self.options_ref()?;
             (options.timeout.is_some() || options.deadline.is_some()).then(|| {

@@ -48,6 +48,9 @@ macro_rules! pool_methods {
         where
             F: FnOnce() + Send + 'static,
         {
+            if self.registry.config.rate_limit.is_some() {
+                return self.task().execute(f);
+            }
             self.registry
                 .submit(Execute(f), Wait::Policy, None)
                 .map(drop)
@@ -72,6 +75,9 @@ macro_rules! pool_methods {
             F: FnOnce() -> T + Send + 'static,
             T: Send + 'static,
         {
+            if self.registry.config.rate_limit.is_some() {
+                return self.task().spawn(f);
+            }
             let slot = Arc::new(Slot::new());
             let body = Spawn {
                 f,
@@ -323,6 +329,40 @@ macro_rules! pool_methods {
         /// ```
         pub fn metrics(&self) -> Metrics {
             self.registry.metrics()
+        }
+
+        /// Sets the settings of tenant `tenant` (see
+        /// [`TaskBuilder::tenant`](crate::TaskBuilder::tenant)): its weight,
+        /// concurrency limit, rate limit, queue and aging. A configured
+        /// tenant is kept while idle; changing its rate limit refills its
+        /// bucket.
+        ///
+        /// ```
+        /// use ebbtide::{Pool, RateLimit, TenantConfig};
+        /// let pool = Pool::builder().workers(2).build()?;
+        /// pool.configure_tenant(
+        ///     &"scraper",
+        ///     TenantConfig::new().max_concurrency(8).rate_limit(RateLimit::new(50.0, 5)?),
+        /// )?;
+        /// let e = pool.configure_tenant(&"x", TenantConfig::new().weight(0)).unwrap_err();
+        /// assert_eq!(e.to_string(), "invalid tenant.weight = 0: expected at least 1");
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        ///
+        /// # Errors
+        /// A setting out of range, named: a weight or concurrency limit of
+        /// 0, a queue capacity of 0, a queue policy other than `Reject`,
+        /// `DropNewest` or `DropOldest`, a zero aging.
+        pub fn configure_tenant<T: std::hash::Hash + std::fmt::Display + ?Sized>(
+            &self,
+            tenant: &T,
+            config: crate::TenantConfig,
+        ) -> Result<(), crate::InvalidOption> {
+            crate::tenants::Tenants::configure(
+                &self.registry,
+                crate::tenants::TenantId::of(tenant),
+                config,
+            )
         }
 
         /// A new [`Backlog`](crate::Backlog) gauge: work waiting outside

@@ -3,10 +3,12 @@
 
 use crate::error::{InvalidOption, SubmitError, TaskError};
 use crate::loom::sync::Arc;
+use crate::sched::tenancy::Priority;
 use crate::sched::{Registry, Wait};
 use crate::task::cancel::{meta, ContextTask, CxBody, NoCx, TaskOptions, WithCx};
 use crate::task::job::{Execute, Runnable};
 use crate::task::{CancelToken, JoinHandle, Slot, Spawn, TaskContext};
+use crate::tenants::{Ask, TenantId, Tenants};
 use crate::time::RetryPolicy;
 use std::fmt;
 use std::hash::Hash;
@@ -26,6 +28,9 @@ use std::time::{Duration, Instant};
 /// | [`wait_for_room`](Self::wait_for_room) | under `Backpressure::Block`, waits at most this long for room |
 /// | [`delay`](Self::delay) / [`at`](Self::at) | waits on the pool's timing wheel (no thread, no worker) until due, then is queued |
 /// | [`retry`](Self::retry) | a fallible task failing is tried again after a backoff, then goes to the dead letters |
+/// | [`tenant`](Self::tenant) | waits in its tenant's queue; tenants share the workers by weight, each within its limits |
+/// | [`priority`](Self::priority) | its lane in its tenant's queue (high, normal, low, with aging) |
+/// | [`cost`](Self::cost) | units of its tenant's `max_concurrency` it takes while it runs |
 ///
 /// Terminal calls: [`execute`](Self::execute) (fire and forget),
 /// [`spawn`](Self::spawn) (a [`JoinHandle`]), [`spawn_with`](Self::spawn_with)
@@ -63,8 +68,10 @@ pub struct TaskBuilder<'p> {
     pub(super) shard: Option<usize>,
     room: Option<Duration>,
     /// Options that need the task's context; boxed so that a plain or
-    /// keyed submission carries three words and builds nothing.
+    /// keyed submission carries four words and builds nothing.
     options: Option<Box<TaskOptions>>,
+    /// Tenant, priority and cost, if any was given.
+    share: Option<Box<Ask>>,
 }
 
 impl fmt::Debug for TaskBuilder<'_> {
@@ -73,6 +80,14 @@ impl fmt::Debug for TaskBuilder<'_> {
             .field("options", &self.options)
             .field("shard", &self.shard)
             .field("wait_for_room", &self.room)
+            .field(
+                "tenant",
+                &self
+                    .share
+                    .as_ref()
+                    .and_then(|s| s.tenant.as_ref())
+                    .map(|t| &t.name),
+            )
             .finish()
     }
 }
@@ -85,6 +100,7 @@ impl<'p> TaskBuilder<'p> {
             shard: None,
             room: None,
             options: None,
+            share: None,
         }
     }
 
@@ -94,6 +110,71 @@ impl<'p> TaskBuilder<'p> {
 
     fn options(&mut self) -> &mut TaskOptions {
         self.options.get_or_insert_with(Box::default)
+    }
+
+    fn share(&mut self) -> &mut Ask {
+        self.share.get_or_insert_with(|| {
+            Box::new(Ask {
+                tenant: None,
+                priority: Priority::Normal,
+                cost: 1,
+                shard: None,
+            })
+        })
+    }
+
+    /// The tenant the task belongs to: any value that hashes and prints
+    /// (a customer ID, a name). The task waits in its tenant's queue and
+    /// is let through to the workers in fair turn: tenants with work
+    /// queued share the workers by their weights, each within its own
+    /// concurrency and rate limits ([`TenantConfig`](crate::TenantConfig);
+    /// a tenant is made on first use with the pool's
+    /// [`tenant_defaults`](crate::Builder::tenant_defaults) and forgotten
+    /// again once idle, unless configured with
+    /// [`configure_tenant`](crate::PoolHandle::configure_tenant)). Keys
+    /// keep their order inside a tenant. A task with a tenant cannot also
+    /// have a [`delay`](Self::delay) (the terminal call fails with
+    /// [`SubmitError::Invalid`]); retries of a fallible task after its
+    /// first attempt wait on the timing wheel and are queued outside the
+    /// tenant's share.
+    ///
+    /// ```
+    /// use ebbtide::{Pool, TenantConfig};
+    /// let pool = Pool::builder().workers(2).build()?;
+    /// pool.configure_tenant(&"gold", TenantConfig::new().weight(3))?;
+    /// for i in 0..30u64 {
+    ///     let tenant = if i % 2 == 0 { "gold" } else { "free" };
+    ///     pool.task().tenant(tenant).execute(move || { std::hint::black_box(i); })?;
+    /// }
+    /// pool.wait_idle();
+    /// let m = pool.metrics();
+    /// assert_eq!(m.counts.completed, 30);
+    /// assert_eq!(m.tenants.iter().map(|t| t.dispatched).sum::<u64>() + m.tenants_other.unwrap().dispatched, 30);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn tenant<T: Hash + fmt::Display + ?Sized>(mut self, tenant: &T) -> Self {
+        self.share().tenant = Some(TenantId::of(tenant));
+        self
+    }
+
+    /// The task's lane in its tenant's queue (the unnamed tenant's
+    /// without [`tenant`](Self::tenant)): high before normal before low,
+    /// except that a task that has waited its tenant's
+    /// [`aging`](crate::TenantConfig::aging) goes before newer ones.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.share().priority = priority;
+        self
+    }
+
+    /// How many units of its tenant's
+    /// [`max_concurrency`](crate::TenantConfig::max_concurrency) the task
+    /// takes while it runs (default 1), so that one heavy task can count
+    /// as eight light ones. A cost of 0, or above the tenant's
+    /// `max_concurrency`, makes the terminal call fail with
+    /// [`SubmitError::Invalid`].
+    pub fn cost(mut self, units: u32) -> Self {
+        self.share().cost = units;
+        self
     }
 
     /// Names the task: the name appears in `dump` and in stall reports
@@ -375,15 +456,38 @@ impl<'p> TaskBuilder<'p> {
     /// later.
     #[inline]
     pub(super) fn submit<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
-        if self.options.is_some() {
+        if self.options.is_some() || self.routed() {
             return self.submit_with_options(body, wait);
         }
         self.registry.submit(body, wait, self.shard).map(drop)
     }
 
+    /// Whether a tenant, priority or cost was given.
+    pub(super) fn has_share(&self) -> bool {
+        self.share.is_some()
+    }
+
+    /// Whether the task goes through the tenants' queues: it has a tenant,
+    /// a priority or a cost, or the pool has a rate limit.
+    #[inline]
+    fn routed(&self) -> bool {
+        self.share.is_some() || self.registry.config.rate_limit.is_some()
+    }
+
     #[inline(never)]
     fn submit_with_options<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
-        match self.options.as_ref().and_then(|o| o.at) {
+        let at = self.options.as_ref().and_then(|o| o.at);
+        if at.is_none() && self.routed() {
+            let mut ask = self.share.as_deref().cloned().unwrap_or(Ask {
+                tenant: None,
+                priority: Priority::Normal,
+                cost: 1,
+                shard: None,
+            });
+            ask.shard = self.shard;
+            return Tenants::submit(self.registry, body, ask, wait);
+        }
+        match at {
             Some(at) => self.registry.schedule_new(body, at, self.shard, None),
             None => self.registry.submit(body, wait, self.shard).map(drop),
         }
@@ -393,15 +497,27 @@ impl<'p> TaskBuilder<'p> {
     /// terminal call runs a task that can fail).
     #[inline]
     pub(super) fn invalid(&self, fallible: bool) -> Option<InvalidOption> {
-        match self.options {
-            None => None,
-            Some(_) => self.invalid_options(fallible),
+        if self.options.is_none() && self.share.is_none() {
+            return None;
         }
+        self.invalid_options(fallible)
     }
 
     #[cold]
     #[inline(never)]
     fn invalid_options(&self, fallible: bool) -> Option<InvalidOption> {
+        if let Some(share) = self.share.as_deref() {
+            if self.options.as_ref().is_some_and(|o| o.at.is_some()) {
+                return Some(InvalidOption::new(
+                    "tenant",
+                    "a delayed task",
+                    "a task without delay or at (a tenant, priority or cost applies when the task is queued)",
+                ));
+            }
+            if let Err(why) = Tenants::check_cost(self.registry, share) {
+                return Some(why);
+            }
+        }
         let options = self.options.as_deref()?;
         if let Some(why) = &options.invalid {
             return Some(why.clone());
@@ -427,7 +543,7 @@ impl<'p> TaskBuilder<'p> {
     where
         F: FnOnce() + Send + 'static,
     {
-        if self.options.is_none() {
+        if self.options.is_none() && !self.routed() {
             // No option: the lean body, straight to admission.
             return self
                 .registry

@@ -85,6 +85,11 @@ pub(crate) struct Config {
     pub(crate) on_dead_letter: Option<DeadLetterHandler>,
     /// How many dead letters the pool keeps.
     pub(crate) dead_letter_capacity: usize,
+    /// The pool's rate limit: every task then goes through the tenants'
+    /// queues (those without a tenant in the unnamed one).
+    pub(crate) rate_limit: Option<super::tenancy::RateLimit>,
+    /// What a tenant starts with.
+    pub(crate) tenant_defaults: super::tenancy::TenantConfig,
 }
 
 /// A plain `std` `Arc`, like [`PanicHandler`].

@@ -61,6 +61,9 @@ pub(crate) struct Registry {
     /// Work waiting outside the pool (a broker's backlog), as reported by
     /// its `Backlog` gauges; the supervisor counts it as queued.
     pub(crate) external: AtomicUsize,
+    /// The layer that holds tasks before queueing them (tenants), made on
+    /// first use.
+    pub(super) held: std::sync::OnceLock<std::sync::Arc<dyn super::held::Held>>,
     pub(super) abandon: AtomicBool,
     /// `pause()`: workers take no task from the queues (internal jobs,
     /// which running tasks wait for, still run).
@@ -164,6 +167,7 @@ impl Registry {
             inside_idle: AtomicUsize::new(0),
             blocked: AtomicUsize::new(0),
             external: AtomicUsize::new(0),
+            held: std::sync::OnceLock::new(),
             abandon: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             counters: Counters::new(workers, locks),

@@ -83,6 +83,9 @@ impl Registry {
             mode == ShutdownMode::Now || self.config.pending_timers == PendingTimers::Abandon;
         self.close_timers(abandon_timers);
         let before = self.admission.fetch_or(CLOSED, SeqCst);
+        // Tasks held by tenants go to the queues, past their limits: the
+        // drain runs them, an abandon discards them with the rest.
+        self.flush_held();
         if !closed(before) {
             // Blocked submitters wake and fail with `ShutDown`.
             let _guard = self.room_lock.lock();

@@ -73,6 +73,10 @@ impl Registry {
         } else {
             (Histogram::empty(), Histogram::empty())
         };
+        let (tenants, tenants_other, tenants_live) = match self.held() {
+            Some(held) => held.tenant_metrics(10),
+            None => (Vec::new(), None, 0),
+        };
         Metrics {
             name: self.config.name.clone(),
             workers: self.live_workers(),
@@ -103,6 +107,9 @@ impl Registry {
             timer_lateness: Histogram::sum_of(std::iter::once(&self.timers.lateness), 1.0),
             dead_letters: self.dead_letter_count(),
             queue_ages: self.queue_ages(),
+            tenants,
+            tenants_other,
+            tenants_live,
         }
     }
 

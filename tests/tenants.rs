@@ -1,0 +1,508 @@
+//! Tenants: weighted fair shares, concurrency caps, a quiet tenant's task
+//! overtaking a flood, rate limits under an injected clock, costed tasks,
+//! priority aging, keyed order and exact accounting with tenants, 100,000
+//! tenants forgotten once idle, and every bad input named. A pool of one
+//! worker lets one tenant task through at a time, so orders are exact.
+
+#![cfg(not(loom))]
+
+mod common;
+
+use common::{assert_identity, until, Arrivals, Gate, ManualTime};
+use ebbtide::{Backpressure, Pool, Priority, RateLimit, SubmitError, TaskError, TenantConfig};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A task of tenant `gate` that holds the only worker until `gate` opens:
+/// everything submitted meanwhile waits in its tenant's queue.
+fn hold(pool: &Pool) -> Gate {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let started = Arrivals::new();
+    let s = started.clone();
+    pool.task()
+        .tenant("gate")
+        .execute(move || {
+            s.arrive();
+            g.wait();
+        })
+        .unwrap();
+    started.wait_for(1);
+    gate
+}
+
+fn tenant<'a>(m: &'a ebbtide::metrics::Metrics, name: &str) -> &'a ebbtide::metrics::TenantMetrics {
+    m.tenants
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no tenant {name} in {:?}", m.tenants))
+}
+
+#[test]
+fn weights_share_the_workers_while_both_are_backlogged() {
+    let pool = Pool::builder().workers(1).build().unwrap();
+    pool.configure_tenant(&"heavy", TenantConfig::new().weight(3))
+        .unwrap();
+    let gate = hold(&pool);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..4000 {
+        for name in ["heavy", "light"] {
+            let o = Arc::clone(&order);
+            pool.task()
+                .tenant(name)
+                .execute(move || o.lock().unwrap().push(name))
+                .unwrap();
+        }
+    }
+    gate.open();
+    pool.wait_idle();
+    let order = order.lock().unwrap();
+    assert_eq!(order.len(), 8000);
+    // Both are backlogged through the first 4,000 (heavy has 3,000 done).
+    let heavy = order[..4000].iter().filter(|n| **n == "heavy").count();
+    assert!(
+        (2850..=3150).contains(&heavy),
+        "heavy ran {heavy} of the first 4000 (3000 ± 5 %)"
+    );
+    // In fact exactly 3 : 1, in every window of 4.
+    assert_eq!(heavy, 3000);
+    assert_identity(&pool.metrics());
+    assert_eq!(pool.shutdown().completed, 8001);
+}
+
+#[test]
+fn a_quiet_tenants_task_overtakes_a_flooded_tenants_backlog() {
+    let pool = Pool::builder().workers(1).build().unwrap();
+    let gate = hold(&pool);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..1000 {
+        let o = Arc::clone(&order);
+        pool.task()
+            .tenant("flood")
+            .execute(move || o.lock().unwrap().push(i))
+            .unwrap();
+    }
+    let o = Arc::clone(&order);
+    pool.task()
+        .tenant("quiet")
+        .execute(move || o.lock().unwrap().push(-1))
+        .unwrap();
+    gate.open();
+    pool.wait_idle();
+    let order = order.lock().unwrap();
+    let at = order.iter().position(|&i| i == -1).unwrap();
+    assert!(
+        at <= 1,
+        "the quiet tenant's task ran {at}th, behind the flood"
+    );
+    // The flood kept its own order.
+    let flood: Vec<i32> = order.iter().copied().filter(|&i| i >= 0).collect();
+    assert_eq!(flood, (0..1000).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_tenants_concurrency_cap_is_never_exceeded() {
+    let pool = Pool::builder().workers(4).build().unwrap();
+    pool.configure_tenant(&"capped", TenantConfig::new().max_concurrency(2))
+        .unwrap();
+    let gate = Gate::new();
+    let arrivals = Arrivals::new();
+    let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    for _ in 0..20 {
+        let (g, a, n, m) = (
+            gate.clone(),
+            arrivals.clone(),
+            Arc::clone(&now),
+            Arc::clone(&max),
+        );
+        pool.task()
+            .tenant("capped")
+            .execute(move || {
+                m.fetch_max(n.fetch_add(1, SeqCst) + 1, SeqCst);
+                a.arrive();
+                g.wait();
+                n.fetch_sub(1, SeqCst);
+            })
+            .unwrap();
+    }
+    // Another tenant's tasks still get the other workers.
+    for _ in 0..2 {
+        let (g, a) = (gate.clone(), arrivals.clone());
+        pool.task()
+            .tenant("other")
+            .execute(move || {
+                a.arrive();
+                g.wait();
+            })
+            .unwrap();
+    }
+    arrivals.wait_for(4);
+    let m = pool.metrics();
+    let capped = tenant(&m, "capped");
+    assert_eq!((capped.running, capped.queued), (2, 18));
+    assert_eq!(tenant(&m, "other").running, 2);
+    gate.open();
+    pool.wait_idle();
+    assert_eq!(max.load(SeqCst), 2);
+    assert_eq!(pool.shutdown().completed, 22);
+}
+
+#[test]
+fn costed_tasks_never_exceed_the_capacity() {
+    let pool = Pool::builder().workers(4).build().unwrap();
+    pool.configure_tenant(&"t", TenantConfig::new().max_concurrency(8))
+        .unwrap();
+    let (now, max) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    for i in 0..60u32 {
+        let cost = [1, 3, 5, 8][i as usize % 4];
+        let (n, m) = (Arc::clone(&now), Arc::clone(&max));
+        pool.task()
+            .tenant("t")
+            .cost(cost)
+            .execute(move || {
+                m.fetch_max(n.fetch_add(cost, SeqCst) + cost, SeqCst);
+                for _ in 0..2000 {
+                    std::hint::spin_loop();
+                }
+                n.fetch_sub(cost, SeqCst);
+            })
+            .unwrap();
+    }
+    pool.wait_idle();
+    assert!(
+        max.load(SeqCst) <= 8,
+        "{} units ran at once",
+        max.load(SeqCst)
+    );
+    let e = pool.task().tenant("t").cost(9).execute(|| {}).unwrap_err();
+    assert_eq!(
+        e.invalid_option().unwrap().to_string(),
+        "invalid cost = 9: expected at most its tenant's max_concurrency"
+    );
+    let e = pool.task().tenant("t").cost(0).execute(|| {}).unwrap_err();
+    assert_eq!(
+        e.invalid_option().unwrap().to_string(),
+        "invalid cost = 0: expected at least 1"
+    );
+    assert_eq!(pool.shutdown().completed, 60);
+}
+
+#[test]
+fn rate_limited_tasks_start_no_faster_than_the_bucket_allows() {
+    let time = ManualTime::new();
+    let pool = time.pool(2).build().unwrap();
+    let limit = RateLimit::new(10.0, 2).unwrap();
+    pool.configure_tenant(&"r", TenantConfig::new().rate_limit(limit))
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..7 {
+        let r = Arc::clone(&ran);
+        pool.task()
+            .tenant("r")
+            .execute(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap();
+    }
+    // Settled: `ran` tasks done, the rest waiting in the queue, none
+    // running (nothing else can start until the clock moves).
+    let settled = |n: usize| {
+        until(|| {
+            let m = pool.metrics();
+            let r = tenant(&m, "r");
+            ran.load(SeqCst) == n && r.queued == (7 - n) as u64 && r.running == 0
+        })
+    };
+    settled(2); // the burst
+    let e = pool.task().tenant("r").try_execute(|| {}).unwrap_err();
+    assert!(matches!(e, SubmitError::RateLimited(_)), "{e:?}");
+    time.advance(Duration::from_millis(99));
+    settled(2);
+    time.advance(Duration::from_millis(1));
+    settled(3); // one token at 100 ms
+    time.advance(Duration::from_millis(1000));
+    settled(5); // a full bucket holds 2, however long it idles
+    time.advance(Duration::from_millis(200));
+    settled(7);
+    let m = pool.metrics();
+    assert!(tenant(&m, "r").rate_limited >= 3);
+    assert_identity(&m);
+    let report = pool.shutdown();
+    assert_eq!((report.completed, report.rejected), (7, 1));
+}
+
+#[test]
+fn a_pool_rate_limit_holds_tasks_without_a_tenant() {
+    let time = ManualTime::new();
+    let pool = time
+        .pool(2)
+        .rate_limit(RateLimit::new(1.0, 1).unwrap())
+        .build()
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let r = Arc::clone(&ran);
+        pool.execute(move || {
+            r.fetch_add(1, SeqCst);
+        })
+        .unwrap();
+    }
+    until(|| ran.load(SeqCst) == 1 && pool.metrics().queued == 2);
+    time.advance(Duration::from_secs(1));
+    until(|| ran.load(SeqCst) == 2 && pool.metrics().queued == 1);
+    // Shutdown drains what waits, past the limit.
+    let report = pool.shutdown();
+    assert_eq!((report.completed, ran.load(SeqCst)), (3, 3));
+}
+
+#[test]
+fn a_low_task_starts_within_its_aging_bound_under_high_ones() {
+    let time = ManualTime::new();
+    let pool = time.pool(1).build().unwrap();
+    pool.configure_tenant(&"p", TenantConfig::new().aging(Duration::from_millis(100)))
+        .unwrap();
+    let gate = hold(&pool);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let o = Arc::clone(&order);
+    pool.task()
+        .tenant("p")
+        .priority(Priority::Low)
+        .execute(move || o.lock().unwrap().push(-1))
+        .unwrap();
+    for i in 0..20 {
+        let (o, t) = (Arc::clone(&order), time.clone());
+        pool.task()
+            .tenant("p")
+            .priority(Priority::High)
+            .execute(move || {
+                o.lock().unwrap().push(i);
+                if i == 4 {
+                    // The low task has now waited its aging bound.
+                    t.advance(Duration::from_millis(100));
+                }
+            })
+            .unwrap();
+    }
+    gate.open();
+    pool.wait_idle();
+    let order = order.lock().unwrap();
+    assert_eq!(order[..7], [0, 1, 2, 3, 4, -1, 5]);
+    assert_eq!(order.len(), 21);
+}
+
+#[test]
+fn priorities_without_a_tenant_order_the_unnamed_tenants_queue() {
+    let pool = Pool::builder().workers(1).build().unwrap();
+    let gate = hold(&pool);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    for (i, p) in [
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Normal,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let o = Arc::clone(&order);
+        pool.task()
+            .priority(p)
+            .execute(move || o.lock().unwrap().push(i))
+            .unwrap();
+    }
+    gate.open();
+    pool.wait_idle();
+    assert_eq!(*order.lock().unwrap(), [2, 1, 3, 0]);
+}
+
+#[test]
+fn keyed_order_and_exact_accounting_hold_with_tenants() {
+    let pool = Pool::builder().workers(3).build().unwrap();
+    let logs: Arc<Vec<Mutex<Vec<u32>>>> =
+        Arc::new((0..4).map(|_| Mutex::new(Vec::new())).collect());
+    for seq in 0..200u32 {
+        for t in 0..3 {
+            for key in 0..4usize {
+                let l = Arc::clone(&logs);
+                pool.task()
+                    .tenant(&format!("t{t}"))
+                    .key(&key)
+                    .execute(move || l[key].lock().unwrap().push(seq * 3 + t))
+                    .unwrap();
+            }
+        }
+    }
+    pool.wait_idle();
+    for key in 0..4 {
+        let log = logs[key].lock().unwrap();
+        assert_eq!(log.len(), 600);
+        // Per key, each tenant's tasks ran in the order submitted.
+        for t in 0..3 {
+            let mine: Vec<u32> = log.iter().copied().filter(|v| v % 3 == t).collect();
+            assert_eq!(
+                mine,
+                (0..200).map(|s| s * 3 + t).collect::<Vec<_>>(),
+                "key {key}, t{t}"
+            );
+        }
+    }
+    let m = pool.metrics();
+    assert_identity(&m);
+    // Idle tenants were forgotten: their figures are in the rest.
+    assert_eq!(m.tenants_live, 0);
+    assert_eq!(m.tenants_other.as_ref().unwrap().dispatched, 2400);
+    let report = pool.shutdown();
+    assert_eq!((report.submitted, report.completed), (2400, 2400));
+}
+
+#[test]
+fn shutdown_now_abandons_what_tenants_hold_and_counts_it() {
+    let time = ManualTime::new();
+    let pool = time.pool(2).build().unwrap();
+    pool.configure_tenant(
+        &"slow",
+        TenantConfig::new().rate_limit(RateLimit::new(1.0, 1).unwrap()),
+    )
+    .unwrap();
+    let handles: Vec<_> = (0..5)
+        .map(|i| pool.task().tenant("slow").spawn(move || i).unwrap())
+        .collect();
+    until(|| pool.metrics().queued == 4 && pool.metrics().running == 0);
+    let report = pool.shutdown_now();
+    assert_eq!((report.completed, report.abandoned), (1, 4));
+    let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+    assert_eq!(results[0], Ok(0));
+    assert!(
+        results[1..].iter().all(|r| *r == Err(TaskError::Abandoned)),
+        "{results:?}"
+    );
+}
+
+#[test]
+fn a_full_tenant_queue_rejects_or_drops_as_configured() {
+    let pool = Pool::builder().workers(1).build().unwrap();
+    pool.configure_tenant(
+        &"rej",
+        TenantConfig::new().queue_capacity(2, Backpressure::Reject),
+    )
+    .unwrap();
+    pool.configure_tenant(
+        &"old",
+        TenantConfig::new().queue_capacity(2, Backpressure::DropOldest),
+    )
+    .unwrap();
+    let gate = hold(&pool);
+    let a = pool.task().tenant("rej").spawn(|| 1).unwrap();
+    let b = pool.task().tenant("rej").spawn(|| 2).unwrap();
+    let e = pool.task().tenant("rej").spawn(|| 3).unwrap_err();
+    assert!(e.is_full(), "{e:?}");
+    let c = pool.task().tenant("old").spawn(|| 4).unwrap();
+    let d = pool.task().tenant("old").spawn(|| 5).unwrap();
+    let f = pool.task().tenant("old").spawn(|| 6).unwrap();
+    gate.open();
+    assert_eq!((a.join(), b.join()), (Ok(1), Ok(2)));
+    assert_eq!(
+        (c.join(), d.join(), f.join()),
+        (Err(TaskError::Dropped), Ok(5), Ok(6))
+    );
+    pool.wait_idle();
+    let m = pool.metrics();
+    assert_identity(&m);
+    assert_eq!(
+        (tenant(&m, "rej").rejected, tenant(&m, "old").dropped),
+        (1, 1)
+    );
+}
+
+#[test]
+fn a_hundred_thousand_tenants_touched_once_are_forgotten_when_idle() {
+    let pool = Pool::builder().workers(2).build().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for i in 0..100_000u32 {
+        let r = Arc::clone(&ran);
+        pool.task()
+            .tenant(&i)
+            .execute(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap();
+    }
+    pool.wait_idle();
+    assert_eq!(ran.load(SeqCst), 100_000);
+    let m = pool.metrics();
+    assert_eq!(m.tenants_live, 0, "idle tenants are forgotten");
+    assert!(m.tenants.is_empty());
+    let other = m.tenants_other.unwrap();
+    assert_eq!(
+        (other.submitted, other.dispatched, other.queued),
+        (100_000, 100_000, 0)
+    );
+    assert_eq!(other.queue_wait.count(), 100_000);
+}
+
+#[test]
+fn bad_tenant_settings_and_options_are_named() {
+    let pool = Pool::builder().workers(1).build().unwrap();
+    let cases: [(TenantConfig, &str); 4] = [
+        (
+            TenantConfig::new().weight(0),
+            "invalid tenant.weight = 0: expected at least 1",
+        ),
+        (
+            TenantConfig::new().max_concurrency(0),
+            "invalid tenant.max_concurrency = 0: expected at least 1",
+        ),
+        (
+            TenantConfig::new().queue_capacity(0, Backpressure::Reject),
+            "invalid tenant.queue_capacity = 0: expected at least 1",
+        ),
+        (
+            TenantConfig::new().queue_capacity(5, Backpressure::Block),
+            "invalid tenant.backpressure = Block: expected Reject, DropNewest or DropOldest",
+        ),
+    ];
+    for (config, expected) in cases {
+        assert_eq!(
+            pool.configure_tenant(&"x", config).unwrap_err().to_string(),
+            expected
+        );
+    }
+    assert_eq!(
+        RateLimit::new(0.0, 1).unwrap_err().to_string(),
+        "invalid rate_limit.rate = 0.0: expected a finite number of tasks per second above 0"
+    );
+    assert!(RateLimit::new(f64::NAN, 1)
+        .unwrap_err()
+        .to_string()
+        .contains("NaN"));
+    assert_eq!(
+        RateLimit::new(5.0, 0).unwrap_err().to_string(),
+        "invalid rate_limit.burst = 0: expected at least 1"
+    );
+    assert_eq!(
+        "urgent".parse::<Priority>().unwrap_err().to_string(),
+        "invalid priority = \"urgent\": expected high, normal or low"
+    );
+    assert_eq!("LOW".parse::<Priority>(), Ok(Priority::Low));
+    let e = pool
+        .task()
+        .tenant("x")
+        .delay(Duration::from_millis(5))
+        .execute(|| {})
+        .unwrap_err();
+    assert!(
+        e.invalid_option()
+            .unwrap()
+            .to_string()
+            .starts_with("invalid tenant"),
+        "{e}"
+    );
+    let e = Pool::builder()
+        .tenant_defaults(TenantConfig::new().weight(0))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("tenant.weight"), "{e}");
+    // Nothing refused was counted as accepted.
+    assert_eq!(pool.shutdown().submitted, 0);
+}
