@@ -506,3 +506,47 @@ fn bad_tenant_settings_and_options_are_named() {
     // Nothing refused was counted as accepted.
     assert_eq!(pool.shutdown().submitted, 0);
 }
+
+#[test]
+fn tenants_are_in_the_prometheus_text_and_the_metrics() {
+    let pool = Pool::builder().name("shop").workers(1).build().unwrap();
+    pool.configure_tenant(&"acme \"inc\"", TenantConfig::new().weight(2))
+        .unwrap();
+    for _ in 0..3 {
+        pool.task().tenant("acme \"inc\"").execute(|| {}).unwrap();
+    }
+    pool.wait_idle();
+    let m = pool.metrics();
+    assert_eq!(m.tenants_live, 1);
+    let acme = tenant(&m, "acme \"inc\"");
+    assert_eq!(
+        (
+            acme.weight,
+            acme.submitted,
+            acme.dispatched,
+            acme.queue_wait.count()
+        ),
+        (2, 3, 3, 3)
+    );
+    let text = m.to_prometheus("ebbtide");
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let dispatched = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "ebbtide_tenant_tasks_dispatched_total"
+                && s.labels.get("tenant").is_some_and(|t| t.contains("acme"))
+        })
+        .expect("the tenant's series");
+    assert!(
+        matches!(dispatched.value, prometheus_parse::Value::Counter(v) if v == 3.0),
+        "{dispatched:?}"
+    );
+    assert!(
+        text.contains(
+            "ebbtide_tenant_queue_wait_seconds_count{pool=\"shop\",tenant=\"acme \\\"inc\\\"\"} 3"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("tenant=\"(other)\""));
+}

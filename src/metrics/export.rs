@@ -425,7 +425,7 @@ impl Metrics {
                 h.count()
             )?;
         }
-        Ok(())
+        self.write_tenants(prefix, &pool, out)
     }
 }
 

@@ -32,21 +32,24 @@
 //! timing wheel's driver does.
 
 mod bucket;
+#[cfg(not(loom))]
+mod driver;
+mod queue;
 
 use crate::error::{InvalidOption, SubmitError, TaskError};
 use crate::loom::sync::{Arc, Condvar, Mutex};
-use crate::metrics::{Histogram, TenantMetrics};
+use crate::metrics::TenantMetrics;
 use crate::sched::held::{Held, HeldRefusal};
 use crate::sched::tenancy::{Priority, RateLimit, TenantConfig};
 use crate::sched::{Registry, Wait};
 use crate::task::job::{JobRef, Outcome, Runnable, TaskJob};
 use crate::time::clock::TimerClock;
 use bucket::Bucket;
+use queue::{State, Tenant, Waiting};
 use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc as StdArc;
-use std::time::Instant;
 
 /// The unnamed tenant: tasks with a priority but no tenant, and every
 /// task of a pool with a rate limit.
@@ -77,110 +80,6 @@ impl TenantId {
             name: "(none)".into(),
         }
     }
-}
-
-/// A held task.
-struct Waiting {
-    job: JobRef,
-    shard: Option<usize>,
-    cost: u32,
-    since: Instant,
-    /// Its place in its tenant's arrival order (ties of `since`).
-    seq: u64,
-}
-
-struct Tenant {
-    config: TenantConfig,
-    configured: bool,
-    lanes: [VecDeque<Waiting>; 3],
-    queued: usize,
-    /// Tasks ever queued (the next one's `seq`).
-    arrivals: u64,
-    running: u32,
-    deficit: u64,
-    in_ring: bool,
-    /// Waiting on the timer heap for its refill.
-    refilling: bool,
-    bucket: Option<Bucket>,
-    figures: TenantMetrics,
-    /// Bumped when the slot is reused, so that stale timers and tickets
-    /// of a forgotten tenant are recognised.
-    generation: u64,
-}
-
-impl Tenant {
-    fn new(
-        id: &TenantId,
-        config: TenantConfig,
-        configured: bool,
-        now: Instant,
-        generation: u64,
-    ) -> Self {
-        let figures = TenantMetrics::new(id.name.to_string(), config.weight);
-        Tenant {
-            bucket: config.rate.as_ref().map(|r| Bucket::full(r, now)),
-            config,
-            configured,
-            lanes: Default::default(),
-            queued: 0,
-            arrivals: 0,
-            running: 0,
-            deficit: 0,
-            in_ring: false,
-            refilling: false,
-            figures,
-            generation,
-        }
-    }
-
-    /// The lane whose head goes next: the highest non-empty lane, unless
-    /// a lower lane's head has waited its aging (then the longest-waiting
-    /// aged head).
-    fn next_lane(&self, now: Instant) -> Option<usize> {
-        let aged = (0..3)
-            .filter_map(|l| self.lanes[l].front().map(|w| (l, w)))
-            .filter(|(_, w)| now.saturating_duration_since(w.since) >= self.config.aging)
-            .min_by_key(|(_, w)| (w.since, w.seq))
-            .map(|(l, _)| l);
-        aged.or_else(|| (0..3).find(|&l| !self.lanes[l].is_empty()))
-    }
-
-    fn idle(&mut self, now: Instant) -> bool {
-        self.queued == 0
-            && self.running == 0
-            && !self.configured
-            && match (&mut self.bucket, &self.config.rate) {
-                (Some(b), Some(r)) => b.is_full(r, now),
-                _ => true,
-            }
-    }
-}
-
-/// What waits on the timer heap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Due {
-    Tenant(u64, u64),
-    Pool,
-}
-
-struct State {
-    /// The live tenants, by the hash of their identity.
-    slots: HashMap<u64, Tenant>,
-    /// Stamps each new tenant, so that timers and tickets of a forgotten
-    /// one are recognised.
-    generation: u64,
-    ring: VecDeque<u64>,
-    /// Let through and not yet ended.
-    in_window: usize,
-    pool_bucket: Option<Bucket>,
-    pool_refilling: bool,
-    timers: BinaryHeap<Reverse<(Instant, Due)>>,
-    /// Idle tenants whose bucket was not yet full.
-    idle: VecDeque<(u64, u64)>,
-    /// Figures of forgotten tenants.
-    forgotten: TenantMetrics,
-    closed: bool,
-    driver: bool,
 }
 
 /// The tenants of one pool (held by its registry, made on first use).
@@ -447,7 +346,7 @@ impl Tenants {
         let name = format!("{}-tenants", registry.config.thread_name);
         let started = std::thread::Builder::new()
             .name(name)
-            .spawn(move || drive(&weak, &held));
+            .spawn(move || driver::drive(&weak, &held));
         if started.is_err() {
             // Without a driver, refills wait for the next submission or
             // completion, which tries to start one again.
@@ -457,246 +356,6 @@ impl Tenants {
 
     #[cfg(loom)]
     fn start_driver(&self, _registry: &Arc<Registry>) {}
-}
-
-/// The driver's loop: it ends when the tenants close (shutdown) or the
-/// pool is gone.
-#[cfg(not(loom))]
-fn drive(weak: &std::sync::Weak<Registry>, held: &StdArc<dyn Held>) {
-    use std::time::Duration;
-    let this = held
-        .as_any()
-        .downcast_ref::<Tenants>()
-        .expect("the held layer is the tenants");
-    let mut st = this.state.lock();
-    loop {
-        if st.closed || weak.strong_count() == 0 {
-            st.driver = false;
-            return;
-        }
-        let now = this.clock.now();
-        let next = st.timers.peek().map(|Reverse((at, _))| *at);
-        if next.is_some_and(|at| at <= now) {
-            let Some(registry) = weak.upgrade() else {
-                st.driver = false;
-                return;
-            };
-            let out = st.fire_due(this, &registry, now);
-            drop(st);
-            for (job, shard) in out {
-                registry.release_held(job, shard);
-            }
-            drop(registry);
-            st = this.state.lock();
-            continue;
-        }
-        // Under a user's clock, poll each millisecond; else sleep until
-        // the next refill (at most a second, to notice a dropped pool).
-        let wait = match next {
-            _ if this.clock.is_manual() => Duration::from_millis(1),
-            Some(at) => at
-                .saturating_duration_since(now)
-                .min(Duration::from_secs(1)),
-            None => Duration::from_secs(1),
-        };
-        this.wake
-            .wait_until(&mut st, std::time::Instant::now() + wait);
-    }
-}
-
-impl State {
-    /// The slot of `id`'s tenant, made with the defaults if new.
-    fn slot_of(&mut self, id: &TenantId, defaults: &TenantConfig, now: Instant) -> u64 {
-        if !self.slots.contains_key(&id.hash) {
-            self.generation += 1;
-            let t = Tenant::new(id, defaults.clone(), false, now, self.generation);
-            self.slots.insert(id.hash, t);
-        }
-        id.hash
-    }
-
-    /// Forgets slot `i`'s tenant if it is idle; an idle one whose bucket
-    /// is not full yet is looked at again later.
-    fn forget_if_idle(&mut self, i: u64, now: Instant) {
-        let Some(t) = self.slots.get_mut(&i) else {
-            return;
-        };
-        if t.queued > 0 || t.running > 0 || t.configured {
-            return;
-        }
-        if !t.idle(now) {
-            let generation = t.generation;
-            self.idle.push_back((i, generation));
-            return;
-        }
-        let t = self.slots.remove(&i).expect("checked above");
-        self.forgotten.add(&t.figures);
-        // Memory goes back as the tenants go.
-        if self.slots.capacity() > 64 && self.slots.len() * 4 < self.slots.capacity() {
-            self.slots.shrink_to(self.slots.len() * 2);
-        }
-    }
-
-    /// Looks at up to two idle tenants waiting to be forgotten.
-    fn sweep(&mut self, now: Instant) {
-        for _ in 0..2 {
-            let Some((i, generation)) = self.idle.pop_front() else {
-                return;
-            };
-            if self
-                .slots
-                .get(&i)
-                .is_some_and(|t| t.generation == generation)
-            {
-                self.forget_if_idle(i, now);
-            }
-        }
-    }
-
-    fn needs_driver(&mut self) -> bool {
-        if self.timers.is_empty() || self.driver || self.closed {
-            return false;
-        }
-        self.driver = true;
-        true
-    }
-
-    /// Lets tasks through while the window has room.
-    fn pump(
-        &mut self,
-        this: &Tenants,
-        registry: &Registry,
-        now: Instant,
-    ) -> Vec<(JobRef, Option<usize>)> {
-        let window = registry.live_workers().max(1);
-        let mut out = Vec::new();
-        while self.in_window < window {
-            match self.pick(this, now) {
-                Some(w) => {
-                    self.in_window += 1;
-                    out.push((w.job, w.shard));
-                }
-                None => break,
-            }
-        }
-        self.sweep(now);
-        out
-    }
-
-    /// The next task by deficit round robin, or none.
-    fn pick(&mut self, this: &Tenants, now: Instant) -> Option<Waiting> {
-        if self.closed {
-            return None;
-        }
-        while let Some(&i) = self.ring.front() {
-            let t = self
-                .slots
-                .get_mut(&i)
-                .expect("a tenant in the ring is live");
-            let Some(lane) = t.next_lane(now) else {
-                // Nothing queued (dropped): out of the ring.
-                t.in_ring = false;
-                t.deficit = 0;
-                self.ring.pop_front();
-                continue;
-            };
-            let cost = t.lanes[lane].front().expect("a non-empty lane").cost;
-            if t.config
-                .max_concurrency
-                .is_some_and(|cap| t.running + cost > cap)
-            {
-                // Back when one of its tasks ends.
-                t.in_ring = false;
-                self.ring.pop_front();
-                continue;
-            }
-            if let (Some(b), Some(r)) = (&mut t.bucket, &t.config.rate) {
-                if !b.ready(r, now) {
-                    let at = b.next_token(r);
-                    t.in_ring = false;
-                    t.refilling = true;
-                    t.figures.rate_limited += 1;
-                    let generation = t.generation;
-                    self.ring.pop_front();
-                    self.timers.push(Reverse((at, Due::Tenant(i, generation))));
-                    continue;
-                }
-            }
-            if let (Some(b), Some(r)) = (&mut self.pool_bucket, &this.pool_rate) {
-                if !b.ready(r, now) {
-                    if !self.pool_refilling {
-                        self.pool_refilling = true;
-                        t.figures.rate_limited += 1;
-                        self.timers.push(Reverse((b.next_token(r), Due::Pool)));
-                    }
-                    return None;
-                }
-            }
-            if t.deficit < u64::from(cost) {
-                t.deficit += u64::from(t.config.weight);
-                self.ring.rotate_left(1);
-                continue;
-            }
-            // Through.
-            let w = t.lanes[lane].pop_front().expect("a non-empty lane");
-            t.deficit -= u64::from(cost);
-            t.queued -= 1;
-            t.figures.queued -= 1;
-            t.running += cost;
-            t.figures.running = u64::from(t.running);
-            t.figures.dispatched += 1;
-            t.figures
-                .queue_wait
-                .record_ns(now.saturating_duration_since(w.since).as_nanos() as u64);
-            if let (Some(b), Some(_)) = (&mut t.bucket, &t.config.rate) {
-                b.take();
-            }
-            if t.queued == 0 {
-                t.in_ring = false;
-                t.deficit = 0;
-                self.ring.pop_front();
-            }
-            if let Some(b) = &mut self.pool_bucket {
-                b.take();
-            }
-            return Some(w);
-        }
-        None
-    }
-
-    /// Brings back the tenants (and the pool) whose refill is due, and
-    /// lets through what it can.
-    #[cfg(not(loom))]
-    fn fire_due(
-        &mut self,
-        this: &Tenants,
-        registry: &Registry,
-        now: Instant,
-    ) -> Vec<(JobRef, Option<usize>)> {
-        while let Some(Reverse((at, due))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            match due {
-                Due::Pool => self.pool_refilling = false,
-                Due::Tenant(i, generation) => {
-                    if let Some(t) = self
-                        .slots
-                        .get_mut(&i)
-                        .filter(|t| t.generation == generation)
-                    {
-                        t.refilling = false;
-                        if t.queued > 0 && !t.in_ring {
-                            t.in_ring = true;
-                            self.ring.push_back(i);
-                        }
-                    }
-                }
-            }
-        }
-        self.pump(this, registry, now)
-    }
 }
 
 impl Held for Tenants {
@@ -772,7 +431,3 @@ impl<R: Runnable> Runnable for Tenanted<R> {
         self.ticket.end();
     }
 }
-
-// Keep the histogram type named where the figures are built.
-#[allow(dead_code)]
-fn _histogram(_: &Histogram) {}

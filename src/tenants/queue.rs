@@ -1,0 +1,312 @@
+//! The fair queue: each tenant's lanes, deficit round robin over the
+//! tenants ready to go, their limits, and forgetting idle ones (see the
+//! module docs of `tenants`).
+
+use super::bucket::Bucket;
+use super::{TenantId, Tenants};
+use crate::metrics::TenantMetrics;
+use crate::sched::tenancy::TenantConfig;
+use crate::sched::Registry;
+use crate::task::job::JobRef;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::Instant;
+
+/// A held task.
+pub(super) struct Waiting {
+    pub(super) job: JobRef,
+    pub(super) shard: Option<usize>,
+    pub(super) cost: u32,
+    pub(super) since: Instant,
+    /// Its place in its tenant's arrival order (ties of `since`).
+    pub(super) seq: u64,
+}
+
+pub(super) struct Tenant {
+    pub(super) config: TenantConfig,
+    pub(super) configured: bool,
+    pub(super) lanes: [VecDeque<Waiting>; 3],
+    pub(super) queued: usize,
+    /// Tasks ever queued (the next one's `seq`).
+    pub(super) arrivals: u64,
+    pub(super) running: u32,
+    pub(super) deficit: u64,
+    pub(super) in_ring: bool,
+    /// Waiting on the timer heap for its refill.
+    pub(super) refilling: bool,
+    pub(super) bucket: Option<Bucket>,
+    pub(super) figures: TenantMetrics,
+    /// Bumped when the slot is reused, so that stale timers and tickets
+    /// of a forgotten tenant are recognised.
+    pub(super) generation: u64,
+}
+
+impl Tenant {
+    pub(super) fn new(
+        id: &TenantId,
+        config: TenantConfig,
+        configured: bool,
+        now: Instant,
+        generation: u64,
+    ) -> Self {
+        let figures = TenantMetrics::new(id.name.to_string(), config.weight);
+        Tenant {
+            bucket: config.rate.as_ref().map(|r| Bucket::full(r, now)),
+            config,
+            configured,
+            lanes: Default::default(),
+            queued: 0,
+            arrivals: 0,
+            running: 0,
+            deficit: 0,
+            in_ring: false,
+            refilling: false,
+            figures,
+            generation,
+        }
+    }
+
+    /// The lane whose head goes next: the highest non-empty lane, unless
+    /// a lower lane's head has waited its aging (then the longest-waiting
+    /// aged head).
+    pub(super) fn next_lane(&self, now: Instant) -> Option<usize> {
+        let aged = (0..3)
+            .filter_map(|l| self.lanes[l].front().map(|w| (l, w)))
+            .filter(|(_, w)| now.saturating_duration_since(w.since) >= self.config.aging)
+            .min_by_key(|(_, w)| (w.since, w.seq))
+            .map(|(l, _)| l);
+        aged.or_else(|| (0..3).find(|&l| !self.lanes[l].is_empty()))
+    }
+
+    pub(super) fn idle(&mut self, now: Instant) -> bool {
+        self.queued == 0
+            && self.running == 0
+            && !self.configured
+            && match (&mut self.bucket, &self.config.rate) {
+                (Some(b), Some(r)) => b.is_full(r, now),
+                _ => true,
+            }
+    }
+}
+
+/// What waits on the timer heap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Due {
+    Tenant(u64, u64),
+    Pool,
+}
+
+pub(super) struct State {
+    /// The live tenants, by the hash of their identity.
+    pub(super) slots: HashMap<u64, Tenant>,
+    /// Stamps each new tenant, so that timers and tickets of a forgotten
+    /// one are recognised.
+    pub(super) generation: u64,
+    pub(super) ring: VecDeque<u64>,
+    /// Let through and not yet ended.
+    pub(super) in_window: usize,
+    pub(super) pool_bucket: Option<Bucket>,
+    pub(super) pool_refilling: bool,
+    pub(super) timers: BinaryHeap<Reverse<(Instant, Due)>>,
+    /// Idle tenants whose bucket was not yet full.
+    pub(super) idle: VecDeque<(u64, u64)>,
+    /// Figures of forgotten tenants.
+    pub(super) forgotten: TenantMetrics,
+    pub(super) closed: bool,
+    pub(super) driver: bool,
+}
+
+impl State {
+    /// The slot of `id`'s tenant, made with the defaults if new.
+    pub(super) fn slot_of(&mut self, id: &TenantId, defaults: &TenantConfig, now: Instant) -> u64 {
+        if !self.slots.contains_key(&id.hash) {
+            self.generation += 1;
+            let t = Tenant::new(id, defaults.clone(), false, now, self.generation);
+            self.slots.insert(id.hash, t);
+        }
+        id.hash
+    }
+
+    /// Forgets slot `i`'s tenant if it is idle; an idle one whose bucket
+    /// is not full yet is looked at again later.
+    pub(super) fn forget_if_idle(&mut self, i: u64, now: Instant) {
+        let Some(t) = self.slots.get_mut(&i) else {
+            return;
+        };
+        if t.queued > 0 || t.running > 0 || t.configured {
+            return;
+        }
+        if !t.idle(now) {
+            let generation = t.generation;
+            self.idle.push_back((i, generation));
+            return;
+        }
+        let t = self.slots.remove(&i).expect("checked above");
+        self.forgotten.add(&t.figures);
+        // Memory goes back as the tenants go.
+        if self.slots.capacity() > 64 && self.slots.len() * 4 < self.slots.capacity() {
+            self.slots.shrink_to(self.slots.len() * 2);
+        }
+    }
+
+    /// Looks at up to two idle tenants waiting to be forgotten.
+    pub(super) fn sweep(&mut self, now: Instant) {
+        for _ in 0..2 {
+            let Some((i, generation)) = self.idle.pop_front() else {
+                return;
+            };
+            if self
+                .slots
+                .get(&i)
+                .is_some_and(|t| t.generation == generation)
+            {
+                self.forget_if_idle(i, now);
+            }
+        }
+    }
+
+    pub(super) fn needs_driver(&mut self) -> bool {
+        if self.timers.is_empty() || self.driver || self.closed {
+            return false;
+        }
+        self.driver = true;
+        true
+    }
+
+    /// Lets tasks through while the window has room.
+    pub(super) fn pump(
+        &mut self,
+        this: &Tenants,
+        registry: &Registry,
+        now: Instant,
+    ) -> Vec<(JobRef, Option<usize>)> {
+        let window = registry.live_workers().max(1);
+        let mut out = Vec::new();
+        while self.in_window < window {
+            match self.pick(this, now) {
+                Some(w) => {
+                    self.in_window += 1;
+                    out.push((w.job, w.shard));
+                }
+                None => break,
+            }
+        }
+        self.sweep(now);
+        out
+    }
+
+    /// The next task by deficit round robin, or none.
+    pub(super) fn pick(&mut self, this: &Tenants, now: Instant) -> Option<Waiting> {
+        if self.closed {
+            return None;
+        }
+        while let Some(&i) = self.ring.front() {
+            let t = self
+                .slots
+                .get_mut(&i)
+                .expect("a tenant in the ring is live");
+            let Some(lane) = t.next_lane(now) else {
+                // Nothing queued (dropped): out of the ring.
+                t.in_ring = false;
+                t.deficit = 0;
+                self.ring.pop_front();
+                continue;
+            };
+            let cost = t.lanes[lane].front().expect("a non-empty lane").cost;
+            if t.config
+                .max_concurrency
+                .is_some_and(|cap| t.running + cost > cap)
+            {
+                // Back when one of its tasks ends.
+                t.in_ring = false;
+                self.ring.pop_front();
+                continue;
+            }
+            if let (Some(b), Some(r)) = (&mut t.bucket, &t.config.rate) {
+                if !b.ready(r, now) {
+                    let at = b.next_token(r);
+                    t.in_ring = false;
+                    t.refilling = true;
+                    t.figures.rate_limited += 1;
+                    let generation = t.generation;
+                    self.ring.pop_front();
+                    self.timers.push(Reverse((at, Due::Tenant(i, generation))));
+                    continue;
+                }
+            }
+            if let (Some(b), Some(r)) = (&mut self.pool_bucket, &this.pool_rate) {
+                if !b.ready(r, now) {
+                    if !self.pool_refilling {
+                        self.pool_refilling = true;
+                        t.figures.rate_limited += 1;
+                        self.timers.push(Reverse((b.next_token(r), Due::Pool)));
+                    }
+                    return None;
+                }
+            }
+            if t.deficit < u64::from(cost) {
+                t.deficit += u64::from(t.config.weight);
+                self.ring.rotate_left(1);
+                continue;
+            }
+            // Through.
+            let w = t.lanes[lane].pop_front().expect("a non-empty lane");
+            t.deficit -= u64::from(cost);
+            t.queued -= 1;
+            t.figures.queued -= 1;
+            t.running += cost;
+            t.figures.running = u64::from(t.running);
+            t.figures.dispatched += 1;
+            t.figures
+                .queue_wait
+                .record_ns(now.saturating_duration_since(w.since).as_nanos() as u64);
+            if let (Some(b), Some(_)) = (&mut t.bucket, &t.config.rate) {
+                b.take();
+            }
+            if t.queued == 0 {
+                t.in_ring = false;
+                t.deficit = 0;
+                self.ring.pop_front();
+            }
+            if let Some(b) = &mut self.pool_bucket {
+                b.take();
+            }
+            return Some(w);
+        }
+        None
+    }
+
+    /// Brings back the tenants (and the pool) whose refill is due, and
+    /// lets through what it can.
+    #[cfg(not(loom))]
+    pub(super) fn fire_due(
+        &mut self,
+        this: &Tenants,
+        registry: &Registry,
+        now: Instant,
+    ) -> Vec<(JobRef, Option<usize>)> {
+        while let Some(Reverse((at, due))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match due {
+                Due::Pool => self.pool_refilling = false,
+                Due::Tenant(i, generation) => {
+                    if let Some(t) = self
+                        .slots
+                        .get_mut(&i)
+                        .filter(|t| t.generation == generation)
+                    {
+                        t.refilling = false;
+                        if t.queued > 0 && !t.in_ring {
+                            t.in_ring = true;
+                            self.ring.push_back(i);
+                        }
+                    }
+                }
+            }
+        }
+        self.pump(this, registry, now)
+    }
+}
