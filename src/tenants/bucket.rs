@@ -36,9 +36,13 @@ impl Bucket {
         self.tokens = (self.tokens - 1.0).max(0.0);
     }
 
-    /// When the next token is there.
+    /// When to look again: once a millisecond's worth of tokens is there
+    /// (at least one, at most the burst), so that a fast limit lets a few
+    /// tasks through per wake-up instead of waking for each token, and a
+    /// slow one wakes once per token.
     pub(crate) fn next_token(&self, limit: &RateLimit) -> Instant {
-        let missing = (1.0 - self.tokens).max(0.0);
+        let want = (limit.rate / 1000.0).clamp(1.0, f64::from(limit.burst));
+        let missing = (want - self.tokens).max(0.0);
         self.at + Duration::from_secs_f64(missing / limit.rate)
     }
 
@@ -75,6 +79,24 @@ mod tests {
             b.take();
         }
         assert!(!b.ready(&limit, t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_fast_limit_is_looked_at_once_a_millisecond() {
+        let t0 = Instant::now();
+        let fast = RateLimit::new(10_000.0, 100).unwrap();
+        let mut b = Bucket::full(&fast, t0);
+        for _ in 0..100 {
+            assert!(b.ready(&fast, t0));
+            b.take();
+        }
+        // 10 tokens, a millisecond's worth, by the next look.
+        assert_eq!(b.next_token(&fast), t0 + Duration::from_millis(1));
+        // A burst of 1 caps it at one token.
+        let tight = RateLimit::new(10_000.0, 1).unwrap();
+        let mut b = Bucket::full(&tight, t0);
+        b.take();
+        assert_eq!(b.next_token(&tight), t0 + Duration::from_micros(100));
     }
 
     #[test]
