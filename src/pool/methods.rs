@@ -49,7 +49,7 @@ macro_rules! pool_methods {
             F: FnOnce() + Send + 'static,
         {
             if self.registry.config.rate_limit.is_some() {
-                return self.task().execute(f);
+                return self.execute_routed(f);
             }
             self.registry
                 .submit(Execute(f), Wait::Policy, None)
@@ -76,7 +76,7 @@ macro_rules! pool_methods {
             T: Send + 'static,
         {
             if self.registry.config.rate_limit.is_some() {
-                return self.task().spawn(f);
+                return self.spawn_routed(f);
             }
             let slot = Arc::new(Slot::new());
             let body = Spawn {
@@ -329,6 +329,28 @@ macro_rules! pool_methods {
         /// ```
         pub fn metrics(&self) -> Metrics {
             self.registry.metrics()
+        }
+
+        /// `execute` in a pool with a rate limit: through the tenants'
+        /// queues (out of line, so that the plain path stays inlined).
+        #[cold]
+        #[inline(never)]
+        fn execute_routed<F>(&self, f: F) -> Result<(), SubmitError<F>>
+        where
+            F: FnOnce() + Send + 'static,
+        {
+            self.task().execute(f)
+        }
+
+        /// `spawn` in a pool with a rate limit, as `execute_routed`.
+        #[cold]
+        #[inline(never)]
+        fn spawn_routed<F, T>(&self, f: F) -> Result<JoinHandle<T>, SubmitError<F>>
+        where
+            F: FnOnce() -> T + Send + 'static,
+            T: Send + 'static,
+        {
+            self.task().spawn(f)
         }
 
         /// Sets the settings of tenant `tenant` (see

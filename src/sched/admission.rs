@@ -186,7 +186,7 @@ impl Registry {
     }
 
     /// Offers a task, applying the backpressure policy when the queue is full.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn submit<R: Runnable>(
         &self,
         body: R,
@@ -200,7 +200,7 @@ impl Registry {
     }
 
     /// `submit` past the breaker: the fast path inline, the rest out of line.
-    #[inline]
+    #[inline(always)]
     fn submit_open<R: Runnable>(
         &self,
         body: R,
