@@ -64,12 +64,9 @@ pub(crate) struct TenantId {
 
 impl TenantId {
     pub(crate) fn of<T: std::hash::Hash + std::fmt::Display + ?Sized>(t: &T) -> Self {
-        use std::hash::{BuildHasher, Hasher};
         // Fixed keys: a tenant's identity must not depend on the process.
-        let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
-        t.hash(&mut h);
         TenantId {
-            hash: h.finish(),
+            hash: ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(t),
             name: t.to_string().into(),
         }
     }
