@@ -488,8 +488,10 @@ fn bad_tenant_settings_and_options_are_named() {
     let e = pool
         .task()
         .tenant("x")
-        .delay(Duration::from_millis(5))
-        .execute(|| {})
+        .periodic(
+            ebbtide::Schedule::FixedRate(Duration::from_millis(5)),
+            |_| {},
+        )
         .unwrap_err();
     assert!(
         e.invalid_option()
@@ -549,4 +551,78 @@ fn tenants_are_in_the_prometheus_text_and_the_metrics() {
         "{text}"
     );
     assert!(text.contains("tenant=\"(other)\""));
+}
+
+/// A delayed tenant task waits on the timing wheel, then in its tenant's
+/// queue: its rate limit holds it too.
+#[test]
+fn delayed_tenant_tasks_join_their_tenants_queue_when_due() {
+    let time = ManualTime::new();
+    let pool = time.pool(2).build().unwrap();
+    pool.configure_tenant(&"d", TenantConfig::new().rate_limit(RateLimit::new(10.0, 1).unwrap()))
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let r = Arc::clone(&ran);
+        pool.task()
+            .tenant("d")
+            .delay(Duration::from_millis(50))
+            .execute(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap();
+    }
+    assert_eq!(pool.metrics().timers_pending, 3);
+    time.advance(Duration::from_millis(50));
+    // One token: one runs, two wait in the tenant's queue.
+    until(|| {
+        let m = pool.metrics();
+        ran.load(SeqCst) == 1 && m.timers_pending == 0 && tenant(&m, "d").queued == 2 && m.running == 0
+    });
+    time.advance(Duration::from_millis(100));
+    until(|| ran.load(SeqCst) == 2 && tenant(&pool.metrics(), "d").queued == 1);
+    time.advance(Duration::from_millis(100));
+    until(|| ran.load(SeqCst) == 3);
+    pool.wait_idle();
+    let m = pool.metrics();
+    assert_identity(&m);
+    assert_eq!(tenant(&m, "d").submitted, 3);
+    assert_eq!(pool.shutdown().completed, 3);
+}
+
+/// A tenant task's retry goes back to its tenant's queue when due: a rate
+/// limit holds the retry as it held the first attempt.
+#[test]
+fn a_tenant_tasks_retries_wait_in_its_queue() {
+    let time = ManualTime::new();
+    let pool = time.pool(2).build().unwrap();
+    pool.configure_tenant(&"r", TenantConfig::new().rate_limit(RateLimit::new(1.0, 1).unwrap()))
+        .unwrap();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&attempts);
+    let handle = pool
+        .task()
+        .tenant("r")
+        .retry(ebbtide::RetryPolicy::fixed(Duration::from_millis(10)).max_attempts(3))
+        .spawn_fallible(move |_| {
+            if a.fetch_add(1, SeqCst) == 0 {
+                Err("first attempt fails")
+            } else {
+                Ok(7)
+            }
+        })
+        .unwrap();
+    until(|| attempts.load(SeqCst) == 1 && pool.metrics().timers_pending == 1);
+    time.advance(Duration::from_millis(10));
+    // Due, but the bucket is empty until a second has passed.
+    until(|| {
+        let m = pool.metrics();
+        m.timers_pending == 0 && tenant(&m, "r").queued == 1 && tenant(&m, "r").rate_limited >= 1
+    });
+    assert_eq!(attempts.load(SeqCst), 1);
+    time.advance(Duration::from_millis(990));
+    assert_eq!(handle.join(), Ok(Ok(7)));
+    assert_eq!(attempts.load(SeqCst), 2);
+    pool.wait_idle();
+    assert_identity(&pool.metrics());
 }

@@ -180,7 +180,7 @@ impl TaskBuilder<'_> {
         let cell = std::sync::Arc::clone(&shared.timer);
         match self
             .registry
-            .schedule_new(body, first, self.shard, Some(cell))
+            .schedule_new(body, first, self.shard, Some(cell), None)
         {
             Ok(()) => Ok(PeriodicHandle {
                 registry: Arc::clone(self.registry),

@@ -132,11 +132,11 @@ impl<'p> TaskBuilder<'p> {
     /// [`tenant_defaults`](crate::Builder::tenant_defaults) and forgotten
     /// again once idle, unless configured with
     /// [`configure_tenant`](crate::PoolHandle::configure_tenant)). Keys
-    /// keep their order inside a tenant. A task with a tenant cannot also
-    /// have a [`delay`](Self::delay) (the terminal call fails with
-    /// [`SubmitError::Invalid`]); retries of a fallible task after its
-    /// first attempt wait on the timing wheel and are queued outside the
-    /// tenant's share.
+    /// keep their order inside a tenant. A [`delay`](Self::delay)ed task
+    /// waits on the timing wheel, then in its tenant's queue; so does each
+    /// retry of a fallible task (a keyed task's retry holds its shard
+    /// instead). A [`periodic`](Self::periodic) task cannot have a tenant
+    /// (the call fails with [`SubmitError::Invalid`]).
     ///
     /// ```
     /// use ebbtide::{Pool, TenantConfig};
@@ -477,7 +477,7 @@ impl<'p> TaskBuilder<'p> {
     #[inline(never)]
     fn submit_with_options<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
         let at = self.options.as_ref().and_then(|o| o.at);
-        if at.is_none() && self.routed() {
+        if self.routed() {
             let mut ask = self.share.as_deref().cloned().unwrap_or(Ask {
                 tenant: None,
                 priority: Priority::Normal,
@@ -485,10 +485,18 @@ impl<'p> TaskBuilder<'p> {
                 shard: None,
             });
             ask.shard = self.shard;
-            return Tenants::submit(self.registry, body, ask, wait);
+            return match at {
+                // On the wheel until due, then into its tenant's queue.
+                Some(at) => {
+                    let hold = ask.hold(&ask.tenant_id());
+                    self.registry
+                        .schedule_new(body, at, self.shard, None, Some(Box::new(hold)))
+                }
+                None => Tenants::submit(self.registry, body, ask, wait),
+            };
         }
         match at {
-            Some(at) => self.registry.schedule_new(body, at, self.shard, None),
+            Some(at) => self.registry.schedule_new(body, at, self.shard, None, None),
             None => self.registry.submit(body, wait, self.shard).map(drop),
         }
     }
@@ -507,13 +515,6 @@ impl<'p> TaskBuilder<'p> {
     #[inline(never)]
     fn invalid_options(&self, fallible: bool) -> Option<InvalidOption> {
         if let Some(share) = self.share.as_deref() {
-            if self.options.as_ref().is_some_and(|o| o.at.is_some()) {
-                return Some(InvalidOption::new(
-                    "tenant",
-                    "a delayed task",
-                    "a task without delay or at (a tenant, priority or cost applies when the task is queued)",
-                ));
-            }
             if let Err(why) = Tenants::check_cost(self.registry, share) {
                 return Some(why);
             }

@@ -12,7 +12,7 @@ use super::admission::{Reserve, PENDING_ONE, QUEUED_ONE};
 use super::registry::Registry;
 use crate::error::TaskError;
 use crate::metrics::{bump, TenantMetrics};
-use crate::task::job::JobRef;
+use crate::task::job::{Hold, JobRef};
 use std::any::Any;
 use std::sync::Arc as StdArc;
 
@@ -22,6 +22,10 @@ pub(crate) trait Held: Send + Sync + 'static {
     fn take_all(&self) -> Vec<(JobRef, Option<usize>)>;
     /// The busiest `top` tenants' figures and the rest summed.
     fn tenant_metrics(&self, top: usize) -> (Vec<TenantMetrics>, Option<TenantMetrics>, usize);
+    /// Takes back a job due on the timing wheel (its places taken) into
+    /// the queue `hold` names; hands it back if that queue is closed
+    /// (shutdown), for the pool's queues to take.
+    fn hold(&self, job: JobRef, shard: Option<usize>, hold: Hold) -> Option<(JobRef, Option<usize>)>;
     /// Itself, for the layer to find its own type again.
     fn as_any(&self) -> &dyn Any;
 }

@@ -33,7 +33,7 @@ use crate::error::{SubmitError, TaskError};
 use crate::loom::sync::atomic::Ordering::SeqCst;
 use crate::loom::sync::{Condvar, Mutex};
 use crate::metrics::{bump, AtomicHistogram};
-use crate::task::job::{Again, JobRef, Runnable, TaskJob};
+use crate::task::job::{Again, Hold, JobRef, Runnable, TaskJob};
 use crate::time::clock::TimerClock;
 use crate::time::wheel::{Refused, TimerId, Wheel};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -50,6 +50,8 @@ pub(crate) struct Entry {
     retry: bool,
     /// Where to record the entry's id (periodic tasks, for `cancel`).
     cell: Option<StdArc<AtomicU64>>,
+    /// The tenant's queue it goes to when due, if not the pool's queues.
+    hold: Option<Box<Hold>>,
 }
 
 impl Entry {
@@ -148,6 +150,7 @@ impl Registry {
         at: Instant,
         shard: Option<usize>,
         cell: Option<StdArc<AtomicU64>>,
+        hold: Option<Box<Hold>>,
     ) -> Result<(), SubmitError<R>> {
         if self.breaker_refuses() {
             return Err(SubmitError::BreakerOpen(body));
@@ -158,7 +161,7 @@ impl Registry {
         if state.closed || self.is_closed() {
             return Err(SubmitError::ShutDown(body));
         }
-        if due <= state.wheel.elapsed() {
+        if due <= state.wheel.elapsed() && hold.is_none() {
             drop(state);
             return self.submit(body, Wait::Policy, shard).map(drop);
         }
@@ -171,6 +174,7 @@ impl Registry {
             shard: shard.map_or(NO_SHARD, |s| s as u32),
             retry: false,
             cell,
+            hold,
         };
         if let Some(entry) = self.insert_locked(&mut state, due, entry) {
             // Unreachable (checked above), but never lose a task.
@@ -188,6 +192,7 @@ impl Registry {
             at,
             retry,
             cell,
+            hold,
         } = again;
         let held = retry && shard.is_some();
         let entry = Entry {
@@ -195,6 +200,7 @@ impl Registry {
             shard: shard.map_or(NO_SHARD, |s| s as u32),
             retry,
             cell,
+            hold,
         };
         let mut state = self.timers.state.lock();
         // Relaxed: `cancel_timer` writes the mark under this same lock.
@@ -343,6 +349,19 @@ impl Registry {
     /// Puts a due entry (its places taken) where a worker finds it.
     fn fire(&self, entry: Entry) {
         let shard = entry.shard();
+        let job = match (entry.hold, self.held()) {
+            // Back to its tenant's queue, with the places just taken.
+            (Some(hold), Some(held)) => match held.hold(entry.job, shard, *hold) {
+                None => return,
+                Some((job, _)) => job,
+            },
+            _ => entry.job,
+        };
+        let entry = Entry {
+            job,
+            hold: None,
+            ..entry
+        };
         match shard {
             Some(index) if entry.retry => {
                 // The held shard takes its retry first, and a new turn.

@@ -238,6 +238,19 @@ pub(crate) struct Again {
     /// Where the wheel records the entry's id, so that the task's handle
     /// can take it off the wheel (periodic tasks).
     pub(crate) cell: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// The tenant's queue the job goes back to when due (a tenant task's
+    /// retry), instead of the pool's queues.
+    pub(crate) hold: Option<Box<Hold>>,
+}
+
+/// Where a job due on the timing wheel waits next: its tenant's queue
+/// (see `tenants`). Plain data: the tenant's identity, its lane, its cost.
+#[derive(Clone, Debug)]
+pub(crate) struct Hold {
+    pub(crate) tenant: u64,
+    pub(crate) name: std::sync::Arc<str>,
+    pub(crate) lane: u8,
+    pub(crate) cost: u32,
 }
 
 impl From<Result<(), PanicPayload>> for Outcome {

@@ -96,6 +96,7 @@ where
             at: next,
             retry: false,
             cell: Some(cell),
+            hold: None,
         }))
     }
 

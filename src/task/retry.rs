@@ -166,6 +166,7 @@ where
                 job: TaskJob::into_job_ref(self),
                 retry: true,
                 cell: None,
+                hold: None,
             }));
         }
         let Plan {

@@ -30,9 +30,7 @@ pub(super) fn drive(weak: &std::sync::Weak<Registry>, held: &StdArc<dyn Held>) {
             };
             let out = st.fire_due(this, &registry, now);
             drop(st);
-            for (job, shard) in out {
-                registry.release_held(job, shard);
-            }
+            this.after(&registry, out, false);
             drop(registry);
             st = this.state.lock();
             continue;

@@ -42,7 +42,7 @@ use crate::metrics::TenantMetrics;
 use crate::sched::held::{Held, HeldRefusal};
 use crate::sched::tenancy::{Priority, RateLimit, TenantConfig};
 use crate::sched::{Registry, Wait};
-use crate::task::job::{JobRef, Outcome, Runnable, TaskJob};
+use crate::task::job::{Hold, JobRef, Outcome, Runnable, TaskJob};
 use crate::time::clock::TimerClock;
 use bucket::Bucket;
 use queue::{State, Tenant, Waiting};
@@ -50,6 +50,7 @@ use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc as StdArc;
+use std::time::Instant;
 
 /// The unnamed tenant: tasks with a priority but no tenant, and every
 /// task of a pool with a rate limit.
@@ -81,6 +82,10 @@ impl TenantId {
 
 /// The tenants of one pool (held by its registry, made on first use).
 pub(crate) struct Tenants {
+    /// The pool, for a job coming off the timing wheel (whose caller has
+    /// no `Arc` to hand) to be let through at once.
+    #[cfg(not(loom))]
+    registry: std::sync::Weak<Registry>,
     state: Mutex<State>,
     wake: Condvar,
     defaults: TenantConfig,
@@ -97,11 +102,30 @@ pub(crate) struct Ask {
     pub(crate) shard: Option<usize>,
 }
 
+impl Ask {
+    /// Where the task waits when it comes off the timing wheel.
+    pub(crate) fn hold(&self, id: &TenantId) -> Hold {
+        Hold {
+            tenant: id.hash,
+            name: StdArc::clone(&id.name),
+            lane: if self.shard.is_some() { KEYED } else { self.priority.lane() as u8 },
+            cost: self.cost,
+        }
+    }
+
+    /// The tenant, the unnamed one if none was given.
+    pub(crate) fn tenant_id(&self) -> TenantId {
+        self.tenant.clone().unwrap_or_else(TenantId::unnamed)
+    }
+}
+
 impl Tenants {
-    fn new(registry: &Registry) -> Self {
+    fn new(registry: &Arc<Registry>) -> Self {
         let now = registry.timers.clock.now();
         let pool_rate = registry.config.rate_limit;
         Tenants {
+            #[cfg(not(loom))]
+            registry: Arc::downgrade(registry),
             state: Mutex::new(State {
                 slots: HashMap::new(),
                 generation: 0,
@@ -123,7 +147,7 @@ impl Tenants {
     }
 
     /// The pool's tenants, made on first use.
-    pub(crate) fn of(registry: &Registry) -> &Tenants {
+    pub(crate) fn of(registry: &Arc<Registry>) -> &Tenants {
         let held = registry.held_or_init(|| StdArc::new(Tenants::new(registry)));
         held.as_any()
             .downcast_ref::<Tenants>()
@@ -132,7 +156,7 @@ impl Tenants {
 
     /// Sets a tenant's configuration (creating it).
     pub(crate) fn configure(
-        registry: &Registry,
+        registry: &Arc<Registry>,
         id: TenantId,
         config: TenantConfig,
     ) -> Result<(), InvalidOption> {
@@ -152,7 +176,7 @@ impl Tenants {
     }
 
     /// Checks a task's cost against its tenant's capacity.
-    pub(crate) fn check_cost(registry: &Registry, ask: &Ask) -> Result<(), InvalidOption> {
+    pub(crate) fn check_cost(registry: &Arc<Registry>, ask: &Ask) -> Result<(), InvalidOption> {
         if ask.cost == 0 {
             return Err(InvalidOption::new("cost", 0, "at least 1"));
         }
@@ -222,13 +246,15 @@ impl Tenants {
                     let lane = (0..3).rev().find(|&l| !t.lanes[l].is_empty());
                     evict = lane.and_then(|l| t.lanes[l].pop_front().map(|w| (l, w)));
                     if let Some((_, w)) = &evict {
-                        // Discarding it ends its ticket as if it had been
-                        // let through: count it so.
                         t.queued -= 1;
                         t.figures.queued -= 1;
                         t.figures.dropped += 1;
-                        t.running += w.cost;
-                        st.in_window += 1;
+                        if w.bare.is_none() {
+                            // Discarding it ends its ticket as if it had
+                            // been let through: count it so.
+                            t.running += w.cost;
+                            st.in_window += 1;
+                        }
                     }
                 }
                 _ => {
@@ -246,12 +272,17 @@ impl Tenants {
                 t.figures.rejected += 1;
                 if let Some((lane, w)) = evict {
                     // Nothing was added: the evicted one keeps its place.
-                    t.running -= w.cost;
+                    let ticketed = w.bare.is_none();
+                    if ticketed {
+                        t.running -= w.cost;
+                    }
                     t.queued += 1;
                     t.figures.queued += 1;
                     t.figures.dropped -= 1;
                     t.lanes[lane].push_front(w);
-                    st.in_window -= 1;
+                    if ticketed {
+                        st.in_window -= 1;
+                    }
                 }
                 return Err(match refusal {
                     HeldRefusal::Full => SubmitError::Full(body),
@@ -259,12 +290,9 @@ impl Tenants {
                 });
             }
         }
-        let generation = st.slots.get(&i).expect("a live tenant").generation;
         let ticket = Ticket {
             registry: Arc::clone(registry),
-            slot: i,
-            generation,
-            cost: ask.cost,
+            hold: ask.hold(&id),
         };
         let job = TaskJob::into_job_ref(Tenanted { body, ticket });
         let t = st.slots.get_mut(&i).expect("a live tenant");
@@ -274,6 +302,7 @@ impl Tenants {
             cost: ask.cost,
             since: now,
             seq: t.arrivals,
+            bare: None,
         });
         t.arrivals += 1;
         t.queued += 1;
@@ -294,21 +323,21 @@ impl Tenants {
 
     /// A task let through ended (or was discarded): its window place and
     /// cost units come back.
-    fn finished(registry: &Arc<Registry>, slot: u64, generation: u64, cost: u32) {
+    fn finished(registry: &Arc<Registry>, slot: u64, cost: u32) {
         let this = Self::of(registry);
         let now = this.clock.now();
         let mut st = this.state.lock();
         st.in_window = st.in_window.saturating_sub(1);
+        // The tenant is there: one with a task let through and not ended
+        // is never forgotten.
         if let Some(t) = st.slots.get_mut(&slot) {
-            if t.generation == generation {
-                t.running = t.running.saturating_sub(cost);
-                t.figures.running = u64::from(t.running);
-                if t.queued > 0 && !t.in_ring && !t.refilling {
-                    t.in_ring = true;
-                    st.ring.push_back(slot);
-                }
-                st.forget_if_idle(slot, now);
+            t.running = t.running.saturating_sub(cost);
+            t.figures.running = u64::from(t.running);
+            if t.queued > 0 && !t.in_ring && !t.refilling {
+                t.in_ring = true;
+                st.ring.push_back(slot);
             }
+            st.forget_if_idle(slot, now);
         }
         let out = st.pump(this, registry, now);
         let start_driver = st.needs_driver();
@@ -316,16 +345,40 @@ impl Tenants {
         this.after(registry, out, start_driver);
     }
 
+    /// Lets through what a job back from the wheel allows, from a caller
+    /// without the pool's `Arc` (the timer driver's `fire`).
+    #[cfg(not(loom))]
+    fn pump_held(&self, mut st: crate::loom::sync::MutexGuard<'_, State>, now: Instant) {
+        let Some(registry) = self.registry.upgrade() else {
+            return;
+        };
+        let out = st.pump(self, &registry, now);
+        let start_driver = st.needs_driver();
+        drop(st);
+        self.after(&registry, out, start_driver);
+    }
+
+    /// Under loom there is no `Weak`: the job waits for the next
+    /// submission or end to let it through.
+    #[cfg(loom)]
+    fn pump_held(&self, _st: crate::loom::sync::MutexGuard<'_, State>, _now: Instant) {}
+
     /// Queues what the pump let through, outside the lock; starts the
     /// refill driver if it is needed and not running.
-    fn after(
-        &self,
-        registry: &Arc<Registry>,
-        out: Vec<(JobRef, Option<usize>)>,
-        start_driver: bool,
-    ) {
-        for (job, shard) in out {
-            registry.release_held(job, shard);
+    fn after(&self, registry: &Arc<Registry>, out: Vec<Waiting>, start_driver: bool) {
+        for w in out {
+            let job = match w.bare {
+                // A job back from the timing wheel gets its ticket now.
+                Some(hold) => TaskJob::into_job_ref(Resumed {
+                    job: w.job,
+                    ticket: Ticket {
+                        registry: Arc::clone(registry),
+                        hold: *hold,
+                    },
+                }),
+                None => w.job,
+            };
+            registry.release_held(job, w.shard);
         }
         if start_driver {
             self.start_driver(registry);
@@ -362,10 +415,15 @@ impl Held for Tenants {
         st.ring.clear();
         st.timers.clear();
         let mut out = Vec::new();
+        let mut flushed = 0;
         for t in st.slots.values_mut() {
             for lane in &mut t.lanes {
                 for w in lane.drain(..) {
-                    t.running += w.cost;
+                    if w.bare.is_none() {
+                        // Its ticket ends as if let through.
+                        t.running += w.cost;
+                        flushed += 1;
+                    }
                     out.push((w.job, w.shard));
                 }
             }
@@ -373,7 +431,7 @@ impl Held for Tenants {
             t.figures.queued = 0;
             t.in_ring = false;
         }
-        st.in_window += out.len();
+        st.in_window += flushed;
         drop(st);
         self.wake.notify_all();
         out
@@ -391,6 +449,40 @@ impl Held for Tenants {
         (listed, Some(other), st.slots.len())
     }
 
+    fn hold(&self, job: JobRef, shard: Option<usize>, hold: Hold) -> Option<(JobRef, Option<usize>)> {
+        let now = self.clock.now();
+        let mut st = self.state.lock();
+        if st.closed {
+            // Shutdown took the queues back: the pool's queues take it.
+            return Some((job, shard));
+        }
+        let id = TenantId {
+            hash: hold.tenant,
+            name: StdArc::clone(&hold.name),
+        };
+        let i = st.slot_of(&id, &self.defaults, now);
+        let t = st.slots.get_mut(&i).expect("a live tenant");
+        t.figures.submitted += 1;
+        let lane = if hold.lane == KEYED { Priority::Normal.lane() } else { usize::from(hold.lane) };
+        t.lanes[lane].push_back(Waiting {
+            job,
+            shard,
+            cost: hold.cost,
+            since: now,
+            seq: t.arrivals,
+            bare: Some(Box::new(hold)),
+        });
+        t.arrivals += 1;
+        t.queued += 1;
+        t.figures.queued += 1;
+        if !t.in_ring && !t.refilling {
+            t.in_ring = true;
+            st.ring.push_back(i);
+        }
+        self.pump_held(st, now);
+        None
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -399,16 +491,27 @@ impl Held for Tenants {
 /// A let-through task's claim on its tenant: given back when it ends.
 struct Ticket {
     registry: Arc<Registry>,
-    slot: u64,
-    generation: u64,
-    cost: u32,
+    /// Its tenant, lane and cost: where a retry of it waits next.
+    hold: Hold,
 }
 
 impl Ticket {
-    fn end(self) {
-        Tenants::finished(&self.registry, self.slot, self.generation, self.cost);
+    /// An attempt ended: a retry due later goes back to this tenant's
+    /// queue (not for a keyed task, whose retry holds its shard instead),
+    /// and the ticket comes back.
+    fn end(self, mut outcome: Outcome) -> Outcome {
+        if let Outcome::Again(again) = &mut outcome {
+            if again.retry && self.hold.lane != KEYED {
+                again.hold = Some(Box::new(self.hold.clone()));
+            }
+        }
+        Tenants::finished(&self.registry, self.hold.tenant, self.hold.cost);
+        outcome
     }
 }
+
+/// The lane mark of a keyed task's hold: its retries are not held again.
+const KEYED: u8 = u8::MAX;
 
 /// A tenant's task: the body, then its ticket back.
 struct Tenanted<R> {
@@ -419,12 +522,30 @@ struct Tenanted<R> {
 impl<R: Runnable> Runnable for Tenanted<R> {
     fn run(self) -> Outcome {
         let outcome = self.body.run();
-        self.ticket.end();
-        outcome
+        self.ticket.end(outcome)
     }
 
     fn discard(self, why: TaskError) {
         self.body.discard(why);
-        self.ticket.end();
+        self.ticket.end(Outcome::Done);
+    }
+}
+
+/// A job back from the timing wheel (a delayed tenant task, or a retry),
+/// let through with a new ticket.
+struct Resumed {
+    job: JobRef,
+    ticket: Ticket,
+}
+
+impl Runnable for Resumed {
+    fn run(self) -> Outcome {
+        let outcome = self.job.run();
+        self.ticket.end(outcome)
+    }
+
+    fn discard(self, why: TaskError) {
+        self.job.discard(why);
+        self.ticket.end(Outcome::Done);
     }
 }

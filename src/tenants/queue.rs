@@ -3,11 +3,11 @@
 //! module docs of `tenants`).
 
 use super::bucket::Bucket;
+use crate::task::job::JobRef;
 use super::{TenantId, Tenants};
 use crate::metrics::TenantMetrics;
 use crate::sched::tenancy::TenantConfig;
 use crate::sched::Registry;
-use crate::task::job::JobRef;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::Instant;
@@ -20,6 +20,9 @@ pub(super) struct Waiting {
     pub(super) since: Instant,
     /// Its place in its tenant's arrival order (ties of `since`).
     pub(super) seq: u64,
+    /// A job back from the timing wheel: no ticket yet (it gets one when
+    /// let through), and where its own retries go.
+    pub(super) bare: Option<Box<crate::task::job::Hold>>,
 }
 
 pub(super) struct Tenant {
@@ -179,14 +182,14 @@ impl State {
         this: &Tenants,
         registry: &Registry,
         now: Instant,
-    ) -> Vec<(JobRef, Option<usize>)> {
+    ) -> Vec<Waiting> {
         let window = registry.live_workers().max(1);
         let mut out = Vec::new();
         while self.in_window < window {
             match self.pick(this, now) {
                 Some(w) => {
                     self.in_window += 1;
-                    out.push((w.job, w.shard));
+                    out.push(w);
                 }
                 None => break,
             }
@@ -284,7 +287,7 @@ impl State {
         this: &Tenants,
         registry: &Registry,
         now: Instant,
-    ) -> Vec<(JobRef, Option<usize>)> {
+    ) -> Vec<Waiting> {
         while let Some(Reverse((at, due))) = self.timers.peek().copied() {
             if at > now {
                 break;
