@@ -17,12 +17,12 @@ const LAYERS: &[(&str, u8)] = &[
     ("keyed", 3),
     ("sched", 4),
     ("forkjoin", 5),
-    ("control", 5),
     ("scaling", 5),
     ("tenants", 5),
-    ("pool", 6),
-    ("par", 6),
-    ("pipeline", 7),
+    ("control", 6),
+    ("pool", 7),
+    ("par", 7),
+    ("pipeline", 8),
 ];
 
 /// Files that only wire or test the layers: the crate root

@@ -559,8 +559,11 @@ fn tenants_are_in_the_prometheus_text_and_the_metrics() {
 fn delayed_tenant_tasks_join_their_tenants_queue_when_due() {
     let time = ManualTime::new();
     let pool = time.pool(2).build().unwrap();
-    pool.configure_tenant(&"d", TenantConfig::new().rate_limit(RateLimit::new(10.0, 1).unwrap()))
-        .unwrap();
+    pool.configure_tenant(
+        &"d",
+        TenantConfig::new().rate_limit(RateLimit::new(10.0, 1).unwrap()),
+    )
+    .unwrap();
     let ran = Arc::new(AtomicUsize::new(0));
     for _ in 0..3 {
         let r = Arc::clone(&ran);
@@ -577,7 +580,10 @@ fn delayed_tenant_tasks_join_their_tenants_queue_when_due() {
     // One token: one runs, two wait in the tenant's queue.
     until(|| {
         let m = pool.metrics();
-        ran.load(SeqCst) == 1 && m.timers_pending == 0 && tenant(&m, "d").queued == 2 && m.running == 0
+        ran.load(SeqCst) == 1
+            && m.timers_pending == 0
+            && tenant(&m, "d").queued == 2
+            && m.running == 0
     });
     time.advance(Duration::from_millis(100));
     until(|| ran.load(SeqCst) == 2 && tenant(&pool.metrics(), "d").queued == 1);
@@ -596,8 +602,11 @@ fn delayed_tenant_tasks_join_their_tenants_queue_when_due() {
 fn a_tenant_tasks_retries_wait_in_its_queue() {
     let time = ManualTime::new();
     let pool = time.pool(2).build().unwrap();
-    pool.configure_tenant(&"r", TenantConfig::new().rate_limit(RateLimit::new(1.0, 1).unwrap()))
-        .unwrap();
+    pool.configure_tenant(
+        &"r",
+        TenantConfig::new().rate_limit(RateLimit::new(1.0, 1).unwrap()),
+    )
+    .unwrap();
     let attempts = Arc::new(AtomicUsize::new(0));
     let a = Arc::clone(&attempts);
     let handle = pool
@@ -623,6 +632,69 @@ fn a_tenant_tasks_retries_wait_in_its_queue() {
     time.advance(Duration::from_millis(990));
     assert_eq!(handle.join(), Ok(Ok(7)));
     assert_eq!(attempts.load(SeqCst), 2);
+    pool.wait_idle();
+    assert_identity(&pool.metrics());
+}
+
+/// A group's limit counts cost units: a task of cost 5 takes five of 8.
+#[test]
+fn a_groups_costed_tasks_never_exceed_its_limit() {
+    let pool = Pool::builder().workers(4).build().unwrap();
+    let (now, max) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let mut group = pool.group::<u32, String>().limit(8);
+    for i in 0..40u32 {
+        let cost = [1u32, 3, 5, 8][i as usize % 4];
+        let (n, m) = (Arc::clone(&now), Arc::clone(&max));
+        group
+            .spawn_with_cost(cost as usize, move |_| {
+                m.fetch_max(n.fetch_add(cost, SeqCst) + cost, SeqCst);
+                for _ in 0..2000 {
+                    std::hint::spin_loop();
+                }
+                n.fetch_sub(cost, SeqCst);
+                Ok(i)
+            })
+            .unwrap();
+    }
+    let e = group.spawn_with_cost(9, |_| Ok(0)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid cost = 9: expected at most the group's limit"
+    );
+    let e = group.spawn_with_cost(0, |_| Ok(0)).unwrap_err();
+    assert_eq!(e.to_string(), "invalid cost = 0: expected at least 1");
+    assert_eq!(group.wait(), Ok((0..40).collect::<Vec<_>>()));
+    assert!(max.load(SeqCst) <= 8, "{} units at once", max.load(SeqCst));
+}
+
+/// A group's rate limit holds its tasks in its own tenant's queue.
+#[test]
+fn a_groups_rate_limit_holds_its_tasks_until_the_refill() {
+    let time = ManualTime::new();
+    let pool = time.pool(2).build().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let mut group = pool
+        .group::<(), String>()
+        .rate_limit(RateLimit::new(10.0, 2).unwrap());
+    for _ in 0..5 {
+        let r = Arc::clone(&ran);
+        group.spawn(move |_| {
+            r.fetch_add(1, SeqCst);
+            Ok(())
+        });
+    }
+    let settled = |n: usize| {
+        until(|| {
+            let m = pool.metrics();
+            ran.load(SeqCst) == n && m.queued == 5 - n && m.running == 0
+        })
+    };
+    settled(2);
+    time.advance(Duration::from_millis(100));
+    settled(3);
+    time.advance(Duration::from_millis(200));
+    settled(5);
+    assert_eq!(group.wait(), Ok(vec![(); 5]));
     pool.wait_idle();
     assert_identity(&pool.metrics());
 }

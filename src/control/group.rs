@@ -41,8 +41,10 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for GroupError<E> {}
 type Pending = Box<dyn FnOnce() + Send>;
 
 struct Gate {
+    /// Cost units of the group's tasks in the pool.
     in_pool: usize,
-    waiting: VecDeque<Pending>,
+    /// Tasks waiting for units, first come first served, with their cost.
+    waiting: VecDeque<(usize, Pending)>,
 }
 
 struct Shared {
@@ -52,10 +54,21 @@ struct Shared {
     limit: usize,
     /// Each task's deadline, from its `spawn`.
     timeout: Option<Duration>,
+    /// The group's own tenant, when it has a rate limit: its tasks wait
+    /// there for tokens (not on a worker).
+    tenant: Option<crate::tenants::TenantId>,
     breaker: Option<Breaker>,
     /// Index of the first task to fail (by time), or `usize::MAX`.
     first_error: AtomicUsize,
     gate: Mutex<Gate>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(id) = &self.tenant {
+            crate::tenants::Tenants::withdraw_transient(&self.pool, id);
+        }
+    }
 }
 
 impl Shared {
@@ -83,44 +96,48 @@ impl Shared {
         }
     }
 
-    /// Admits a task: submits it now if fewer than `limit` are in the pool,
-    /// else keeps it in the group until one finishes.
-    fn admit(self: &Arc<Self>, submit: Pending) {
+    /// Admits a task of `cost` units: submits it now if they fit under
+    /// `limit` and nothing waits before it, else keeps it in the group
+    /// until enough units come back.
+    fn admit(self: &Arc<Self>, cost: usize, submit: Pending) {
         let mut gate = self.gate.lock();
-        if gate.in_pool < self.limit {
-            gate.in_pool += 1;
+        if gate.waiting.is_empty() && gate.in_pool + cost <= self.limit {
+            gate.in_pool += cost;
             drop(gate);
             submit();
         } else {
-            gate.waiting.push_back(submit);
+            gate.waiting.push_back((cost, submit));
         }
     }
 
-    /// A task left the pool (however it ended): submit the next waiting.
-    fn release(&self) {
-        let next = {
+    /// A task of `cost` units left the pool (however it ended): submit
+    /// the waiting ones that now fit, in order.
+    fn release(&self, cost: usize) {
+        let mut next = Vec::new();
+        {
             let mut gate = self.gate.lock();
-            match gate.waiting.pop_front() {
-                Some(next) => Some(next),
-                None => {
-                    gate.in_pool -= 1;
-                    None
+            gate.in_pool -= cost;
+            while let Some(&(c, _)) = gate.waiting.front() {
+                if gate.in_pool + c > self.limit {
+                    break;
                 }
+                gate.in_pool += c;
+                next.extend(gate.waiting.pop_front().map(|(_, s)| s));
             }
-        };
-        if let Some(next) = next {
-            next();
+        }
+        for submit in next {
+            submit();
         }
     }
 }
 
 /// Released when a group task's closure is consumed or dropped, i.e. when
 /// the task ran, was refused or was discarded: exactly once either way.
-struct Ticket(Arc<Shared>);
+struct Ticket(Arc<Shared>, usize);
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.0.release();
+        self.0.release(self.1);
     }
 }
 
@@ -171,6 +188,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
                 fail_fast: true,
                 limit: usize::MAX,
                 timeout: None,
+                tenant: None,
                 breaker: None,
                 first_error: AtomicUsize::new(usize::MAX),
                 gate: Mutex::new(Gate {
@@ -188,12 +206,32 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
         self
     }
 
-    /// At most `n` (at least 1) of the group's tasks in the pool at once.
+    /// At most `n` (at least 1) cost units of the group's tasks in the
+    /// pool at once: `n` tasks, or fewer when some cost more than one
+    /// ([`spawn_with_cost`](Self::spawn_with_cost)).
     ///
     /// # Panics
     /// If called after the first `spawn`.
     pub fn limit(self, n: usize) -> Self {
         self.configure(|s| s.limit = n.max(1))
+    }
+
+    /// At most `limit.rate()` of the group's tasks start a second, in
+    /// bursts of up to `limit.burst()`: the group's tasks go through a
+    /// tenant of its own with this rate limit, so those over it wait in
+    /// that tenant's queue, not on a worker.
+    ///
+    /// # Panics
+    /// If called after the first `spawn`.
+    pub fn rate_limit(self, limit: crate::RateLimit) -> Self {
+        use std::sync::atomic::AtomicU64;
+        static GROUPS: AtomicU64 = AtomicU64::new(0);
+        // Relaxed: only distinct values matter.
+        let n = GROUPS.fetch_add(1, Ordering::Relaxed);
+        let id = crate::tenants::TenantId::of(format!("(group {n})").as_str());
+        let config = crate::TenantConfig::new().rate_limit(limit);
+        crate::tenants::Tenants::configure_transient(&self.shared.pool, id.clone(), config);
+        self.configure(|s| s.tenant = Some(id))
     }
 
     /// Whether the first error cancels the rest (default `true`).
@@ -258,6 +296,39 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
     where
         F: FnOnce(&TaskContext) -> Result<T, E> + Send + 'static,
     {
+        self.spawn_units(1, f);
+    }
+
+    /// Adds a task that takes `cost` units of the group's
+    /// [`limit`](Self::limit) while it is in the pool, so that one heavy
+    /// task can count as several light ones (the weighted semaphore).
+    /// Waiting tasks start in the order added.
+    ///
+    /// # Errors
+    /// A cost of 0, or above the group's limit (it could never start):
+    /// the task is not added.
+    pub fn spawn_with_cost<F>(&mut self, cost: usize, f: F) -> Result<(), crate::InvalidOption>
+    where
+        F: FnOnce(&TaskContext) -> Result<T, E> + Send + 'static,
+    {
+        if cost == 0 {
+            return Err(crate::InvalidOption::new("cost", 0, "at least 1"));
+        }
+        if cost > self.shared.limit {
+            return Err(crate::InvalidOption::new(
+                "cost",
+                cost,
+                "at most the group's limit",
+            ));
+        }
+        self.spawn_units(cost, f);
+        Ok(())
+    }
+
+    fn spawn_units<F>(&mut self, cost: usize, f: F)
+    where
+        F: FnOnce(&TaskContext) -> Result<T, E> + Send + 'static,
+    {
         let index = self.handles.len();
         let slot: LoomArc<FallibleSlot<T, E>> =
             LoomArc::new(Slot::with_token(self.shared.token.clone()));
@@ -274,7 +345,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
             .map_or(Deadline::None, |d| Deadline::At(Instant::now() + d));
         let shared = Arc::clone(&self.shared);
         let submit: Pending = Box::new(move || {
-            let ticket = Ticket(Arc::clone(&shared));
+            let ticket = Ticket(Arc::clone(&shared), cost);
             let owner = Arc::clone(&shared);
             let mut f = Some(f);
             // One attempt (no retry policy), so the closure runs once.
@@ -310,7 +381,21 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
                 slot: LoomArc::clone(&slot),
                 plan,
             };
-            if let Err(refused) = shared.pool.submit(task, Wait::Policy, None) {
+            let submitted = match &shared.tenant {
+                Some(id) => crate::tenants::Tenants::submit(
+                    &shared.pool,
+                    task,
+                    crate::tenants::Ask {
+                        tenant: Some(id.clone()),
+                        priority: crate::Priority::Normal,
+                        cost: 1,
+                        shard: None,
+                    },
+                    Wait::Policy,
+                ),
+                None => shared.pool.submit(task, Wait::Policy, None).map(drop),
+            };
+            if let Err(refused) = submitted {
                 let why = match refused {
                     SubmitError::ShutDown(_) => TaskError::Abandoned,
                     _ => TaskError::Dropped,
@@ -320,7 +405,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
                 slot.complete(Err(why));
             }
         });
-        self.shared.admit(submit);
+        self.shared.admit(cost, submit);
     }
 
     /// Waits for every task and returns their values in submission order,

@@ -25,7 +25,12 @@ pub(crate) trait Held: Send + Sync + 'static {
     /// Takes back a job due on the timing wheel (its places taken) into
     /// the queue `hold` names; hands it back if that queue is closed
     /// (shutdown), for the pool's queues to take.
-    fn hold(&self, job: JobRef, shard: Option<usize>, hold: Hold) -> Option<(JobRef, Option<usize>)>;
+    fn hold(
+        &self,
+        job: JobRef,
+        shard: Option<usize>,
+        hold: Hold,
+    ) -> Option<(JobRef, Option<usize>)>;
     /// Itself, for the layer to find its own type again.
     fn as_any(&self) -> &dyn Any;
 }

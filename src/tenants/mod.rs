@@ -108,7 +108,11 @@ impl Ask {
         Hold {
             tenant: id.hash,
             name: StdArc::clone(&id.name),
-            lane: if self.shard.is_some() { KEYED } else { self.priority.lane() as u8 },
+            lane: if self.shard.is_some() {
+                KEYED
+            } else {
+                self.priority.lane() as u8
+            },
             cost: self.cost,
         }
     }
@@ -136,6 +140,7 @@ impl Tenants {
                 timers: BinaryHeap::new(),
                 idle: VecDeque::new(),
                 forgotten: TenantMetrics::new("(other)".into(), 0),
+                transient: HashMap::new(),
                 closed: false,
                 driver: false,
             }),
@@ -173,6 +178,29 @@ impl Tenants {
         t.config = config;
         t.configured = true;
         Ok(())
+    }
+
+    /// Sets a tenant's configuration without keeping it: the tenant is
+    /// forgotten once idle, like one made on first use, and made again
+    /// with this configuration by its next task (a group's own tenant).
+    pub(crate) fn configure_transient(
+        registry: &Arc<Registry>,
+        id: TenantId,
+        config: TenantConfig,
+    ) {
+        let this = Self::of(registry);
+        let now = this.clock.now();
+        let mut st = this.state.lock();
+        st.transient.insert(id.hash, config.clone());
+        if let Some(t) = st.slots.get_mut(&id.hash) {
+            t.bucket = config.rate.as_ref().map(|r| Bucket::full(r, now));
+            t.config = config;
+        }
+    }
+
+    /// Withdraws a transient configuration (its group is gone).
+    pub(crate) fn withdraw_transient(registry: &Arc<Registry>, id: &TenantId) {
+        Self::of(registry).state.lock().transient.remove(&id.hash);
     }
 
     /// Checks a task's cost against its tenant's capacity.
@@ -449,7 +477,12 @@ impl Held for Tenants {
         (listed, Some(other), st.slots.len())
     }
 
-    fn hold(&self, job: JobRef, shard: Option<usize>, hold: Hold) -> Option<(JobRef, Option<usize>)> {
+    fn hold(
+        &self,
+        job: JobRef,
+        shard: Option<usize>,
+        hold: Hold,
+    ) -> Option<(JobRef, Option<usize>)> {
         let now = self.clock.now();
         let mut st = self.state.lock();
         if st.closed {
@@ -463,7 +496,11 @@ impl Held for Tenants {
         let i = st.slot_of(&id, &self.defaults, now);
         let t = st.slots.get_mut(&i).expect("a live tenant");
         t.figures.submitted += 1;
-        let lane = if hold.lane == KEYED { Priority::Normal.lane() } else { usize::from(hold.lane) };
+        let lane = if hold.lane == KEYED {
+            Priority::Normal.lane()
+        } else {
+            usize::from(hold.lane)
+        };
         t.lanes[lane].push_back(Waiting {
             job,
             shard,

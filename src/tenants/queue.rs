@@ -3,11 +3,11 @@
 //! module docs of `tenants`).
 
 use super::bucket::Bucket;
-use crate::task::job::JobRef;
 use super::{TenantId, Tenants};
 use crate::metrics::TenantMetrics;
 use crate::sched::tenancy::TenantConfig;
 use crate::sched::Registry;
+use crate::task::job::JobRef;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::Instant;
@@ -113,6 +113,9 @@ pub(super) struct State {
     pub(super) timers: BinaryHeap<Reverse<(Instant, Due)>>,
     /// Idle tenants whose bucket was not yet full.
     pub(super) idle: VecDeque<(u64, u64)>,
+    /// Configurations of tenants made again on their next task after
+    /// being forgotten (groups' own tenants), until withdrawn.
+    pub(super) transient: HashMap<u64, TenantConfig>,
     /// Figures of forgotten tenants.
     pub(super) forgotten: TenantMetrics,
     pub(super) closed: bool,
@@ -124,7 +127,8 @@ impl State {
     pub(super) fn slot_of(&mut self, id: &TenantId, defaults: &TenantConfig, now: Instant) -> u64 {
         if !self.slots.contains_key(&id.hash) {
             self.generation += 1;
-            let t = Tenant::new(id, defaults.clone(), false, now, self.generation);
+            let config = self.transient.get(&id.hash).unwrap_or(defaults).clone();
+            let t = Tenant::new(id, config, false, now, self.generation);
             self.slots.insert(id.hash, t);
         }
         id.hash
