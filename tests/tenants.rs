@@ -142,6 +142,12 @@ fn a_tenants_concurrency_cap_is_never_exceeded() {
     let capped = tenant(&m, "capped");
     assert_eq!((capped.running, capped.queued), (2, 18));
     assert_eq!(tenant(&m, "other").running, 2);
+    let dump = pool.dump().to_string();
+    assert!(
+        dump.contains("  tenant capped: 18 queued, 2 units running"),
+        "{dump}"
+    );
+
     gate.open();
     pool.wait_idle();
     assert_eq!(max.load(SeqCst), 2);
@@ -526,9 +532,10 @@ fn tenants_are_in_the_prometheus_text_and_the_metrics() {
             acme.weight,
             acme.submitted,
             acme.dispatched,
+            acme.completed,
             acme.queue_wait.count()
         ),
-        (2, 3, 3, 3)
+        (2, 3, 3, 3, 3)
     );
     let text = m.to_prometheus("ebbtide");
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();

@@ -42,6 +42,22 @@ pub struct PoolDump {
     pub injector_len: usize,
     /// Tasks accepted and not started.
     pub queued: usize,
+    /// The busiest tenants now: at most 10, then the rest summed as
+    /// `(other)`.
+    pub tenants: Vec<TenantDump>,
+}
+
+/// A tenant's queue and running work, as the dump shows it.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TenantDump {
+    /// The tenant (`(other)` for the rest).
+    pub name: String,
+    /// Tasks waiting in its queue.
+    pub queued: u64,
+    /// Cost units of its tasks running now.
+    pub running: u64,
 }
 
 impl fmt::Display for PoolDump {
@@ -66,6 +82,13 @@ impl fmt::Display for PoolDump {
                 write!(f, " in shard {shard}")?;
             }
             writeln!(f, ", deque {}", w.queue_len)?;
+        }
+        for t in &self.tenants {
+            writeln!(
+                f,
+                "  tenant {}: {} queued, {} units running",
+                t.name, t.queued, t.running
+            )?;
         }
         Ok(())
     }

@@ -30,7 +30,7 @@ mod tenants;
 
 pub use counters::Counts;
 pub(crate) use counters::{bump, bump_at, Counters};
-pub use dump::{PoolDump, StallReport, WorkerDump};
+pub use dump::{PoolDump, StallReport, TenantDump, WorkerDump};
 pub(crate) use histogram::AtomicHistogram;
 pub use histogram::Histogram;
 pub use locks::LockContention;

@@ -20,6 +20,8 @@ pub struct TenantMetrics {
     pub submitted: u64,
     /// Tasks it let through to the workers.
     pub dispatched: u64,
+    /// Tasks let through that ended (ran, or were discarded).
+    pub completed: u64,
     /// Tasks refused because its queue was full.
     pub rejected: u64,
     /// Tasks dropped because its queue was full.
@@ -39,6 +41,7 @@ impl TenantMetrics {
             running: 0,
             submitted: 0,
             dispatched: 0,
+            completed: 0,
             rejected: 0,
             dropped: 0,
             rate_limited: 0,
@@ -52,6 +55,7 @@ impl TenantMetrics {
         self.running += other.running;
         self.submitted += other.submitted;
         self.dispatched += other.dispatched;
+        self.completed += other.completed;
         self.rejected += other.rejected;
         self.dropped += other.dropped;
         self.rate_limited += other.rate_limited;
@@ -77,7 +81,7 @@ impl super::Metrics {
             return Ok(());
         }
         type Get = fn(&TenantMetrics) -> u64;
-        let series: [(&str, &str, &str, Get); 7] = [
+        let series: [(&str, &str, &str, Get); 8] = [
             (
                 "tenant_tasks_queued",
                 "gauge",
@@ -101,6 +105,12 @@ impl super::Metrics {
                 "counter",
                 "Tasks the tenant let through to the workers.",
                 |t| t.dispatched,
+            ),
+            (
+                "tenant_tasks_completed_total",
+                "counter",
+                "Tasks let through that ended.",
+                |t| t.completed,
             ),
             (
                 "tenant_tasks_rejected_total",

@@ -6,7 +6,9 @@ use super::fair::Served;
 use super::registry::Registry;
 use crate::loom::sync::atomic::Ordering::SeqCst;
 use crate::metrics::clock::Calibration;
-use crate::metrics::{Histogram, Metrics, PoolDump, QueueAges, WorkerDump, WorkerState};
+use crate::metrics::{
+    Histogram, Metrics, PoolDump, QueueAges, TenantDump, WorkerDump, WorkerState,
+};
 use crate::sched::queue::{GlobalQueue, StealQueue};
 
 impl Registry {
@@ -147,11 +149,26 @@ impl Registry {
                 }
             })
             .collect();
+        let tenants = match self.held() {
+            Some(held) => {
+                let (top, other, _) = held.tenant_metrics(10);
+                top.iter()
+                    .chain(other.iter().filter(|o| o.queued + o.running > 0))
+                    .map(|t| TenantDump {
+                        name: t.name.clone(),
+                        queued: t.queued,
+                        running: t.running,
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         PoolDump {
             name: self.config.name.clone(),
             workers,
             injector_len: self.injector.len(),
             queued: queued(word),
+            tenants,
         }
     }
 }

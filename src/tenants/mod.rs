@@ -359,6 +359,7 @@ impl Tenants {
         // The tenant is there: one with a task let through and not ended
         // is never forgotten.
         if let Some(t) = st.slots.get_mut(&slot) {
+            t.figures.completed += 1;
             t.running = t.running.saturating_sub(cost);
             t.figures.running = u64::from(t.running);
             if t.queued > 0 && !t.in_ring && !t.refilling {
