@@ -464,8 +464,8 @@ fn bad_tenant_settings_and_options_are_named() {
             "invalid tenant.queue_capacity = 0: expected at least 1",
         ),
         (
-            TenantConfig::new().queue_capacity(5, Backpressure::Block),
-            "invalid tenant.backpressure = Block: expected Reject, DropNewest or DropOldest",
+            TenantConfig::new().queue_capacity(5, Backpressure::CallerRuns),
+            "invalid tenant.backpressure = CallerRuns: expected Block, Reject, DropNewest or DropOldest (a task run by its caller would skip its turn)",
         ),
     ];
     for (config, expected) in cases {
@@ -704,4 +704,52 @@ fn a_groups_rate_limit_holds_its_tasks_until_the_refill() {
     assert_eq!(group.wait(), Ok(vec![(); 5]));
     pool.wait_idle();
     assert_identity(&pool.metrics());
+}
+
+/// Under `Block`, a submitter to a full tenant queue waits for room; `try_`
+/// calls are refused with `Full`, a bounded wait with `Timeout`.
+#[test]
+fn a_full_tenant_queue_under_block_makes_the_submitter_wait() {
+    let pool = Arc::new(Pool::builder().workers(1).build().unwrap());
+    pool.configure_tenant(
+        &"b",
+        TenantConfig::new().queue_capacity(2, Backpressure::Block),
+    )
+    .unwrap();
+    let gate = hold(&pool);
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        let r = Arc::clone(&ran);
+        pool.task()
+            .tenant("b")
+            .execute(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap();
+    }
+    let e = pool.task().tenant("b").try_execute(|| {}).unwrap_err();
+    assert!(e.is_full(), "{e:?}");
+    let e = pool
+        .task()
+        .tenant("b")
+        .wait_for_room(Duration::from_millis(10))
+        .execute(|| {})
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e:?}");
+    let (p, r) = (Arc::clone(&pool), Arc::clone(&ran));
+    let blocked = std::thread::spawn(move || {
+        p.task().tenant("b").execute(move || {
+            r.fetch_add(1, SeqCst);
+        })
+    });
+    // It is waiting: offered (counted) but not queued.
+    until(|| tenant(&pool.metrics(), "b").submitted == 5);
+    assert_eq!(tenant(&pool.metrics(), "b").queued, 2);
+    gate.open();
+    assert!(blocked.join().unwrap().is_ok());
+    pool.wait_idle();
+    assert_eq!(ran.load(SeqCst), 3);
+    let m = pool.metrics();
+    assert_identity(&m);
+    assert_eq!(tenant(&m, "b").rejected, 2);
 }

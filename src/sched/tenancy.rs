@@ -155,7 +155,10 @@ impl TenantConfig {
     }
 
     /// Its queue's capacity and what a full queue does: `Reject`
-    /// (`SubmitError::Full`), `DropNewest` or `DropOldest`.
+    /// (`SubmitError::Full`), `Block` (the submitter waits for room; a
+    /// worker helps meanwhile; `try_` calls get `Full`, a
+    /// `wait_for_room` that runs out `Timeout`), `DropNewest` or
+    /// `DropOldest`.
     pub fn queue_capacity(mut self, capacity: usize, when_full: Backpressure) -> Self {
         self.capacity = capacity;
         self.backpressure = when_full;
@@ -184,14 +187,11 @@ impl TenantConfig {
         if self.capacity == 0 {
             return Err(InvalidOption::new("tenant.queue_capacity", 0, "at least 1"));
         }
-        if !matches!(
-            self.backpressure,
-            Backpressure::Reject | Backpressure::DropNewest | Backpressure::DropOldest
-        ) {
+        if self.backpressure == Backpressure::CallerRuns {
             return Err(InvalidOption::new(
                 "tenant.backpressure",
                 self.backpressure,
-                "Reject, DropNewest or DropOldest",
+                "Block, Reject, DropNewest or DropOldest (a task run by its caller would skip its turn)",
             ));
         }
         if self.aging.is_zero() {

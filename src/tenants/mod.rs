@@ -39,6 +39,7 @@ mod queue;
 use crate::error::{InvalidOption, SubmitError, TaskError};
 use crate::loom::sync::{Arc, Condvar, Mutex};
 use crate::metrics::TenantMetrics;
+use crate::sched::config::Backpressure;
 use crate::sched::held::{Held, HeldRefusal};
 use crate::sched::tenancy::{Priority, RateLimit, TenantConfig};
 use crate::sched::{Registry, Wait};
@@ -88,6 +89,9 @@ pub(crate) struct Tenants {
     registry: std::sync::Weak<Registry>,
     state: Mutex<State>,
     wake: Condvar,
+    /// Signalled when tasks leave a queue (submitters waiting under
+    /// `Block` look again).
+    room: Condvar,
     defaults: TenantConfig,
     pool_rate: Option<RateLimit>,
     clock: TimerClock,
@@ -145,6 +149,7 @@ impl Tenants {
                 driver: false,
             }),
             wake: Condvar::new(),
+            room: Condvar::new(),
             defaults: registry.config.tenant_defaults.clone(),
             pool_rate,
             clock: registry.timers.clock.clone(),
@@ -257,6 +262,52 @@ impl Tenants {
                 registry.count_refused_held();
                 return Err(SubmitError::RateLimited(body));
             }
+        }
+        // A full queue under `Block`: wait for room (a worker helps
+        // meanwhile instead of sleeping).
+        let full = |st: &State| {
+            st.slots.get(&i).is_some_and(|t| {
+                t.queued >= t.config.capacity && t.config.backpressure == Backpressure::Block
+            })
+        };
+        if full(&st) {
+            let deadline = match wait {
+                Wait::Never => Some(now),
+                Wait::Until(d) => Some(d),
+                Wait::Policy => None,
+            };
+            while full(&st) {
+                if st.closed {
+                    drop(st);
+                    registry.count_refused_held();
+                    return Err(SubmitError::ShutDown(body));
+                }
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    let t = st.slots.get_mut(&i).expect("a full tenant is live");
+                    t.figures.rejected += 1;
+                    drop(st);
+                    registry.count_refused_held();
+                    return Err(match wait {
+                        Wait::Never => SubmitError::Full(body),
+                        _ => SubmitError::Timeout(body),
+                    });
+                }
+                match registry.own_worker() {
+                    Some(worker) => {
+                        drop(st);
+                        worker.help_once();
+                        st = this.state.lock();
+                    }
+                    None => {
+                        let until = deadline.unwrap_or_else(|| {
+                            std::time::Instant::now() + std::time::Duration::from_millis(100)
+                        });
+                        this.room.wait_until(&mut st, until);
+                    }
+                }
+            }
+            // The tenant may have been forgotten and made again meanwhile.
+            st.slot_of(&id, &this.defaults, now);
         }
         let t = st.slots.get_mut(&i).expect("a live tenant");
         let mut evict = None;
@@ -395,6 +446,9 @@ impl Tenants {
     /// Queues what the pump let through, outside the lock; starts the
     /// refill driver if it is needed and not running.
     fn after(&self, registry: &Arc<Registry>, out: Vec<Waiting>, start_driver: bool) {
+        if !out.is_empty() {
+            self.room.notify_all();
+        }
         for w in out {
             let job = match w.bare {
                 // A job back from the timing wheel gets its ticket now.
@@ -463,6 +517,7 @@ impl Held for Tenants {
         st.in_window += flushed;
         drop(st);
         self.wake.notify_all();
+        self.room.notify_all();
         out
     }
 
