@@ -270,6 +270,18 @@ pub(crate) trait Runnable: Send + 'static {
     fn discard(self, why: TaskError);
 }
 
+/// A queued job is itself a task body: a job back from the timing wheel is
+/// wrapped again when a layer above lets it through.
+impl Runnable for JobRef {
+    fn run(self) -> Outcome {
+        JobRef::run(self)
+    }
+
+    fn discard(self, why: TaskError) {
+        JobRef::discard(self, why);
+    }
+}
+
 /// A fire-and-forget task (`execute`).
 pub(crate) struct Execute<F>(pub(crate) F);
 

@@ -452,8 +452,8 @@ impl Tenants {
         for w in out {
             let job = match w.bare {
                 // A job back from the timing wheel gets its ticket now.
-                Some(hold) => TaskJob::into_job_ref(Resumed {
-                    job: w.job,
+                Some(hold) => TaskJob::into_job_ref(Tenanted {
+                    body: w.job,
                     ticket: Ticket {
                         registry: Arc::clone(registry),
                         hold: *hold,
@@ -606,7 +606,9 @@ impl Ticket {
 /// The lane mark of a keyed task's hold: its retries are not held again.
 const KEYED: u8 = u8::MAX;
 
-/// A tenant's task: the body, then its ticket back.
+/// A tenant's task: the body, then its ticket back. A job back from the
+/// timing wheel (a delayed task, a retry) is wrapped again, as a `JobRef`
+/// body, when let through.
 struct Tenanted<R> {
     body: R,
     ticket: Ticket,
@@ -620,25 +622,6 @@ impl<R: Runnable> Runnable for Tenanted<R> {
 
     fn discard(self, why: TaskError) {
         self.body.discard(why);
-        self.ticket.end(Outcome::Done);
-    }
-}
-
-/// A job back from the timing wheel (a delayed tenant task, or a retry),
-/// let through with a new ticket.
-struct Resumed {
-    job: JobRef,
-    ticket: Ticket,
-}
-
-impl Runnable for Resumed {
-    fn run(self) -> Outcome {
-        let outcome = self.job.run();
-        self.ticket.end(outcome)
-    }
-
-    fn discard(self, why: TaskError) {
-        self.job.discard(why);
         self.ticket.end(Outcome::Done);
     }
 }
