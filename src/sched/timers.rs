@@ -48,15 +48,39 @@ pub(crate) struct Entry {
     shard: u32,
     /// A retry (a keyed one holds its shard until it runs).
     retry: bool,
+    /// A periodic task's cell, or a tenant task's hold: boxed, so that
+    /// the node stays small for the common entry that has neither.
+    extra: Option<Box<Extra>>,
+}
+
+/// What few entries carry.
+enum Extra {
     /// Where to record the entry's id (periodic tasks, for `cancel`).
-    cell: Option<StdArc<AtomicU64>>,
-    /// The tenant's queue it goes to when due, if not the pool's queues.
-    hold: Option<Box<Hold>>,
+    Cell(StdArc<AtomicU64>),
+    /// The tenant's queue it goes to when due, not the pool's queues.
+    Hold(Hold),
+}
+
+impl Extra {
+    fn of(cell: Option<StdArc<AtomicU64>>, hold: Option<Box<Hold>>) -> Option<Box<Extra>> {
+        match (cell, hold) {
+            (Some(cell), _) => Some(Box::new(Extra::Cell(cell))),
+            (None, Some(hold)) => Some(Box::new(Extra::Hold(*hold))),
+            (None, None) => None,
+        }
+    }
 }
 
 impl Entry {
     fn shard(&self) -> Option<usize> {
         (self.shard != NO_SHARD).then_some(self.shard as usize)
+    }
+
+    fn cell(&self) -> Option<&StdArc<AtomicU64>> {
+        match self.extra.as_deref() {
+            Some(Extra::Cell(cell)) => Some(cell),
+            _ => None,
+        }
     }
 }
 
@@ -173,8 +197,7 @@ impl Registry {
             job: TaskJob::into_job_ref(body),
             shard: shard.map_or(NO_SHARD, |s| s as u32),
             retry: false,
-            cell,
-            hold,
+            extra: Extra::of(cell, hold),
         };
         if let Some(entry) = self.insert_locked(&mut state, due, entry) {
             // Unreachable (checked above), but never lose a task.
@@ -199,16 +222,11 @@ impl Registry {
             job,
             shard: shard.map_or(NO_SHARD, |s| s as u32),
             retry,
-            cell,
-            hold,
+            extra: Extra::of(cell, hold),
         };
         let mut state = self.timers.state.lock();
         // Relaxed: `cancel_timer` writes the mark under this same lock.
-        if entry
-            .cell
-            .as_ref()
-            .is_some_and(|c| c.load(Relaxed) == CANCELLED)
-        {
+        if entry.cell().is_some_and(|c| c.load(Relaxed) == CANCELLED) {
             // Its handle cancelled it while this run was going, after the
             // run's last look at its token: it stops here instead of
             // waiting on the wheel for a run that would only stop.
@@ -285,7 +303,7 @@ impl Registry {
             if !abandon {
                 // The places of the tasks run now, taken before admission
                 // closes (this thread closes it after).
-                let run = entries.iter().filter(|(_, e)| e.cell.is_none()).count() as u64;
+                let run = entries.iter().filter(|(_, e)| e.cell().is_none()).count() as u64;
                 self.admission
                     .fetch_add(run * (QUEUED_ONE + PENDING_ONE), SeqCst);
             }
@@ -293,7 +311,7 @@ impl Registry {
         };
         let slot = self.counters.slot(self.own_worker_index());
         for (_, entry) in entries {
-            if entry.cell.is_some() {
+            if entry.cell().is_some() {
                 // A periodic task stops: its normal end.
                 bump(&slot.cancelled);
                 entry.job.discard(TaskError::Abandoned);
@@ -313,7 +331,7 @@ impl Registry {
         due: u64,
         entry: Entry,
     ) -> Option<Entry> {
-        let cell = entry.cell.clone();
+        let cell = entry.cell().cloned();
         match state.wheel.insert(due, entry) {
             Ok(id) => {
                 if let Some(cell) = cell {
@@ -349,18 +367,20 @@ impl Registry {
     /// Puts a due entry (its places taken) where a worker finds it.
     fn fire(&self, entry: Entry) {
         let shard = entry.shard();
-        let job = match (entry.hold, self.held()) {
+        let entry = match (entry.extra.map(|e| *e), self.held()) {
             // Back to its tenant's queue, with the places just taken.
-            (Some(hold), Some(held)) => match held.hold(entry.job, shard, *hold) {
+            (Some(Extra::Hold(hold)), Some(held)) => match held.hold(entry.job, shard, hold) {
                 None => return,
-                Some((job, _)) => job,
+                Some((job, _)) => Entry {
+                    job,
+                    extra: None,
+                    ..entry
+                },
             },
-            _ => entry.job,
-        };
-        let entry = Entry {
-            job,
-            hold: None,
-            ..entry
+            (extra, _) => Entry {
+                extra: extra.map(Box::new),
+                ..entry
+            },
         };
         match shard {
             Some(index) if entry.retry => {
@@ -379,7 +399,7 @@ impl Registry {
     /// whether a keyed retry's shard needs a new turn (it is not inside its
     /// batch).
     fn settle_closed(&self, entry: Entry, abandon: bool, turn: bool) {
-        if entry.cell.is_some() {
+        if entry.cell().is_some() {
             bump(&self.counters.slot(self.own_worker_index()).cancelled);
             entry.job.discard(TaskError::Abandoned);
         } else if abandon {
