@@ -609,3 +609,29 @@ fn loom_tenant_end_lets_the_held_task_through() {
         assert_eq!(pool.shutdown().completed, 2);
     });
 }
+
+/// A burst on parked workers: a searcher that finds work while more is
+/// queued wakes another sleeper (the fan-out) besides the usual hand-over.
+/// Every task runs and `wait_idle` returns (a lost wake-up would leave it
+/// waiting: loom reports the deadlock); nothing is woken twice.
+#[test]
+fn loom_burst_fan_out_runs_every_task() {
+    model(2, || {
+        let pool = pool(2);
+        // Both workers parked first: the burst must wake them.
+        while pool.registry.sleep.parked() < 2 {
+            loom::thread::yield_now();
+        }
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let r = ran.clone();
+            pool.execute(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap_or_else(|_| panic!("accepted"));
+        }
+        pool.wait_idle();
+        assert_eq!(ran.load(SeqCst), 3);
+        assert_eq!(pool.shutdown().completed, 3);
+    });
+}

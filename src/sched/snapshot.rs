@@ -12,6 +12,12 @@ use crate::metrics::{
 use crate::sched::queue::{GlobalQueue, StealQueue};
 
 impl Registry {
+    /// Tasks queued now (one load of the admission word).
+    #[inline]
+    pub(crate) fn queued_now(&self) -> usize {
+        queued(self.admission.load(SeqCst))
+    }
+
     /// Tasks queued now (with the work reported waiting outside the pool)
     /// and workers announced as blocked: the supervisor's cheap reading
     /// (no snapshot of every slot and histogram).

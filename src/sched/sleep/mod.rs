@@ -152,8 +152,29 @@ impl Sleep {
     #[cold]
     #[inline(never)]
     fn wake_one(&self) -> bool {
+        self.wake_sleeper(true)
+    }
+
+    /// Fan-out (step 3b): a searcher that found work while more waits
+    /// wakes one more sleeper as a searcher, whatever the number searching,
+    /// so that a burst engages parked workers in a doubling chain (each
+    /// woken worker that finds work wakes another) instead of one at a
+    /// time. Extra wake-ups only add takers: no wake-up can be lost by it.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn wake_another(&self) -> bool {
+        let state = self.state.load(SeqCst);
+        if unparked(state) >= self.live.load(SeqCst) {
+            return false;
+        }
+        self.wake_sleeper(false)
+    }
+
+    /// Takes a sleeper off the list, counted as searching, and wakes it;
+    /// `only_if_none_search`: as `notify_one` (re-checked under the lock).
+    fn wake_sleeper(&self, only_if_none_search: bool) -> bool {
         let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
-        if !self.should_wake() {
+        if only_if_none_search && !self.should_wake() {
             return false;
         }
         let Some(index) = sleepers.list.pop() else {

@@ -43,9 +43,17 @@ impl WorkerThread {
         };
         if found.is_some() && self.searching.replace(false) {
             self.registry.set_state(self.index, WorkerState::Idle);
-            // The last searcher to find work wakes another to carry on.
+            // The last searcher to find work wakes another to carry on;
+            // with more work queued, any searcher that found some wakes one
+            // more, so a burst engages sleepers in a doubling chain.
             if self.registry.sleep.transition_from_searching() {
                 self.registry.sleep.notify_one();
+            }
+            let queued = self.registry.queued_now();
+            for _ in 1..queued.min(3) {
+                if !self.registry.sleep.wake_another() {
+                    break;
+                }
             }
         }
         found
