@@ -36,7 +36,7 @@ impl Server {
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
                 .port();
-            let child = Command::new("redis-server")
+            let mut child = Command::new("redis-server")
                 .args(["--port", &port.to_string()])
                 .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(["--dir", dir.path.to_str().expect("a UTF-8 path")])
@@ -44,26 +44,27 @@ impl Server {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start redis-server");
-            let mut server = Server {
-                child,
-                url: format!("redis://127.0.0.1:{port}/"),
-                _dir: dir.clone_ref(),
-            };
+            let url = format!("redis://127.0.0.1:{port}/");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
-                if let Ok(Some(_)) = server.child.try_wait() {
+                if let Ok(Some(_)) = child.try_wait() {
                     break; // the port was taken meanwhile: try another
                 }
-                let ok = redis::Client::open(server.url.as_str())
+                let ok = redis::Client::open(url.as_str())
                     .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
                     .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
                 if ok.is_ok() {
-                    return Some(server);
+                    // The server owns its directory from here on.
+                    return Some(Server {
+                        child,
+                        url,
+                        _dir: dir,
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = server.child.kill();
-            let _ = server.child.wait();
+            let _ = child.kill();
+            let _ = child.wait();
         }
         panic!("redis-server did not start on a free port in 5 tries");
     }
@@ -82,10 +83,9 @@ impl Drop for Server {
     }
 }
 
-/// A directory removed when the last reference goes.
+/// A directory removed when dropped.
 pub struct TempDir {
     pub path: std::path::PathBuf,
-    owner: bool,
 }
 
 impl TempDir {
@@ -98,22 +98,13 @@ impl TempDir {
             NEXT.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&path).expect("create a temporary directory");
-        TempDir { path, owner: true }
-    }
-
-    fn clone_ref(&self) -> TempDir {
-        TempDir {
-            path: self.path.clone(),
-            owner: false,
-        }
+        TempDir { path }
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if self.owner {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
