@@ -374,22 +374,18 @@ impl Tenants {
             hold: ask.hold(&id),
         };
         let job = TaskJob::into_job_ref(Tenanted { body, ticket });
-        let t = st.slots.get_mut(&i).expect("a live tenant");
-        t.lanes[ask.priority.lane()].push_back(Waiting {
-            job,
-            shard: ask.shard,
-            cost: ask.cost,
-            since: now,
-            seq: t.arrivals,
-            bare: None,
-        });
-        t.arrivals += 1;
-        t.queued += 1;
-        t.figures.queued += 1;
-        if !t.in_ring && !t.refilling {
-            t.in_ring = true;
-            st.ring.push_back(i);
-        }
+        st.push(
+            i,
+            ask.priority.lane(),
+            Waiting {
+                job,
+                shard: ask.shard,
+                cost: ask.cost,
+                since: now,
+                seq: 0,
+                bare: None,
+            },
+        );
         let out = st.pump(this, registry, now);
         let start_driver = st.needs_driver();
         drop(st);
@@ -557,21 +553,18 @@ impl Held for Tenants {
         } else {
             usize::from(hold.lane)
         };
-        t.lanes[lane].push_back(Waiting {
-            job,
-            shard,
-            cost: hold.cost,
-            since: now,
-            seq: t.arrivals,
-            bare: Some(Box::new(hold)),
-        });
-        t.arrivals += 1;
-        t.queued += 1;
-        t.figures.queued += 1;
-        if !t.in_ring && !t.refilling {
-            t.in_ring = true;
-            st.ring.push_back(i);
-        }
+        st.push(
+            i,
+            lane,
+            Waiting {
+                job,
+                shard,
+                cost: hold.cost,
+                since: now,
+                seq: 0,
+                bare: Some(Box::new(hold)),
+            },
+        );
         self.pump_held(st, now);
         None
     }

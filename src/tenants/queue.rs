@@ -134,6 +134,21 @@ impl State {
         id.hash
     }
 
+    /// Queues `w` in lane `lane` of tenant `i` (its arrival number given
+    /// here), and puts the tenant in the ring unless it waits for a limit.
+    pub(super) fn push(&mut self, i: u64, lane: usize, mut w: Waiting) {
+        let t = self.slots.get_mut(&i).expect("a live tenant");
+        w.seq = t.arrivals;
+        t.lanes[lane].push_back(w);
+        t.arrivals += 1;
+        t.queued += 1;
+        t.figures.queued += 1;
+        if !t.in_ring && !t.refilling {
+            t.in_ring = true;
+            self.ring.push_back(i);
+        }
+    }
+
     /// Forgets slot `i`'s tenant if it is idle; an idle one whose bucket
     /// is not full yet is looked at again later.
     pub(super) fn forget_if_idle(&mut self, i: u64, now: Instant) {
