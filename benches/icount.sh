@@ -11,13 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is required" >&2; exit 1; }
-bin=$(cargo bench --bench icount --no-run --features "${ICOUNT_FEATURES:-}" --message-format=json 2>/dev/null |
-  python3 -c 'import json,sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "icount" and m.get("executable"):
-        print(m["executable"])')
-[ -x "$bin" ] || { echo "could not build benches/icount.rs" >&2; exit 1; }
+bin=$(benches/icount-bin.sh)
 
 declare -A pools=(
   [spawn]="channel ebbtide ebbtide_nometrics rayon threadpool"

@@ -5,7 +5,7 @@ pub(crate) mod sync {
 
     pub(crate) mod atomic {
         pub(crate) use loom::sync::atomic::{
-            fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+            fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering,
         };
     }
 
@@ -82,6 +82,10 @@ pub(crate) mod sync {
             self.0.notify_all();
         }
     }
+}
+
+pub(crate) mod cell {
+    pub(crate) use loom::cell::UnsafeCell;
 }
 
 pub(crate) mod thread {

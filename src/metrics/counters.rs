@@ -135,18 +135,27 @@ fn padded<T: Default>(n: usize) -> Box<[CachePadded<T>]> {
     (0..n).map(|_| CachePadded::default()).collect()
 }
 
+std::thread_local! {
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's stripe of the shared slots.
+#[inline]
 fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    std::thread_local! {
-        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    match STRIPE.get() {
+        usize::MAX => assign_stripe(),
+        s => s,
     }
-    STRIPE.with(|s| {
-        if s.get() == usize::MAX {
-            // Relaxed: only spreads threads over stripes.
-            s.set(NEXT.fetch_add(1, Relaxed) % STRIPES);
-        }
-        s.get()
-    })
+}
+
+/// A thread's first count: give it the next stripe.
+#[cold]
+fn assign_stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // Relaxed: only spreads threads over stripes.
+    let s = NEXT.fetch_add(1, Relaxed) % STRIPES;
+    STRIPE.set(s);
+    s
 }
 
 impl Counters {
@@ -162,6 +171,7 @@ impl Counters {
     }
 
     /// The slot of worker `index`, or of the calling outside thread.
+    #[inline]
     pub(crate) fn slot(&self, worker: Option<usize>) -> &Slot {
         match worker {
             Some(i) => &self.workers[i],

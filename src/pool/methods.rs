@@ -44,6 +44,7 @@ macro_rules! pool_methods {
         /// [`Reject`](crate::Backpressure::Reject). The closure is handed back.
         /// Under `DropNewest` a full queue discards the task and returns `Ok`
         /// (it is counted in the metrics).
+        #[inline]
         pub fn execute<F>(&self, f: F) -> Result<(), SubmitError<F>>
         where
             F: FnOnce() + Send + 'static,

@@ -438,6 +438,7 @@ impl<'p> TaskBuilder<'p> {
         self.submit_context(WithCx(f), Wait::Never)
     }
 
+    #[inline]
     pub(super) fn wait(&self) -> Wait {
         match self.room {
             None => Wait::Policy,

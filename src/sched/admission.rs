@@ -81,6 +81,7 @@ pub(crate) enum Admitted {
 
 impl Registry {
     /// The calling thread's worker, if it is one of this pool's.
+    #[inline]
     pub(crate) fn own_worker(&self) -> Option<&'static WorkerThread> {
         WorkerThread::current().filter(|w| std::ptr::eq(w.registry(), self))
     }
@@ -89,6 +90,7 @@ impl Registry {
         self.own_worker().map(WorkerThread::index)
     }
 
+    #[inline]
     pub(crate) fn try_reserve(&self) -> Reserve {
         // One `fetch_add` takes the place; a refused reservation is undone.
         // (A CAS loop would retry under the workers' constant decrements.)
@@ -405,12 +407,8 @@ impl Registry {
     /// worker's deque, else the front of a keyed shard's queue. Internal
     /// jobs met on the way go to the side queue.
     pub(crate) fn steal_oldest_task(&self) -> Option<JobRef> {
-        loop {
-            match self.injector.steal() {
-                Steal::Success(job) => return Some(job),
-                Steal::Retry => continue,
-                Steal::Empty => break,
-            }
+        if let Some(job) = self.injector.pop() {
+            return Some(job);
         }
         for stealer in self.stealers.iter() {
             loop {

@@ -32,6 +32,10 @@ use std::time::Duration;
 /// models keep the state space they had.)
 pub(crate) const FAIR_INTERVAL: u32 = 61;
 
+/// How far a served stamp may lag (ticks: about a microsecond of the
+/// TSC, or a few microseconds of a nanosecond clock).
+const SLACK: u64 = 1 << 12;
+
 /// A queue a look may start at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -116,10 +120,15 @@ impl Served {
 
     /// Records that `at` is the stamp of the oldest end's last task taken,
     /// or the time the queue was found empty. Relaxed: a gauge; a stale
-    /// value is a looser bound.
+    /// value is a looser bound. So only a stamp `SLACK` ticks past the
+    /// recorded one is stored: workers taking tasks one after another from
+    /// a shared queue then do not write its line on every task (the bound
+    /// is at most `SLACK` ticks looser, a few microseconds).
     #[inline]
     pub(crate) fn record(slot: &AtomicU64, at: u64) {
-        if at > slot.load(Relaxed) {
+        let recorded = slot.load(Relaxed);
+        // The first stamp always counts (0: never recorded).
+        if at > recorded && (recorded == 0 || at - recorded > SLACK) {
             slot.store(at, Relaxed);
         }
     }
@@ -183,5 +192,11 @@ mod tests {
             Served::age(&slot, 3, &clock, 500),
             Some(Duration::from_nanos(300))
         );
+        // A newer stamp within the slack leaves the (looser) bound; one
+        // past it moves the bound.
+        Served::record(&slot, 200 + SLACK);
+        assert_eq!(slot.load(Relaxed), 200);
+        Served::record(&slot, 201 + SLACK);
+        assert_eq!(slot.load(Relaxed), 201 + SLACK);
     }
 }

@@ -25,6 +25,10 @@ pub(crate) mod breaker;
 pub(crate) mod config;
 pub(crate) mod fair;
 pub(crate) mod held;
+// Loom models of the pool run on the simple queue; the injector has loom
+// models of its own.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) mod injector;
 pub(crate) mod limits;
 mod outcome;
 pub(crate) mod queue;

@@ -14,20 +14,32 @@ impl Registry {
     /// Counts a finished task and reports its panic; puts a task that asks
     /// to run again on the timing wheel, and a dead letter in the sink.
     /// Returns whether a keyed task (of `shard`) now holds its shard.
+    #[inline(always)]
     pub(crate) fn record_outcome(
         &self,
         outcome: Outcome,
         worker: Option<usize>,
         shard: Option<usize>,
     ) -> bool {
-        let slot = self.counters.slot(worker);
-        if self.breaker.is_none() {
-            if let Outcome::Done = outcome {
-                // The common case, first.
-                bump_at(&slot.completed, worker);
-                return false;
-            }
+        if self.breaker.is_none() && matches!(outcome, Outcome::Done) {
+            // The common case, inline. `Done` owns nothing: forgetting it
+            // skips an out-of-line drop of the whole enum.
+            std::mem::forget(outcome);
+            bump_at(&self.counters.slot(worker).completed, worker);
+            return false;
         }
+        self.record_other_outcome(outcome, worker, shard)
+    }
+
+    /// `record_outcome` past the common case.
+    #[inline(never)]
+    fn record_other_outcome(
+        &self,
+        outcome: Outcome,
+        worker: Option<usize>,
+        shard: Option<usize>,
+    ) -> bool {
+        let slot = self.counters.slot(worker);
         if let Some(breaker) = &self.breaker {
             match &outcome {
                 Outcome::Done | Outcome::Late => breaker.record(true),

@@ -3,9 +3,11 @@
 //! The pool's scheduling logic talks to three kinds of queue: a worker's own
 //! deque ([`LocalQueue`], owned by one thread), the handle other workers steal
 //! from it with ([`StealQueue`]), and the global injector ([`GlobalQueue`]).
-//! Normal builds use `crossbeam-deque`; crossbeam's deques are not loom-aware,
-//! so loom builds use [`simple`], a mutex around a `VecDeque` built on the
-//! crate's sync shim, and loom explores the pool's logic over that.
+//! Normal builds use `crossbeam-deque`'s work-stealing deques and the pool's
+//! own injector (`injector/`, model-checked on its own). crossbeam's deques
+//! are not loom-aware, so loom models of the pool use [`simple`], a mutex
+//! around a `VecDeque` built on the crate's sync shim, and loom explores the
+//! pool's logic over that.
 
 use crate::task::job::JobRef;
 
@@ -16,8 +18,8 @@ pub(crate) enum Steal {
     Empty,
     /// A job was taken.
     Success(JobRef),
-    /// Lost a race; the queue may still hold jobs. (Only crossbeam's
-    /// lock-free queues lose races; the loom backend never does.)
+    /// Lost a race; the queue may still hold jobs. (Only the lock-free
+    /// queues lose races; the loom backend never does.)
     #[cfg_attr(loom, allow(dead_code))]
     Retry,
 }
@@ -34,6 +36,8 @@ pub(crate) trait LocalQueue: Sized {
     fn push(&self, job: JobRef);
     /// Pops the newest job (the owner's end).
     fn pop(&self) -> Option<JobRef>;
+    /// Whether the deque is empty (exact for its owner, who alone pushes).
+    fn is_empty(&self) -> bool;
 }
 
 /// Steals from another worker's deque.
@@ -48,17 +52,18 @@ pub(crate) trait StealQueue: Clone + Send + Sync {
 
 /// The global FIFO injector every thread may push to.
 pub(crate) trait GlobalQueue: Send + Sync {
-    /// The deque type a batch can be stolen into.
+    /// The deque type a batch can be taken into.
     type Local;
     /// A new, empty queue.
     fn new() -> Self;
     /// Pushes a job at the back.
     fn push(&self, job: JobRef);
-    /// Takes the oldest job.
-    fn steal(&self) -> Steal;
-    /// Takes a batch of the oldest jobs, at most `limit` (at least one),
-    /// into `dest` and pops one of them.
-    fn steal_batch_and_pop(&self, dest: &Self::Local, limit: usize) -> Steal;
+    /// Takes the oldest job (retrying lost races).
+    fn pop(&self) -> Option<JobRef>;
+    /// Takes a batch of the oldest jobs, at most `limit` (at least one):
+    /// the oldest is returned, the others go to `dest` (popped from there
+    /// oldest first).
+    fn pop_batch(&self, dest: &Self::Local, limit: usize) -> Option<JobRef>;
     /// Whether it is empty (a racy hint).
     fn is_empty(&self) -> bool;
     /// How many jobs it holds (a racy hint).
@@ -68,6 +73,7 @@ pub(crate) trait GlobalQueue: Send + Sync {
 #[cfg(not(loom))]
 mod crossbeam {
     use super::{GlobalQueue, LocalQueue, Steal, StealQueue};
+    use crate::sched::injector;
     use crate::task::job::JobRef;
     use crossbeam_deque as cd;
 
@@ -84,8 +90,8 @@ mod crossbeam {
     /// The thief's end of a [`Local`].
     #[derive(Clone)]
     pub(crate) struct Stealer(cd::Stealer<JobRef>);
-    /// The crossbeam injector.
-    pub(crate) struct Injector(cd::Injector<JobRef>);
+    /// The pool's own injector (`injector/`).
+    pub(crate) struct Injector(injector::Injector<JobRef>);
 
     impl LocalQueue for Local {
         type Stealer = Stealer;
@@ -105,6 +111,10 @@ mod crossbeam {
         fn pop(&self) -> Option<JobRef> {
             self.0.pop()
         }
+        #[inline]
+        fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
     }
 
     impl StealQueue for Stealer {
@@ -123,19 +133,19 @@ mod crossbeam {
         type Local = Local;
         #[inline]
         fn new() -> Self {
-            Injector(cd::Injector::new())
+            Injector(injector::Injector::new())
         }
         #[inline]
         fn push(&self, job: JobRef) {
             self.0.push(job)
         }
         #[inline]
-        fn steal(&self) -> Steal {
-            convert(self.0.steal())
+        fn pop(&self) -> Option<JobRef> {
+            self.0.pop()
         }
         #[inline]
-        fn steal_batch_and_pop(&self, dest: &Local, limit: usize) -> Steal {
-            convert(self.0.steal_batch_with_limit_and_pop(&dest.0, limit.max(1)))
+        fn pop_batch(&self, dest: &Local, limit: usize) -> Option<JobRef> {
+            self.0.pop_batch(limit, |job| dest.0.push(job))
         }
         #[inline]
         fn is_empty(&self) -> bool {
@@ -172,21 +182,6 @@ pub(crate) mod simple {
                 None => Steal::Empty,
             }
         }
-        #[inline]
-        fn move_half_into(&self, dest: &Local, limit: usize) -> Steal {
-            let mut src = self.0.lock();
-            let Some(first) = src.pop_front() else {
-                return Steal::Empty;
-            };
-            let extra = (src.len() / 2).min(limit.saturating_sub(1));
-            let mut dst = dest.0 .0.lock();
-            for _ in 0..extra {
-                if let Some(job) = src.pop_front() {
-                    dst.push_back(job);
-                }
-            }
-            Steal::Success(first)
-        }
     }
 
     /// A worker's deque: owner pops from the back, thieves from the front.
@@ -215,6 +210,10 @@ pub(crate) mod simple {
         fn pop(&self) -> Option<JobRef> {
             self.0 .0.lock().pop_back()
         }
+        #[inline]
+        fn is_empty(&self) -> bool {
+            self.0 .0.lock().is_empty()
+        }
     }
 
     impl StealQueue for Stealer {
@@ -236,16 +235,26 @@ pub(crate) mod simple {
             Injector(Shared::new())
         }
         #[inline]
+        fn pop_batch(&self, dest: &Local, limit: usize) -> Option<JobRef> {
+            let mut src = self.0 .0.lock();
+            let first = src.pop_front()?;
+            let extra = (src.len() / 2).min(limit.saturating_sub(1));
+            let moved: Vec<JobRef> = src.drain(..extra).collect();
+            drop(src);
+            let mut dst = dest.0 .0.lock();
+            // The owner pops from the back: the oldest goes last.
+            for job in moved.into_iter().rev() {
+                dst.push_back(job);
+            }
+            Some(first)
+        }
+        #[inline]
         fn push(&self, job: JobRef) {
             self.0 .0.lock().push_back(job);
         }
         #[inline]
-        fn steal(&self) -> Steal {
-            self.0.pop_front()
-        }
-        #[inline]
-        fn steal_batch_and_pop(&self, dest: &Local, limit: usize) -> Steal {
-            self.0.move_half_into(dest, limit)
+        fn pop(&self) -> Option<JobRef> {
+            self.0 .0.lock().pop_front()
         }
         #[inline]
         fn is_empty(&self) -> bool {
@@ -262,47 +271,3 @@ pub(crate) mod simple {
 pub(crate) use self::crossbeam::{Injector, Local, Stealer};
 #[cfg(loom)]
 pub(crate) use self::simple::{Injector, Local, Stealer};
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use crate::task::job::shard_job;
-
-    #[test]
-    fn a_batch_takes_at_most_its_limit_and_keeps_the_order() {
-        let injector = Injector::new();
-        for i in 0..100 {
-            injector.push(shard_job(i));
-        }
-        let local = Local::new_lifo();
-        // A limit of 3: the oldest is returned, at most two more move over.
-        let Steal::Success(first) = injector.steal_batch_and_pop(&local, 3) else {
-            panic!("the injector holds 100 jobs")
-        };
-        assert_eq!(first.shard_index(), 0);
-        let mut moved = Vec::new();
-        while let Some(job) = local.pop() {
-            moved.push(job.shard_index());
-        }
-        moved.sort_unstable();
-        assert!(
-            moved.len() <= 2 && moved.iter().all(|&i| (1..3).contains(&i)),
-            "{moved:?}"
-        );
-        // A limit of 1 (or 0) moves nothing.
-        let Steal::Success(next) = injector.steal_batch_and_pop(&local, 0) else {
-            panic!("jobs remain")
-        };
-        assert_eq!(next.shard_index(), 1 + moved.len());
-        assert!(local.pop().is_none());
-        // Every job is taken exactly once.
-        let mut seen = 2 + moved.len();
-        while let Steal::Success(_) = injector.steal_batch_and_pop(&local, usize::MAX) {
-            seen += 1;
-            while local.pop().is_some() {
-                seen += 1;
-            }
-        }
-        assert_eq!(seen, 100);
-    }
-}

@@ -9,7 +9,7 @@
 use super::breaker::Breaker;
 use super::config::Config;
 use super::fair::Served;
-use super::queue::{GlobalQueue, Injector, Local, LocalQueue, Steal, StealQueue, Stealer};
+use super::queue::{GlobalQueue, Injector, Local, LocalQueue, StealQueue, Stealer};
 use super::sleep::Sleep;
 use crate::error::TaskError;
 use crate::keyed::{Shard, Sharder};
@@ -254,13 +254,7 @@ impl Registry {
 
     /// Takes an internal job (a paused worker's only work).
     pub(crate) fn take_side(&self) -> Option<JobRef> {
-        loop {
-            match self.side.steal() {
-                Steal::Success(job) => return Some(job),
-                Steal::Retry => continue,
-                Steal::Empty => return None,
-            }
-        }
+        self.side.pop()
     }
 
     /// Whether any queue visibly holds work (re-check before parking).
@@ -300,50 +294,27 @@ impl Registry {
     }
 
     /// Takes work from the global queues: a batch of the injector into
-    /// `local` (one of it returned), else an internal job from the side
-    /// queue.
+    /// `local` (the oldest returned), else an internal job from the side
+    /// queue. Batches mean fewer claims of the injector's head, which
+    /// workers contend for; blocking tasks are taken one at a time, so
+    /// that no worker holds a batch of them that only it (or a thief, one
+    /// by one) will run.
+    #[inline]
     pub(crate) fn take_global(&self, local: &super::queue::Local) -> Option<JobRef> {
         // Relaxed: a hint from the supervisor (either way every job is
         // taken exactly once).
-        if !self.batches.load(std::sync::atomic::Ordering::Relaxed) {
-            // Blocking tasks: one at a time, so that no worker holds a
-            // batch of them that only it (or a thief, one by one) will run.
-            loop {
-                match self.injector.steal() {
-                    Steal::Success(job) => return Some(job),
-                    Steal::Retry => continue,
-                    Steal::Empty => break,
-                }
-            }
-        }
-        loop {
-            match self.injector.steal_batch_and_pop(local, self.batch_limit()) {
-                Steal::Success(job) => return Some(job),
-                Steal::Retry => continue,
-                Steal::Empty => break,
-            }
-        }
-        loop {
-            match self.side.steal() {
-                Steal::Success(job) => return Some(job),
-                Steal::Retry => continue,
-                Steal::Empty => return None,
-            }
-        }
+        let job = if self.batches.load(std::sync::atomic::Ordering::Relaxed) {
+            self.injector.pop_batch(local, self.batch_limit())
+        } else {
+            self.injector.pop()
+        };
+        job.or_else(|| self.side.pop())
     }
 
-    /// One job from the injector, else from the side queue (no batch).
+    /// The oldest job of the injector (no batch), else an internal job
+    /// from the side queue.
     pub(crate) fn take_one_global(&self) -> Option<JobRef> {
-        for queue in [&self.injector, &self.side] {
-            loop {
-                match queue.steal() {
-                    Steal::Success(job) => return Some(job),
-                    Steal::Retry => continue,
-                    Steal::Empty => break,
-                }
-            }
-        }
-        None
+        self.injector.pop().or_else(|| self.side.pop())
     }
 
     /// Puts an admitted install job or another internal job on the side
@@ -358,7 +329,7 @@ impl Drop for Registry {
     fn drop(&mut self) {
         // Only reachable with queued jobs if threads never started (a failed
         // build); resolve them rather than leak them.
-        while let Steal::Success(job) = self.injector.steal() {
+        while let Some(job) = self.injector.pop() {
             job.discard(TaskError::Abandoned);
         }
     }

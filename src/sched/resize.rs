@@ -1,7 +1,7 @@
 //! Resizing: starting workers, retiring them without losing a task,
 //! nudging the supervisor, and the resize history.
 
-use super::queue::{GlobalQueue, Local, LocalQueue, Steal};
+use super::queue::{GlobalQueue, Local, LocalQueue};
 use super::registry::Registry;
 use crate::loom::sync::atomic::Ordering::SeqCst;
 use crate::loom::sync::Arc;
@@ -152,17 +152,11 @@ impl Registry {
             moved = true;
         }
         let remaining = index.max(1);
-        loop {
-            match self.inboxes[index].steal() {
-                Steal::Success(job) => {
-                    let home = job.shard_index() % remaining;
-                    let at = job.enqueued();
-                    self.push_inbox(home, job, at);
-                    moved = true;
-                }
-                Steal::Retry => continue,
-                Steal::Empty => break,
-            }
+        while let Some(job) = self.inboxes[index].pop() {
+            let home = job.shard_index() % remaining;
+            let at = job.enqueued();
+            self.push_inbox(home, job, at);
+            moved = true;
         }
         if moved {
             self.sleep.notify_one();

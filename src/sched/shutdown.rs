@@ -162,12 +162,8 @@ impl Registry {
         self.token.cancel();
         let me = self.own_worker_index();
         loop {
-            loop {
-                match self.injector.steal() {
-                    Steal::Success(job) => self.discard_task(job, TaskError::Abandoned, me),
-                    Steal::Retry => continue,
-                    Steal::Empty => break,
-                }
+            while let Some(job) = self.injector.pop() {
+                self.discard_task(job, TaskError::Abandoned, me);
             }
             for stealer in self.stealers.iter() {
                 loop {

@@ -130,6 +130,7 @@ impl Sleep {
         }
     }
 
+    #[inline]
     fn should_wake(&self) -> bool {
         let state = self.state.load(SeqCst);
         searching(state) == 0 && unparked(state) < self.live.load(SeqCst)

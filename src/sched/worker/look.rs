@@ -15,54 +15,94 @@ impl WorkerThread {
             return self.find_internal_work();
         }
         let found = match self.turns.next() {
-            None => self
-                .pop_newest()
-                .or_else(|| self.take_from(Source::Inbox))
-                .or_else(|| self.take_from(Source::Injector)),
-            // Every so often the other queues come first (`fair.rs`): one
-            // job of each, no batch (the own deque is not empty).
+            None => self.usual_look(),
+            // Every so often the other queues come first (`fair.rs`).
+            // One job of each, no batch (the own deque is not empty).
             Some(first) => Turns::order(first)
                 .into_iter()
                 .find_map(|source| self.take_one(source))
                 .or_else(|| self.local.pop()),
         };
-        let found = match found {
-            Some(job) => Some(job),
-            None => {
-                if !self.searching.get() {
-                    if !self.registry.sleep.transition_to_searching() {
-                        return None;
-                    }
-                    self.searching.set(true);
-                    self.last_end.set(0);
-                    self.registry.set_state(self.index, WorkerState::Searching);
+        match found {
+            Some(job) => {
+                if self.searching.get() {
+                    self.stop_searching();
                 }
-                self.steal_from_peers()
-                    .or_else(|| self.take_from(Source::Injector))
+                Some(job)
             }
-        };
-        if found.is_some() && self.searching.replace(false) {
-            self.registry.set_state(self.index, WorkerState::Idle);
-            // The last searcher to find work wakes another to carry on;
-            // with more work queued, any searcher that found some wakes one
-            // more, so a burst engages sleepers in a doubling chain.
-            if self.registry.sleep.transition_from_searching() {
-                self.registry.sleep.notify_one();
-            }
-            let queued = self.registry.queued_now();
-            for _ in 1..queued.min(3) {
-                if !self.registry.sleep.wake_another() {
-                    break;
-                }
+            None => self.search(),
+        }
+    }
+
+    /// The usual look: the own deque's newest job, the inbox, the
+    /// injector. Straight-line, each source returning at once.
+    #[inline(always)]
+    fn usual_look(&self) -> Option<JobRef> {
+        if let Some(job) = self.pop_newest() {
+            return Some(job);
+        }
+        let inbox = self.registry.inbox(self.index);
+        if !inbox.is_empty() {
+            if let Some(job) = take(inbox) {
+                let mine = self.registry.served.worker(self.index);
+                Served::record(&mine.inbox, job.enqueued());
+                return Some(job);
             }
         }
+        self.take_from(Source::Injector)
+    }
+
+    /// Nothing in the usual places: become a searcher (unless enough
+    /// workers search already) and steal from peers.
+    #[inline(never)]
+    fn search(&self) -> Option<JobRef> {
+        if !self.searching.get() {
+            if !self.registry.sleep.transition_to_searching() {
+                return None;
+            }
+            self.searching.set(true);
+            self.last_end.set(0);
+            self.registry.set_state(self.index, WorkerState::Searching);
+        }
+        let found = self
+            .steal_from_peers()
+            .or_else(|| self.take_from(Source::Injector));
+        if found.is_some() {
+            self.stop_searching();
+        }
         found
+    }
+
+    /// A searcher found work: it stops searching and hands the search on.
+    #[cold]
+    #[inline(never)]
+    fn stop_searching(&self) {
+        self.searching.set(false);
+        self.registry.set_state(self.index, WorkerState::Idle);
+        // The last searcher to find work wakes another to carry on; with
+        // more work queued, any searcher that found some wakes one more, so
+        // a burst engages sleepers in a doubling chain.
+        if self.registry.sleep.transition_from_searching() {
+            self.registry.sleep.notify_one();
+        }
+        let queued = self.registry.queued_now();
+        for _ in 1..queued.min(3) {
+            if !self.registry.sleep.wake_another() {
+                break;
+            }
+        }
     }
 
     /// The newest job of the own deque (found empty: the deque is served).
     #[inline]
     fn pop_newest(&self) -> Option<JobRef> {
-        let job = self.local.pop();
+        // The emptiness check first: two loads, where a pop of an empty
+        // deque takes a fence and a store back.
+        let job = if self.local.is_empty() {
+            None
+        } else {
+            self.local.pop()
+        };
         if job.is_none() && !self.deque_empty.replace(true) {
             self.served_empty(&self.registry.served.worker(self.index).deque);
         }
@@ -85,6 +125,7 @@ impl WorkerThread {
     }
 
     /// The oldest job of `source`, recording when the source was served.
+    #[inline]
     fn take_from(&self, source: Source) -> Option<JobRef> {
         let registry = &*self.registry;
         let served = &registry.served;
@@ -240,12 +281,7 @@ fn steal(stealer: &Stealer) -> Option<JobRef> {
 }
 
 /// One job from an inbox, retrying lost races.
+#[inline]
 fn take(inbox: &Injector) -> Option<JobRef> {
-    loop {
-        match inbox.steal() {
-            Steal::Success(job) => return Some(job),
-            Steal::Retry => continue,
-            Steal::Empty => return None,
-        }
-    }
+    inbox.pop()
 }

@@ -216,6 +216,7 @@ impl WorkerThread {
     /// histograms' first bucket.
     /// Returns whether the task, keyed to `shard`, now holds its shard (a
     /// retry on the timing wheel).
+    #[inline]
     fn run_task(&self, job: JobRef, may_hold: bool, shard: Option<usize>) -> bool {
         let registry = &*self.registry;
         let index = self.index;
