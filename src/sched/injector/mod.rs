@@ -16,8 +16,11 @@
 //!   index past the marker, then the old block's `next` link.
 //! - **Pop** claims the head slot by a CAS on the head index (after
 //!   checking the tail, unless `HAS_NEXT` says there is more), waits for
-//!   the slot's `WRITE` bit, and reads the job. The taker of a block's last
-//!   slot moves the head to the next block.
+//!   the slot's `WRITE` bit, reads the job and sets the slot's `READ` bit.
+//!   The taker of a block's last slot moves the head to the next block.
+//!   **Pop a batch** claims a run of slots with the same CAS (up to a
+//!   limit, at most half of what is queued, never past the head block) and
+//!   reads and marks each; for the retiring walk the run is one reader.
 //! - **Retiring a block.** Takers may still be reading earlier slots when
 //!   the last slot is taken. The taker of the last slot walks the block's
 //!   slots back to front: a slot whose `READ` bit is not yet set gets
