@@ -271,3 +271,44 @@ pub(crate) mod simple {
 pub(crate) use self::crossbeam::{Injector, Local, Stealer};
 #[cfg(loom)]
 pub(crate) use self::simple::{Injector, Local, Stealer};
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::{simple, GlobalQueue, LocalQueue};
+    use crate::task::job::shard_job;
+
+    /// A batch through the trait: the oldest job returned, at most
+    /// `limit − 1` more moved to the deque, which pops them oldest first;
+    /// every job taken once.
+    fn batch_keeps_the_order<G: GlobalQueue<Local = L>, L: LocalQueue>(injector: G, local: L) {
+        for i in 0..100 {
+            injector.push(shard_job(i));
+        }
+        let first = injector.pop_batch(&local, 3).expect("100 queued");
+        assert_eq!(first.shard_index(), 0);
+        let mut moved = Vec::new();
+        while let Some(job) = local.pop() {
+            moved.push(job.shard_index());
+        }
+        assert_eq!(moved, [1, 2]);
+        let mut seen = vec![0, 1, 2];
+        while let Some(job) = injector.pop_batch(&local, usize::MAX) {
+            seen.push(job.shard_index());
+            while let Some(job) = local.pop() {
+                seen.push(job.shard_index());
+            }
+        }
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        assert!(injector.is_empty() && injector.pop().is_none());
+    }
+
+    #[test]
+    fn a_batch_keeps_the_order_on_the_lock_free_queues() {
+        batch_keeps_the_order(super::Injector::new(), super::Local::new_lifo());
+    }
+
+    #[test]
+    fn a_batch_keeps_the_order_on_the_loom_queues() {
+        batch_keeps_the_order(simple::Injector::new(), simple::Local::new_lifo());
+    }
+}
