@@ -1,8 +1,8 @@
 //! Per-thread counters: cache-padded slots, a single writer each.
 
-use super::histogram::AtomicHistogram;
 use super::locks::LockStats;
 use super::status::WorkerStatus;
+use super::timing::TaskTiming;
 use crossbeam_utils::CachePadded;
 use std::cell::Cell;
 use std::sync::atomic::{
@@ -117,16 +117,22 @@ impl Counts {
 
 const STRIPES: usize = 8;
 
+/// Everything one worker records about itself, in one padded block (one
+/// bounds check on the task path, not one per record).
+#[derive(Default)]
+pub(crate) struct WorkerRecord {
+    /// Its counters.
+    pub(crate) slot: Slot,
+    /// What it is doing (for `dump`, the watchdog, gauges).
+    pub(crate) status: WorkerStatus,
+    /// The queue waits and run times of its tasks.
+    pub(crate) timing: TaskTiming,
+}
+
 /// All the slots of one pool.
 pub(crate) struct Counters {
-    workers: Box<[CachePadded<Slot>]>,
+    workers: Box<[CachePadded<WorkerRecord>]>,
     external: Box<[CachePadded<Slot>]>,
-    /// Per worker: queue wait (accepted → started) of the tasks it started.
-    pub(crate) queue_wait: Box<[CachePadded<AtomicHistogram>]>,
-    /// Per worker: run time (started → finished) of the tasks it ran.
-    pub(crate) run_time: Box<[CachePadded<AtomicHistogram>]>,
-    /// Per worker: what it is doing (for `dump`, the watchdog, gauges).
-    pub(crate) status: Box<[CachePadded<WorkerStatus>]>,
     /// Contention of the pool's own locks.
     pub(crate) locks: std::sync::Arc<LockStats>,
 }
@@ -163,18 +169,26 @@ impl Counters {
         Counters {
             workers: padded(workers),
             external: padded(STRIPES),
-            queue_wait: padded(workers),
-            run_time: padded(workers),
-            status: padded(workers),
             locks,
         }
+    }
+
+    /// Worker `index`'s records.
+    #[inline]
+    pub(crate) fn worker(&self, index: usize) -> &WorkerRecord {
+        &self.workers[index]
+    }
+
+    /// Every worker slot's records.
+    pub(crate) fn workers(&self) -> impl Iterator<Item = &WorkerRecord> {
+        self.workers.iter().map(|w| &**w)
     }
 
     /// The slot of worker `index`, or of the calling outside thread.
     #[inline]
     pub(crate) fn slot(&self, worker: Option<usize>) -> &Slot {
         match worker {
-            Some(i) => &self.workers[i],
+            Some(i) => &self.workers[i].slot,
             None => &self.external[stripe()],
         }
     }
@@ -196,7 +210,12 @@ impl Counters {
     /// the first pass ran; none is counted twice.
     pub(crate) fn sum_settled(&self) -> Counts {
         let mut ends = self.sum();
-        let slots = || self.workers.iter().chain(self.external.iter());
+        let slots = || {
+            self.workers
+                .iter()
+                .map(|w| &w.slot)
+                .chain(self.external.iter().map(|s| &**s))
+        };
         // The second pass, after every load of the first.
         std::sync::atomic::fence(Acquire);
         ends.submitted = slots().map(|s| s.submitted.load(Acquire)).sum();
@@ -207,7 +226,8 @@ impl Counters {
     /// workers' slots are known to be zero: they never ran).
     pub(crate) fn sum_of_first(&self, n: usize) -> Counts {
         let mut c = Counts::default();
-        for s in self.workers[..n].iter().chain(self.external.iter()) {
+        let workers = self.workers[..n].iter().map(|w| &w.slot);
+        for s in workers.chain(self.external.iter().map(|s| &**s)) {
             c.add(s);
         }
         c

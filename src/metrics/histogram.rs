@@ -8,6 +8,12 @@
 //!
 //! Each worker records into its own [`AtomicHistogram`] (single writer:
 //! relaxed load + store, no locked instruction); a snapshot sums them.
+//!
+//! A record may carry a weight: a sampled record stands for that many
+//! durations (`metrics/timing.rs`). Buckets and the sum then hold
+//! weighted figures, and the snapshot's exact count, kept apart, scales
+//! them: quantiles are ranks over the weights, and the sum and the
+//! cumulative buckets are scaled to the count.
 
 use super::clock::Calibration;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -71,10 +77,20 @@ impl AtomicHistogram {
     /// store suffice; readers tolerate a momentarily stale count.
     #[inline]
     pub(crate) fn record(&self, span: u64) {
+        self.record_weighted(span, 1);
+    }
+
+    /// Records a span standing for `weight` spans like it (a sample).
+    #[inline]
+    pub(crate) fn record_weighted(&self, span: u64, weight: u64) {
         let b = &self.buckets[bucket_of(span)];
-        b.store(b.load(Relaxed) + 1, Relaxed);
-        self.sum
-            .store(self.sum.load(Relaxed).wrapping_add(span), Relaxed);
+        b.store(b.load(Relaxed) + weight, Relaxed);
+        self.sum.store(
+            self.sum
+                .load(Relaxed)
+                .wrapping_add(span.wrapping_mul(weight)),
+            Relaxed,
+        );
     }
 
     /// The sum of the recorded spans, in ticks (relaxed: a recent value).
@@ -115,10 +131,20 @@ impl serde::Serialize for Histogram {
 }
 
 /// A snapshot of a duration histogram (queue wait or run time).
+///
+/// The pool's task histograms sample: every duration of 8 µs or more is
+/// recorded, and, past each worker's first 1,024 tasks, one in 16 of the
+/// shorter ones, standing for all 16. [`count`](Self::count) is exact;
+/// the quantiles, the sum and the buckets are then estimates, exact for
+/// the long durations (see `design/metrics.md`).
 #[derive(Clone)]
 pub struct Histogram {
+    /// Weighted bucket counts.
     counts: Box<[u64]>,
+    /// Weighted sum, in ticks.
     sum_ticks: u64,
+    /// The exact number of durations the buckets stand for.
+    count: u64,
     ns_per_tick: f64,
 }
 
@@ -145,9 +171,36 @@ impl Histogram {
             sum_ticks = sum_ticks.wrapping_add(part.add_into(&mut counts));
         }
         Histogram {
+            count: counts.iter().sum(),
             counts,
             sum_ticks,
             ns_per_tick,
+        }
+    }
+
+    /// A sum of sampled parts, standing for `count` durations in all.
+    pub(crate) fn sampled<'a>(
+        parts: impl Iterator<Item = &'a AtomicHistogram>,
+        count: u64,
+        ns_per_tick: f64,
+    ) -> Histogram {
+        Histogram {
+            count,
+            ..Histogram::sum_of(parts, ns_per_tick)
+        }
+    }
+
+    /// The total weight of the buckets.
+    fn weight(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Scales a weighted figure to the exact count.
+    fn scale(&self, weighted: u64) -> u64 {
+        match self.weight() {
+            0 => 0,
+            w if w == self.count => weighted,
+            w => (u128::from(weighted) * u128::from(self.count) / u128::from(w)) as u64,
         }
     }
 
@@ -156,6 +209,7 @@ impl Histogram {
     pub(crate) fn record_ns(&mut self, ns: u64) {
         self.counts[bucket_of(ns)] += 1;
         self.sum_ticks = self.sum_ticks.wrapping_add(ns);
+        self.count += 1;
     }
 
     /// Adds `other`'s counts into this one (both in nanoseconds).
@@ -164,6 +218,7 @@ impl Histogram {
             *a += b;
         }
         self.sum_ticks = self.sum_ticks.wrapping_add(other.sum_ticks);
+        self.count += other.count;
     }
 
     /// An empty histogram (histograms switched off).
@@ -171,18 +226,25 @@ impl Histogram {
         Histogram {
             counts: vec![0u64; BUCKETS].into_boxed_slice(),
             sum_ticks: 0,
+            count: 0,
             ns_per_tick: 1.0,
         }
     }
 
-    /// How many durations were recorded.
+    /// How many durations were recorded (exact, sampled or not).
     pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
+        self.count
     }
 
-    /// The sum of all recorded durations.
+    /// The sum of all recorded durations (for a sampled histogram, the
+    /// samples' weighted sum scaled to the count).
     pub fn sum(&self) -> Duration {
-        Calibration::to_duration(self.sum_ticks, self.ns_per_tick)
+        let ticks = match self.weight() {
+            0 => 0,
+            w if w == self.count => self.sum_ticks,
+            w => (self.sum_ticks as f64 * self.count as f64 / w as f64) as u64,
+        };
+        Calibration::to_duration(ticks, self.ns_per_tick)
     }
 
     /// The mean duration (zero when empty).
@@ -196,7 +258,7 @@ impl Histogram {
     /// The `q`-quantile (`0.0..=1.0`), as the midpoint of the bucket that
     /// holds it (relative error ≤ 3.1 %); zero when empty.
     pub fn quantile(&self, q: f64) -> Duration {
-        let total = self.count();
+        let total = self.weight();
         if total == 0 {
             return Duration::ZERO;
         }
@@ -244,13 +306,14 @@ impl Histogram {
 
     /// Cumulative counts at octave boundaries: `(upper bound, count of
     /// durations ≤ bound)`, ascending, ending below the overflow bucket;
-    /// what the Prometheus export prints as `le` buckets.
+    /// what the Prometheus export prints as `le` buckets. (Sampled, the
+    /// weighted counts scaled to [`count`](Self::count).)
     pub fn octave_buckets(&self) -> Vec<(Duration, u64)> {
         let mut out = Vec::with_capacity(OCTAVES + 1);
         let mut cumulative = self.counts[0];
         out.push((
             Calibration::to_duration(1 << LOW_BITS, self.ns_per_tick),
-            cumulative,
+            self.scale(cumulative),
         ));
         for octave in 0..OCTAVES {
             for sub in 0..SUB {
@@ -259,7 +322,7 @@ impl Histogram {
             let bound = 1u64 << (LOW_BITS as usize + octave + 1);
             out.push((
                 Calibration::to_duration(bound, self.ns_per_tick),
-                cumulative,
+                self.scale(cumulative),
             ));
         }
         out
@@ -285,11 +348,7 @@ mod tests {
         }
         h.record(300_000_000);
         // One tick per nanosecond.
-        let snap = Histogram {
-            counts: h.buckets.iter().map(|b| b.load(Relaxed)).collect(),
-            sum_ticks: h.sum.load(Relaxed),
-            ns_per_tick: 1.0,
-        };
+        let snap = Histogram::sum_of(std::iter::once(&h), 1.0);
         assert_eq!(snap.count(), 1000);
         assert_eq!(
             snap.sum(),

@@ -27,6 +27,7 @@ mod resize;
 mod snapshot;
 mod status;
 mod tenants;
+mod timing;
 
 pub use counters::Counts;
 pub(crate) use counters::{bump, bump_at, Counters};
@@ -39,3 +40,4 @@ pub use resize::{Observation, ResizeEvent, ResizeReason};
 pub use snapshot::{BreakerState, Metrics, QueueAges};
 pub use status::WorkerState;
 pub use tenants::TenantMetrics;
+pub(crate) use timing::TaskTiming;

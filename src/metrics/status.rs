@@ -1,7 +1,7 @@
 //! What each worker is doing: its state, its task's start, its CPU clock.
 
 use super::cpu::ThreadClock;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// What a worker is doing, as the dump and the watchdog see it.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -25,7 +25,7 @@ pub enum WorkerState {
 
 impl WorkerState {
     fn from_u8(v: u8) -> Self {
-        match v {
+        match v & STATE_MASK as u8 {
             1 => WorkerState::Idle,
             2 => WorkerState::Searching,
             3 => WorkerState::Parked,
@@ -47,13 +47,29 @@ impl WorkerState {
     }
 }
 
+/// The state's bits in the status word; the rest is the start tick.
+const STATE_BITS: u32 = 3;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+
+/// A status word: `state` in the low bits, the task's start tick above.
+/// (Ticks below 2^61: decades of a time-stamp counter or nanoseconds.)
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StatusWord(u64);
+
+impl StatusWord {
+    /// Whether the word says `Running`.
+    #[inline]
+    pub(crate) fn is_running(self) -> bool {
+        self.0 & STATE_MASK == u64::from(WorkerState::Running.as_u8())
+    }
+}
+
 /// One worker's activity, written only by that worker (relaxed stores:
 /// readers want a recent picture, not a synchronized one). The task's
-/// sequence number is the worker's `started` counter.
+/// sequence number is the worker's `started` counter. State and start
+/// tick share one word: a task's start is one store.
 pub(crate) struct WorkerStatus {
-    state: AtomicU8,
-    /// Tick at which the current task started.
-    since: AtomicU64,
+    word: AtomicU64,
     /// The worker thread's CPU clock (`ThreadClock::into_raw`), or
     /// `NO_CLOCK`: the supervisor reads it to tell blocking from compute.
     clock: AtomicI64,
@@ -69,8 +85,7 @@ const NO_CLOCK: i64 = i64::MIN;
 impl Default for WorkerStatus {
     fn default() -> Self {
         WorkerStatus {
-            state: AtomicU8::new(0),
-            since: AtomicU64::new(0),
+            word: AtomicU64::new(0),
             clock: AtomicI64::new(NO_CLOCK),
             name: parking_lot::Mutex::new(None),
         }
@@ -94,15 +109,37 @@ impl WorkerStatus {
         }
     }
 
+    /// Sets the state, keeping the start tick (a task that blocks keeps
+    /// its start).
     #[inline]
     pub(crate) fn set(&self, state: WorkerState) {
-        self.state.store(state.as_u8(), Relaxed);
+        let word = self.word.load(Relaxed) & !STATE_MASK;
+        self.word.store(word | u64::from(state.as_u8()), Relaxed);
     }
 
+    /// `Idle`, after a task (its start no longer matters).
     #[inline]
-    pub(crate) fn start_task(&self, since: u64) {
-        self.since.store(since, Relaxed);
-        self.state.store(WorkerState::Running.as_u8(), Relaxed);
+    pub(crate) fn set_idle(&self) {
+        self.word
+            .store(u64::from(WorkerState::Idle.as_u8()), Relaxed);
+    }
+
+    /// `Running` a task started at tick `since`; returns the word it
+    /// replaced, to be put back after the task (`restore`).
+    #[inline]
+    pub(crate) fn start_task(&self, since: u64) -> StatusWord {
+        let outer = StatusWord(self.word.load(Relaxed));
+        self.word.store(
+            since << STATE_BITS | u64::from(WorkerState::Running.as_u8()),
+            Relaxed,
+        );
+        outer
+    }
+
+    /// Puts back a word `start_task` returned.
+    #[inline]
+    pub(crate) fn restore(&self, word: StatusWord) {
+        self.word.store(word.0, Relaxed);
     }
 
     /// Records (or clears) the running task's name.
@@ -116,9 +153,7 @@ impl WorkerStatus {
     }
 
     pub(crate) fn read(&self) -> (WorkerState, u64) {
-        (
-            WorkerState::from_u8(self.state.load(Relaxed)),
-            self.since.load(Relaxed),
-        )
+        let word = self.word.load(Relaxed);
+        (WorkerState::from_u8(word as u8), word >> STATE_BITS)
     }
 }

@@ -120,7 +120,7 @@ impl Sampler {
     /// Reads worker `i` and adds what it did since the last sample to `t`.
     fn read_worker(&mut self, registry: &Registry, i: usize, f: &Frame, t: &mut Tally) {
         let counters = &registry.counters;
-        let status = &counters.status[i];
+        let status = &counters.worker(i).status;
         let (state, since) = status.read();
         let running = state == WorkerState::Running;
         let in_task = running || state == WorkerState::Blocked;
@@ -139,7 +139,12 @@ impl Sampler {
             cpu: status
                 .clock()
                 .and_then(|clock| Some((clock, clock.read()?))),
-            busy: counters.run_time[i].sum_ticks().wrapping_add(current),
+            busy: counters
+                .worker(i)
+                .timing
+                .run_time
+                .sum_ticks()
+                .wrapping_add(current),
             running,
             run_delay: None,
             short: false,
@@ -234,14 +239,19 @@ impl Sampler {
         // Run times are known only when tasks are timed into histograms;
         // otherwise "busy" is read from the worker states alone.
         let timed = registry.config.histograms;
-        let sum = |hs: &[crossbeam_utils::CachePadded<crate::metrics::AtomicHistogram>]| {
-            hs[..self.used]
-                .iter()
-                .map(|h| h.sum_ticks())
+        // (Sampled sums: unbiased estimates, exact for long spans.)
+        let sum = |h: fn(&crate::metrics::TaskTiming) -> u64| {
+            counters
+                .workers()
+                .take(self.used)
+                .map(|w| h(&w.timing))
                 .fold(0u64, u64::wrapping_add)
         };
         let (run_ticks, wait_ticks) = if timed {
-            (sum(&counters.run_time), sum(&counters.queue_wait))
+            (
+                sum(|t| t.run_time.sum_ticks()),
+                sum(|t| t.queue_wait.sum_ticks()),
+            )
         } else {
             (0, 0)
         };

@@ -217,7 +217,7 @@ impl Registry {
     #[inline]
     pub(crate) fn set_state(&self, index: usize, state: WorkerState) {
         if self.config.track_workers {
-            self.counters.status[index].set(state);
+            self.counters.worker(index).status.set(state);
         }
     }
 

@@ -60,21 +60,24 @@ impl Registry {
         let running = pending(word).saturating_sub(queued(word));
         let busy_workers = if self.config.track_workers {
             self.counters
-                .status
-                .iter()
-                .filter(|s| s.read().0 == WorkerState::Running)
+                .workers()
+                .filter(|w| w.status.read().0 == WorkerState::Running)
                 .count()
         } else {
             running.min(self.live_workers())
         };
         let (queue_wait, run_time) = if self.config.histograms {
+            let timing = || self.counters.workers().map(|w| &w.timing);
+            let timed = timing().map(|t| t.timed()).sum();
             (
-                Histogram::sum_of(
-                    self.counters.queue_wait.iter().map(|h| &**h),
+                Histogram::sampled(
+                    timing().map(|t| &t.queue_wait),
+                    timed,
                     self.clock.ns_per_tick(),
                 ),
-                Histogram::sum_of(
-                    self.counters.run_time.iter().map(|h| &**h),
+                Histogram::sampled(
+                    timing().map(|t| &t.run_time),
+                    timed,
                     self.clock.ns_per_tick(),
                 ),
             )
@@ -133,7 +136,7 @@ impl Registry {
         let word = self.admission.load(SeqCst);
         let workers = (0..self.live_workers())
             .map(|i| {
-                let (state, since) = self.counters.status[i].read();
+                let (state, since) = self.counters.worker(i).status.read();
                 let task = self
                     .counters
                     .slot(Some(i))
@@ -144,7 +147,7 @@ impl Registry {
                 let shard = self.shard_running_on(i);
                 WorkerDump {
                     task_name: (state == WorkerState::Running)
-                        .then(|| self.counters.status[i].name())
+                        .then(|| self.counters.worker(i).status.name())
                         .flatten(),
                     shard,
                     thread_name: self.worker_name(i),

@@ -52,7 +52,7 @@ fn run(registry: &Registry, threshold: Duration) {
             .enumerate()
             .take(registry.live_workers())
         {
-            let (state, since) = registry.counters.status[i].read();
+            let (state, since) = registry.counters.worker(i).status.read();
             let task = registry
                 .counters
                 .slot(Some(i))
@@ -71,7 +71,7 @@ fn run(registry: &Registry, threshold: Duration) {
                         thread_name: registry.worker_name(i),
                         task,
                         running_for,
-                        name: registry.counters.status[i].name(),
+                        name: registry.counters.worker(i).status.name(),
                         shard: registry.shard_running_on(i),
                     },
                 );

@@ -81,7 +81,7 @@ pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
     // SAFETY: `worker` lives on this frame until after `current::leave`
     // below, and never leaves this thread.
     unsafe { current::enter(hook) };
-    let status = &worker.registry.counters.status[index];
+    let status = &worker.registry.counters.worker(index).status;
     status.set_clock(crate::metrics::cpu::ThreadClock::current());
     // A worker started while the pool grows starts one more first.
     Registry::help_grow(&worker.registry);
@@ -238,29 +238,21 @@ impl WorkerThread {
         }
         registry.start_task(owed);
         let config = &registry.config;
-        let counters = &registry.counters;
-        bump_at(&counters.slot(Some(index)).started, Some(index));
+        let record = registry.counters.worker(index);
+        bump_at(&record.slot.started, Some(index));
         let start = match (registry.timing, prev_end) {
             (false, _) => 0,
             (true, 0) => registry.clock.now(),
             (true, t) => t,
         };
-        if config.histograms {
-            counters.queue_wait[index].record(start.saturating_sub(job.enqueued()));
-        }
-        let status = &counters.status[index];
+        let enqueued = job.enqueued();
+        let status = &record.status;
         // A task run while another waits on this worker (helping) restores
         // the outer task's status after it; otherwise the worker is idle
         // until its next state change (next task, search, park). (Left
         // `Running`, a worker preempted between tasks read as a task
         // that had run, asleep, since the last one started.)
-        let outer = if config.track_workers {
-            let outer = status.read();
-            status.start_task(start);
-            outer
-        } else {
-            (WorkerState::Unknown, 0)
-        };
+        let outer = config.track_workers.then(|| status.start_task(start));
         let outcome = registry.in_task_span(Some(index), shard, || job.run());
         let end = if registry.timing {
             registry.clock.now()
@@ -268,12 +260,14 @@ impl WorkerThread {
             0
         };
         if config.histograms {
-            counters.run_time[index].record(end.saturating_sub(start));
+            record
+                .timing
+                .record(start.saturating_sub(enqueued), end.saturating_sub(start));
         }
-        if outer.0 == WorkerState::Running {
-            status.start_task(outer.1);
-        } else if config.track_workers {
-            status.set(WorkerState::Idle);
+        match outer {
+            Some(word) if word.is_running() => status.restore(word),
+            Some(_) => status.set_idle(),
+            None => {}
         }
         let held = registry.record_outcome(outcome, Some(index), shard);
         self.owed.set(self.owed.get() + 1);
@@ -432,6 +426,10 @@ impl current::Worker for WorkerThread {
     }
 
     fn set_task_name(&self, name: Option<std::sync::Arc<str>>) {
-        self.registry.counters.status[self.index].set_name(name);
+        self.registry
+            .counters
+            .worker(self.index)
+            .status
+            .set_name(name);
     }
 }
