@@ -38,6 +38,7 @@ pub use locks::LockContention;
 pub(crate) use locks::{LockCounted, LockStat, LockStats};
 pub use resize::{Observation, ResizeEvent, ResizeReason};
 pub use snapshot::{BreakerState, Metrics, QueueAges};
+pub(crate) use status::StatusWord;
 pub use status::WorkerState;
 pub use tenants::TenantMetrics;
 pub(crate) use timing::TaskTiming;

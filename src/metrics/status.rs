@@ -56,14 +56,6 @@ const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StatusWord(u64);
 
-impl StatusWord {
-    /// Whether the word says `Running`.
-    #[inline]
-    pub(crate) fn is_running(self) -> bool {
-        self.0 & STATE_MASK == u64::from(WorkerState::Running.as_u8())
-    }
-}
-
 /// One worker's activity, written only by that worker (relaxed stores:
 /// readers want a recent picture, not a synchronized one). The task's
 /// sequence number is the worker's `started` counter. State and start
@@ -115,13 +107,6 @@ impl WorkerStatus {
     pub(crate) fn set(&self, state: WorkerState) {
         let word = self.word.load(Relaxed) & !STATE_MASK;
         self.word.store(word | u64::from(state.as_u8()), Relaxed);
-    }
-
-    /// `Idle`, after a task (its start no longer matters).
-    #[inline]
-    pub(crate) fn set_idle(&self) {
-        self.word
-            .store(u64::from(WorkerState::Idle.as_u8()), Relaxed);
     }
 
     /// `Running` a task started at tick `since`; returns the word it

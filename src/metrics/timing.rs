@@ -47,7 +47,9 @@ pub(crate) struct TaskTiming {
 }
 
 impl TaskTiming {
-    /// Times one task: its queue wait and its run time, in ticks.
+    /// Times one task: its queue wait and its run time, in ticks. (`run`
+    /// may be a wrapped difference, from a clock that stepped back: it
+    /// takes the slow path, which records it as 0.)
     #[inline(always)]
     pub(crate) fn record(&self, wait: u64, run: u64) {
         let timed = self.timed.load(Relaxed) + 1;
@@ -62,6 +64,7 @@ impl TaskTiming {
     fn record_slow(&self, timed: u64, wait: u64, run: u64) {
         let mask = self.mask.load(Relaxed);
         let weight = if run >= LONG { 1 } else { mask + 1 };
+        let run = if run > u64::MAX / 2 { 0 } else { run };
         self.queue_wait.record_weighted(wait, weight);
         self.run_time.record_weighted(run, weight);
         if mask == 0 && timed >= WARM_UP {

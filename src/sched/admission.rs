@@ -135,7 +135,7 @@ impl Registry {
     /// call sites would otherwise tip the compiler into outlining it).
     #[inline(always)]
     fn enqueue_from(&self, worker: Option<&WorkerThread>, mut job: JobRef, shard: Option<usize>) {
-        let now = if self.timing { self.clock.now() } else { 0 };
+        let now = self.task_now();
         job.stamp(now);
         if let Some(index) = shard {
             return self.push_to_shard(index, job, now);

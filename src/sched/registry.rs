@@ -95,6 +95,8 @@ pub(crate) struct Registry {
     pub(crate) config: Config,
     /// Whether tasks are timed (histograms, or the stall watchdog).
     pub(super) timing: bool,
+    /// Timed by the tick counter (`timing`, and no manual clock).
+    ticking: bool,
     /// Converts ticks to time for snapshots.
     pub(crate) calibration: Calibration,
     /// The time source of task timing (the tick counter, or the user's).
@@ -120,6 +122,27 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    /// Now, in task-clock ticks, when tasks are timed; else 0. (Two byte
+    /// tests, not a test and an `Option` check.)
+    #[inline(always)]
+    pub(crate) fn task_now(&self) -> u64 {
+        if self.timing {
+            self.timed_now()
+        } else {
+            0
+        }
+    }
+
+    /// Now, in task-clock ticks, when tasks are known to be timed.
+    #[inline(always)]
+    pub(crate) fn timed_now(&self) -> u64 {
+        if self.ticking {
+            crate::metrics::clock::ticks()
+        } else {
+            self.clock.now()
+        }
+    }
+
     /// A registry with a slot for each of `locals` (one per possible
     /// worker); no worker runs yet (see `spawn_worker`).
     pub(crate) fn new(config: Config, locals: Vec<Local>) -> Self {
@@ -137,6 +160,8 @@ impl Registry {
             target: AtomicUsize::new(config.min_workers),
             resizes: Mutex::new(std::collections::VecDeque::new()),
             timing: config.histograms || config.stall_threshold.is_some(),
+            ticking: (config.histograms || config.stall_threshold.is_some())
+                && config.clock.is_none(),
             calibration: Calibration::now(),
             clock: TaskClock::new(config.clock.clone()),
             served: Served::new(workers),

@@ -440,11 +440,7 @@ impl Registry {
     }
 
     fn stamp(&self) -> u64 {
-        if self.timing {
-            self.clock.now()
-        } else {
-            0
-        }
+        self.task_now()
     }
 
     /// Gives a scheduled shard (with no turn anywhere) a turn.

@@ -17,7 +17,7 @@ use crate::keyed::BatchEnd;
 use crate::loom::sync::atomic::{fence, Ordering::SeqCst};
 use crate::loom::sync::Arc;
 use crate::loom::{thread, thread_local};
-use crate::metrics::{bump_at, LockStats, WorkerState};
+use crate::metrics::{bump_at, LockStats, StatusWord, WorkerState};
 use crate::sched::fair::Turns;
 use crate::sched::queue::{Local, LocalQueue};
 use crate::sched::registry::Registry;
@@ -83,6 +83,10 @@ pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
     unsafe { current::enter(hook) };
     let status = &worker.registry.counters.worker(index).status;
     status.set_clock(crate::metrics::cpu::ThreadClock::current());
+    if worker.registry.config.track_workers {
+        // The state a task's status word is put back to after it.
+        status.set(WorkerState::Idle);
+    }
     // A worker started while the pool grows starts one more first.
     Registry::help_grow(&worker.registry);
     let retired = worker.main_loop();
@@ -240,35 +244,42 @@ impl WorkerThread {
         let config = &registry.config;
         let record = registry.counters.worker(index);
         bump_at(&record.slot.started, Some(index));
-        let start = match (registry.timing, prev_end) {
-            (false, _) => 0,
-            (true, 0) => registry.clock.now(),
-            (true, t) => t,
-        };
-        let enqueued = job.enqueued();
         let status = &record.status;
-        // A task run while another waits on this worker (helping) restores
-        // the outer task's status after it; otherwise the worker is idle
-        // until its next state change (next task, search, park). (Left
+        // A task puts back the status word it found: the outer task's, for
+        // a task run while another waits on this worker (helping); else
+        // the state between tasks (`Idle`, or `Searching` when a search
+        // found it), until the worker's next state change. (Left
         // `Running`, a worker preempted between tasks read as a task
         // that had run, asleep, since the last one started.)
-        let outer = config.track_workers.then(|| status.start_task(start));
-        let outcome = registry.in_task_span(Some(index), shard, || job.run());
-        let end = if registry.timing {
-            registry.clock.now()
-        } else {
-            0
+        let after = |outer: Option<StatusWord>| {
+            if let Some(word) = outer {
+                status.restore(word);
+            }
         };
-        if config.histograms {
-            record
-                .timing
-                .record(start.saturating_sub(enqueued), end.saturating_sub(start));
-        }
-        match outer {
-            Some(word) if word.is_running() => status.restore(word),
-            Some(_) => status.set_idle(),
-            None => {}
-        }
+        // Two copies of the run, timed and not: one test of `timing` per
+        // task on either path.
+        let (outcome, end) = if registry.timing {
+            let start = match prev_end {
+                0 => registry.timed_now(),
+                t => t,
+            };
+            let enqueued = job.enqueued();
+            let outer = config.track_workers.then(|| status.start_task(start));
+            let outcome = registry.in_task_span(Some(index), shard, || job.run());
+            let end = registry.timed_now();
+            if config.histograms {
+                record
+                    .timing
+                    .record(start.saturating_sub(enqueued), end.wrapping_sub(start));
+            }
+            after(outer);
+            (outcome, end)
+        } else {
+            let outer = config.track_workers.then(|| status.start_task(0));
+            let outcome = registry.in_task_span(Some(index), shard, || job.run());
+            after(outer);
+            (outcome, 0)
+        };
         let held = registry.record_outcome(outcome, Some(index), shard);
         self.owed.set(self.owed.get() + 1);
         self.last_end.set(end);
@@ -344,11 +355,7 @@ impl WorkerThread {
         }
         if end == BatchEnd::Requeue {
             let mut turn = shard_job(index);
-            let now = if registry.timing {
-                registry.clock.now()
-            } else {
-                0
-            };
+            let now = registry.task_now();
             turn.stamp(now);
             registry.push_inbox(self.index, turn, now);
             registry.sleep.tickle();
