@@ -21,11 +21,23 @@ impl Registry {
         worker: Option<usize>,
         shard: Option<usize>,
     ) -> bool {
+        self.record_outcome_in(self.counters.slot(worker), outcome, worker, shard)
+    }
+
+    /// `record_outcome`, with `worker`'s counter slot at hand.
+    #[inline(always)]
+    pub(crate) fn record_outcome_in(
+        &self,
+        slot: &crate::metrics::Slot,
+        outcome: Outcome,
+        worker: Option<usize>,
+        shard: Option<usize>,
+    ) -> bool {
         if self.breaker.is_none() && matches!(outcome, Outcome::Done) {
             // The common case, inline. `Done` owns nothing: forgetting it
             // skips an out-of-line drop of the whole enum.
             std::mem::forget(outcome);
-            bump_at(&self.counters.slot(worker).completed, worker);
+            bump_at(&slot.completed, worker);
             return false;
         }
         self.record_other_outcome(outcome, worker, shard)

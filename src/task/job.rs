@@ -182,6 +182,20 @@ impl JobRef {
         Some(unsafe { ptr::read(self.data.0.as_ptr().cast::<*const ()>()) })
     }
 
+    /// Runs the job where it lies (no move of the job to a new frame
+    /// slot on the task path).
+    ///
+    /// # Safety
+    ///
+    /// The job must not be used again afterwards (not run, discarded or
+    /// read): its state has been consumed.
+    #[inline(always)]
+    pub(crate) unsafe fn run_in_place(this: &mut ManuallyDrop<JobRef>) -> Outcome {
+        // SAFETY: the storage holds the state `vtable` expects (constructor
+        // contract); the caller promises this is its only read.
+        unsafe { (this.vtable.run)(&mut this.data) }
+    }
+
     /// Runs the job (consuming it).
     #[inline]
     pub(crate) fn run(self) -> Outcome {

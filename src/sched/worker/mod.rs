@@ -191,7 +191,9 @@ impl WorkerThread {
             JobKind::Internal => {
                 self.pay_owed();
                 self.last_end.set(0);
-                let _ = job.run();
+                let mut job = std::mem::ManuallyDrop::new(job);
+                // SAFETY: `job` is not touched after this run.
+                let _ = unsafe { JobRef::run_in_place(&mut job) };
             }
             JobKind::Install => {
                 self.pay_owed();
@@ -245,6 +247,7 @@ impl WorkerThread {
         let record = registry.counters.worker(index);
         bump_at(&record.slot.started, Some(index));
         let status = &record.status;
+        let mut job = std::mem::ManuallyDrop::new(job);
         // A task puts back the status word it found: the outer task's, for
         // a task run while another waits on this worker (helping); else
         // the state between tasks (`Idle`, or `Searching` when a search
@@ -265,7 +268,10 @@ impl WorkerThread {
             };
             let enqueued = job.enqueued();
             let outer = config.track_workers.then(|| status.start_task(start));
-            let outcome = registry.in_task_span(Some(index), shard, || job.run());
+            let outcome = registry.in_task_span(Some(index), shard, || {
+                // SAFETY: `job` is not touched after this run.
+                unsafe { JobRef::run_in_place(&mut job) }
+            });
             let end = registry.timed_now();
             if config.histograms {
                 record
@@ -276,11 +282,14 @@ impl WorkerThread {
             (outcome, end)
         } else {
             let outer = config.track_workers.then(|| status.start_task(0));
-            let outcome = registry.in_task_span(Some(index), shard, || job.run());
+            let outcome = registry.in_task_span(Some(index), shard, || {
+                // SAFETY: `job` is not touched after this run.
+                unsafe { JobRef::run_in_place(&mut job) }
+            });
             after(outer);
             (outcome, 0)
         };
-        let held = registry.record_outcome(outcome, Some(index), shard);
+        let held = registry.record_outcome_in(&record.slot, outcome, Some(index), shard);
         self.owed.set(self.owed.get() + 1);
         self.last_end.set(end);
         held
