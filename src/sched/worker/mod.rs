@@ -45,6 +45,9 @@ thread_local! {
 pub(crate) struct WorkerThread {
     registry: Arc<Registry>,
     index: usize,
+    /// This worker's parker (the registry's, at hand: every join hands it
+    /// to a latch).
+    parker: Arc<Parker>,
     local: Local,
     searching: Cell<bool>,
     rng: Cell<u64>,
@@ -64,6 +67,7 @@ pub(crate) struct WorkerThread {
 /// The body of worker thread `index`.
 pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
     let worker = WorkerThread {
+        parker: Arc::clone(registry.sleep.parker(index)),
         registry,
         index,
         local,
@@ -126,7 +130,7 @@ impl WorkerThread {
 
     #[inline]
     pub(crate) fn parker(&self) -> &Arc<Parker> {
-        self.registry.sleep.parker(self.index)
+        &self.parker
     }
 
     /// Pops the newest job of this worker's own deque.
