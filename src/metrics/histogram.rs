@@ -132,11 +132,12 @@ impl serde::Serialize for Histogram {
 
 /// A snapshot of a duration histogram (queue wait or run time).
 ///
-/// The pool's task histograms sample: every duration of 8 µs or more is
-/// recorded, and, past each worker's first 1,024 tasks, one in 16 of the
-/// shorter ones, standing for all 16. [`count`](Self::count) is exact;
-/// the quantiles, the sum and the buckets are then estimates, exact for
-/// the long durations (see `design/metrics.md`).
+/// The pool's task histograms sample: a task that ran 2^14 ticks or more
+/// (5–8 µs of the time-stamp counter) is always recorded, and so is each
+/// of a worker's first 1,024 tasks; of the shorter tasks after that, one
+/// in 16 is recorded, standing for all 16. [`count`](Self::count) is
+/// exact; the quantiles, the sum and the buckets are then unbiased
+/// estimates, exact for the long tasks (see `design/metrics.md`).
 #[derive(Clone)]
 pub struct Histogram {
     /// Weighted bucket counts.
