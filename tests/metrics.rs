@@ -139,6 +139,28 @@ fn histograms_hold_exact_durations_from_a_manual_clock() {
 }
 
 #[test]
+fn sampled_histograms_keep_exact_counts_past_the_warm_up() {
+    // Far past each worker's first 1,024 tasks, where short tasks are
+    // sampled one in 16: counts stay exact, and the cumulative buckets
+    // and the quantiles agree with them.
+    let pool = Pool::builder().workers(2).build().unwrap();
+    let n = 20_007;
+    for _ in 0..n {
+        pool.execute(|| ()).unwrap();
+    }
+    pool.wait_idle();
+    let m = pool.metrics();
+    assert_eq!(m.counts.completed, n);
+    for h in [&m.run_time, &m.queue_wait] {
+        assert_eq!(h.count(), n);
+        let buckets = h.octave_buckets();
+        assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1));
+        assert_eq!(buckets.last().unwrap().1, n);
+        assert!(h.p50() <= h.p99() && h.p99() <= h.max());
+    }
+}
+
+#[test]
 fn steals_happen_when_one_worker_is_flooded_and_another_idles() {
     let pool = Pool::builder().workers(2).build().unwrap();
     let handle = pool.handle();
@@ -378,6 +400,56 @@ fn the_dump_names_a_stuck_task() {
         "{text}"
     );
     gate.open();
+}
+
+#[test]
+fn a_task_that_helped_a_nested_one_reads_as_running_since_its_own_start() {
+    // One worker, a clock only the test moves. The outer task starts at
+    // 1 µs, runs a nested task itself (its `join` helps) at 5 µs,
+    // then blocks; at 9 µs the dump must show it running for 8 µs (its
+    // own start put back), not 4 (the nested task's).
+    let now = Arc::new(AtomicU64::new(1_000));
+    let clock = Arc::clone(&now);
+    let pool = Pool::builder()
+        .workers(1)
+        .metrics_clock(move || Duration::from_nanos(clock.load(SeqCst)))
+        .build()
+        .unwrap();
+    let handle = pool.handle();
+    let gate = Gate::new();
+    let nested = common::Arrivals::new();
+    let back = common::Arrivals::new();
+    let (g, n, step) = (gate.clone(), nested.clone(), Arc::clone(&now));
+    let b = back.clone();
+    pool.execute(move || {
+        step.store(5_000, SeqCst);
+        let inner = handle.spawn(move || n.arrive()).unwrap();
+        inner.join().unwrap();
+        b.arrive();
+        g.wait();
+    })
+    .unwrap();
+    // The nested task has run and ended, and the outer task is past its
+    // `join` (blocked on the gate, or about to be: it reads as running
+    // either way).
+    nested.wait_for(1);
+    back.wait_for(1);
+    now.store(9_000, SeqCst);
+    let dump = pool.dump();
+    // Opened before asserting: a failure must not leave the task blocked.
+    gate.open();
+    let worker = &dump.workers[0];
+    assert_eq!(worker.state, WorkerState::Running, "{dump}");
+    assert_eq!(
+        worker.running_for,
+        Some(Duration::from_nanos(8_000)),
+        "{dump}"
+    );
+    pool.wait_idle();
+    // Both ended: no longer running (idle, searching or parked by now).
+    let dump = pool.dump();
+    assert_ne!(dump.workers[0].state, WorkerState::Running, "{dump}");
+    assert_eq!(pool.metrics().counts.completed, 2);
 }
 
 #[test]
