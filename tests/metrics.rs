@@ -79,17 +79,24 @@ fn counters_are_exact_after_a_known_workload() {
     );
 }
 
-#[test]
-fn histograms_hold_exact_durations_from_a_manual_clock() {
-    // The pool times tasks with a clock only the tasks move: each task
-    // "runs" exactly 3 ms, so every figure below is known exactly.
-    let now = Arc::new(AtomicU64::new(0));
+/// A one-worker pool timed by a clock only the test moves (nanoseconds,
+/// starting at `start`).
+fn one_worker_on_a_manual_clock(start: u64) -> (Pool, Arc<AtomicU64>) {
+    let now = Arc::new(AtomicU64::new(start));
     let clock = Arc::clone(&now);
     let pool = Pool::builder()
         .workers(1)
         .metrics_clock(move || Duration::from_nanos(clock.load(SeqCst)))
         .build()
         .unwrap();
+    (pool, now)
+}
+
+#[test]
+fn histograms_hold_exact_durations_from_a_manual_clock() {
+    // The pool times tasks with a clock only the tasks move: each task
+    // "runs" exactly 3 ms, so every figure below is known exactly.
+    let (pool, now) = one_worker_on_a_manual_clock(0);
     // Paused while submitting: all 20 are stamped at 0 ms, then run in
     // order on the one worker, task k starting at 3k ms.
     pool.pause();
@@ -408,13 +415,7 @@ fn a_task_that_helped_a_nested_one_reads_as_running_since_its_own_start() {
     // 1 µs, runs a nested task itself (its `join` helps) at 5 µs,
     // then blocks; at 9 µs the dump must show it running for 8 µs (its
     // own start put back), not 4 (the nested task's).
-    let now = Arc::new(AtomicU64::new(1_000));
-    let clock = Arc::clone(&now);
-    let pool = Pool::builder()
-        .workers(1)
-        .metrics_clock(move || Duration::from_nanos(clock.load(SeqCst)))
-        .build()
-        .unwrap();
+    let (pool, now) = one_worker_on_a_manual_clock(1_000);
     let handle = pool.handle();
     let gate = Gate::new();
     let nested = common::Arrivals::new();
