@@ -97,6 +97,8 @@ pub(crate) struct Registry {
     pub(super) timing: bool,
     /// Timed by the tick counter (`timing`, and no manual clock).
     ticking: bool,
+    /// The default metrics: `ticking`, worker states and histograms.
+    pub(super) full_metrics: bool,
     /// Converts ticks to time for snapshots.
     pub(crate) calibration: Calibration,
     /// The time source of task timing (the tick counter, or the user's).
@@ -162,6 +164,7 @@ impl Registry {
             timing: config.histograms || config.stall_threshold.is_some(),
             ticking: (config.histograms || config.stall_threshold.is_some())
                 && config.clock.is_none(),
+            full_metrics: config.histograms && config.track_workers && config.clock.is_none(),
             calibration: Calibration::now(),
             clock: TaskClock::new(config.clock.clone()),
             served: Served::new(workers),

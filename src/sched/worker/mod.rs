@@ -263,9 +263,36 @@ impl WorkerThread {
                 status.restore(word);
             }
         };
-        // Two copies of the run, timed and not: one test of `timing` per
-        // task on either path.
-        let (outcome, end) = if registry.timing {
+        // Three copies of the run (untimed; the default metrics; any other
+        // mix): one or two tests per task, none inside a copy's path.
+        let (outcome, end) = if !registry.timing {
+            let outer = config.track_workers.then(|| status.start_task(0));
+            let outcome = registry.in_task_span(Some(index), shard, || {
+                // SAFETY: `job` is not touched after this run.
+                unsafe { JobRef::run_in_place(&mut job) }
+            });
+            after(outer);
+            (outcome, 0)
+        } else if registry.full_metrics {
+            // The default: the tick counter, worker states and histograms,
+            // with no test between them.
+            let start = match prev_end {
+                0 => crate::metrics::clock::ticks(),
+                t => t,
+            };
+            let enqueued = job.enqueued();
+            let outer = status.start_task(start);
+            let outcome = registry.in_task_span(Some(index), shard, || {
+                // SAFETY: `job` is not touched after this run.
+                unsafe { JobRef::run_in_place(&mut job) }
+            });
+            let end = crate::metrics::clock::ticks();
+            record
+                .timing
+                .record(start.saturating_sub(enqueued), end.wrapping_sub(start));
+            status.restore(outer);
+            (outcome, end)
+        } else {
             let start = match prev_end {
                 0 => registry.timed_now(),
                 t => t,
@@ -284,14 +311,6 @@ impl WorkerThread {
             }
             after(outer);
             (outcome, end)
-        } else {
-            let outer = config.track_workers.then(|| status.start_task(0));
-            let outcome = registry.in_task_span(Some(index), shard, || {
-                // SAFETY: `job` is not touched after this run.
-                unsafe { JobRef::run_in_place(&mut job) }
-            });
-            after(outer);
-            (outcome, 0)
         };
         let held = registry.record_outcome_in(&record.slot, outcome, Some(index), shard);
         self.owed.set(self.owed.get() + 1);
