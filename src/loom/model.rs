@@ -100,6 +100,20 @@ pub(crate) fn spin_loop() {
     loom::thread::yield_now();
 }
 
+/// See `real.rs`; under loom every wait yields.
+#[derive(Default)]
+pub(crate) struct Backoff;
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Backoff
+    }
+
+    pub(crate) fn snooze(&self) {
+        loom::thread::yield_now();
+    }
+}
+
 /// Idle workers do not spin under loom: every spin multiplies the states.
 pub(crate) const SPIN_ROUNDS: u32 = 0;
 

@@ -102,6 +102,13 @@ pub(crate) fn spin_loop() {
     std::hint::spin_loop();
 }
 
+/// Waiting for another thread to finish a step it has begun (write a
+/// slot it claimed, link a block): spins a little, then yields, so that
+/// the thread waited for gets a CPU when it was preempted mid-step. (A pure
+/// spin kept a few hundred waiting workers on two CPUs busy for the
+/// scheduler's time slices, half a second, before the preempted one ran.)
+pub(crate) use crossbeam_utils::Backoff;
+
 /// How many rounds an idle worker spins before parking (loom: none).
 pub(crate) const SPIN_ROUNDS: u32 = 16;
 

@@ -46,6 +46,9 @@ pub(crate) trait StealQueue: Clone + Send + Sync {
     type Local;
     /// Steals the oldest job.
     fn steal(&self) -> Steal;
+    /// Whether the deque is empty (a racy hint, as a steal's own check is;
+    /// cheaper than a steal that finds nothing).
+    fn is_empty(&self) -> bool;
     /// How many jobs the deque holds (a racy hint).
     fn len(&self) -> usize;
 }
@@ -122,6 +125,10 @@ mod crossbeam {
         #[inline]
         fn steal(&self) -> Steal {
             convert(self.0.steal())
+        }
+        #[inline]
+        fn is_empty(&self) -> bool {
+            self.0.is_empty()
         }
         #[inline]
         fn len(&self) -> usize {
@@ -221,6 +228,10 @@ pub(crate) mod simple {
         #[inline]
         fn steal(&self) -> Steal {
             self.0.pop_front()
+        }
+        #[inline]
+        fn is_empty(&self) -> bool {
+            self.0 .0.lock().is_empty()
         }
         #[inline]
         fn len(&self) -> usize {

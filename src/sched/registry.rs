@@ -185,7 +185,12 @@ impl Registry {
             inboxes: (0..workers).map(|_| Injector::new()).collect(),
             shards: (0..config.shards).map(|_| Shard::default()).collect(),
             sharder: Sharder::new(config.shards),
-            sleep: Sleep::new(workers, 0, std::sync::Arc::clone(&locks)),
+            sleep: Sleep::new(
+                workers,
+                0,
+                max_searching(),
+                std::sync::Arc::clone(&locks),
+            ),
             room_waiters: CachePadded::new(AtomicUsize::new(0)),
             room_lock: Mutex::new(()),
             room_cv: Condvar::new(),
@@ -361,4 +366,13 @@ impl Drop for Registry {
             job.discard(TaskError::Abandoned);
         }
     }
+}
+
+/// How many workers may search at once: the CPUs (no limit beyond half
+/// the workers in the loom models, whose pools are a few workers).
+fn max_searching() -> usize {
+    #[cfg(not(loom))]
+    return num_cpus::get();
+    #[cfg(loom)]
+    return usize::MAX;
 }

@@ -44,7 +44,7 @@
 //! a `malloc` and `BLOCK_CAP` stores, not a `calloc` of the whole block.
 
 use crate::loom::cell::UnsafeCell;
-use crate::loom::spin_loop;
+use crate::loom::{spin_loop, Backoff};
 use crate::loom::sync::atomic::{fence, AtomicPtr, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use std::alloc::{self, Layout};
@@ -84,8 +84,9 @@ impl<T> Slot<T> {
     fn wait_write(&self) {
         // Acquire: pairs with the pusher's release `fetch_or(WRITE)`, so the
         // job's bytes are visible.
+        let backoff = Backoff::new();
         while self.state.load(Ordering::Acquire) & WRITE == 0 {
-            spin_loop();
+            backoff.snooze();
         }
     }
 }
@@ -137,6 +138,7 @@ impl<T> Block<T> {
 
     /// Waits until the block's successor is linked, and returns it.
     fn wait_next(&self) -> *mut Block<T> {
+        let backoff = Backoff::new();
         loop {
             // Acquire: pairs with the installing pusher's release store, so
             // the successor's initialized fields are visible.
@@ -144,7 +146,7 @@ impl<T> Block<T> {
             if !next.is_null() {
                 return next;
             }
-            spin_loop();
+            backoff.snooze();
         }
     }
 }
@@ -241,11 +243,12 @@ impl<T> Injector<T> {
         let mut tail = self.tail.index.load(Ordering::Acquire);
         let mut block = self.tail.block.load(Ordering::Acquire);
         let mut next_block: *mut Block<T> = ptr::null_mut();
+        let backoff = Backoff::new();
         loop {
             let offset = (tail >> SHIFT) % LAP;
             if offset == BLOCK_CAP {
                 // Another pusher is installing the next block.
-                spin_loop();
+                backoff.snooze();
                 tail = self.tail.index.load(Ordering::Acquire);
                 block = self.tail.block.load(Ordering::Acquire);
                 continue;
@@ -331,6 +334,7 @@ impl<T> Injector<T> {
         if self.is_empty() {
             return None;
         }
+        let backoff = Backoff::new();
         loop {
             // Acquire: pairs with the release stores moving the head to a
             // new block.
@@ -339,7 +343,7 @@ impl<T> Injector<T> {
             let offset = (head >> SHIFT) % LAP;
             if offset == BLOCK_CAP {
                 // Another taker is moving the head to the next block.
-                spin_loop();
+                backoff.snooze();
                 continue;
             }
             let mut new_head = head;

@@ -43,6 +43,11 @@ pub(crate) struct Sleep {
     /// on resize: padded so wake-up traffic on nearby fields does not evict
     /// it.
     live: CachePadded<AtomicUsize>,
+    /// At most this many search at once, however many workers are live:
+    /// the CPUs. (A searcher computes; in a pool grown far past its CPUs
+    /// for blocking tasks, more searchers than CPUs only take turns at
+    /// scanning every deque.)
+    max_searching: usize,
     stats: std::sync::Arc<LockStats>,
     /// Parked workers woken for work (only touched on the wake-up path,
     /// next to a syscall).
@@ -51,8 +56,13 @@ pub(crate) struct Sleep {
 
 impl Sleep {
     /// Slots for `max_workers`; the `live` first workers start unparked and
-    /// not searching.
-    pub(crate) fn new(max_workers: usize, live: usize, stats: std::sync::Arc<LockStats>) -> Self {
+    /// not searching; at most `max_searching` (at least one) search at once.
+    pub(crate) fn new(
+        max_workers: usize,
+        live: usize,
+        max_searching: usize,
+        stats: std::sync::Arc<LockStats>,
+    ) -> Self {
         let num_workers = max_workers;
         assert!(
             num_workers < SEARCH_MASK,
@@ -68,6 +78,7 @@ impl Sleep {
                 .map(|_| Arc::new(Parker::for_worker(std::sync::Arc::clone(&stats))))
                 .collect(),
             live: CachePadded::new(AtomicUsize::new(live)),
+            max_searching: max_searching.max(1),
             stats,
             unparks: CachePadded::new(std::sync::atomic::AtomicU64::new(0)),
         }
@@ -80,11 +91,13 @@ impl Sleep {
     }
 
     /// Step 2: a worker out of local work asks to search. Refused when half
-    /// the workers already search (they will find the work; more would only
-    /// contend). The limit is a heuristic: the check and the increment race.
+    /// the workers, or as many as there are CPUs, already search (they will
+    /// find the work; more would only contend). The limit is a heuristic:
+    /// the check and the increment race.
     pub(crate) fn transition_to_searching(&self) -> bool {
         let state = self.state.load(SeqCst);
-        if 2 * searching(state) >= self.live.load(SeqCst) {
+        let searching = searching(state);
+        if 2 * searching >= self.live.load(SeqCst) || searching >= self.max_searching {
             return false;
         }
         self.state.fetch_add(1, SeqCst);
@@ -254,5 +267,52 @@ impl Sleep {
     /// How many workers are searching (a racy gauge).
     pub(crate) fn searching(&self) -> usize {
         searching(self.state.load(SeqCst))
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn sleep(workers: usize, max_searching: usize) -> Sleep {
+        Sleep::new(
+            workers,
+            workers,
+            max_searching,
+            std::sync::Arc::new(LockStats::default()),
+        )
+    }
+
+    /// Grants searching until refused; returns how many were granted.
+    fn grant_all(sleep: &Sleep) -> usize {
+        let mut granted = 0;
+        while sleep.transition_to_searching() {
+            granted += 1;
+            assert!(granted <= 64, "the search limit never refused");
+        }
+        granted
+    }
+
+    #[test]
+    fn searchers_are_capped_at_the_cpus_in_a_pool_wider_than_them() {
+        let s = sleep(300, 2);
+        assert_eq!(grant_all(&s), 2);
+        assert_eq!(s.searching(), 2);
+        // One leaves the search: one more may start, no more.
+        assert!(!s.transition_from_searching());
+        assert_eq!(grant_all(&s), 1);
+        // A woken sleeper is counted as searching over the limit (fan-out).
+        s.transition_to_parked(7, false);
+        assert!(s.wake_another());
+        assert_eq!(s.searching(), 3);
+        assert!(s.after_wake(7));
+    }
+
+    #[test]
+    fn searchers_are_capped_at_half_the_workers_in_a_narrow_pool() {
+        assert_eq!(grant_all(&sleep(6, 16)), 3);
+        assert_eq!(grant_all(&sleep(1, 16)), 1);
+        // At least one may always search.
+        assert_eq!(grant_all(&sleep(4, 0)), 1);
     }
 }

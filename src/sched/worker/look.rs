@@ -235,20 +235,31 @@ impl WorkerThread {
                 // then has to wait for or steal back.
                 bump_at(&slot.steal_attempts, Some(self.index));
                 let served = &self.registry.served;
-                match stealers[i].steal() {
-                    Steal::Success(job) => {
-                        bump_at(&slot.steals, Some(self.index));
-                        Served::record(&served.worker(i).deque, job.enqueued());
-                        return Some(job);
+                // An empty deque is passed over on two loads: a steal
+                // first enters the deque's memory-reclamation epoch, and
+                // every so often that scans every thread registered with
+                // it, the whole pool: with hundreds of workers searching,
+                // those scans took most of the CPUs.
+                let stealer = &stealers[i];
+                if !stealer.is_empty() {
+                    match stealer.steal() {
+                        Steal::Success(job) => {
+                            bump_at(&slot.steals, Some(self.index));
+                            Served::record(&served.worker(i).deque, job.enqueued());
+                            return Some(job);
+                        }
+                        Steal::Retry => retry = true,
+                        Steal::Empty => {}
                     }
-                    Steal::Retry => retry = true,
-                    Steal::Empty => {}
                 }
                 // Else a runnable shard waiting on that worker's inbox.
-                if let Some(job) = take(self.registry.inbox(i)) {
-                    bump_at(&slot.steals, Some(self.index));
-                    Served::record(&served.worker(i).inbox, job.enqueued());
-                    return Some(job);
+                let inbox = self.registry.inbox(i);
+                if !inbox.is_empty() {
+                    if let Some(job) = take(inbox) {
+                        bump_at(&slot.steals, Some(self.index));
+                        Served::record(&served.worker(i).inbox, job.enqueued());
+                        return Some(job);
+                    }
                 }
             }
             if !retry {
