@@ -185,12 +185,7 @@ impl Registry {
             inboxes: (0..workers).map(|_| Injector::new()).collect(),
             shards: (0..config.shards).map(|_| Shard::default()).collect(),
             sharder: Sharder::new(config.shards),
-            sleep: Sleep::new(
-                workers,
-                0,
-                max_searching(),
-                std::sync::Arc::clone(&locks),
-            ),
+            sleep: Sleep::new(workers, 0, max_searching(), std::sync::Arc::clone(&locks)),
             room_waiters: CachePadded::new(AtomicUsize::new(0)),
             room_lock: Mutex::new(()),
             room_cv: Condvar::new(),

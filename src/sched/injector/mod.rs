@@ -44,8 +44,8 @@
 //! a `malloc` and `BLOCK_CAP` stores, not a `calloc` of the whole block.
 
 use crate::loom::cell::UnsafeCell;
-use crate::loom::{spin_loop, Backoff};
 use crate::loom::sync::atomic::{fence, AtomicPtr, AtomicUsize, Ordering};
+use crate::loom::{spin_loop, Backoff};
 use crossbeam_utils::CachePadded;
 use std::alloc::{self, Layout};
 use std::mem::MaybeUninit;
@@ -81,10 +81,22 @@ struct Slot<T> {
 
 impl<T> Slot<T> {
     /// Waits until the pusher that claimed this slot has written it.
+    #[inline]
     fn wait_write(&self) {
         // Acquire: pairs with the pusher's release `fetch_or(WRITE)`, so the
         // job's bytes are visible.
+        if self.state.load(Ordering::Acquire) & WRITE == 0 {
+            self.wait_write_slow();
+        }
+    }
+
+    /// The pusher has claimed the slot and not written it yet (it may have
+    /// been preempted in between): back off until it has.
+    #[cold]
+    #[inline(never)]
+    fn wait_write_slow(&self) {
         let backoff = Backoff::new();
+        // Acquire: as in `wait_write`.
         while self.state.load(Ordering::Acquire) & WRITE == 0 {
             backoff.snooze();
         }
@@ -137,6 +149,7 @@ impl<T> Block<T> {
     }
 
     /// Waits until the block's successor is linked, and returns it.
+    #[cold]
     fn wait_next(&self) -> *mut Block<T> {
         let backoff = Backoff::new();
         loop {
@@ -235,6 +248,35 @@ impl<T> Injector<T> {
         unsafe { Block::free(block) }
     }
 
+    /// Waits while another pusher installs the next block (the tail sits
+    /// on the block's end marker); returns the tail and block after. Out of
+    /// line: the push path carries no back-off state.
+    #[cold]
+    #[inline(never)]
+    fn wait_tail_block(&self) -> (usize, *mut Block<T>) {
+        let backoff = Backoff::new();
+        loop {
+            backoff.snooze();
+            // Acquire: as in `push`.
+            let tail = self.tail.index.load(Ordering::Acquire);
+            if (tail >> SHIFT) % LAP != BLOCK_CAP {
+                return (tail, self.tail.block.load(Ordering::Acquire));
+            }
+        }
+    }
+
+    /// Waits while another taker moves the head past `head`, the end of a
+    /// block.
+    #[cold]
+    #[inline(never)]
+    fn wait_head_block(&self, head: usize) {
+        let backoff = Backoff::new();
+        // Acquire: as in `claim`.
+        while self.head.index.load(Ordering::Acquire) == head {
+            backoff.snooze();
+        }
+    }
+
     /// Pushes a job at the back.
     #[inline]
     pub(crate) fn push(&self, job: T) {
@@ -243,14 +285,11 @@ impl<T> Injector<T> {
         let mut tail = self.tail.index.load(Ordering::Acquire);
         let mut block = self.tail.block.load(Ordering::Acquire);
         let mut next_block: *mut Block<T> = ptr::null_mut();
-        let backoff = Backoff::new();
         loop {
             let offset = (tail >> SHIFT) % LAP;
             if offset == BLOCK_CAP {
                 // Another pusher is installing the next block.
-                backoff.snooze();
-                tail = self.tail.index.load(Ordering::Acquire);
-                block = self.tail.block.load(Ordering::Acquire);
+                (tail, block) = self.wait_tail_block();
                 continue;
             }
             if offset + 1 == BLOCK_CAP && next_block.is_null() {
@@ -334,7 +373,6 @@ impl<T> Injector<T> {
         if self.is_empty() {
             return None;
         }
-        let backoff = Backoff::new();
         loop {
             // Acquire: pairs with the release stores moving the head to a
             // new block.
@@ -343,7 +381,7 @@ impl<T> Injector<T> {
             let offset = (head >> SHIFT) % LAP;
             if offset == BLOCK_CAP {
                 // Another taker is moving the head to the next block.
-                backoff.snooze();
+                self.wait_head_block(head);
                 continue;
             }
             let mut new_head = head;
