@@ -88,10 +88,9 @@ fn main() {
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..9 {
         std::thread::sleep(Duration::from_millis(50));
-        ours.push(drain(
-            &|task| pool.execute(task).unwrap(),
-            &|| pool.wait_idle(),
-        ));
+        ours.push(drain(&|task| pool.execute(task).unwrap(), &|| {
+            pool.wait_idle()
+        }));
         std::thread::sleep(Duration::from_millis(50));
         theirs.push(drain(&|task| peer.execute(task), &|| peer.join()));
     }

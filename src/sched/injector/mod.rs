@@ -28,6 +28,14 @@
 //!   and finding `DESTROY`, resumes the walk below it. Whoever finishes the
 //!   walk owns the block alone: every slot has been read.
 //!
+//! Every wait (for a slot's `WRITE` bit, a block's link, the tail or head
+//! to move past a marker) is for another thread to finish a step it has
+//! begun, and it backs off: a few spins, then `yield_now`. The thread
+//! waited for may have been preempted mid-step; with hundreds of workers
+//! on a few CPUs, pure spinning kept it off a CPU for the scheduler's time
+//! slices of every spinner, half a second and more. The waits are out of
+//! line, so the push and claim paths carry no back-off state.
+//!
 //! A pointer to a block is only ever dereferenced after a successful CAS
 //! on the index that names a slot of that block (the index is a full count,
 //! never reused, so a stale index fails its CAS), or by the one thread the
