@@ -104,9 +104,12 @@ impl<T> Slot<T> {
     #[inline(never)]
     fn wait_write_slow(&self) {
         let backoff = Backoff::new();
-        // Acquire: as in `wait_write`.
-        while self.state.load(Ordering::Acquire) & WRITE == 0 {
+        loop {
             backoff.snooze();
+            // Acquire: as in `wait_write`.
+            if self.state.load(Ordering::Acquire) & WRITE != 0 {
+                return;
+            }
         }
     }
 }
@@ -279,9 +282,14 @@ impl<T> Injector<T> {
     #[inline(never)]
     fn wait_head_block(&self, head: usize) {
         let backoff = Backoff::new();
-        // Acquire: as in `claim`.
-        while self.head.index.load(Ordering::Acquire) == head {
+        loop {
             backoff.snooze();
+            // Under loom one yield and back: the caller looks again (an
+            // extra load here only multiplies the models' states).
+            // Acquire: as in `claim`.
+            if cfg!(loom) || self.head.index.load(Ordering::Acquire) != head {
+                return;
+            }
         }
     }
 
