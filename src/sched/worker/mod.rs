@@ -263,14 +263,19 @@ impl WorkerThread {
                 status.restore(word);
             }
         };
+        // The task's run, made once in whichever copy below runs.
+        let run = |job: &mut std::mem::ManuallyDrop<JobRef>| {
+            registry.in_task_span(Some(index), shard, || {
+                // SAFETY: each copy below runs `job` once and does not
+                // touch it after.
+                unsafe { JobRef::run_in_place(job) }
+            })
+        };
         // Three copies of the run (untimed; the default metrics; any other
         // mix): one or two tests per task, none inside a copy's path.
         let (outcome, end) = if !registry.timing {
             let outer = config.track_workers.then(|| status.start_task(0));
-            let outcome = registry.in_task_span(Some(index), shard, || {
-                // SAFETY: `job` is not touched after this run.
-                unsafe { JobRef::run_in_place(&mut job) }
-            });
+            let outcome = run(&mut job);
             after(outer);
             (outcome, 0)
         } else if registry.full_metrics {
@@ -282,10 +287,7 @@ impl WorkerThread {
             };
             let enqueued = job.enqueued();
             let outer = status.start_task(start);
-            let outcome = registry.in_task_span(Some(index), shard, || {
-                // SAFETY: `job` is not touched after this run.
-                unsafe { JobRef::run_in_place(&mut job) }
-            });
+            let outcome = run(&mut job);
             let end = crate::metrics::clock::ticks();
             record
                 .timing
@@ -299,10 +301,7 @@ impl WorkerThread {
             };
             let enqueued = job.enqueued();
             let outer = config.track_workers.then(|| status.start_task(start));
-            let outcome = registry.in_task_span(Some(index), shard, || {
-                // SAFETY: `job` is not touched after this run.
-                unsafe { JobRef::run_in_place(&mut job) }
-            });
+            let outcome = run(&mut job);
             let end = registry.timed_now();
             if config.histograms {
                 record
