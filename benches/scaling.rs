@@ -209,7 +209,7 @@ struct Bursts {
 }
 
 /// Per task: its burst, its submit-to-done latency, when it finished.
-type Done = Arc<Mutex<Vec<(usize, Duration, Instant)>>>;
+type Done = Arc<Mutex<Vec<(usize, Duration, Instant, Instant)>>>;
 
 /// Three bursts of `n` tasks blocking 2 ms, `gap` apart: submit-to-done
 /// latencies (p50, p99), each burst's makespan and peak threads. (A task's
@@ -220,9 +220,10 @@ fn bursty(kind: &str, n: usize, gap: Duration) -> Bursts {
     let done: Done = Arc::new(Mutex::new(Vec::with_capacity(3 * n)));
     let mut starts = Vec::new();
     let work = |burst: usize, submitted: Instant, done: &Done| {
+        let began = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
         let now = Instant::now();
-        done.lock().unwrap().push((burst, now - submitted, now));
+        done.lock().unwrap().push((burst, now - submitted, now, began));
     };
     let cpus = num_cpus::get();
     let (_, peak, history) = match kind {
@@ -282,15 +283,26 @@ fn bursty(kind: &str, n: usize, gap: Duration) -> Bursts {
     let mut lat: Vec<Duration> = done.iter().map(|d| d.1).collect();
     lat.sort();
     let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
-    let makespan = starts
+    let spans: Vec<Duration> = starts
         .iter()
         .enumerate()
         .map(|(b, start)| {
             let last = done.iter().filter(|d| d.0 == b).map(|d| d.2).max();
             last.map_or(Duration::ZERO, |t| t - *start)
         })
-        .sum::<Duration>()
-        / 3;
+        .collect();
+    if std::env::var_os("BURST_DEBUG").is_some() {
+        eprintln!("{kind}: bursts {spans:.1?}");
+        for (b, start) in starts.iter().enumerate() {
+            let mut began: Vec<Duration> = done.iter().filter(|d| d.0 == b).map(|d| d.3 - *start).collect();
+            let mut ended: Vec<Duration> = done.iter().filter(|d| d.0 == b).map(|d| d.2 - *start).collect();
+            began.sort();
+            ended.sort();
+            let q = |v: &Vec<Duration>| [0usize, 99, 299, 499, 699, 899, 989, 999].iter().map(|&i| format!("{:.1}", v[i].as_secs_f64() * 1e3)).collect::<Vec<_>>().join(" ");
+            eprintln!("  burst {b}: began {}  ended {}", q(&began), q(&ended));
+        }
+    }
+    let makespan = spans.iter().sum::<Duration>() / 3;
     Bursts {
         p50: p(0.5),
         p99: p(0.99),
@@ -306,6 +318,7 @@ fn main() {
         "ebbtide auto-scaling benchmarks ({cpus} CPUs); min_workers = {cpus}, max_workers = 512"
     );
 
+    if std::env::var_os("BURST_ONLY").is_none() {
     let sleep_1ms: Job = Arc::new(|| std::thread::sleep(Duration::from_millis(1)));
     table(
         "blocking: 4,000 tasks each sleeping 1 ms, submitted at once",
@@ -328,6 +341,7 @@ fn main() {
         &["ebbtide", "ebbtide_fixed_cpus", "rayon"],
     );
 
+    }
     println!("\nbursty: 3 bursts of 1,000 tasks blocking 2 ms, 300 ms apart");
     println!("| pool | p50 latency | p99 latency | burst makespan | peak extra threads |");
     println!("|---|---|---|---|---|");
@@ -338,6 +352,9 @@ fn main() {
         "tokio_spawn_blocking",
         "ebbtide_fixed_64",
     ] {
+        if std::env::var("BURST_KINDS").is_ok_and(|k| !k.split(',').any(|x| x == kind)) {
+            continue;
+        }
         let mut runs: Vec<_> = (0..3)
             .map(|_| bursty(kind, 1_000, Duration::from_millis(300)))
             .collect();
@@ -356,6 +373,9 @@ fn main() {
         timeline(kind, &history);
     }
 
+    if std::env::var_os("BURST_ONLY").is_some() {
+        return;
+    }
     // Steady load at ~70 % utilization: tasks of 1 ms arriving at
     // 0.7 × CPUs per ms, for 10 s.
     let pool = elastic();

@@ -187,8 +187,8 @@ impl JobRef {
     ///
     /// # Safety
     ///
-    /// The job must not be used again afterwards (not run, discarded or
-    /// read): its state has been consumed.
+    /// The job must not be used again afterwards (not run, discarded, or
+    /// read beyond its enqueue stamp): its state has been consumed.
     #[inline(always)]
     pub(crate) unsafe fn run_in_place(this: &mut ManuallyDrop<JobRef>) -> Outcome {
         // SAFETY: the storage holds the state `vtable` expects (constructor

@@ -266,8 +266,8 @@ impl WorkerThread {
         // The task's run, made once in whichever copy below runs.
         let run = |job: &mut std::mem::ManuallyDrop<JobRef>| {
             registry.in_task_span(Some(index), shard, || {
-                // SAFETY: each copy below runs `job` once and does not
-                // touch it after.
+                // SAFETY: each copy below runs `job` once and after it
+                // reads no more than its enqueue stamp.
                 unsafe { JobRef::run_in_place(job) }
             })
         };
@@ -285,13 +285,13 @@ impl WorkerThread {
                 0 => crate::metrics::clock::ticks(),
                 t => t,
             };
-            let enqueued = job.enqueued();
             let outer = status.start_task(start);
             let outcome = run(&mut job);
             let end = crate::metrics::clock::ticks();
+            // The stamp read after the run, and only for a recorded task.
             record
                 .timing
-                .record(start.saturating_sub(enqueued), end.wrapping_sub(start));
+                .record(start, || job.enqueued(), end.wrapping_sub(start));
             status.restore(outer);
             (outcome, end)
         } else {
@@ -299,14 +299,13 @@ impl WorkerThread {
                 0 => registry.timed_now(),
                 t => t,
             };
-            let enqueued = job.enqueued();
             let outer = config.track_workers.then(|| status.start_task(start));
             let outcome = run(&mut job);
             let end = registry.timed_now();
             if config.histograms {
                 record
                     .timing
-                    .record(start.saturating_sub(enqueued), end.wrapping_sub(start));
+                    .record(start, || job.enqueued(), end.wrapping_sub(start));
             }
             after(outer);
             (outcome, end)
