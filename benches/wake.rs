@@ -5,6 +5,12 @@
 //! thread waits asleep, not spinning on a CPU the burst needs); median of
 //! 9 runs.
 //!
+//! In the same runs, alternated, the floor this machine's kernel sets: 300
+//! plain threads parked in `std::thread::park`, which the submitting
+//! thread unparks one after another, each then doing what the pool's task
+//! does (count, then sleep on the gate). No pool can engage its workers
+//! faster than the wake-ups themselves take.
+//!
 //! Then a wide pool draining a burst: 1,000 tasks sleeping 2 ms each on
 //! the same 300 workers (ideal: 4 rounds, 8 ms), against `threadpool` with
 //! 300 threads, the runs alternated; medians of 9. What it shows is the
@@ -26,14 +32,92 @@ fn drain(submit: &dyn Fn(Box<dyn FnOnce() + Send>), wait: &dyn Fn()) -> Duration
     t0.elapsed()
 }
 
+/// What each engaged worker does: counts itself in (the last one stamps
+/// the time and tells the timer), then sleeps on the gate until it opens.
+type Gate = Arc<(Mutex<bool>, Condvar)>;
+type Last = Arc<(Mutex<Option<Instant>>, Condvar)>;
+
+fn engaged(started: &AtomicUsize, n: usize, last: &Last, gate: &Gate) {
+    if started.fetch_add(1, SeqCst) + 1 == n {
+        *last.0.lock().unwrap() = Some(Instant::now());
+        last.1.notify_one();
+    }
+    let (open, cv) = &**gate;
+    let mut open = open.lock().unwrap();
+    while !*open {
+        open = cv.wait_timeout(open, Duration::from_secs(10)).unwrap().0;
+    }
+}
+
+/// Waits (asleep) until the last of the burst stamped its start.
+fn last_start(last: &Last) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut at = last.0.lock().unwrap();
+    while at.is_none() {
+        at = last.1.wait_timeout(at, Duration::from_secs(1)).unwrap().0;
+        assert!(Instant::now() < deadline, "not all started");
+    }
+    at.unwrap()
+}
+
+/// The floor: `n` plain threads parked, unparked one by one by this
+/// thread; the time from the first unpark to the `n`th start.
+fn raw_threads(n: usize) -> Duration {
+    let started = Arc::new(AtomicUsize::new(0));
+    let parked = Arc::new(AtomicUsize::new(0));
+    let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let last: Last = Arc::new((Mutex::new(None), Condvar::new()));
+    let gate: Gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let (s, p, g, l, gt) = (
+                started.clone(),
+                parked.clone(),
+                go.clone(),
+                last.clone(),
+                gate.clone(),
+            );
+            std::thread::spawn(move || {
+                p.fetch_add(1, SeqCst);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !g.load(SeqCst) {
+                    std::thread::park_timeout(Duration::from_secs(1));
+                    assert!(Instant::now() < deadline, "never unparked");
+                }
+                engaged(&s, n, &l, &gt);
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while parked.load(SeqCst) < n {
+        assert!(Instant::now() < deadline, "threads did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Let the last ones reach `park`.
+    std::thread::sleep(Duration::from_millis(20));
+    let t0 = Instant::now();
+    go.store(true, SeqCst);
+    for t in &threads {
+        t.thread().unpark();
+    }
+    let took = last_start(&last) - t0;
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    for t in threads {
+        t.join().unwrap();
+    }
+    took
+}
+
 fn main() {
     let n: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(300);
     let pool = ebbtide::Pool::builder().workers(n).build().unwrap();
-    let mut times = Vec::new();
+    let (mut times, mut floor) = (Vec::new(), Vec::new());
     for _ in 0..9 {
+        floor.push(raw_threads(n));
         // Every worker parked.
         let deadline = Instant::now() + Duration::from_secs(30);
         while pool.metrics().parked < n {
@@ -43,45 +127,30 @@ fn main() {
         let started = Arc::new(AtomicUsize::new(0));
         // The last task to start tells the timer, which waits off the CPU
         // (a spinning timer would take one of the two CPUs the burst needs).
-        let all = Arc::new((Mutex::new(None::<Instant>), Condvar::new()));
+        let last: Last = Arc::new((Mutex::new(None), Condvar::new()));
         // Each task sleeps on the gate (no CPU) until all have started.
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let gate: Gate = Arc::new((Mutex::new(false), Condvar::new()));
         let t0 = Instant::now();
         for _ in 0..n {
-            let (s, g, a) = (Arc::clone(&started), Arc::clone(&gate), Arc::clone(&all));
-            pool.execute(move || {
-                if s.fetch_add(1, SeqCst) + 1 == n {
-                    *a.0.lock().unwrap() = Some(Instant::now());
-                    a.1.notify_one();
-                }
-                let (open, cv) = &*g;
-                let mut open = open.lock().unwrap();
-                while !*open {
-                    open = cv.wait_timeout(open, Duration::from_secs(10)).unwrap().0;
-                }
-            })
-            .unwrap();
+            let (s, l, g) = (started.clone(), last.clone(), gate.clone());
+            pool.execute(move || engaged(&s, n, &l, &g)).unwrap();
         }
-        let mut last = all.0.lock().unwrap();
-        while last.is_none() {
-            last = all.1.wait_timeout(last, Duration::from_secs(30)).unwrap().0;
-            assert!(
-                Instant::now() < deadline + Duration::from_secs(30),
-                "not all started"
-            );
-        }
-        times.push(last.unwrap() - t0);
-        drop(last);
+        times.push(last_start(&last) - t0);
         *gate.0.lock().unwrap() = true;
         gate.1.notify_all();
         pool.wait_idle();
     }
     times.sort();
+    floor.sort();
     println!(
-        "engaging {n} parked workers: median {:?} (min {:?}, max {:?})",
+        "engaging {n} parked workers: median {:.2?} (min {:.2?}, max {:.2?}); \
+         {n} plain parked threads unparked one by one: median {:.2?} (min {:.2?}) ({:.2}×)",
         times[times.len() / 2],
         times[0],
-        times[times.len() - 1]
+        times[times.len() - 1],
+        floor[floor.len() / 2],
+        floor[0],
+        times[times.len() / 2].as_secs_f64() / floor[floor.len() / 2].as_secs_f64()
     );
 
     let peer = threadpool::ThreadPool::new(n);
