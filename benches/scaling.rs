@@ -4,7 +4,7 @@
 //! 512`. Peak threads are sampled from `/proc/self/stat` every 200 µs (minus
 //! the threads present before). Each figure is the median of 3 runs.
 //!
-//! Run: `cargo bench --bench scaling`
+//! Run: `cargo bench --bench scaling [-- blocking|cpu|bursty|steady]`
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -204,11 +204,15 @@ struct Bursts {
     p99: Duration,
     /// Mean over the bursts of first submission → last completion.
     makespan: Duration,
+    /// Per burst: its makespan, and when (from its first submission) its
+    /// tasks started and ended, at the 10th, 50th, 90th and 100th percentiles.
+    detail: Vec<String>,
     peak: usize,
     history: Vec<ebbtide::metrics::ResizeEvent>,
 }
 
-/// Per task: its burst, its submit-to-done latency, when it finished.
+/// Per task: its burst, its submit-to-done latency, when it finished, when
+/// it started.
 type Done = Arc<Mutex<Vec<(usize, Duration, Instant, Instant)>>>;
 
 /// Three bursts of `n` tasks blocking 2 ms, `gap` apart: submit-to-done
@@ -223,7 +227,9 @@ fn bursty(kind: &str, n: usize, gap: Duration) -> Bursts {
         let began = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
         let now = Instant::now();
-        done.lock().unwrap().push((burst, now - submitted, now, began));
+        done.lock()
+            .unwrap()
+            .push((burst, now - submitted, now, began));
     };
     let cpus = num_cpus::get();
     let (_, peak, history) = match kind {
@@ -291,22 +297,39 @@ fn bursty(kind: &str, n: usize, gap: Duration) -> Bursts {
             last.map_or(Duration::ZERO, |t| t - *start)
         })
         .collect();
-    if std::env::var_os("BURST_DEBUG").is_some() {
-        eprintln!("{kind}: bursts {spans:.1?}");
-        for (b, start) in starts.iter().enumerate() {
-            let mut began: Vec<Duration> = done.iter().filter(|d| d.0 == b).map(|d| d.3 - *start).collect();
-            let mut ended: Vec<Duration> = done.iter().filter(|d| d.0 == b).map(|d| d.2 - *start).collect();
-            began.sort();
-            ended.sort();
-            let q = |v: &Vec<Duration>| [0usize, 99, 299, 499, 699, 899, 989, 999].iter().map(|&i| format!("{:.1}", v[i].as_secs_f64() * 1e3)).collect::<Vec<_>>().join(" ");
-            eprintln!("  burst {b}: began {}  ended {}", q(&began), q(&ended));
-        }
-    }
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+    let detail = starts
+        .iter()
+        .enumerate()
+        .map(|(b, start)| {
+            let since = |at: fn(&(usize, Duration, Instant, Instant)) -> Instant| {
+                let mut v: Vec<Duration> = done
+                    .iter()
+                    .filter(|d| d.0 == b)
+                    .map(|d| at(d) - *start)
+                    .collect();
+                v.sort();
+                [0.1, 0.5, 0.9, 1.0]
+                    .iter()
+                    .map(|q| ms(v[((v.len() as f64 * q) as usize).min(v.len() - 1)]))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
+            format!(
+                "burst {}: {} ms; started {}; ended {}",
+                b + 1,
+                ms(spans[b]),
+                since(|d| d.3),
+                since(|d| d.2)
+            )
+        })
+        .collect();
     let makespan = spans.iter().sum::<Duration>() / 3;
     Bursts {
         p50: p(0.5),
         p99: p(0.99),
         makespan,
+        detail,
         peak,
         history,
     }
@@ -317,44 +340,59 @@ fn main() {
     println!(
         "ebbtide auto-scaling benchmarks ({cpus} CPUs); min_workers = {cpus}, max_workers = 512"
     );
+    // `cargo bench --bench scaling -- bursty` runs one section (blocking,
+    // cpu, bursty, steady).
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let run = |section: &str| only.as_deref().map_or(true, |o| o == section);
 
-    if std::env::var_os("BURST_ONLY").is_none() {
-    let sleep_1ms: Job = Arc::new(|| std::thread::sleep(Duration::from_millis(1)));
-    table(
-        "blocking: 4,000 tasks each sleeping 1 ms, submitted at once",
-        4_000,
-        sleep_1ms,
-        &[
-            "ebbtide",
-            "ebbtide_block_in_place",
-            "tokio_spawn_blocking",
-            "rayon",
-            "threadpool",
-        ],
-    );
-
-    let spin_200us: Job = Arc::new(|| spin(Duration::from_micros(200)));
-    table(
-        "CPU-bound: 4,000 tasks each spinning 200 µs",
-        4_000,
-        spin_200us,
-        &["ebbtide", "ebbtide_fixed_cpus", "rayon"],
-    );
-
+    if run("blocking") {
+        let sleep_1ms: Job = Arc::new(|| std::thread::sleep(Duration::from_millis(1)));
+        table(
+            "blocking: 4,000 tasks each sleeping 1 ms, submitted at once",
+            4_000,
+            sleep_1ms,
+            &[
+                "ebbtide",
+                "ebbtide_block_in_place",
+                "tokio_spawn_blocking",
+                "rayon",
+                "threadpool",
+            ],
+        );
     }
+
+    if run("cpu") {
+        let spin_200us: Job = Arc::new(|| spin(Duration::from_micros(200)));
+        table(
+            "CPU-bound: 4,000 tasks each spinning 200 µs",
+            4_000,
+            spin_200us,
+            &["ebbtide", "ebbtide_fixed_cpus", "rayon"],
+        );
+    }
+
+    if run("bursty") {
+        bursty_table();
+    }
+
+    if run("steady") {
+        steady(cpus);
+    }
+}
+
+/// Three bursts per pool kind, three runs each: the medians, then the
+/// median-p99 run's bursts one by one and its workers over time.
+fn bursty_table() {
     println!("\nbursty: 3 bursts of 1,000 tasks blocking 2 ms, 300 ms apart");
     println!("| pool | p50 latency | p99 latency | burst makespan | peak extra threads |");
     println!("|---|---|---|---|---|");
-    let mut timelines = Vec::new();
+    let mut details = Vec::new();
     for kind in [
         "ebbtide",
         "ebbtide_wait_5ms",
         "tokio_spawn_blocking",
         "ebbtide_fixed_64",
     ] {
-        if std::env::var("BURST_KINDS").is_ok_and(|k| !k.split(',').any(|x| x == kind)) {
-            continue;
-        }
         let mut runs: Vec<_> = (0..3)
             .map(|_| bursty(kind, 1_000, Duration::from_millis(300)))
             .collect();
@@ -367,17 +405,22 @@ fn main() {
             "| {kind} | {p50:.1?} | {:.1?} | {makespan:.1?} | {peak} |",
             run.p99
         );
-        timelines.push((kind, run.history));
+        details.push((kind, run));
     }
-    for (kind, history) in timelines {
-        timeline(kind, &history);
+    println!("\nthe median-p99 runs, burst by burst (ms from the burst's first submission; tasks started and ended at the 10th / 50th / 90th / 100th percentile):");
+    for (kind, run) in &details {
+        for line in &run.detail {
+            println!("  {kind} {line}");
+        }
     }
+    for (kind, run) in details {
+        timeline(kind, &run.history);
+    }
+}
 
-    if std::env::var_os("BURST_ONLY").is_some() {
-        return;
-    }
-    // Steady load at ~70 % utilization: tasks of 1 ms arriving at
-    // 0.7 × CPUs per ms, for 10 s.
+/// Steady load at ~70 % utilization: tasks of 1 ms arriving at 0.7 × CPUs
+/// per ms, for 10 s.
+fn steady(cpus: usize) {
     let pool = elastic();
     let period = Duration::from_micros((1_000.0 / (0.7 * cpus as f64)) as u64);
     let start = Instant::now();
