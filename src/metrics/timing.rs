@@ -30,7 +30,7 @@ pub(crate) const LONG: u64 = 1 << 14;
 pub(crate) const WARM_UP: u64 = 1024;
 
 /// One short span recorded in this many, past the warm-up. (16 cost
-/// about four instructions a task more in the slow path's bucketing; a
+/// about three instructions a task more in the slow path's bucketing; a
 /// million tiny tasks still leave some 15,000 samples per worker.)
 pub(crate) const SAMPLE_EVERY: u64 = 64;
 
