@@ -219,6 +219,11 @@ struct Bursts {
 /// it started.
 type Done = Arc<Mutex<Vec<(usize, Duration, Instant, Instant)>>>;
 
+/// The `q` quantile of sorted figures (the largest for 1).
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
 /// Three bursts of `n` tasks blocking 2 ms, `gap` apart: submit-to-done
 /// latencies (p50, p99), each burst's makespan and peak threads. (A task's
 /// latency starts when its submission starts; tokio's `spawn_blocking`
@@ -292,7 +297,7 @@ fn bursty(kind: &str, n: usize, gap: Duration) -> Bursts {
     let done = done.lock().unwrap();
     let mut lat: Vec<Duration> = done.iter().map(|d| d.1).collect();
     lat.sort();
-    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+    let p = |q: f64| quantile(&lat, q);
     let spans: Vec<Duration> = starts
         .iter()
         .enumerate()
@@ -315,7 +320,7 @@ fn bursty(kind: &str, n: usize, gap: Duration) -> Bursts {
                 v.sort();
                 [0.1, 0.5, 0.9, 1.0]
                     .iter()
-                    .map(|q| ms(v[((v.len() as f64 * q) as usize).min(v.len() - 1)]))
+                    .map(|&q| ms(quantile(&v, q)))
                     .collect::<Vec<_>>()
                     .join(" / ")
             };
