@@ -32,11 +32,13 @@ fn drain(submit: &dyn Fn(Box<dyn FnOnce() + Send>), wait: &dyn Fn()) -> Duration
     t0.elapsed()
 }
 
-/// What each engaged worker does: counts itself in (the last one stamps
-/// the time and tells the timer), then sleeps on the gate until it opens.
+/// The gate the engaged workers sleep on until all have started.
 type Gate = Arc<(Mutex<bool>, Condvar)>;
+/// When the last of the burst started, once it has.
 type Last = Arc<(Mutex<Option<Instant>>, Condvar)>;
 
+/// What each engaged worker does: counts itself in (the last one stamps
+/// the time and tells the timer), then sleeps on the gate until it opens.
 fn engaged(started: &AtomicUsize, n: usize, last: &Last, gate: &Gate) {
     if started.fetch_add(1, SeqCst) + 1 == n {
         *last.0.lock().unwrap() = Some(Instant::now());
@@ -47,6 +49,12 @@ fn engaged(started: &AtomicUsize, n: usize, last: &Last, gate: &Gate) {
     while !*open {
         open = cv.wait_timeout(open, Duration::from_secs(10)).unwrap().0;
     }
+}
+
+/// Opens the gate: every engaged worker goes on.
+fn open(gate: &Gate) {
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
 }
 
 /// Waits (asleep) until the last of the burst stamped its start.
@@ -101,8 +109,7 @@ fn raw_threads(n: usize) -> Duration {
         t.thread().unpark();
     }
     let took = last_start(&last) - t0;
-    *gate.0.lock().unwrap() = true;
-    gate.1.notify_all();
+    open(&gate);
     for t in threads {
         t.join().unwrap();
     }
@@ -136,8 +143,7 @@ fn main() {
             pool.execute(move || engaged(&s, n, &l, &g)).unwrap();
         }
         times.push(last_start(&last) - t0);
-        *gate.0.lock().unwrap() = true;
-        gate.1.notify_all();
+        open(&gate);
         pool.wait_idle();
     }
     times.sort();
