@@ -81,19 +81,24 @@ pub struct ConsumerMetrics {
     pub group: String,
     /// This consumer's name.
     pub consumer: String,
+    /// Messages read by this consumer and not yet acked, in all: read from
+    /// the one counter its `in_flight` cap is enforced on, so never above
+    /// the cap. The partitions' own figures are read one after another,
+    /// and while messages move their sum can pass it.
+    pub in_flight: u64,
     /// One entry per partition this consumer has held at some time.
     pub partitions: Vec<PartitionMetrics>,
 }
 
 impl ConsumerMetrics {
-    /// The sum over partitions.
+    /// The sum over partitions, but for `in_flight`, which is the
+    /// consumer's own figure (see [`ConsumerMetrics::in_flight`]).
     pub fn total(&self) -> PartitionMetrics {
         let mut t = PartitionMetrics::default();
         for p in &self.partitions {
             t.owned |= p.owned;
             t.lag += p.lag;
             t.pending += p.pending;
-            t.in_flight += p.in_flight;
             t.acked += p.acked;
             t.retried += p.retried;
             t.dead_lettered += p.dead_lettered;
@@ -102,6 +107,7 @@ impl ConsumerMetrics {
             t.released += p.released;
             t.lost += p.lost;
         }
+        t.in_flight = self.in_flight;
         t
     }
 
@@ -181,16 +187,29 @@ impl ConsumerMetrics {
             ),
         ];
         let mut out = String::new();
+        let who = format!(
+            "stream=\"{}\",group=\"{}\",consumer=\"{}\"",
+            escape(&self.stream),
+            escape(&self.group),
+            escape(&self.consumer)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP {prefix}_redis_consumer_in_flight messages read by this consumer and not yet acked, in all"
+        );
+        let _ = writeln!(out, "# TYPE {prefix}_redis_consumer_in_flight gauge");
+        let _ = writeln!(
+            out,
+            "{prefix}_redis_consumer_in_flight{{{who}}} {}",
+            self.in_flight
+        );
         for (name, kind, help, get) in series {
             let _ = writeln!(out, "# HELP {prefix}_redis_partition_{name} {help}");
             let _ = writeln!(out, "# TYPE {prefix}_redis_partition_{name} {kind}");
             for p in &self.partitions {
                 let _ = writeln!(
                     out,
-                    "{prefix}_redis_partition_{name}{{stream=\"{}\",group=\"{}\",consumer=\"{}\",partition=\"{}\"}} {}",
-                    escape(&self.stream),
-                    escape(&self.group),
-                    escape(&self.consumer),
+                    "{prefix}_redis_partition_{name}{{{who},partition=\"{}\"}} {}",
                     p.partition,
                     get(p)
                 );
@@ -204,4 +223,62 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(partition: u32, in_flight: u64, acked: u64) -> PartitionMetrics {
+        PartitionMetrics {
+            partition,
+            owned: true,
+            in_flight,
+            acked,
+            ..PartitionMetrics::default()
+        }
+    }
+
+    /// Partition figures read one after another can sum past the cap; the
+    /// total's in-flight count is the consumer's own.
+    #[test]
+    fn total_takes_in_flight_from_the_consumer() {
+        let m = ConsumerMetrics {
+            stream: "s".into(),
+            group: "g".into(),
+            consumer: "c".into(),
+            in_flight: 64,
+            partitions: vec![part(0, 40, 5), part(3, 27, 7)],
+        };
+        let t = m.total();
+        assert_eq!((t.in_flight, t.acked, t.owned), (64, 12, true));
+        assert_eq!(m.owned(), vec![0, 3]);
+    }
+
+    #[test]
+    fn prometheus_names_the_consumer_and_each_partition() {
+        let m = ConsumerMetrics {
+            stream: "a\"b".into(),
+            group: "g".into(),
+            consumer: "c\nd".into(),
+            in_flight: 9,
+            partitions: vec![part(2, 9, 30)],
+        };
+        let text = m.to_prometheus("x");
+        let who = r#"stream="a\"b",group="g",consumer="c\nd""#;
+        for line in [
+            format!("x_redis_consumer_in_flight{{{who}}} 9"),
+            format!("x_redis_partition_in_flight{{{who},partition=\"2\"}} 9"),
+            format!("x_redis_partition_acked_total{{{who},partition=\"2\"}} 30"),
+            "# TYPE x_redis_partition_acked_total counter".to_string(),
+            "# TYPE x_redis_consumer_in_flight gauge".to_string(),
+        ] {
+            assert_eq!(
+                text.lines().filter(|l| *l == line).count(),
+                1,
+                "{line} in\n{text}"
+            );
+        }
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 12);
+    }
 }

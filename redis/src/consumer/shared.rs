@@ -189,6 +189,9 @@ impl Shared {
             stream: s.stream.name().to_string(),
             group: s.group.clone(),
             consumer: s.me.clone(),
+            // Reserved before a partition's slots and given back after
+            // them, so it covers every message the partitions count.
+            in_flight: self.total.load(SeqCst) as u64,
             partitions: self
                 .parts
                 .iter()
