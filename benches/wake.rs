@@ -9,7 +9,9 @@
 //! plain threads parked in `std::thread::park`, which the submitting
 //! thread unparks one after another, each then doing what the pool's task
 //! does (count, then sleep on the gate). No pool can engage its workers
-//! faster than the wake-ups themselves take.
+//! faster than the wake-ups themselves take. On Linux also the same
+//! threads waiting on one futex word and woken by a single system call:
+//! the kernel's broadcast, the cheapest wake-up there is.
 //!
 //! Then a wide pool draining a burst: 1,000 tasks sleeping 2 ms each on
 //! the same 300 workers (ideal: 4 rounds, 8 ms), against `threadpool` with
@@ -18,7 +20,7 @@
 //!
 //! Run: `cargo bench --bench wake [-- WORKERS]`
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,12 +70,52 @@ fn last_start(last: &Last) -> Instant {
     at.unwrap()
 }
 
-/// The floor: `n` plain threads parked, unparked one by one by this
-/// thread; the time from the first unpark to the `n`th start.
-fn raw_threads(n: usize) -> Duration {
+/// How the plain threads of the floor are woken.
+#[derive(Clone, Copy)]
+enum Wake {
+    /// Each parked in `std::thread::park`, unparked one after another.
+    OneByOne,
+    /// All waiting on one futex word, woken by a single `FUTEX_WAKE`: the
+    /// kernel's own broadcast, with no waker paying a call per thread.
+    Broadcast,
+}
+
+/// Sleeps while `word` is 0 (a futex wait; spurious returns are fine).
+#[cfg(target_os = "linux")]
+fn futex_wait(word: &AtomicU32) {
+    // SAFETY: `word` is a live, aligned u32 for the call's duration; a
+    // null timeout waits without one; the kernel only reads the word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            0u32,
+            std::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+/// Wakes every thread waiting on `word`, in one system call.
+#[cfg(target_os = "linux")]
+fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: `word` is a live, aligned u32; waking reads nothing else.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
+    }
+}
+
+/// The floor: `n` plain threads parked, then woken (`how`) by this
+/// thread; the time from the first wake-up call to the `n`th start.
+fn raw_threads(n: usize, how: Wake) -> Duration {
     let started = Arc::new(AtomicUsize::new(0));
     let parked = Arc::new(AtomicUsize::new(0));
-    let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let go = Arc::new(AtomicU32::new(0));
     let last: Last = Arc::new((Mutex::new(None), Condvar::new()));
     let gate: Gate = Arc::new((Mutex::new(false), Condvar::new()));
     let threads: Vec<_> = (0..n)
@@ -88,9 +130,15 @@ fn raw_threads(n: usize) -> Duration {
             std::thread::spawn(move || {
                 p.fetch_add(1, SeqCst);
                 let deadline = Instant::now() + Duration::from_secs(30);
-                while !g.load(SeqCst) {
-                    std::thread::park_timeout(Duration::from_secs(1));
-                    assert!(Instant::now() < deadline, "never unparked");
+                while g.load(SeqCst) == 0 {
+                    match how {
+                        Wake::OneByOne => std::thread::park_timeout(Duration::from_secs(1)),
+                        #[cfg(target_os = "linux")]
+                        Wake::Broadcast => futex_wait(&g),
+                        #[cfg(not(target_os = "linux"))]
+                        Wake::Broadcast => unreachable!("Linux only"),
+                    }
+                    assert!(Instant::now() < deadline, "never woken");
                 }
                 engaged(&s, n, &l, &gt);
             })
@@ -101,12 +149,20 @@ fn raw_threads(n: usize) -> Duration {
         assert!(Instant::now() < deadline, "threads did not start");
         std::thread::sleep(Duration::from_millis(5));
     }
-    // Let the last ones reach `park`.
+    // Let the last ones reach their wait.
     std::thread::sleep(Duration::from_millis(20));
     let t0 = Instant::now();
-    go.store(true, SeqCst);
-    for t in &threads {
-        t.thread().unpark();
+    go.store(1, SeqCst);
+    match how {
+        Wake::OneByOne => {
+            for t in &threads {
+                t.thread().unpark();
+            }
+        }
+        #[cfg(target_os = "linux")]
+        Wake::Broadcast => futex_wake_all(&go),
+        #[cfg(not(target_os = "linux"))]
+        Wake::Broadcast => unreachable!("Linux only"),
     }
     let took = last_start(&last) - t0;
     open(&gate);
@@ -116,15 +172,25 @@ fn raw_threads(n: usize) -> Duration {
     took
 }
 
+/// Median, minimum and maximum.
+fn spread(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+    v.sort();
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
 fn main() {
     let n: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(300);
     let pool = ebbtide::Pool::builder().workers(n).build().unwrap();
-    let (mut times, mut floor) = (Vec::new(), Vec::new());
+    let broadcast = cfg!(target_os = "linux");
+    let (mut times, mut floor, mut one_call) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..9 {
-        floor.push(raw_threads(n));
+        floor.push(raw_threads(n, Wake::OneByOne));
+        if broadcast {
+            one_call.push(raw_threads(n, Wake::Broadcast));
+        }
         // Every worker parked.
         let deadline = Instant::now() + Duration::from_secs(30);
         while pool.metrics().parked < n {
@@ -146,18 +212,21 @@ fn main() {
         open(&gate);
         pool.wait_idle();
     }
-    times.sort();
-    floor.sort();
+    let (ours, ours_min, ours_max) = spread(times);
+    let (plain, plain_min, _) = spread(floor);
     println!(
-        "engaging {n} parked workers: median {:.2?} (min {:.2?}, max {:.2?}); \
-         {n} plain parked threads unparked one by one: median {:.2?} (min {:.2?}) ({:.2}×)",
-        times[times.len() / 2],
-        times[0],
-        times[times.len() - 1],
-        floor[floor.len() / 2],
-        floor[0],
-        times[times.len() / 2].as_secs_f64() / floor[floor.len() / 2].as_secs_f64()
+        "engaging {n} parked workers: median {ours:.2?} (min {ours_min:.2?}, max {ours_max:.2?}); \
+         {n} plain parked threads unparked one by one: median {plain:.2?} (min {plain_min:.2?}) ({:.2}×)",
+        ours.as_secs_f64() / plain.as_secs_f64()
     );
+    if broadcast {
+        let (one, one_min, _) = spread(one_call);
+        println!(
+            "{n} plain threads on one futex word, woken by one call: median {one:.2?} \
+             (min {one_min:.2?}); ebbtide against it {:.2}×",
+            ours.as_secs_f64() / one.as_secs_f64()
+        );
+    }
 
     let peer = threadpool::ThreadPool::new(n);
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
