@@ -454,6 +454,43 @@ fn a_task_that_helped_a_nested_one_reads_as_running_since_its_own_start() {
 }
 
 #[test]
+fn with_default_metrics_a_task_that_helped_a_nested_one_still_reads_as_running() {
+    // The default metrics time tasks on the tick counter, in a copy of
+    // the run of their own: a task run inside another (here by the outer
+    // task's `join`, on the one worker) must put the outer task's word
+    // back, and a task run by the worker's own loop must leave it not
+    // running.
+    let pool = Pool::builder().workers(1).build().unwrap();
+    let handle = pool.handle();
+    let gate = Gate::new();
+    let nested = common::Arrivals::new();
+    let back = common::Arrivals::new();
+    let (g, n, b) = (gate.clone(), nested.clone(), back.clone());
+    pool.execute(move || {
+        let inner = handle.spawn(move || n.arrive()).unwrap();
+        inner.join().unwrap();
+        b.arrive();
+        g.wait();
+    })
+    .unwrap();
+    nested.wait_for(1);
+    back.wait_for(1);
+    let dump = pool.dump();
+    // Opened before asserting: a failure must not leave the task blocked.
+    gate.open();
+    let worker = &dump.workers[0];
+    assert_eq!(worker.state, WorkerState::Running, "{dump}");
+    assert!(worker.running_for.is_some(), "{dump}");
+    // The number of the task it started last: the nested one.
+    assert_eq!(worker.task, 2, "{dump}");
+    pool.wait_idle();
+    let dump = pool.dump();
+    assert_ne!(dump.workers[0].state, WorkerState::Running, "{dump}");
+    assert_eq!(dump.workers[0].running_for, None, "{dump}");
+    assert_eq!(pool.metrics().counts.completed, 2);
+}
+
+#[test]
 fn the_watchdog_reports_a_stuck_task_once_and_never_fast_ones() {
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);

@@ -114,11 +114,27 @@ impl WorkerStatus {
     #[inline]
     pub(crate) fn start_task(&self, since: u64) -> StatusWord {
         let outer = StatusWord(self.word.load(Relaxed));
+        self.begin_task(since);
+        outer
+    }
+
+    /// `Running` a task started at tick `since`, where the word it
+    /// replaces is known (`Idle`, between tasks) and not kept.
+    #[inline]
+    pub(crate) fn begin_task(&self, since: u64) {
         self.word.store(
             since << STATE_BITS | u64::from(WorkerState::Running.as_u8()),
             Relaxed,
         );
-        outer
+    }
+
+    /// Ends a task `begin_task` started: `Idle` since tick `end`.
+    #[inline]
+    pub(crate) fn end_task(&self, end: u64) {
+        self.word.store(
+            end << STATE_BITS | u64::from(WorkerState::Idle.as_u8()),
+            Relaxed,
+        );
     }
 
     /// Puts back a word `start_task` returned.

@@ -152,7 +152,7 @@ impl WorkerThread {
         let stop = || registry.should_exit() || registry.should_retire(self.index);
         let retired = loop {
             if let Some(job) = self.find_work_spinning(&stop) {
-                self.execute(job);
+                self.execute_top(job);
                 continue;
             }
             // About to park: fire the timers that are due (the driver may
@@ -184,12 +184,27 @@ impl WorkerThread {
         retired
     }
 
-    /// Runs a job popped from a queue.
+    /// Runs a job popped from a queue, inside a task that waits (`join`,
+    /// a wait that helps): a task run here puts back the status word of
+    /// the task it runs inside.
     #[inline]
     pub(crate) fn execute(&self, job: JobRef) {
+        self.execute_in::<false>(job);
+    }
+
+    /// Runs a job popped from a queue by the worker's own loop, between
+    /// tasks: a task run here leaves the worker `Idle` since its end.
+    fn execute_top(&self, job: JobRef) {
+        self.execute_in::<true>(job);
+    }
+
+    /// `execute`, for a job run at the top of the worker's stack (`TOP`)
+    /// or inside a task.
+    #[inline]
+    fn execute_in<const TOP: bool>(&self, job: JobRef) {
         match job.kind() {
             JobKind::Task => {
-                self.run_task(job, true, None);
+                self.run_task::<TOP>(job, true, None);
             }
             // Internal jobs hand their outcome (and panic) to their waiter.
             JobKind::Internal => {
@@ -204,7 +219,7 @@ impl WorkerThread {
                 self.last_end.set(0);
                 self.run_install(job);
             }
-            JobKind::Shard => self.run_shard(job.shard_index()),
+            JobKind::Shard => self.run_shard::<TOP>(job.shard_index()),
         }
     }
 
@@ -224,10 +239,14 @@ impl WorkerThread {
     /// park), that task's end tick serves as this one's start, saving a
     /// clock read; the error is the time to pop a job, below the
     /// histograms' first bucket.
+    /// `TOP`: run by the worker's own loop, so the status word it found is
+    /// `Idle` and is not kept (the task ends by storing `Idle` since its
+    /// end); else it may run inside another task, whose word it puts back.
+    ///
     /// Returns whether the task, keyed to `shard`, now holds its shard (a
     /// retry on the timing wheel).
     #[inline]
-    fn run_task(&self, job: JobRef, may_hold: bool, shard: Option<usize>) -> bool {
+    fn run_task<const TOP: bool>(&self, job: JobRef, may_hold: bool, shard: Option<usize>) -> bool {
         let registry = &*self.registry;
         let index = self.index;
         let owed = self.owed.take();
@@ -285,14 +304,24 @@ impl WorkerThread {
                 0 => crate::metrics::clock::ticks(),
                 t => t,
             };
-            let outer = status.start_task(start);
+            // At the top, the word found is `Idle` (the state between
+            // tasks): no need to read it and keep it across the run.
+            let outer = if TOP {
+                status.begin_task(start);
+                None
+            } else {
+                Some(status.start_task(start))
+            };
             let outcome = run(&mut job);
             let end = crate::metrics::clock::ticks();
             // The stamp read after the run, and only for a recorded task.
             record
                 .timing
                 .record(start, || job.enqueued(), end.wrapping_sub(start));
-            status.restore(outer);
+            match outer {
+                Some(word) => status.restore(word),
+                None => status.end_task(end),
+            }
             (outcome, end)
         } else {
             let start = match prev_end {
@@ -368,14 +397,14 @@ impl WorkerThread {
     /// Steps 2–3 of the shard hand-off (see `keyed/shard.rs`): the shard
     /// runs a batch of its tasks here, then retires or goes back to the
     /// end of this worker's inbox.
-    fn run_shard(&self, index: usize) {
+    fn run_shard<const TOP: bool>(&self, index: usize) {
         let registry = &*self.registry;
         let shard = &registry.shards[index];
         let (end, handoff) = shard.run_batch(
             self.index,
             &registry.counters.locks.shard,
             || registry.is_paused(),
-            |job| self.run_task(job, false, Some(index)),
+            |job| self.run_task::<TOP>(job, false, Some(index)),
         );
         if handoff {
             bump_at(
