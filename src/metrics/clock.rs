@@ -19,9 +19,15 @@ pub(crate) fn ticks() -> u64 {
     }
     #[cfg(not(all(target_arch = "x86_64", not(loom))))]
     {
-        epoch().elapsed().as_nanos() as u64
+        // Offset so that a tick count is never 0 (no stamp) nor below
+        // `timing::LONG` (see `timing::submission_stamp`), as the
+        // time-stamp counter never is; spans are differences.
+        EPOCH_OFFSET + epoch().elapsed().as_nanos() as u64
     }
 }
+
+#[cfg(not(all(target_arch = "x86_64", not(loom))))]
+const EPOCH_OFFSET: u64 = 1 << 32;
 
 #[cfg(not(all(target_arch = "x86_64", not(loom))))]
 fn epoch() -> Instant {

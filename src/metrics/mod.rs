@@ -27,7 +27,7 @@ mod resize;
 mod snapshot;
 mod status;
 mod tenants;
-mod timing;
+pub(crate) mod timing;
 
 pub use counters::Counts;
 pub(crate) use counters::{bump, bump_at, Counters, Slot};

@@ -18,6 +18,17 @@
 //! worker's (in a backlog every wait is long), so it is sampled like any
 //! other. The hot path is a countdown to the next sample and one
 //! comparison; the exact count is derived from the countdown.
+//!
+//! Under the default metrics the queue wait is sampled earlier, at
+//! submission ([`Stamps`]): reading the tick counter took the submitting
+//! thread tens of cycles a task, most of what the metrics cost a pool fed
+//! by one thread. The pool's first `WARM_UP` submissions are stamped,
+//! then one in `SAMPLE_EVERY`, with the weight in the stamp's low bit;
+//! the worker records the wait of every task that carries a stamp
+//! ([`TaskTiming::record_stamped`]), and the run time as above. Other
+//! configurations (a manual clock, the stall watchdog, histograms without
+//! worker states) stamp every task and record both spans together
+//! ([`TaskTiming::record`]).
 
 use super::histogram::AtomicHistogram;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -88,21 +99,58 @@ impl TaskTiming {
     /// A long task, or a sample (`left` is 0).
     #[inline(never)]
     fn record_slow(&self, left: u64, wait: u64, run: u64) {
-        let through = self.through.load(Relaxed);
-        let mut weight = 1;
-        if left == 0 {
-            // A sample: the tasks since the last one are counted.
-            let period = period(through);
-            let through = through + period;
-            self.through.store(through, Relaxed);
-            self.left.store(self::period(through), Relaxed);
-            if run < LONG {
-                weight = period;
-            }
-        }
+        let weight = self.count_sample(left, run);
         let run = if run > u64::MAX / 2 { 0 } else { run };
         self.queue_wait.record_weighted(wait, weight);
         self.run_time.record_weighted(run, weight);
+    }
+
+    /// Times one task under the default metrics, where submissions are
+    /// stamped one in `SAMPLE_EVERY` (see [`Stamps`]): the run
+    /// time as `record` does; the queue wait whenever the task carries a
+    /// stamp, with the stamp's weight. A stamp is a tick count, never
+    /// below `LONG` (the clock's counts are far above it), so one test
+    /// covers a long run and a stamped task.
+    #[inline(always)]
+    pub(crate) fn record_stamped(&self, start: u64, stamp: u64, run: u64) {
+        let left = self.left.load(Relaxed).wrapping_sub(1);
+        self.left.store(left, Relaxed);
+        if left == 0 || (run | stamp) >= LONG {
+            self.record_stamped_slow(left, start, stamp, run);
+        }
+    }
+
+    /// A sample, a long task or a stamped one.
+    #[inline(never)]
+    fn record_stamped_slow(&self, left: u64, start: u64, stamp: u64, run: u64) {
+        if left == 0 || run >= LONG {
+            let weight = self.count_sample(left, run);
+            let run = if run > u64::MAX / 2 { 0 } else { run };
+            self.run_time.record_weighted(run, weight);
+        }
+        if stamp != 0 {
+            let (at, weight) = stamp_parts(stamp);
+            self.queue_wait
+                .record_weighted(start.saturating_sub(at), weight);
+        }
+    }
+
+    /// The weight of a recorded run: at a sample (`left` is 0), the tasks
+    /// since the last one are counted and the countdown restarts.
+    fn count_sample(&self, left: u64, run: u64) -> u64 {
+        if left != 0 {
+            return 1;
+        }
+        let through = self.through.load(Relaxed);
+        let period = period(through);
+        let through = through + period;
+        self.through.store(through, Relaxed);
+        self.left.store(self::period(through), Relaxed);
+        if run < LONG {
+            period
+        } else {
+            1
+        }
     }
 
     /// Tasks timed (exact when the worker is between tasks; a reading
@@ -113,6 +161,86 @@ impl TaskTiming {
         let through = self.through.load(Relaxed);
         (through + period(through)).saturating_sub(left)
     }
+}
+
+/// The low bit of a stamp taken one in `SAMPLE_EVERY`: its queue wait
+/// weighs `SAMPLE_EVERY`. (A stamp without it weighs 1; its tick count
+/// loses nothing that matters in its lowest bit.)
+pub(crate) const SPARSE: u64 = 1;
+
+/// A stamp's tick and weight.
+fn stamp_parts(stamp: u64) -> (u64, u64) {
+    if stamp & SPARSE != 0 {
+        (stamp & !SPARSE, SAMPLE_EVERY)
+    } else {
+        (stamp, 1)
+    }
+}
+
+/// A pool's submissions under the default metrics, counted down to the
+/// next stamped one: every one of the first `WARM_UP`, then one in
+/// `SAMPLE_EVERY`. Reading the tick counter costs the submitting thread
+/// tens of cycles, most of what the default metrics cost a pool fed by one
+/// thread; a stamp on one submission in 64 estimates the queue waits
+/// without bias (the workers weigh each by its period).
+///
+/// It sits beside the admission word, on the line every submission
+/// writes anyway. Relaxed loads and stores, not read-modify-writes:
+/// submitters racing may lose a count or stamp twice, which moves a
+/// sample, not a task (the snapshot scales the weights to the exact
+/// count).
+pub(crate) struct Stamps {
+    /// Submissions left until the next stamp, counting it.
+    left: AtomicU64,
+    /// Submissions up to the last stamp.
+    through: AtomicU64,
+}
+
+impl Default for Stamps {
+    fn default() -> Self {
+        Stamps {
+            left: AtomicU64::new(1),
+            through: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Stamps {
+    /// The stamp of the next submission, if it gets one: `now()` with
+    /// the weight bit.
+    #[inline(always)]
+    pub(crate) fn next(&self, now: impl FnOnce() -> u64) -> Option<u64> {
+        let left = self.left.load(Relaxed).wrapping_sub(1);
+        self.left.store(left, Relaxed);
+        if left == 0 {
+            Some(self.stamp(now()))
+        } else {
+            None
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn stamp(&self, now: u64) -> u64 {
+        let through = self.through.load(Relaxed);
+        let period = period(through);
+        let through = through + period;
+        self.through.store(through, Relaxed);
+        self.left.store(self::period(through), Relaxed);
+        // A tick count is never below `LONG` (`clock::ticks`).
+        let ticks = now.max(LONG);
+        if period == 1 {
+            ticks & !SPARSE
+        } else {
+            ticks | SPARSE
+        }
+    }
+}
+
+/// A full stamp (weight 1) in a pool whose submissions are stamped
+/// sparsely: `now` without the weight bit.
+pub(crate) fn full_stamp(now: u64) -> u64 {
+    now & !SPARSE
 }
 
 #[cfg(all(test, not(loom)))]
@@ -196,6 +324,74 @@ mod tests {
         assert_eq!(run.sum(), Duration::from_nanos(long + 100 * n));
         assert_eq!(wait.max(), bucket_mid(LONG));
         assert_eq!(run.p50(), bucket_mid(0));
+    }
+
+    #[test]
+    fn submissions_are_stamped_in_full_then_one_in_sample_every() {
+        let s = Stamps::default();
+        for i in 0..WARM_UP {
+            let t = 2 * LONG + 2 * i;
+            assert_eq!(s.next(|| t), Some(t), "submission {i}: stamped, weight 1");
+        }
+        let mut stamped = Vec::new();
+        for i in 1..=10 * SAMPLE_EVERY {
+            if let Some(stamp) = s.next(|| 4 * LONG) {
+                assert_eq!(stamp_parts(stamp), (4 * LONG, SAMPLE_EVERY));
+                stamped.push(i);
+            }
+        }
+        let every: Vec<u64> = (1..=10).map(|k| k * SAMPLE_EVERY).collect();
+        assert_eq!(stamped, every);
+        // A clock reading below `LONG` is raised to it: a stamp is never
+        // mistaken for none, nor missed by the long-task test.
+        let s = Stamps::default();
+        assert_eq!(s.next(|| 0), Some(LONG));
+    }
+
+    #[test]
+    fn stamped_waits_weigh_their_period_and_runs_follow_the_countdown() {
+        let t = TaskTiming::default();
+        let s = Stamps::default();
+        // Queued at 10 ticks past a clock far above LONG, started 500
+        // later, running 700: every task alike, from one submitter.
+        let base = 8 * LONG;
+        let n = WARM_UP + 100 * SAMPLE_EVERY;
+        for _ in 0..n {
+            let stamp = s.next(|| base).unwrap_or(0);
+            t.record_stamped(base + 500, stamp, 700);
+        }
+        let (wait, run) = snapshot(&t);
+        assert_eq!((wait.count(), run.count()), (n, n));
+        assert_eq!(wait.sum(), Duration::from_nanos(500 * n));
+        assert_eq!(run.sum(), Duration::from_nanos(700 * n));
+        assert_eq!(wait.octave_buckets().last().unwrap().1, n);
+        // Unstamped tasks record no wait, stamped ones always (a stamp
+        // of weight 1 from a timer, say), whatever the countdown.
+        let t = TaskTiming::default();
+        for _ in 0..WARM_UP {
+            t.record_stamped(0, 0, 0);
+        }
+        let (wait, _) = snapshot(&t);
+        assert_eq!(wait.sum(), Duration::ZERO);
+        t.record_stamped(base + 300, full_stamp(base), 5);
+        assert_eq!(t.queue_wait.sum_ticks(), 300);
+    }
+
+    #[test]
+    fn long_runs_are_recorded_once_whether_stamped_or_not() {
+        let t = TaskTiming::default();
+        for _ in 0..WARM_UP {
+            t.record_stamped(0, 0, 0);
+        }
+        let n = 10 * SAMPLE_EVERY;
+        for i in 0..n {
+            t.record_stamped(100, 0, LONG + i);
+        }
+        let (_, run) = snapshot(&t);
+        let long: u64 = (0..n).map(|i| LONG + i).sum();
+        assert_eq!(run.count(), WARM_UP + n);
+        assert_eq!(run.sum(), Duration::from_nanos(long));
+        assert_eq!(run.octave_buckets().last().unwrap().1, WARM_UP + n);
     }
 
     /// The midpoint of the bucket holding `ns`, as quantiles report it.

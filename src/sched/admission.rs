@@ -135,9 +135,9 @@ impl Registry {
     /// call sites would otherwise tip the compiler into outlining it).
     #[inline(always)]
     fn enqueue_from(&self, worker: Option<&WorkerThread>, mut job: JobRef, shard: Option<usize>) {
-        let now = self.task_now();
-        job.stamp(now);
+        self.stamp_submission(&mut job);
         if let Some(index) = shard {
+            let now = job.enqueued();
             return self.push_to_shard(index, job, now);
         }
         match worker {
@@ -166,7 +166,9 @@ impl Registry {
     /// worker's inbox.
     pub(crate) fn push_to_shard(&self, index: usize, job: JobRef, now: u64) {
         if self.shards[index].push(job, &self.counters.locks.shard) {
-            // The shard job carries the time the shard's turn began.
+            // The shard job carries the time the shard's turn began (read
+            // now if the task carried no stamp).
+            let now = if now == 0 { self.task_now() } else { now };
             let mut turn = shard_job(index);
             turn.stamp(now);
             self.push_inbox(index % self.live_workers().max(1), turn, now);

@@ -19,6 +19,12 @@
 //! empty. Queues are FIFO at that end, so every task still queued there
 //! was enqueued at or after `served`: `now − served` bounds the age of its
 //! oldest task from above. A starving queue shows as a growing bound.
+//! Under the default metrics most submissions carry no stamp (one in 64
+//! does, `metrics::timing::Stamps`); taking an unstamped task leaves
+//! `served` as it was, so the bound stays a bound, looser by the tasks
+//! taken since the last stamped one or the last time the queue was found
+//! empty. (The stall watchdog, which acts on the bound, has every task
+//! stamped.)
 
 use crate::metrics::clock::TaskClock;
 use crossbeam_utils::CachePadded;

@@ -32,9 +32,26 @@ pub(super) struct Threads {
     pub(super) joined: bool,
 }
 
+/// The admission word (`admission.rs`), and beside it, on the line every
+/// submission writes anyway, the countdown to the next stamped submission
+/// (`metrics::timing::Stamps`).
+#[derive(Default)]
+pub(crate) struct Admission {
+    word: AtomicU64,
+    pub(super) stamps: crate::metrics::timing::Stamps,
+}
+
+impl std::ops::Deref for Admission {
+    type Target = AtomicU64;
+
+    fn deref(&self) -> &AtomicU64 {
+        &self.word
+    }
+}
+
 /// The shared state of one pool.
 pub(crate) struct Registry {
-    pub(super) admission: CachePadded<AtomicU64>,
+    pub(super) admission: CachePadded<Admission>,
     pub(super) injector: Injector,
     /// Internal jobs displaced from a worker's deque (by eviction or
     /// shutdown); never abandoned.
@@ -97,7 +114,10 @@ pub(crate) struct Registry {
     pub(super) timing: bool,
     /// Timed by the tick counter (`timing`, and no manual clock).
     ticking: bool,
-    /// The default metrics: `ticking`, worker states and histograms.
+    /// The default metrics: `ticking`, worker states and histograms, and
+    /// no stall watchdog. Submissions are then stamped sparsely
+    /// (`submission_stamp`), and tasks timed in their own copy of the run.
+    /// (The watchdog's queue-wait bound needs every task stamped.)
     pub(super) full_metrics: bool,
     /// Converts ticks to time for snapshots.
     pub(crate) calibration: Calibration,
@@ -135,6 +155,35 @@ impl Registry {
         }
     }
 
+    /// Stamps a submitted job (made unstamped, 0): under the default
+    /// metrics one in `SAMPLE_EVERY` of the pool's submissions (past its
+    /// first `WARM_UP`) reads the clock and the others stay unstamped;
+    /// else every one gets `task_now`. See `metrics::timing::Stamps`.
+    #[inline(always)]
+    pub(crate) fn stamp_submission(&self, job: &mut JobRef) {
+        if !self.timing {
+            return;
+        }
+        if self.full_metrics {
+            if let Some(stamp) = self.admission.stamps.next(crate::metrics::clock::ticks) {
+                job.stamp(stamp);
+            }
+        } else {
+            job.stamp(self.timed_now());
+        }
+    }
+
+    /// A stamp of weight 1 for a task queued by the pool itself (a timer's
+    /// task): `task_now`, without the sparse stamps' weight bit.
+    pub(crate) fn full_stamp(&self) -> u64 {
+        let now = self.task_now();
+        if self.full_metrics {
+            crate::metrics::timing::full_stamp(now)
+        } else {
+            now
+        }
+    }
+
     /// Now, in task-clock ticks, when tasks are known to be timed.
     #[inline(always)]
     pub(crate) fn timed_now(&self) -> u64 {
@@ -164,7 +213,10 @@ impl Registry {
             timing: config.histograms || config.stall_threshold.is_some(),
             ticking: (config.histograms || config.stall_threshold.is_some())
                 && config.clock.is_none(),
-            full_metrics: config.histograms && config.track_workers && config.clock.is_none(),
+            full_metrics: config.histograms
+                && config.track_workers
+                && config.clock.is_none()
+                && config.stall_threshold.is_none(),
             calibration: Calibration::now(),
             clock: TaskClock::new(config.clock.clone()),
             served: Served::new(workers),
@@ -178,7 +230,7 @@ impl Registry {
             dead_letters: Mutex::new(std::collections::VecDeque::new()),
             #[cfg(not(loom))]
             this: std::sync::OnceLock::new(),
-            admission: CachePadded::new(AtomicU64::new(0)),
+            admission: CachePadded::new(Admission::default()),
             injector: Injector::new(),
             side: Injector::new(),
             stealers,

@@ -440,7 +440,7 @@ impl Registry {
     }
 
     fn stamp(&self) -> u64 {
-        self.task_now()
+        self.full_stamp()
     }
 
     /// Gives a scheduled shard (with no turn anywhere) a turn.

@@ -314,10 +314,11 @@ impl WorkerThread {
             };
             let outcome = run(&mut job);
             let end = crate::metrics::clock::ticks();
-            // The stamp read after the run, and only for a recorded task.
+            // Submissions are stamped sparsely here: the queue wait is
+            // recorded for a task that carries a stamp.
             record
                 .timing
-                .record(start, || job.enqueued(), end.wrapping_sub(start));
+                .record_stamped(start, job.enqueued(), end.wrapping_sub(start));
             match outer {
                 Some(word) => status.restore(word),
                 None => status.end_task(end),
