@@ -132,12 +132,16 @@ impl serde::Serialize for Histogram {
 
 /// A snapshot of a duration histogram (queue wait or run time).
 ///
-/// The pool's task histograms sample: a task that ran 2^14 ticks or more
-/// (5–8 µs of the time-stamp counter) is always recorded, and so is each
-/// of a worker's first 1,024 tasks; of the shorter tasks after that, one
-/// in 16 is recorded, standing for all 16. [`count`](Self::count) is
-/// exact; the quantiles, the sum and the buckets are then unbiased
-/// estimates, exact for the long tasks (see `design/metrics.md`).
+/// The pool's task histograms sample. Run times: a task that ran 2^14
+/// ticks or more (5–8 µs of the time-stamp counter) is always recorded,
+/// and so is each of a worker's first 1,024 tasks; of the shorter tasks
+/// after that, one in 64 is recorded, standing for all 64. Queue waits,
+/// under the default metrics: those of the pool's first 1,024
+/// submissions, then of one submission in 64, standing for all 64 (with a
+/// manual clock or the stall watchdog, they follow the run times' rule).
+/// [`count`](Self::count) is exact; the quantiles, the sum and the
+/// buckets are then unbiased estimates, exact for the long tasks' run
+/// times and for small runs (see `design/metrics.md`).
 #[derive(Clone)]
 pub struct Histogram {
     /// Weighted bucket counts.
