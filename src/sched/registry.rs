@@ -116,7 +116,7 @@ pub(crate) struct Registry {
     ticking: bool,
     /// The default metrics: `ticking`, worker states and histograms, and
     /// no stall watchdog. Submissions are then stamped sparsely
-    /// (`submission_stamp`), and tasks timed in their own copy of the run.
+    /// (`stamp_submission`), and tasks timed in their own copy of the run.
     /// (The watchdog's queue-wait bound needs every task stamped.)
     pub(super) full_metrics: bool,
     /// Converts ticks to time for snapshots.

@@ -239,6 +239,7 @@ impl WorkerThread {
     /// park), that task's end tick serves as this one's start, saving a
     /// clock read; the error is the time to pop a job, below the
     /// histograms' first bucket.
+    ///
     /// `TOP`: run by the worker's own loop, so the status word it found is
     /// `Idle` and is not kept (the task ends by storing `Idle` since its
     /// end); else it may run inside another task, whose word it puts back.
