@@ -8,7 +8,7 @@ mod common;
 use common::{assert_identity, block_workers, quiet_expected_panics, Gate, MARK};
 use ebbtide::{
     metrics::{StallReport, WorkerState},
-    Backpressure, Pool,
+    Backpressure, Pool, PoolHandle,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -409,6 +409,33 @@ fn the_dump_names_a_stuck_task() {
     gate.open();
 }
 
+/// Submits a task that calls `first`, then runs a nested task through
+/// `join` (on a one-worker pool, itself) and blocks on the returned gate.
+/// Returns once the nested task has run and ended and the outer task is
+/// past its `join` (blocked on the gate, or about to be: it reads as
+/// running either way).
+fn outer_task_past_a_nested_one(
+    pool: &Pool,
+    handle: PoolHandle,
+    first: impl FnOnce() + Send + 'static,
+) -> Gate {
+    let gate = Gate::new();
+    let nested = common::Arrivals::new();
+    let back = common::Arrivals::new();
+    let (g, n, b) = (gate.clone(), nested.clone(), back.clone());
+    pool.execute(move || {
+        first();
+        let inner = handle.spawn(move || n.arrive()).unwrap();
+        inner.join().unwrap();
+        b.arrive();
+        g.wait();
+    })
+    .unwrap();
+    nested.wait_for(1);
+    back.wait_for(1);
+    gate
+}
+
 #[test]
 fn a_task_that_helped_a_nested_one_reads_as_running_since_its_own_start() {
     // One worker, a clock only the test moves. The outer task starts at
@@ -417,24 +444,8 @@ fn a_task_that_helped_a_nested_one_reads_as_running_since_its_own_start() {
     // own start put back), not 4 (the nested task's).
     let (pool, now) = one_worker_on_a_manual_clock(1_000);
     let handle = pool.handle();
-    let gate = Gate::new();
-    let nested = common::Arrivals::new();
-    let back = common::Arrivals::new();
-    let (g, n, step) = (gate.clone(), nested.clone(), Arc::clone(&now));
-    let b = back.clone();
-    pool.execute(move || {
-        step.store(5_000, SeqCst);
-        let inner = handle.spawn(move || n.arrive()).unwrap();
-        inner.join().unwrap();
-        b.arrive();
-        g.wait();
-    })
-    .unwrap();
-    // The nested task has run and ended, and the outer task is past its
-    // `join` (blocked on the gate, or about to be: it reads as running
-    // either way).
-    nested.wait_for(1);
-    back.wait_for(1);
+    let step = Arc::clone(&now);
+    let gate = outer_task_past_a_nested_one(&pool, handle, move || step.store(5_000, SeqCst));
     now.store(9_000, SeqCst);
     let dump = pool.dump();
     // Opened before asserting: a failure must not leave the task blocked.
@@ -462,19 +473,7 @@ fn with_default_metrics_a_task_that_helped_a_nested_one_still_reads_as_running()
     // running.
     let pool = Pool::builder().workers(1).build().unwrap();
     let handle = pool.handle();
-    let gate = Gate::new();
-    let nested = common::Arrivals::new();
-    let back = common::Arrivals::new();
-    let (g, n, b) = (gate.clone(), nested.clone(), back.clone());
-    pool.execute(move || {
-        let inner = handle.spawn(move || n.arrive()).unwrap();
-        inner.join().unwrap();
-        b.arrive();
-        g.wait();
-    })
-    .unwrap();
-    nested.wait_for(1);
-    back.wait_for(1);
+    let gate = outer_task_past_a_nested_one(&pool, handle, || ());
     let dump = pool.dump();
     // Opened before asserting: a failure must not leave the task blocked.
     gate.open();
