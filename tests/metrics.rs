@@ -146,6 +146,42 @@ fn histograms_hold_exact_durations_from_a_manual_clock() {
 }
 
 #[test]
+fn histograms_count_the_tasks_workers_timed_not_other_starts() {
+    // One worker, a queue of one, the caller runs what does not fit. A
+    // task on the worker queues one task and runs a second itself (a
+    // start on the worker's slot, untimed); three installs start on the
+    // worker too, untimed. Timed: the outer task and the queued one.
+    let pool = Pool::builder()
+        .workers(1)
+        .queue_capacity(1)
+        .backpressure(Backpressure::CallerRuns)
+        .build()
+        .unwrap();
+    let handle = pool.handle();
+    let (done, rx) = mpsc::channel();
+    pool.execute(move || {
+        handle.execute(|| ()).unwrap();
+        // The queue is full: this one runs here, before `execute` returns.
+        let tx = done.clone();
+        handle.execute(move || tx.send(()).unwrap()).unwrap();
+        done.send(()).unwrap();
+    })
+    .unwrap();
+    for _ in 0..2 {
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    for i in 0..3 {
+        assert_eq!(pool.install(move || i), i);
+    }
+    pool.wait_idle();
+    let m = pool.metrics();
+    assert_eq!(m.counts.caller_runs, 1);
+    assert_eq!((m.counts.started, m.counts.completed), (6, 6));
+    assert_eq!((m.run_time.count(), m.queue_wait.count()), (2, 2));
+    assert_eq!(m.run_time.octave_buckets().last().unwrap().1, 2);
+}
+
+#[test]
 fn sampled_histograms_keep_exact_counts_past_the_warm_up() {
     // Far past each worker's first 1,024 tasks, where short tasks are
     // sampled one in 16: counts stay exact, and the cumulative buckets

@@ -99,6 +99,12 @@ impl AtomicHistogram {
         self.sum.load(Relaxed)
     }
 
+    /// The total weight recorded (tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn weight(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
     /// Adds this histogram's counts into `counts` and returns its sum.
     fn add_into(&self, counts: &mut [u64]) -> u64 {
         for (c, b) in counts.iter_mut().zip(self.buckets.iter()) {

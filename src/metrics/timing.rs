@@ -2,32 +2,35 @@
 //!
 //! Bucketing a span costs about twenty instructions, as much as the rest
 //! of a tiny task's bookkeeping; two per task were a fifth of the spawn
-//! path. So a worker counts every task it times exactly, and records both
-//! spans of a task (its queue wait and its run time):
+//! path. So the spans of a task (its queue wait and its run time) are
+//! recorded:
 //!
 //! - with weight 1, for a task that ran [`LONG`] ticks or more (the cost
-//!   is nothing beside the run), and for each of the worker's first
-//!   [`WARM_UP`] tasks, so that small runs are exact;
-//! - after that, for the shorter tasks, on one task in [`SAMPLE_EVERY`]
-//!   (every `SAMPLE_EVERY`-th timed task), with weight `SAMPLE_EVERY`.
+//!   is nothing beside the run), and for each of the first [`WARM_UP`]
+//!   tasks, so that small runs are exact;
+//! - after that, for the shorter tasks, on one task in [`SAMPLE_EVERY`],
+//!   with weight `SAMPLE_EVERY`.
 //!
 //! Every task's spans are thus recorded with expected weight 1: the
 //! weighted buckets and sums estimate the full ones without bias, and the
-//! exact count scales them in the snapshot (`Histogram::sampled`). The
-//! rule looks at the run only: a long queue wait is no work of the
-//! worker's (in a backlog every wait is long), so it is sampled like any
-//! other. The hot path is a countdown to the next sample and one
-//! comparison; the exact count is derived from the countdown.
+//! exact count of tasks timed (the worker's `started` counter, less the
+//! starts it did not time: [`TaskTiming::timed`]) scales them in the
+//! snapshot (`Histogram::sampled`). The rule looks at the run only: a
+//! long queue wait is no work of the worker's (in a backlog every wait is
+//! long), so it is sampled like any other.
 //!
-//! Under the default metrics the queue wait is sampled earlier, at
-//! submission ([`Stamps`]): reading the tick counter took the submitting
-//! thread tens of cycles a task, most of what the metrics cost a pool fed
-//! by one thread. The pool's first `WARM_UP` submissions are stamped,
-//! then one in `SAMPLE_EVERY`, with the weight in the stamp's low bit;
-//! the worker records the wait of every task that carries a stamp
-//! ([`TaskTiming::record_stamped`]), and the run time as above. Other
-//! configurations (a manual clock, the stall watchdog, histograms without
-//! worker states) stamp every task and record both spans together
+//! Under the default metrics the sample is drawn at submission
+//! ([`Stamps`]): reading the tick counter took the submitting thread tens
+//! of cycles a task, most of what the metrics cost a pool fed by one
+//! thread. The pool's first `WARM_UP` submissions are stamped, then one in
+//! `SAMPLE_EVERY`, with the weight in the stamp's low bit; the worker
+//! records both spans of a task that carries a stamp, with its weight,
+//! and the run of any long task with weight 1
+//! ([`TaskTiming::record_stamped`]): one comparison a task, no count of
+//! its own. Which submission is stamped does not depend on how long its
+//! task runs, so the sample stays unbiased. Other configurations (a
+//! manual clock, the stall watchdog, histograms without worker states)
+//! stamp every task; a worker's countdown picks the sample there
 //! ([`TaskTiming::record`]).
 
 use super::histogram::AtomicHistogram;
@@ -37,7 +40,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// counter, 16 µs of a nanosecond clock) or longer are always recorded.
 pub(crate) const LONG: u64 = 1 << 14;
 
-/// Tasks per worker recorded in full before sampling starts.
+/// Tasks recorded in full before sampling starts: each worker's first
+/// (`TaskTiming::record`), or the pool's first submissions (`Stamps`).
 pub(crate) const WARM_UP: u64 = 1024;
 
 /// One short span recorded in this many, past the warm-up. (16 cost
@@ -52,10 +56,14 @@ pub(crate) struct TaskTiming {
     pub(crate) queue_wait: AtomicHistogram,
     /// Started → finished, of the tasks this worker ran.
     pub(crate) run_time: AtomicHistogram,
-    /// Tasks left until the next sample, counting the sample.
+    /// Tasks left until the next sample, counting the sample
+    /// (`record`'s countdown).
     left: AtomicU64,
-    /// Tasks timed up to the last sample, exactly.
+    /// Tasks counted down up to the last sample.
     through: AtomicU64,
+    /// Starts on this worker's slot that were not timed (install jobs,
+    /// tasks it ran as a caller).
+    untimed: AtomicU64,
 }
 
 impl Default for TaskTiming {
@@ -65,6 +73,7 @@ impl Default for TaskTiming {
             run_time: AtomicHistogram::default(),
             left: AtomicU64::new(period(0)),
             through: AtomicU64::new(0),
+            untimed: AtomicU64::new(0),
         }
     }
 }
@@ -106,33 +115,52 @@ impl TaskTiming {
     }
 
     /// Times one task under the default metrics, where submissions are
-    /// stamped one in `SAMPLE_EVERY` (see [`Stamps`]): the run
-    /// time as `record` does; the queue wait whenever the task carries a
-    /// stamp, with the stamp's weight. A stamp is a tick count, never
-    /// below `LONG` (the clock's counts are far above it), so one test
-    /// covers a long run and a stamped task.
+    /// stamped one in `SAMPLE_EVERY` (see [`Stamps`]): both spans of a
+    /// task that carries a stamp, with the stamp's weight; the run of a
+    /// long task, with weight 1. A stamp is a tick count, never below
+    /// `LONG` (the clock's counts are far above it), so one test covers a
+    /// long run and a stamped task.
     #[inline(always)]
     pub(crate) fn record_stamped(&self, start: u64, stamp: u64, run: u64) {
-        let left = self.left.load(Relaxed).wrapping_sub(1);
-        self.left.store(left, Relaxed);
-        if left == 0 || (run | stamp) >= LONG {
-            self.record_stamped_slow(left, start, stamp, run);
+        // A sum, not an `|`: one `lea` where the `|` took a copy first. (A
+        // stamp with a wrapped run may wrap below `LONG`: one sample
+        // lost, the snapshot scales.)
+        if run.wrapping_add(stamp) >= LONG {
+            self.record_stamped_slow(start, stamp, run);
         }
     }
 
-    /// A sample, a long task or a stamped one.
+    /// A stamped task or a long one.
     #[inline(never)]
-    fn record_stamped_slow(&self, left: u64, start: u64, stamp: u64, run: u64) {
-        if left == 0 || run >= LONG {
-            let weight = self.count_sample(left, run);
-            let run = if run > u64::MAX / 2 { 0 } else { run };
-            self.run_time.record_weighted(run, weight);
-        }
+    fn record_stamped_slow(&self, start: u64, stamp: u64, run: u64) {
+        let long = run >= LONG;
+        // A wrapped difference (a clock that stepped back) counts as 0.
+        let run = if run > u64::MAX / 2 { 0 } else { run };
         if stamp != 0 {
             let (at, weight) = stamp_parts(stamp);
             self.queue_wait
                 .record_weighted(start.saturating_sub(at), weight);
+            if !long {
+                self.run_time.record_weighted(run, weight);
+            }
         }
+        if long {
+            self.run_time.record_weighted(run, 1);
+        }
+    }
+
+    /// Counts a start on this worker's slot that is not timed (an install
+    /// job, a task run as a caller on this worker's thread). Called by the
+    /// worker's own thread only.
+    pub(crate) fn note_untimed(&self) {
+        self.untimed.store(self.untimed.load(Relaxed) + 1, Relaxed);
+    }
+
+    /// Tasks timed, of the `started` this worker's slot counts (exact when
+    /// the worker is between tasks; a task started and not yet recorded
+    /// counts already).
+    pub(crate) fn timed(&self, started: u64) -> u64 {
+        started.saturating_sub(self.untimed.load(Relaxed))
     }
 
     /// The weight of a recorded run: at a sample (`left` is 0), the tasks
@@ -151,15 +179,6 @@ impl TaskTiming {
         } else {
             1
         }
-    }
-
-    /// Tasks timed (exact when the worker is between tasks; a reading
-    /// taken while it records may be off by the tasks since its last
-    /// sample, for that moment).
-    pub(crate) fn timed(&self) -> u64 {
-        let left = self.left.load(Relaxed);
-        let through = self.through.load(Relaxed);
-        (through + period(through)).saturating_sub(left)
     }
 }
 
@@ -249,8 +268,8 @@ mod tests {
     use crate::metrics::Histogram;
     use std::time::Duration;
 
-    fn snapshot(t: &TaskTiming) -> (Histogram, Histogram) {
-        let count = t.timed();
+    /// The histograms of `t`, after `count` timed tasks.
+    fn snapshot(t: &TaskTiming, count: u64) -> (Histogram, Histogram) {
         (
             Histogram::sampled(std::iter::once(&t.queue_wait), count, 1.0),
             Histogram::sampled(std::iter::once(&t.run_time), count, 1.0),
@@ -263,7 +282,7 @@ mod tests {
         for i in 0..WARM_UP {
             t.record(i, || 0, 2 * i);
         }
-        let (wait, run) = snapshot(&t);
+        let (wait, run) = snapshot(&t, WARM_UP);
         assert_eq!((wait.count(), run.count()), (WARM_UP, WARM_UP));
         let sum: u64 = (0..WARM_UP).sum();
         assert_eq!(wait.sum(), Duration::from_nanos(sum));
@@ -280,7 +299,7 @@ mod tests {
         }
         // One record per SAMPLE_EVERY tasks after the warm-up, weighted:
         // the weights add up to the count exactly here.
-        let (wait, run) = snapshot(&t);
+        let (wait, run) = snapshot(&t, n);
         assert_eq!(wait.count(), n);
         assert_eq!(run.count(), n);
         assert_eq!(wait.sum(), Duration::from_nanos(500 * n));
@@ -290,7 +309,7 @@ mod tests {
         for _ in 0..7 {
             t.record(500, || 0, 700);
         }
-        let (_, run) = snapshot(&t);
+        let (_, run) = snapshot(&t, n + 7);
         assert_eq!(run.count(), n + 7);
         assert_eq!(run.sum(), Duration::from_nanos(700 * (n + 7)));
         assert_eq!(run.octave_buckets().last().unwrap().1, n + 7);
@@ -308,7 +327,7 @@ mod tests {
         for i in 0..n {
             t.record(100, || 0, LONG + i);
         }
-        let (wait, run) = snapshot(&t);
+        let (wait, run) = snapshot(&t, WARM_UP + n);
         let long: u64 = (0..n).map(|i| LONG + i).sum();
         assert_eq!(run.count(), WARM_UP + n);
         assert_eq!(run.sum(), Duration::from_nanos(long));
@@ -318,7 +337,7 @@ mod tests {
             t.record(LONG, || 0, 100);
         }
         // The waits of short tasks: 10 samples of weight SAMPLE_EVERY.
-        let (wait, run) = snapshot(&t);
+        let (wait, run) = snapshot(&t, WARM_UP + 2 * n);
         assert_eq!(wait.count(), WARM_UP + 2 * n);
         assert_eq!(wait.sum(), Duration::from_nanos(100 * n + LONG * n));
         assert_eq!(run.sum(), Duration::from_nanos(long + 100 * n));
@@ -349,49 +368,88 @@ mod tests {
     }
 
     #[test]
-    fn stamped_waits_weigh_their_period_and_runs_follow_the_countdown() {
+    fn stamped_tasks_weigh_their_period_in_both_spans() {
         let t = TaskTiming::default();
         let s = Stamps::default();
-        // Queued at 10 ticks past a clock far above LONG, started 500
-        // later, running 700: every task alike, from one submitter.
+        // Queued at a clock far above LONG, started 500 later, running
+        // 700: every task alike, from one submitter.
         let base = 8 * LONG;
         let n = WARM_UP + 100 * SAMPLE_EVERY;
         for _ in 0..n {
             let stamp = s.next(|| base).unwrap_or(0);
             t.record_stamped(base + 500, stamp, 700);
         }
-        let (wait, run) = snapshot(&t);
+        let (wait, run) = snapshot(&t, n);
         assert_eq!((wait.count(), run.count()), (n, n));
         assert_eq!(wait.sum(), Duration::from_nanos(500 * n));
         assert_eq!(run.sum(), Duration::from_nanos(700 * n));
         assert_eq!(wait.octave_buckets().last().unwrap().1, n);
-        // Unstamped tasks record no wait, stamped ones always (a stamp
-        // of weight 1 from a timer, say), whatever the countdown.
+        assert_eq!(run.octave_buckets().last().unwrap().1, n);
+        // Seven more tasks before the next stamp: counted, not recorded;
+        // the figures scale to the count.
+        for _ in 0..7 {
+            let stamp = s.next(|| base).unwrap_or(0);
+            assert_eq!(stamp, 0);
+            t.record_stamped(base + 500, stamp, 700);
+        }
+        let (wait, run) = snapshot(&t, n + 7);
+        assert_eq!(wait.sum(), Duration::from_nanos(500 * (n + 7)));
+        assert_eq!(run.sum(), Duration::from_nanos(700 * (n + 7)));
+        // Unstamped short tasks record nothing; a stamp of weight 1 (a
+        // timer's task, say) records both spans once.
         let t = TaskTiming::default();
         for _ in 0..WARM_UP {
             t.record_stamped(0, 0, 0);
         }
-        let (wait, _) = snapshot(&t);
-        assert_eq!(wait.sum(), Duration::ZERO);
+        assert_eq!((t.queue_wait.weight(), t.run_time.weight()), (0, 0));
         t.record_stamped(base + 300, full_stamp(base), 5);
-        assert_eq!(t.queue_wait.sum_ticks(), 300);
+        assert_eq!((t.queue_wait.sum_ticks(), t.run_time.sum_ticks()), (300, 5));
+        assert_eq!((t.queue_wait.weight(), t.run_time.weight()), (1, 1));
     }
 
     #[test]
     fn long_runs_are_recorded_once_whether_stamped_or_not() {
+        // Unstamped long runs: each recorded with weight 1, no wait.
         let t = TaskTiming::default();
-        for _ in 0..WARM_UP {
-            t.record_stamped(0, 0, 0);
-        }
         let n = 10 * SAMPLE_EVERY;
         for i in 0..n {
             t.record_stamped(100, 0, LONG + i);
         }
-        let (_, run) = snapshot(&t);
         let long: u64 = (0..n).map(|i| LONG + i).sum();
-        assert_eq!(run.count(), WARM_UP + n);
+        let (wait, run) = snapshot(&t, n);
         assert_eq!(run.sum(), Duration::from_nanos(long));
-        assert_eq!(run.octave_buckets().last().unwrap().1, WARM_UP + n);
+        assert_eq!(run.octave_buckets().last().unwrap().1, n);
+        assert_eq!(t.queue_wait.weight(), 0);
+        assert_eq!(wait.sum(), Duration::ZERO);
+        // Stamped long runs (the warm-up's, then one in SAMPLE_EVERY):
+        // the run still once with weight 1, the wait with the stamp's.
+        let t = TaskTiming::default();
+        let s = Stamps::default();
+        let base = 8 * LONG;
+        let total = WARM_UP + n;
+        for i in 0..total {
+            let stamp = s.next(|| base).unwrap_or(0);
+            t.record_stamped(base + 100, stamp, LONG + i);
+        }
+        let long: u64 = (0..total).map(|i| LONG + i).sum();
+        assert_eq!(t.run_time.weight(), total);
+        assert_eq!(t.run_time.sum_ticks(), long);
+        assert_eq!(t.queue_wait.weight(), total);
+        assert_eq!(
+            t.queue_wait.sum_ticks(),
+            100 * WARM_UP + 100 * SAMPLE_EVERY * (n / SAMPLE_EVERY)
+        );
+    }
+
+    #[test]
+    fn the_count_timed_is_the_starts_less_the_untimed_ones() {
+        let t = TaskTiming::default();
+        assert_eq!(t.timed(5), 5);
+        t.note_untimed();
+        t.note_untimed();
+        assert_eq!(t.timed(5), 3);
+        // Read while the worker counts a start not yet reflected.
+        assert_eq!(t.timed(1), 0);
     }
 
     /// The midpoint of the bucket holding `ns`, as quantiles report it.

@@ -296,6 +296,10 @@ impl Registry {
                 bump(&slot.submitted);
                 bump(&slot.caller_runs);
                 bump_at(&slot.started, worker);
+                if let Some(index) = worker {
+                    // On a worker's slot, a start its histograms do not time.
+                    self.counters.worker(index).timing.note_untimed();
+                }
                 let outcome = self.in_task_span(worker, None, || body.run());
                 self.record_outcome(outcome, worker, None);
                 Ok(Admitted::RanOnCaller)

@@ -119,6 +119,8 @@ pub(crate) struct Registry {
     /// (`stamp_submission`), and tasks timed in their own copy of the run.
     /// (The watchdog's queue-wait bound needs every task stamped.)
     pub(super) full_metrics: bool,
+    /// Neither timing nor worker states: a task's run is the run alone.
+    pub(super) bare: bool,
     /// Converts ticks to time for snapshots.
     pub(crate) calibration: Calibration,
     /// The time source of task timing (the tick counter, or the user's).
@@ -217,6 +219,7 @@ impl Registry {
                 && config.track_workers
                 && config.clock.is_none()
                 && config.stall_threshold.is_none(),
+            bare: !(config.histograms || config.stall_threshold.is_some() || config.track_workers),
             calibration: Calibration::now(),
             clock: TaskClock::new(config.clock.clone()),
             served: Served::new(workers),

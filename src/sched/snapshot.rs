@@ -68,7 +68,16 @@ impl Registry {
         };
         let (queue_wait, run_time) = if self.config.histograms {
             let timing = || self.counters.workers().map(|w| &w.timing);
-            let timed = timing().map(|t| t.timed()).sum();
+            // Relaxed: a reading of counters still moving, like the
+            // histograms it scales.
+            let timed = self
+                .counters
+                .workers()
+                .map(|w| {
+                    w.timing
+                        .timed(w.slot.started.load(std::sync::atomic::Ordering::Relaxed))
+                })
+                .sum();
             (
                 Histogram::sampled(
                     timing().map(|t| &t.queue_wait),

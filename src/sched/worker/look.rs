@@ -15,8 +15,13 @@ const HINTS: bool = cfg!(not(loom));
 
 impl WorkerThread {
     /// One look for work in every queue; becomes a searcher to steal.
-    pub(super) fn find_work(&self) -> Option<JobRef> {
+    /// `TOP`: the worker's own loop looks, between tasks (a miss settles
+    /// the status word the last task left, `end_streak`).
+    pub(super) fn find_work<const TOP: bool>(&self) -> Option<JobRef> {
         if self.registry.is_paused() {
+            if TOP {
+                self.end_streak();
+            }
             return self.find_internal_work();
         }
         let found = match self.turns.next() {
@@ -35,7 +40,12 @@ impl WorkerThread {
                 }
                 Some(job)
             }
-            None => self.search(),
+            None => {
+                if TOP {
+                    self.end_streak();
+                }
+                self.search()
+            }
         }
     }
 
@@ -83,6 +93,7 @@ impl WorkerThread {
     #[inline(never)]
     fn stop_searching(&self) {
         self.searching.set(false);
+        self.mark_now();
         self.registry.set_state(self.index, WorkerState::Idle);
         // The last searcher to find work wakes another to carry on; with
         // more work queued, any searcher that found some wakes one more, so
@@ -198,9 +209,12 @@ impl WorkerThread {
 
     /// `find_work`, retried for a bounded number of rounds with growing
     /// back-off while this worker is a searcher and `stop()` is false.
-    pub(super) fn find_work_spinning(&self, stop: &dyn Fn() -> bool) -> Option<JobRef> {
+    pub(super) fn find_work_spinning<const TOP: bool>(
+        &self,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<JobRef> {
         for round in 0..=SPIN_ROUNDS {
-            if let Some(job) = self.find_work() {
+            if let Some(job) = self.find_work::<TOP>() {
                 return Some(job);
             }
             // Before spinning or parking: whoever waits for idleness or

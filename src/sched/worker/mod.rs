@@ -26,6 +26,8 @@ use crate::task::job::{shard_job, JobKind, JobRef};
 use crate::task::Parker;
 
 mod look;
+#[cfg(all(test, not(loom)))]
+mod tests;
 use std::cell::Cell;
 
 #[cfg(not(loom))]
@@ -55,7 +57,10 @@ pub(crate) struct WorkerThread {
     /// `Registry::run_task`).
     owed: Cell<u64>,
     /// The tick at which the last task ended, while this worker goes
-    /// straight on to the next one; 0 once it searches or parks.
+    /// straight on to the next one; 0 once it searches or parks. Under
+    /// the default metrics never 0 when the loop runs a task: a worker
+    /// back from a search, a park or a job that is not a task marks the
+    /// moment instead (`mark_now`), so that run takes no test for it.
     last_end: Cell<u64>,
     /// Which queue the next looks start at (bounded waiting, `fair.rs`).
     turns: Turns,
@@ -93,6 +98,7 @@ pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
     }
     // A worker started while the pool grows starts one more first.
     Registry::help_grow(&worker.registry);
+    worker.mark_now();
     let retired = worker.main_loop();
     status.set_clock(None);
     current::leave();
@@ -151,7 +157,7 @@ impl WorkerThread {
         let registry = &*self.registry;
         let stop = || registry.should_exit() || registry.should_retire(self.index);
         let retired = loop {
-            if let Some(job) = self.find_work_spinning(&stop) {
+            if let Some(job) = self.find_work_spinning::<true>(&stop) {
                 self.execute_top(job);
                 continue;
             }
@@ -208,16 +214,28 @@ impl WorkerThread {
             }
             // Internal jobs hand their outcome (and panic) to their waiter.
             JobKind::Internal => {
+                if TOP {
+                    self.end_streak();
+                }
                 self.pay_owed();
                 self.last_end.set(0);
                 let mut job = std::mem::ManuallyDrop::new(job);
                 // SAFETY: `job` is not touched after this run.
                 let _ = unsafe { JobRef::run_in_place(&mut job) };
+                if TOP {
+                    self.mark_now();
+                }
             }
             JobKind::Install => {
+                if TOP {
+                    self.end_streak();
+                }
                 self.pay_owed();
                 self.last_end.set(0);
                 self.run_install(job);
+                if TOP {
+                    self.mark_now();
+                }
             }
             JobKind::Shard => self.run_shard::<TOP>(job.shard_index()),
         }
@@ -241,8 +259,10 @@ impl WorkerThread {
     /// histograms' first bucket.
     ///
     /// `TOP`: run by the worker's own loop, so the status word it found is
-    /// `Idle` and is not kept (the task ends by storing `Idle` since its
-    /// end); else it may run inside another task, whose word it puts back.
+    /// no task's (`Idle`, or `Running` as the loop's last task left it)
+    /// and is not kept: under the default metrics the task leaves the
+    /// word `Running` for the loop to settle (`end_streak`). Else it may
+    /// run inside another task, whose word it puts back.
     ///
     /// Returns whether the task, keyed to `shard`, now holds its shard (a
     /// retry on the timing wheel).
@@ -251,21 +271,27 @@ impl WorkerThread {
         let registry = &*self.registry;
         let index = self.index;
         let owed = self.owed.take();
-        // Cleared while the task runs: a task it waits for, run here
-        // meanwhile, must read the clock itself.
-        let prev_end = self.last_end.replace(0);
         if may_hold && registry.is_paused() {
             // Popped after `pause()` returned (or about then): it waits for
             // `resume` in the injector instead of starting.
+            if TOP {
+                self.end_streak();
+            }
             registry.pay(owed);
             registry.hold(job);
             return false;
         }
         if registry.is_abandoning() {
+            if TOP {
+                self.end_streak();
+            }
             registry.pay(owed);
             registry.discard_task(job, TaskError::Abandoned, Some(index));
             return false;
         }
+        // Cleared while the task runs: a task it waits for, run here
+        // meanwhile, must read the clock itself.
+        let prev_end = self.last_end.replace(0);
         registry.start_task(owed);
         let config = &registry.config;
         let record = registry.counters.worker(index);
@@ -276,8 +302,11 @@ impl WorkerThread {
         // a task run while another waits on this worker (helping); else
         // the state between tasks (`Idle`, or `Searching` when a search
         // found it), until the worker's next state change. (Left
-        // `Running`, a worker preempted between tasks read as a task
-        // that had run, asleep, since the last one started.)
+        // `Running` until the worker next stops, a worker preempted
+        // between tasks would read as a task that had run, asleep, since
+        // the last one started; under the default metrics it is left
+        // `Running` only from one task's end to the next one's start, or
+        // to the loop's next step: `end_streak`.)
         let after = |outer: Option<StatusWord>| {
             if let Some(word) = outer {
                 status.restore(word);
@@ -291,20 +320,22 @@ impl WorkerThread {
                 unsafe { JobRef::run_in_place(job) }
             })
         };
-        // Three copies of the run (untimed; the default metrics; any other
-        // mix): one or two tests per task, none inside a copy's path.
-        let (outcome, end) = if !registry.timing {
-            let outer = config.track_workers.then(|| status.start_task(0));
-            let outcome = run(&mut job);
-            after(outer);
-            (outcome, 0)
-        } else if registry.full_metrics {
+        // Four copies of the run (the default metrics; nothing; worker
+        // states alone; any other mix): the default's path takes one test,
+        // the bare one two, and none inside a copy's path.
+        // (Assigned in each copy, not returned from it: the outcome is
+        // then written in place, not copied.)
+        let outcome;
+        let end;
+        if registry.full_metrics {
             // The default: the tick counter, worker states and histograms,
             // with no test between them.
+            // At the top the loop marked the moment (`last_end`).
             let start = match prev_end {
-                0 => crate::metrics::clock::ticks(),
+                0 if !TOP => crate::metrics::clock::ticks(),
                 t => t,
             };
+            debug_assert!(start != 0, "a task at the top with no start marked");
             // At the top, the word found is `Idle` (the state between
             // tasks): no need to read it and keep it across the run.
             let outer = if TOP {
@@ -313,34 +344,42 @@ impl WorkerThread {
             } else {
                 Some(status.start_task(start))
             };
-            let outcome = run(&mut job);
-            let end = crate::metrics::clock::ticks();
-            // Submissions are stamped sparsely here: the queue wait is
+            outcome = run(&mut job);
+            end = crate::metrics::clock::ticks();
+            // Submissions are stamped sparsely here: both spans are
             // recorded for a task that carries a stamp.
             record
                 .timing
                 .record_stamped(start, job.enqueued(), end.wrapping_sub(start));
-            match outer {
-                Some(word) => status.restore(word),
-                None => status.end_task(end),
+            // At the top the word stays `Running` until the loop's next
+            // step: the next task's start, or, when no task follows at
+            // once, `Idle` since this end (`end_streak`).
+            if let Some(word) = outer {
+                status.restore(word);
             }
-            (outcome, end)
+        } else if registry.bare {
+            outcome = run(&mut job);
+            end = 0;
+        } else if !registry.timing {
+            let outer = config.track_workers.then(|| status.start_task(0));
+            outcome = run(&mut job);
+            after(outer);
+            end = 0;
         } else {
             let start = match prev_end {
                 0 => registry.timed_now(),
                 t => t,
             };
             let outer = config.track_workers.then(|| status.start_task(start));
-            let outcome = run(&mut job);
-            let end = registry.timed_now();
+            outcome = run(&mut job);
+            end = registry.timed_now();
             if config.histograms {
                 record
                     .timing
                     .record(start, || job.enqueued(), end.wrapping_sub(start));
             }
             after(outer);
-            (outcome, end)
-        };
+        }
         let held = registry.record_outcome_in(&record.slot, outcome, Some(index), shard);
         self.owed.set(self.owed.get() + 1);
         self.last_end.set(end);
@@ -351,10 +390,9 @@ impl WorkerThread {
     /// the caller; then its place is retired.
     fn run_install(&self, job: JobRef) {
         let registry = &*self.registry;
-        bump_at(
-            &registry.counters.slot(Some(self.index)).started,
-            Some(self.index),
-        );
+        let record = registry.counters.worker(self.index);
+        bump_at(&record.slot.started, Some(self.index));
+        record.timing.note_untimed();
         let outcome = registry.in_task_span(Some(self.index), None, || job.run());
         registry.record_outcome(outcome, Some(self.index), None);
         registry.finish_install();
@@ -366,7 +404,7 @@ impl WorkerThread {
     pub(crate) fn wait_until(&self, done: &dyn Fn() -> bool) {
         self.pay_owed();
         while !done() {
-            if let Some(job) = self.find_work_spinning(done) {
+            if let Some(job) = self.find_work_spinning::<false>(done) {
                 self.execute(job);
                 continue;
             }
@@ -382,7 +420,7 @@ impl WorkerThread {
     /// for, such as room in the queue): runs one queued job if there is
     /// one, else yields the CPU.
     pub(crate) fn help_once(&self) {
-        match self.find_work() {
+        match self.find_work::<false>() {
             Some(job) => self.execute(job),
             None => {
                 self.pay_owed();
@@ -458,6 +496,40 @@ impl WorkerThread {
                 WorkerState::Idle
             },
         );
+        self.mark_now();
+    }
+
+    /// Under the default metrics a task run by the loop leaves the status
+    /// word `Running` (its start) for the loop's next step, which in a
+    /// streak of tasks is the next task's start: one store a task, not
+    /// two. Every other step of the loop (a look that finds nothing, a job
+    /// that is not a task, a park) first settles the word here: `Idle`
+    /// since the task's end, as if stored when it ended. Only the loop
+    /// calls it: the worker is then in no task, so a `Running` word is the
+    /// one a task left.
+    #[cold]
+    pub(super) fn end_streak(&self) {
+        let registry = &*self.registry;
+        if registry.full_metrics {
+            let status = &registry.counters.worker(self.index).status;
+            if status.read().0 == WorkerState::Running {
+                status.end_task(self.last_end.get());
+            }
+        }
+    }
+
+    /// Marks now as the start of the next task the loop runs, under the
+    /// default metrics (see `last_end`); a worker that goes on to search
+    /// clears it again, and marks it when the search finds work. Cleared
+    /// otherwise: the task reads the clock itself.
+    #[cold]
+    pub(super) fn mark_now(&self) {
+        let registry = &*self.registry;
+        self.last_end.set(if registry.full_metrics {
+            crate::metrics::clock::ticks()
+        } else {
+            0
+        });
     }
 
     /// Whether this worker is running keyed shard `index` (at any depth of
