@@ -138,13 +138,13 @@ impl serde::Serialize for Histogram {
 
 /// A snapshot of a duration histogram (queue wait or run time).
 ///
-/// The pool's task histograms sample. Run times: a task that ran 2^14
-/// ticks or more (5–8 µs of the time-stamp counter) is always recorded,
-/// and so is each of a worker's first 1,024 tasks; of the shorter tasks
-/// after that, one in 64 is recorded, standing for all 64. Queue waits,
-/// under the default metrics: those of the pool's first 1,024
-/// submissions, then of one submission in 64, standing for all 64 (with a
-/// manual clock or the stall watchdog, they follow the run times' rule).
+/// The pool's task histograms sample. Under the default metrics both
+/// spans of a task are recorded for the pool's first 1,024 submissions,
+/// then for one submission in 64, standing for all 64; a run of 2^14
+/// ticks or more (5–8 µs of the time-stamp counter) is always recorded.
+/// (With a manual clock, the stall watchdog or histograms without worker
+/// states, the sample is each worker's first 1,024 tasks, then one short
+/// task in 64, long runs always.)
 /// [`count`](Self::count) is exact; the quantiles, the sum and the
 /// buckets are then unbiased estimates, exact for the long tasks' run
 /// times and for small runs (see `design/metrics.md`).

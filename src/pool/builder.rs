@@ -196,8 +196,7 @@ impl Builder {
     /// Whether to record the queue-wait and run-time histograms (on by
     /// default). Off, tasks are not timed at all (no clock reads). On,
     /// every task is counted and timed, and short tasks are sampled into
-    /// the buckets past each worker's first 1,024, queue waits past the
-    /// pool's first 1,024 submissions (see
+    /// the buckets past the pool's first 1,024 submissions (see
     /// [`Histogram`](crate::metrics::Histogram)).
     pub fn histograms(mut self, on: bool) -> Self {
         self.histograms = on;
