@@ -11,6 +11,8 @@ mod keyed;
 mod methods;
 mod owner;
 mod task;
+#[cfg(all(test, not(loom)))]
+mod worker_status;
 
 pub use backlog::Backlog;
 pub use builder::{

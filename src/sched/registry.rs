@@ -118,7 +118,7 @@ pub(crate) struct Registry {
     /// no stall watchdog. Submissions are then stamped sparsely
     /// (`stamp_submission`), and tasks timed in their own copy of the run.
     /// (The watchdog's queue-wait bound needs every task stamped.)
-    pub(super) full_metrics: bool,
+    pub(crate) full_metrics: bool,
     /// Neither timing nor worker states: a task's run is the run alone.
     pub(super) bare: bool,
     /// Converts ticks to time for snapshots.

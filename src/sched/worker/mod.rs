@@ -26,8 +26,6 @@ use crate::task::job::{shard_job, JobKind, JobRef};
 use crate::task::Parker;
 
 mod look;
-#[cfg(all(test, not(loom)))]
-mod tests;
 use std::cell::Cell;
 
 #[cfg(not(loom))]

@@ -1,5 +1,6 @@
-//! The worker loop's status word and task starts under the default
-//! metrics, read where only the crate can: the word itself.
+//! Tests of the worker loop's status word and task starts under the
+//! default metrics (`sched::worker`), read where only the crate can: the
+//! word itself, through a pool.
 
 use crate::metrics::clock::ticks;
 use crate::metrics::WorkerState;
