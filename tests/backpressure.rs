@@ -50,7 +50,7 @@ fn reject_hands_the_task_back() {
     assert!(err.to_string().contains("queue is full"));
     gate.open();
     assert_eq!((a.join(), b.join()), (Ok("A"), Ok("B")));
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(log.ran(), ["A", "B"]);
     // The closure came back whole: it can still be run.
     assert_eq!((err.into_inner())(), "C");
@@ -68,7 +68,7 @@ fn drop_newest_discards_the_new_task() {
     assert_eq!(c.join(), Err(TaskError::Dropped));
     gate.open();
     assert_eq!((a.join(), b.join()), (Ok("A"), Ok("B")));
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(log.ran(), ["A", "B"]);
     let counts = pool.metrics().counts;
     assert_eq!(
@@ -91,7 +91,7 @@ fn drop_oldest_evicts_the_oldest_waiting_task() {
     assert_eq!(a.join(), Err(TaskError::Dropped));
     gate.open();
     assert_eq!((b.join(), c.join()), (Ok("B"), Ok("C")));
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(log.ran(), ["B", "C"]);
     let counts = pool.metrics().counts;
     assert_eq!(
@@ -147,7 +147,7 @@ fn block_waits_for_room_and_then_everything_runs() {
         gate.open();
         assert!(blocked.join().unwrap());
     });
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(log.ran(), ["C"]);
     let c = pool.metrics().counts;
     assert_eq!((c.submitted, c.completed, c.rejected), (5, 4, 1));
@@ -230,7 +230,7 @@ fn a_worker_blocked_for_room_runs_queued_work_instead() {
     .unwrap()
     .join()
     .unwrap();
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(count.load(SeqCst), 50);
 }
 
@@ -257,7 +257,7 @@ fn many_submitters_under_block_lose_nothing() {
             });
         }
     });
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(count.load(SeqCst), 30_000);
     assert_eq!(pool.metrics().counts.rejected, 0);
 }

@@ -45,7 +45,7 @@ fn the_100_ms_scenario_exactly_the_slow_tenth_times_out() {
             assert_eq!(r, &Ok(i), "task {i}");
         }
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let c = pool.metrics().counts;
     assert_eq!((c.timed_out, c.completed, c.cancelled), (100, 900, 0));
 }
@@ -67,7 +67,7 @@ fn a_task_whose_deadline_passes_in_the_queue_never_starts() {
         .unwrap();
     gate.open();
     assert_eq!(h.join(), Err(TaskError::TimedOut));
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(started.load(SeqCst), 0);
     let c = pool.metrics().counts;
     assert_eq!((c.timed_out, c.completed), (1, 1));
@@ -89,7 +89,7 @@ fn a_value_returned_after_the_deadline_is_delivered_and_counted_late() {
         })
         .unwrap();
     assert_eq!(h.join(), Ok("late but delivered"));
-    pool.wait_idle();
+    common::idle(&pool);
     let c = pool.metrics().counts;
     assert_eq!((c.completed, c.deadline_missed, c.timed_out), (1, 1, 0));
 }
@@ -105,7 +105,7 @@ fn cancel_before_start_never_runs_and_cancel_while_running_is_observed() {
     assert!(queued.is_finished());
     assert_eq!(queued.join(), Err(TaskError::Cancelled));
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(ran.load(SeqCst), 0);
 
     let started = Arrivals::new();
@@ -126,7 +126,7 @@ fn cancel_before_start_never_runs_and_cancel_while_running_is_observed() {
     started.wait_for(1);
     assert!(!running.cancel(), "already running: cannot be prevented");
     assert_eq!(running.join(), Err(TaskError::Cancelled));
-    pool.wait_idle();
+    common::idle(&pool);
     let c = pool.metrics().counts;
     assert_eq!((c.cancelled, c.completed), (2, 1));
 }
@@ -243,7 +243,7 @@ fn a_group_limit_of_two_never_has_three_running() {
     assert_eq!(group.wait().map(|v| v.len()), Ok(40));
     let peak = peak.load(SeqCst);
     assert!((1..=2).contains(&peak), "peak {peak}");
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(pool.metrics().counts.completed, 40);
 }
 
@@ -292,7 +292,7 @@ fn pause_holds_exactly_the_queued_tasks_and_resume_runs_them() {
     assert!(m.paused);
     assert_eq!((m.queued, ran.load(SeqCst)), (50, 0));
     pool.resume();
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(ran.load(SeqCst), 50);
     let m = pool.metrics();
     assert!(!m.paused);
@@ -353,7 +353,7 @@ fn the_breaker_opens_rejects_half_opens_and_closes() {
         match h {
             Ok(h) => {
                 let _ = h.join();
-                pool.wait_idle();
+                common::idle(&pool);
                 true
             }
             Err(e) => {
@@ -419,7 +419,7 @@ fn the_identity_holds_with_timeouts_and_cancellations() {
         .unwrap();
     assert!(a.cancel());
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     let m = pool.metrics();
     let c = m.counts;
     assert_eq!(

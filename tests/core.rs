@@ -36,7 +36,7 @@ fn a_million_tasks_from_eight_threads_each_run_exactly_once() {
             });
         }
     });
-    pool.wait_idle();
+    common::idle(&pool);
     let wrong: Vec<usize> = (0..runs.len())
         .filter(|&i| runs[i].load(SeqCst) != 1)
         .collect();
@@ -68,7 +68,7 @@ fn running_tasks_never_exceed_workers_and_threads_are_reused() {
         })
         .unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let peak = peak.load(SeqCst);
     assert!(
         (1..=3).contains(&peak),
@@ -139,7 +139,7 @@ fn dropped_handle_detaches_the_task() {
     let ran = Arc::new(AtomicUsize::new(0));
     let r = ran.clone();
     drop(pool.spawn(move || r.fetch_add(1, SeqCst)).unwrap());
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(ran.load(SeqCst), 1);
 }
 
@@ -195,7 +195,7 @@ fn wait_idle_inside_a_task_waits_for_the_others_and_helps() {
         })
         .unwrap();
     assert_eq!(seen.join(), Ok(10));
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(count.load(SeqCst), 10);
 }
 
@@ -211,7 +211,7 @@ fn wait_idle_is_a_barrier_between_batches() {
             })
             .unwrap();
         }
-        pool.wait_idle();
+        common::idle(&pool);
         assert_eq!(count.load(SeqCst), batch * 1000);
         let m = pool.metrics();
         assert_eq!((m.queued, m.running), (0, 0));
@@ -526,7 +526,7 @@ fn one_task_does_not_wake_every_sleeper() {
     until(|| pool.metrics().parked == 8);
     let before = pool.metrics().counts.unparks;
     pool.execute(|| ()).unwrap();
-    pool.wait_idle();
+    common::idle(&pool);
     until(|| pool.metrics().parked == 8);
     let woken = pool.metrics().counts.unparks - before;
     // The submission wakes one worker; finding the task, that last

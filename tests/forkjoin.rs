@@ -423,7 +423,7 @@ fn half_a_million_joins_in_a_row() {
     assert_eq!(total, (0..500_000u64).sum::<u64>() + 500_000);
     // Counts are exact once the pool is idle (the install's caller may
     // return a moment before its worker counts the completion).
-    pool.wait_idle();
+    common::idle(&pool);
     let c = pool.metrics().counts;
     assert_eq!((c.submitted, c.completed), (1, 1));
 }
@@ -444,7 +444,7 @@ fn join_blocking_does_not_help_and_counts_the_worker_as_blocked() {
     until(|| pool.metrics().blocked_workers == 1);
     gate.open();
     assert_eq!(waiting.join(), Ok(Ok(7)));
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(pool.metrics().blocked_workers, 0);
 }
 
@@ -472,6 +472,6 @@ fn a_lock_held_across_join_blocking_cannot_be_taken_by_a_helped_task() {
         .join()
         .unwrap();
     assert_eq!(result, 5);
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(*lock.lock().unwrap(), 1);
 }

@@ -56,7 +56,7 @@ fn a_million_keyed_tasks_from_eight_threads_keep_per_key_order_and_exclusivity()
             });
         }
     });
-    pool.wait_idle();
+    common::idle(&pool);
     let states = log
         .into_states()
         .unwrap_or_else(|_| panic!("no task is left"));
@@ -127,7 +127,7 @@ fn other_keys_progress_while_a_hot_key_is_stuck() {
     done.wait_for(others);
     assert_eq!(hot_ran.load(SeqCst), 0);
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(hot_ran.load(SeqCst), 5_000);
     assert!(pool.metrics().counts.steals > 0);
 }
@@ -158,7 +158,7 @@ fn a_panic_in_a_keyed_task_is_isolated() {
         matches!(&results[3], Err(TaskError::Panicked { message }) if message == &format!("{MARK} 3"))
     );
     assert_eq!(*order.lock().unwrap(), [0, 1, 2, 4, 5, 6, 7, 8, 9]);
-    pool.wait_idle();
+    common::idle(&pool);
     let c = pool.metrics().counts;
     assert_eq!((c.completed, c.panicked), (9, 1));
 }
@@ -264,7 +264,7 @@ fn waiting_on_a_later_task_of_the_own_shard_is_refused() {
     assert_eq!(outcome, Err(TaskError::WouldDeadlock));
     assert!(TaskError::WouldDeadlock.to_string().contains("own shard"));
     // The refused task still ran.
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(pool.metrics().counts.completed, 2);
 
     // With per-shard state too, and with join_blocking.
@@ -311,7 +311,7 @@ fn a_waiting_keyed_task_helps_but_never_with_its_own_shard() {
             l.lock().unwrap().push("one: A ends");
         })
         .unwrap();
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(
         *log.lock().unwrap(),
         ["one: A starts", "two: C", "one: A ends", "one: B"]
@@ -346,7 +346,7 @@ fn per_shard_state_is_created_lazily_and_handed_back() {
         Err(sums) => sums,
     };
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     let states = sums.into_states().unwrap_or_else(|_| panic!("idle"));
     assert_eq!(states.len(), 8);
     let used: Vec<_> = states.iter().flatten().collect();
@@ -375,7 +375,7 @@ fn caller_runs_does_not_run_keyed_tasks_on_the_caller() {
             .execute(move || t.lock().unwrap().push(std::thread::current().id()))
             .unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let threads = threads.lock().unwrap();
     assert_eq!(threads.len(), 200);
     assert!(threads.iter().all(|&t| t != me));

@@ -78,7 +78,7 @@ impl Chains {
 
     fn stop(&self, pool: &Pool) {
         self.stop.store(true, SeqCst);
-        pool.wait_idle();
+        common::idle(pool);
     }
 }
 
@@ -185,7 +185,7 @@ fn outside_tasks_start_while_every_worker_helps_inside_a_join() {
         );
         chains.stop.store(true, SeqCst);
         gate.open();
-        pool.wait_idle();
+        common::idle(&pool);
         drop(other);
         let report = pool.shutdown();
         assert_eq!(report.submitted, report.completed, "{report:?}");

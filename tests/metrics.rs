@@ -35,7 +35,7 @@ fn counters_are_exact_after_a_known_workload() {
     assert_eq!((m.queued, m.running, m.busy_workers), (4, 1, 1));
     assert_identity(&m);
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     // 100 more, in groups that fit the queue, every tenth panicking.
     for group in 0..25 {
         for j in 0..4 {
@@ -47,7 +47,7 @@ fn counters_are_exact_after_a_known_workload() {
             })
             .unwrap_or_else(|_| panic!("room was made for task {i}"));
         }
-        pool.wait_idle();
+        common::idle(&pool);
     }
     let m = pool.metrics();
     let c = m.counts;
@@ -71,7 +71,7 @@ fn counters_are_exact_after_a_known_workload() {
         pool.execute(|| ()).unwrap();
     }
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     let c = pool.metrics().counts;
     assert_eq!(
         (c.submitted, c.completed, c.dropped_newest, c.dropped_oldest),
@@ -108,7 +108,7 @@ fn histograms_hold_exact_durations_from_a_manual_clock() {
         .unwrap();
     }
     pool.resume();
-    pool.wait_idle();
+    common::idle(&pool);
     let m = pool.metrics();
     assert_eq!(m.run_time.count(), 20);
     assert_eq!(m.queue_wait.count(), 20);
@@ -140,7 +140,7 @@ fn histograms_hold_exact_durations_from_a_manual_clock() {
         .build()
         .unwrap();
     off.execute(|| ()).unwrap();
-    off.wait_idle();
+    common::idle(&off);
     let m = off.metrics();
     assert_eq!((m.run_time.count(), m.counts.completed), (0, 1));
 }
@@ -173,7 +173,7 @@ fn histograms_count_the_tasks_workers_timed_not_other_starts() {
     for i in 0..3 {
         assert_eq!(pool.install(move || i), i);
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let m = pool.metrics();
     assert_eq!(m.counts.caller_runs, 1);
     assert_eq!((m.counts.started, m.counts.completed), (6, 6));
@@ -191,7 +191,7 @@ fn sampled_histograms_keep_exact_counts_past_the_warm_up() {
     for _ in 0..n {
         pool.execute(|| ()).unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let m = pool.metrics();
     assert_eq!(m.counts.completed, n);
     for h in [&m.run_time, &m.queue_wait] {
@@ -227,7 +227,7 @@ fn steals_happen_when_one_worker_is_flooded_and_another_idles() {
         }
     })
     .unwrap();
-    pool.wait_idle();
+    common::idle(&pool);
     let c = pool.metrics().counts;
     assert!(c.steals >= 1, "{c:?}");
     assert!(c.steal_attempts >= c.steals);
@@ -294,7 +294,7 @@ fn prometheus_export_parses_and_matches_the_snapshot() {
         })
         .unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let m = pool.metrics();
     let text = m.to_prometheus("ebbtide");
     let scrape = parse(&text);
@@ -407,7 +407,7 @@ fn the_dump_names_a_stuck_task() {
     for _ in 0..5 {
         pool.execute(|| ()).unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let gate = Gate::new();
     let started = common::Arrivals::new();
     let (g, st) = (gate.clone(), started.clone());
@@ -493,7 +493,7 @@ fn a_task_that_helped_a_nested_one_reads_as_running_since_its_own_start() {
         Some(Duration::from_nanos(8_000)),
         "{dump}"
     );
-    pool.wait_idle();
+    common::idle(&pool);
     // Both ended: no longer running (idle, searching or parked by now).
     let dump = pool.dump();
     assert_ne!(dump.workers[0].state, WorkerState::Running, "{dump}");
@@ -518,7 +518,7 @@ fn with_default_metrics_a_task_that_helped_a_nested_one_still_reads_as_running()
     assert!(worker.running_for.is_some(), "{dump}");
     // The number of the task it started last: the nested one.
     assert_eq!(worker.task, 2, "{dump}");
-    pool.wait_idle();
+    common::idle(&pool);
     let dump = pool.dump();
     assert_ne!(dump.workers[0].state, WorkerState::Running, "{dump}");
     assert_eq!(dump.workers[0].running_for, None, "{dump}");
@@ -569,7 +569,7 @@ fn the_watchdog_reports_a_stuck_task_once_and_never_fast_ones() {
     );
     gate.open();
     stuck.join().unwrap();
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(pool.metrics().counts.stalls, 1);
     drop(pool);
     // Reported once: nothing else arrived before the pool (and the handler
@@ -589,7 +589,7 @@ fn the_watchdog_reports_a_stuck_task_once_and_never_fast_ones() {
     for _ in 0..10_000 {
         pool.execute(|| ()).unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(pool.metrics().counts.stalls, 0);
     drop(pool);
     assert_eq!(fast_reports.load(SeqCst), 0);
@@ -599,7 +599,7 @@ fn the_watchdog_reports_a_stuck_task_once_and_never_fast_ones() {
 fn display_summarizes_and_a_zero_threshold_is_an_error() {
     let pool = Pool::builder().name("summary").workers(1).build().unwrap();
     pool.spawn(|| 1).unwrap().join().unwrap();
-    pool.wait_idle();
+    common::idle(&pool);
     let text = pool.metrics().to_string();
     assert!(text.starts_with("pool summary: workers 1"), "{text}");
     assert!(text.contains("completed 1"), "{text}");

@@ -3,6 +3,8 @@
 
 #![cfg(all(feature = "metrics", not(loom)))]
 
+mod common;
+
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
@@ -78,7 +80,7 @@ fn publish_reports_the_snapshot_through_the_facade() {
     for _ in 0..30 {
         pool.execute(|| ()).unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let snapshot = pool.metrics();
     let capture = Arc::new(Capture::default());
     let recorder = TestRecorder(capture.clone());

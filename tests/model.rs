@@ -180,7 +180,7 @@ fn run_case(workers: usize, capacity: usize, policy: Backpressure, ops: &[Op], e
             Op::WaitIdle => {
                 // A paused pool with queued work waits for `resume`.
                 if !paused {
-                    pool.wait_idle();
+                    common::idle(&pool);
                 }
             }
         }

@@ -26,7 +26,7 @@ fn a_thousand_panics_are_reported_and_the_pool_keeps_working() {
     for i in 0..1_000 {
         pool.execute(move || panic!("{MARK} {i}")).unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1_000);
     for (thread, message) in &seen {
@@ -74,7 +74,7 @@ fn a_panicking_panic_handler_is_contained() {
         })
     );
     assert_eq!(pool.spawn(|| 3).unwrap().join(), Ok(3));
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(calls.load(SeqCst), 1);
 }
 

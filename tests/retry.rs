@@ -89,7 +89,7 @@ fn a_retried_task_sees_exactly_the_policy_delays_then_is_dead_lettered() {
         ),
         (4, 3, 1, 4, 0)
     );
-    pool.wait_idle();
+    common::idle(&pool);
     assert_identity(&pool.metrics());
 }
 
@@ -129,7 +129,7 @@ fn jittered_delays_stay_within_their_bounds() {
                     .unwrap();
                 time.advance(MS);
                 until(|| probes.load(SeqCst) > seen);
-                pool.wait_idle();
+                common::idle(&pool);
             }
         }
         assert!(handle.join().unwrap().is_err());
@@ -170,7 +170,7 @@ fn retry_if_makes_an_error_permanent_and_no_policy_fails_at_once() {
         .unwrap_err();
     assert!(!once.dead_lettered());
     assert_eq!(once.last(), &"nope");
-    pool.wait_idle();
+    common::idle(&pool);
     let c = pool.metrics().counts;
     assert_eq!(
         (c.app_errors, c.retries, c.dead_lettered, c.failed),
@@ -225,7 +225,7 @@ fn a_keyed_retry_holds_its_key_while_other_keys_run() {
     assert!(!log.lock().unwrap().iter().any(|e| e == "A2"));
     time.advance(10 * MS);
     assert_eq!(retried.join(), Ok(Ok(2)));
-    pool.wait_idle();
+    common::idle(&pool);
     let log = log.lock().unwrap();
     assert_eq!(
         log.iter()
@@ -305,7 +305,7 @@ fn the_breaker_opens_on_application_errors() {
             .unwrap();
         assert!(h.join().unwrap().is_err());
     }
-    pool.wait_idle();
+    common::idle(&pool);
     assert!(matches!(
         pool.execute(|| ()),
         Err(SubmitError::BreakerOpen(_))
@@ -346,7 +346,7 @@ fn group_tasks_are_counted_take_deadlines_and_have_their_own_breaker() {
         ]
     );
     assert_eq!(ran.load(SeqCst), 0);
-    pool.wait_idle();
+    common::idle(&pool);
     let c = pool.metrics().counts;
     assert_eq!((c.failed, c.app_errors, c.completed), (2, 2, 0));
     // Another group has a breaker of its own, or none.

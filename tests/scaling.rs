@@ -37,7 +37,7 @@ fn grows_to_max_under_blocked_load_and_shrinks_back_to_exactly_min() {
     until(|| pool.num_workers() == 8);
     assert_eq!(pool.metrics().target_workers, 8);
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     until(|| pool.num_workers() == 2);
     // Still 2 after many more samples: never below min.
     samples(&pool, 20);
@@ -89,7 +89,7 @@ fn unannounced_blocking_is_seen_and_grows_the_pool() {
         "grown for workers seen (not announced) blocked: {history:?}"
     );
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(ran.load(SeqCst), 24);
     assert_eq!(pool.shutdown().completed, 24);
 }
@@ -110,7 +110,7 @@ fn keep_alive_never_keeps_the_workers() {
     }
     until(|| pool.num_workers() == 4);
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     samples(&pool, 30);
     assert_eq!(pool.num_workers(), 4);
     assert_eq!(pool.metrics().counts.resizes_down, 0);
@@ -165,7 +165,7 @@ fn cpu_bound_load_never_runs_more_than_the_cpus_plus_one() {
         })
         .unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let peak = peak.load(SeqCst);
     assert!(peak <= cpus + 1, "{peak} busy workers on {cpus} CPUs");
     assert!(pool.num_workers() <= cpus + 1);
@@ -218,11 +218,11 @@ fn retirement_loses_no_task() {
         // opens, so the pool grows at least in the first round.)
         until(|| pool.num_workers() > 1);
         gate.open();
-        pool.wait_idle();
+        common::idle(&pool);
         // ...then idle rounds let it shrink.
         samples(&pool, 3);
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let wrong: Vec<_> = (0..runs.len())
         .filter(|&i| runs[i].load(SeqCst) != 1)
         .collect();
@@ -302,6 +302,6 @@ fn an_external_backlog_grows_the_pool() {
     drop(second);
     assert_eq!(pool.metrics().external_backlog, 0);
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(pool.shutdown().completed, 2);
 }

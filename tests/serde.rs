@@ -3,6 +3,8 @@
 
 #![cfg(feature = "serde")]
 
+mod common;
+
 use ebbtide::metrics::{
     BreakerState, Counts, Metrics, Observation, PoolDump, QueueAges, StallReport, WorkerState,
 };
@@ -26,7 +28,7 @@ fn reports_counts_and_settings_round_trip() {
     for i in 0..10 {
         pool.execute(move || assert!(i < 10)).unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let counts: Counts = pool.metrics().counts;
     assert_eq!(counts.completed, 10);
     round_trip(&counts);
@@ -64,7 +66,7 @@ fn a_metrics_snapshot_and_a_dump_serialize_with_their_figures() {
     for _ in 0..100 {
         pool.execute(|| ()).unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let m: Metrics = pool.metrics();
     let v = serde_json::to_value(&m).unwrap();
     assert_eq!(v["name"], "json");

@@ -56,7 +56,7 @@ fn weights_share_the_workers_while_both_are_backlogged() {
         }
     }
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     let order = order.lock().unwrap();
     assert_eq!(order.len(), 8000);
     // Both are backlogged through the first 4,000 (heavy has 3,000 done).
@@ -89,7 +89,7 @@ fn a_quiet_tenants_task_overtakes_a_flooded_tenants_backlog() {
         .execute(move || o.lock().unwrap().push(-1))
         .unwrap();
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     let order = order.lock().unwrap();
     let at = order.iter().position(|&i| i == -1).unwrap();
     assert!(
@@ -149,7 +149,7 @@ fn a_tenants_concurrency_cap_is_never_exceeded() {
     );
 
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(max.load(SeqCst), 2);
     assert_eq!(pool.shutdown().completed, 22);
 }
@@ -175,7 +175,7 @@ fn costed_tasks_never_exceed_the_capacity() {
             })
             .unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     assert!(
         max.load(SeqCst) <= 8,
         "{} units ran at once",
@@ -291,7 +291,7 @@ fn a_low_task_starts_within_its_aging_bound_under_high_ones() {
             .unwrap();
     }
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     let order = order.lock().unwrap();
     assert_eq!(order[..7], [0, 1, 2, 3, 4, -1, 5]);
     assert_eq!(order.len(), 21);
@@ -318,7 +318,7 @@ fn priorities_without_a_tenant_order_the_unnamed_tenants_queue() {
             .unwrap();
     }
     gate.open();
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(*order.lock().unwrap(), [2, 1, 3, 0]);
 }
 
@@ -339,7 +339,7 @@ fn keyed_order_and_exact_accounting_hold_with_tenants() {
             }
         }
     }
-    pool.wait_idle();
+    common::idle(&pool);
     for key in 0..4 {
         let log = logs[key].lock().unwrap();
         assert_eq!(log.len(), 600);
@@ -412,7 +412,7 @@ fn a_full_tenant_queue_rejects_or_drops_as_configured() {
         (c.join(), d.join(), f.join()),
         (Err(TaskError::Dropped), Ok(5), Ok(6))
     );
-    pool.wait_idle();
+    common::idle(&pool);
     let m = pool.metrics();
     assert_identity(&m);
     assert_eq!(
@@ -434,7 +434,7 @@ fn a_hundred_thousand_tenants_touched_once_are_forgotten_when_idle() {
             })
             .unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(ran.load(SeqCst), 100_000);
     let m = pool.metrics();
     assert_eq!(m.tenants_live, 0, "idle tenants are forgotten");
@@ -523,7 +523,7 @@ fn tenants_are_in_the_prometheus_text_and_the_metrics() {
     for _ in 0..3 {
         pool.task().tenant("acme \"inc\"").execute(|| {}).unwrap();
     }
-    pool.wait_idle();
+    common::idle(&pool);
     let m = pool.metrics();
     assert_eq!(m.tenants_live, 1);
     let acme = tenant(&m, "acme \"inc\"");
@@ -596,7 +596,7 @@ fn delayed_tenant_tasks_join_their_tenants_queue_when_due() {
     until(|| ran.load(SeqCst) == 2 && tenant(&pool.metrics(), "d").queued == 1);
     time.advance(Duration::from_millis(100));
     until(|| ran.load(SeqCst) == 3);
-    pool.wait_idle();
+    common::idle(&pool);
     let m = pool.metrics();
     assert_identity(&m);
     assert_eq!(tenant(&m, "d").submitted, 3);
@@ -639,7 +639,7 @@ fn a_tenant_tasks_retries_wait_in_its_queue() {
     time.advance(Duration::from_millis(990));
     assert_eq!(handle.join(), Ok(Ok(7)));
     assert_eq!(attempts.load(SeqCst), 2);
-    pool.wait_idle();
+    common::idle(&pool);
     assert_identity(&pool.metrics());
 }
 
@@ -702,7 +702,7 @@ fn a_groups_rate_limit_holds_its_tasks_until_the_refill() {
     time.advance(Duration::from_millis(200));
     settled(5);
     assert_eq!(group.wait(), Ok(vec![(); 5]));
-    pool.wait_idle();
+    common::idle(&pool);
     assert_identity(&pool.metrics());
 }
 
@@ -747,7 +747,7 @@ fn a_full_tenant_queue_under_block_makes_the_submitter_wait() {
     assert_eq!(tenant(&pool.metrics(), "b").queued, 2);
     gate.open();
     assert!(blocked.join().unwrap().is_ok());
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(ran.load(SeqCst), 3);
     let m = pool.metrics();
     assert_identity(&m);

@@ -47,7 +47,7 @@ fn delays_fire_in_due_order_and_never_early() {
         (5, 5, 0)
     );
     assert_eq!(m.timer_lateness.count(), 5);
-    pool.wait_idle();
+    common::idle(&pool);
     assert_identity(&pool.metrics());
 }
 
@@ -94,7 +94,7 @@ fn a_cancelled_timer_never_runs() {
     assert_eq!(by_handle.join(), Err(TaskError::Cancelled));
     assert_eq!(by_token.join(), Err(TaskError::Cancelled));
     until(|| pool.metrics().counts.cancelled == 2);
-    pool.wait_idle();
+    common::idle(&pool);
     assert_eq!(ran.load(SeqCst), 0);
     assert_identity(&pool.metrics());
 }
@@ -168,7 +168,7 @@ fn a_fixed_rate_task_under_a_slow_body_skips_and_a_fixed_delay_one_spaces() {
             .map(|s| (*s - t0).as_millis() as u32)
             .collect();
         assert_eq!(starts, expected, "{schedule:?}");
-        pool.wait_idle();
+        common::idle(&pool);
         let m = pool.metrics();
         assert_eq!(m.counts.started, 3);
         assert_eq!(m.counts.cancelled, 1);

@@ -5,6 +5,8 @@
 
 #![cfg(feature = "tracing")]
 
+mod common;
+
 use ebbtide::{Backpressure, BreakerConfig, Pool, RetryPolicy};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -165,7 +167,7 @@ fn tasks_run_in_spans_and_failures_and_shutdown_are_events() {
         .unwrap();
     assert!(h.join().unwrap().is_err());
     assert_eq!(pool.install(|| 7), 7);
-    pool.wait_idle();
+    common::idle(&pool);
     let report = pool.shutdown();
     assert_eq!(report.dead_lettered, 1);
 

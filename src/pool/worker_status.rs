@@ -13,6 +13,19 @@ fn word(pool: &Pool) -> (WorkerState, u64) {
     pool.registry.counters.worker(0).status.read()
 }
 
+/// `wait_idle`, on a helper thread, for at most ten seconds.
+fn idle(pool: &Pool) {
+    let handle = pool.handle();
+    let (done, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        handle.wait_idle();
+        drop(handle);
+        let _ = done.send(());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the pool never went idle");
+}
+
 /// Waits (up to ten seconds) until worker 0 is parked.
 fn until_parked(pool: &Pool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -49,7 +62,7 @@ fn a_task_the_loop_ran_leaves_the_worker_idle_since_its_end() {
         .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
         .max()
         .unwrap();
-    pool.wait_idle();
+    idle(&pool);
     // No task runs: the word is no longer `Running`, and the time it
     // holds is the last task's end (after its body's last tick), not
     // its start, whatever the worker did since (search, park).
@@ -68,7 +81,7 @@ fn a_task_after_a_park_starts_after_the_wake_up() {
     let pool = Pool::builder().workers(1).build().unwrap();
     for _ in 0..20 {
         pool.execute(|| ()).unwrap();
-        pool.wait_idle();
+        idle(&pool);
         until_parked(&pool);
         // The start is read after the wake-up, not taken from the end of
         // the task before the park.

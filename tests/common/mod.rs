@@ -35,6 +35,26 @@ fn wait_on<'a, T>(
     guard
 }
 
+/// `wait_idle`, with a deadline: the pool is waited for on a helper
+/// thread, and the test fails after [`PATIENCE`] instead of hanging. Only
+/// from the test's own thread: called from a task, `wait_idle` leaves the
+/// calling task out, which a helper thread would not.
+pub fn idle(pool: &ebbtide::Pool) {
+    idle_handle(pool.handle());
+}
+
+/// [`idle`], for a handle.
+pub fn idle_handle(handle: ebbtide::PoolHandle) {
+    let (done, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        handle.wait_idle();
+        drop(handle);
+        let _ = done.send(());
+    });
+    rx.recv_timeout(PATIENCE)
+        .unwrap_or_else(|_| panic!("gave up after {PATIENCE:?} waiting for the pool to go idle"));
+}
+
 /// The marker expected test panics carry; [`quiet_expected_panics`] keeps
 /// them out of the test output.
 pub const MARK: &str = "expected test panic";
