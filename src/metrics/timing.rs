@@ -208,11 +208,23 @@ fn stamp_parts(stamp: u64) -> (u64, u64) {
 /// submitters racing may lose a count or stamp twice, which moves a
 /// sample, not a task (the snapshot scales the weights to the exact
 /// count).
+///
+/// A pool that needs every submission stamped (a manual clock, the stall
+/// watchdog, histograms without worker states) runs the same countdown
+/// with a period of 1 ([`Stamps::every`]): its stamps are taken on the
+/// countdown's cold path, so the default's path at submission is the one
+/// test for timing at all, and the countdown.
+// `repr(C)`, `left` second: its store then takes the registry's address
+// plus an offset, and the address of `self` for the cold call is worked
+// out on the cold path only (first, it was hoisted onto the hot one).
+#[repr(C)]
 pub(crate) struct Stamps {
-    /// Submissions left until the next stamp, counting it.
-    left: AtomicU64,
     /// Submissions up to the last stamp.
     through: AtomicU64,
+    /// Submissions left until the next stamp, counting it.
+    left: AtomicU64,
+    /// Every submission is stamped, with weight 1 and the time as given.
+    every: bool,
 }
 
 impl Default for Stamps {
@@ -220,27 +232,47 @@ impl Default for Stamps {
         Stamps {
             left: AtomicU64::new(1),
             through: AtomicU64::new(0),
+            every: false,
         }
     }
 }
 
 impl Stamps {
+    /// Stamps for a pool that stamps every submission.
+    pub(crate) fn every() -> Self {
+        Stamps {
+            every: true,
+            ..Stamps::default()
+        }
+    }
+
     /// The stamp of the next submission, if it gets one: `now()` with
-    /// the weight bit.
+    /// the weight bit (as given, when every submission is stamped).
+    ///
+    /// The countdown only ever holds 1 or more: a submission stores its
+    /// decrement only when that is not 0, and the stamped one's cold path
+    /// stores the next period instead. So whatever value a racing
+    /// submitter loads, it is at least 1: a race loses a count or stamps
+    /// twice (moving a sample), and the countdown cannot wrap below 0 and
+    /// stop stamping.
     #[inline(always)]
     pub(crate) fn next(&self, now: impl FnOnce() -> u64) -> Option<u64> {
         let left = self.left.load(Relaxed).wrapping_sub(1);
-        self.left.store(left, Relaxed);
-        if left == 0 {
-            Some(self.stamp(now()))
-        } else {
+        if left != 0 {
+            self.left.store(left, Relaxed);
             None
+        } else {
+            Some(self.stamp(now()))
         }
     }
 
     #[cold]
     #[inline(never)]
     fn stamp(&self, now: u64) -> u64 {
+        if self.every {
+            self.left.store(1, Relaxed);
+            return now;
+        }
         let through = self.through.load(Relaxed);
         let period = period(through);
         let through = through + period;
@@ -365,6 +397,29 @@ mod tests {
         // mistaken for none, nor missed by the long-task test.
         let s = Stamps::default();
         assert_eq!(s.next(|| 0), Some(LONG));
+    }
+
+    #[test]
+    fn the_countdown_never_holds_zero() {
+        // What keeps racing submitters from wrapping it: every value stored
+        // is at least 1 (and at most the period).
+        for s in [Stamps::default(), Stamps::every()] {
+            for i in 0..WARM_UP + 10 * SAMPLE_EVERY {
+                s.next(|| 2 * LONG + i);
+                let left = s.left.load(Relaxed);
+                assert!((1..=SAMPLE_EVERY).contains(&left), "{left} after {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn stamps_for_every_submission_are_the_time_as_given() {
+        let s = Stamps::every();
+        for i in 0..3 * WARM_UP {
+            // Whatever the time (a manual clock may read 0 or an odd
+            // tick), it is the stamp, every time.
+            assert_eq!(s.next(|| i), Some(i), "submission {i}");
+        }
     }
 
     #[test]

@@ -35,10 +35,23 @@ pub(super) struct Threads {
 /// The admission word (`admission.rs`), and beside it, on the line every
 /// submission writes anyway, the countdown to the next stamped submission
 /// (`metrics::timing::Stamps`).
-#[derive(Default)]
 pub(crate) struct Admission {
     word: AtomicU64,
     pub(super) stamps: crate::metrics::timing::Stamps,
+}
+
+impl Admission {
+    /// The word, and stamps for every submission or sparse ones.
+    fn new(stamp_every: bool) -> Self {
+        Admission {
+            word: AtomicU64::new(0),
+            stamps: if stamp_every {
+                crate::metrics::timing::Stamps::every()
+            } else {
+                crate::metrics::timing::Stamps::default()
+            },
+        }
+    }
 }
 
 impl std::ops::Deref for Admission {
@@ -160,18 +173,16 @@ impl Registry {
     /// Stamps a submitted job (made unstamped, 0): under the default
     /// metrics one in `SAMPLE_EVERY` of the pool's submissions (past its
     /// first `WARM_UP`) reads the clock and the others stay unstamped;
-    /// else every one gets `task_now`. See `metrics::timing::Stamps`.
+    /// under any other timing every one gets `timed_now`. See
+    /// `metrics::timing::Stamps`.
     #[inline(always)]
     pub(crate) fn stamp_submission(&self, job: &mut JobRef) {
-        if !self.timing {
-            return;
-        }
-        if self.full_metrics {
-            if let Some(stamp) = self.admission.stamps.next(crate::metrics::clock::ticks) {
+        // One test, then the countdown: a pool that stamps every
+        // submission has a countdown of period 1 (`Stamps::every`).
+        if self.timing {
+            if let Some(stamp) = self.admission.stamps.next(|| self.timed_now()) {
                 job.stamp(stamp);
             }
-        } else {
-            job.stamp(self.timed_now());
         }
     }
 
@@ -202,6 +213,11 @@ impl Registry {
         let workers = locals.len();
         let stealers = locals.iter().map(LocalQueue::stealer).collect();
         let locks = std::sync::Arc::new(LockStats::default());
+        let timing = config.histograms || config.stall_threshold.is_some();
+        let full_metrics = config.histograms
+            && config.track_workers
+            && config.clock.is_none()
+            && config.stall_threshold.is_none();
         Registry {
             live: CachePadded::new(AtomicUsize::new(0)),
             retire_at: AtomicUsize::new(usize::MAX),
@@ -212,14 +228,10 @@ impl Registry {
             nudged: AtomicBool::new(false),
             target: AtomicUsize::new(config.min_workers),
             resizes: Mutex::new(std::collections::VecDeque::new()),
-            timing: config.histograms || config.stall_threshold.is_some(),
-            ticking: (config.histograms || config.stall_threshold.is_some())
-                && config.clock.is_none(),
-            full_metrics: config.histograms
-                && config.track_workers
-                && config.clock.is_none()
-                && config.stall_threshold.is_none(),
-            bare: !(config.histograms || config.stall_threshold.is_some() || config.track_workers),
+            timing,
+            ticking: timing && config.clock.is_none(),
+            full_metrics,
+            bare: !(timing || config.track_workers),
             calibration: Calibration::now(),
             clock: TaskClock::new(config.clock.clone()),
             served: Served::new(workers),
@@ -233,7 +245,9 @@ impl Registry {
             dead_letters: Mutex::new(std::collections::VecDeque::new()),
             #[cfg(not(loom))]
             this: std::sync::OnceLock::new(),
-            admission: CachePadded::new(Admission::default()),
+            // Sparse stamps under the default metrics, every one under
+            // any other timing.
+            admission: CachePadded::new(Admission::new(timing && !full_metrics)),
             injector: Injector::new(),
             side: Injector::new(),
             stealers,
