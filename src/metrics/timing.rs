@@ -401,13 +401,21 @@ mod tests {
 
     #[test]
     fn the_countdown_never_holds_zero() {
-        // What keeps racing submitters from wrapping it: every value stored
-        // is at least 1 (and at most the period).
+        // What keeps racing submitters from wrapping it: every value it
+        // holds is at least 1, also while a stamp is being taken (the
+        // clock is read on the cold path: a submitter racing that one
+        // would load what the clock reading sees here).
         for s in [Stamps::default(), Stamps::every()] {
             for i in 0..WARM_UP + 10 * SAMPLE_EVERY {
-                s.next(|| 2 * LONG + i);
-                let left = s.left.load(Relaxed);
-                assert!((1..=SAMPLE_EVERY).contains(&left), "{left} after {i}");
+                let mut during = None;
+                s.next(|| {
+                    during = Some(s.left.load(Relaxed));
+                    2 * LONG + i
+                });
+                let after = s.left.load(Relaxed);
+                for left in during.into_iter().chain([after]) {
+                    assert!((1..=SAMPLE_EVERY).contains(&left), "{left} at {i}");
+                }
             }
         }
     }

@@ -334,8 +334,9 @@ impl WorkerThread {
                 t => t,
             };
             debug_assert!(start != 0, "a task at the top with no start marked");
-            // At the top, the word found is `Idle` (the state between
-            // tasks): no need to read it and keep it across the run.
+            // At the top, the word found is no task's (`Idle`, or the
+            // `Running` the loop's last task left): no need to read it and
+            // keep it across the run.
             let outer = if TOP {
                 status.begin_task(start);
                 None
@@ -500,11 +501,13 @@ impl WorkerThread {
     /// Under the default metrics a task run by the loop leaves the status
     /// word `Running` (its start) for the loop's next step, which in a
     /// streak of tasks is the next task's start: one store a task, not
-    /// two. Every other step of the loop (a look that finds nothing, a job
-    /// that is not a task, a park) first settles the word here: `Idle`
-    /// since the task's end, as if stored when it ended. Only the loop
-    /// calls it: the worker is then in no task, so a `Running` word is the
-    /// one a task left.
+    /// two. Every other step of the loop (a look that finds nothing, a
+    /// look while paused, a job that is not a task, a task held by a pause
+    /// or abandoned at shutdown) first settles the word here, before the
+    /// worker pays what it owes (so whoever waits for idleness sees it
+    /// settled): `Idle` since the task's end, as if stored when it ended.
+    /// Only the loop calls it: the worker is then in no task, so a
+    /// `Running` word is the one a task left.
     #[cold]
     pub(super) fn end_streak(&self) {
         let registry = &*self.registry;
