@@ -4,10 +4,17 @@
 //! 512`. Peak threads are sampled from `/proc/self/status` every 200 µs (minus
 //! the threads present before). Each figure is the median of 3 runs.
 //!
+//! The `floor_` rows are floors, not pools: 256 threads (`FLOOR_THREADS=n`
+//! for another count) woken by one broadcast and taking task numbers off
+//! one counter, started before the clock (`floor_warm`) or at the first
+//! burst's start as fast as the machine starts threads, then kept
+//! (`floor_cold_start`): what a pool of that many threads could at best do.
+//!
 //! Run: `cargo bench --bench scaling [-- blocking|cpu|bursty|steady]`
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -70,6 +77,149 @@ fn elastic() -> ebbtide::Pool {
 }
 
 type Job = Arc<dyn Fn() + Send + Sync>;
+
+/// Threads in the floor rows: half of tokio's 512 unless `FLOOR_THREADS`
+/// says otherwise. Half is the most the targets allow a pool that is to
+/// beat tokio with at most half its threads.
+fn floor_threads() -> usize {
+    std::env::var("FLOOR_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(256)
+}
+
+/// One round of [`Floor`]'s work: `n` calls of `job`, numbered off one
+/// counter.
+struct Round {
+    n: usize,
+    next: AtomicUsize,
+    job: Arc<dyn Fn(usize) + Send + Sync>,
+    left: Arc<Countdown>,
+}
+
+/// What a [`Floor`]'s threads share.
+struct FloorShared {
+    /// The round number and the round (`None`: leave).
+    gate: Mutex<(u64, Option<Arc<Round>>)>,
+    wake: Condvar,
+    /// Threads still to start.
+    to_start: AtomicUsize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The floor for any pool of so many threads: threads woken together by
+/// one broadcast a round, taking task numbers off one atomic counter. No
+/// queue, no submission cost, no sizing: what the threads alone cost (their
+/// start-up, wake-ups and switches). Started before the clock (`warm`), or
+/// at the first round's start, by the submitter and by every new thread
+/// before it works (`cold`), as fast as this machine starts threads.
+struct Floor {
+    shared: Arc<FloorShared>,
+}
+
+impl Floor {
+    fn empty() -> Self {
+        Floor {
+            shared: Arc::new(FloorShared {
+                gate: Mutex::new((0, None)),
+                wake: Condvar::new(),
+                to_start: AtomicUsize::new(0),
+                threads: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// `threads` threads, started and parked before it returns.
+    fn warm(threads: usize) -> Self {
+        let floor = Floor::empty();
+        floor.grow(threads);
+        std::thread::sleep(Duration::from_millis(50));
+        floor
+    }
+
+    /// Starts `threads` more: this thread starts them until none is left
+    /// to start, and every new one first starts one more.
+    fn grow(&self, threads: usize) {
+        self.shared.to_start.store(threads, Ordering::Relaxed);
+        while Self::start_one(&self.shared) {}
+    }
+
+    fn start_one(shared: &Arc<FloorShared>) -> bool {
+        let taken = shared
+            .to_start
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if taken.is_err() {
+            return false;
+        }
+        let s = shared.clone();
+        let thread = std::thread::spawn(move || {
+            Self::start_one(&s);
+            Self::work(&s);
+        });
+        shared.threads.lock().unwrap().push(thread);
+        true
+    }
+
+    /// A thread's life: each round once (a thread started during a round
+    /// joins it), until told to leave.
+    fn work(shared: &FloorShared) {
+        let mut seen = 0;
+        loop {
+            let round = {
+                let mut g = shared.gate.lock().unwrap();
+                while g.0 == seen {
+                    g = shared.wake.wait(g).unwrap();
+                }
+                seen = g.0;
+                match &g.1 {
+                    Some(r) => r.clone(),
+                    None => return,
+                }
+            };
+            loop {
+                let i = round.next.fetch_add(1, Ordering::Relaxed);
+                if i >= round.n {
+                    break;
+                }
+                (round.job)(i);
+                round.left.count_down();
+            }
+        }
+    }
+
+    /// Starts a round of `n` calls of `job`; the returned latch opens when
+    /// all have returned.
+    fn start(&self, n: usize, job: Arc<dyn Fn(usize) + Send + Sync>) -> Arc<Countdown> {
+        let left = Countdown::new(n);
+        let round = Arc::new(Round {
+            n,
+            next: AtomicUsize::new(0),
+            job,
+            left: left.clone(),
+        });
+        let mut g = self.shared.gate.lock().unwrap();
+        g.0 += 1;
+        g.1 = Some(round);
+        drop(g);
+        self.shared.wake.notify_all();
+        left
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let mut g = self.shared.gate.lock().unwrap();
+        g.0 += 1;
+        g.1 = None;
+        drop(g);
+        self.shared.wake.notify_all();
+        let threads = std::mem::take(&mut *self.shared.threads.lock().unwrap());
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+}
 
 /// tokio with one worker per CPU and a blocking pool of up to 512 threads.
 fn tokio_blocking_runtime(cpus: usize) -> tokio::runtime::Runtime {
@@ -137,6 +287,24 @@ fn run_on(kind: &str, n: usize, job: Job) -> Run {
                 pool.wait_idle();
             })
         }
+        "floor_warm" | "floor_cold_start" => {
+            let threads = floor_threads();
+            let warm = kind == "floor_warm";
+            let floor = if warm {
+                Floor::warm(threads)
+            } else {
+                Floor::empty()
+            };
+            let r = measure(|| {
+                let done = floor.start(n, Arc::new(move |_| job()));
+                if !warm {
+                    floor.grow(threads);
+                }
+                done.wait();
+            });
+            // Started before the clock, or within it.
+            return (r.0, if warm { threads } else { r.1 }, Vec::new());
+        }
         "tokio_spawn_blocking" => {
             let rt = tokio_blocking_runtime(cpus);
             let r = measure(|| {
@@ -182,23 +350,44 @@ fn run_on(kind: &str, n: usize, job: Job) -> Run {
     (r.0, r.1, Vec::new())
 }
 
-/// Runs each kind 3 times; prints the medians, then the workers over time
-/// of each elastic kind's median run.
+/// Runs each kind 3 times, the kinds taking turns; prints the medians and
+/// each kind's ratios to tokio's, then the workers over time of each
+/// elastic kind's median run.
 fn table(title: &str, n: usize, job: Job, kinds: &[&str]) {
-    println!("\n{title}");
-    println!("| pool | makespan (median of 3) | peak extra threads |");
-    println!("|---|---|---|");
-    let mut timelines = Vec::new();
-    for kind in kinds {
-        let mut runs: Vec<_> = (0..3).map(|_| run_on(kind, n, job.clone())).collect();
-        let peak = median(runs.iter().map(|r| r.1).collect());
-        runs.sort_by_key(|r| r.0);
-        let (makespan, _, history) = runs.swap_remove(1);
-        println!("| {kind} | {makespan:.1?} | {peak} |");
-        timelines.push((*kind, history));
+    let mut runs: Vec<Vec<Run>> = kinds.iter().map(|_| Vec::new()).collect();
+    for _ in 0..3 {
+        for (kind, runs) in kinds.iter().zip(&mut runs) {
+            runs.push(run_on(kind, n, job.clone()));
+        }
     }
-    for (kind, history) in timelines {
-        timeline(kind, &history);
+    println!("\n{title}");
+    println!("| pool | makespan (median of 3) | peak extra threads | makespan ÷ tokio's | threads ÷ tokio's |");
+    println!("|---|---|---|---|---|");
+    let medians: Vec<(Duration, usize)> = runs
+        .iter()
+        .map(|r| {
+            (
+                median(r.iter().map(|r| r.0).collect()),
+                median(r.iter().map(|r| r.1).collect()),
+            )
+        })
+        .collect();
+    let tokio = kinds
+        .iter()
+        .position(|k| *k == "tokio_spawn_blocking")
+        .map(|i| medians[i]);
+    for (kind, (makespan, peak)) in kinds.iter().zip(&medians) {
+        let (time, threads) = tokio.map_or((String::new(), String::new()), |(t, p)| {
+            (
+                format!("{:.2}", makespan.as_secs_f64() / t.as_secs_f64()),
+                format!("{:.2}", *peak as f64 / p.max(1) as f64),
+            )
+        });
+        println!("| {kind} | {makespan:.1?} | {peak} | {time} | {threads} |");
+    }
+    for (kind, mut runs) in kinds.iter().zip(runs) {
+        runs.sort_by_key(|r| r.0);
+        timeline(kind, &runs.swap_remove(1).2);
     }
 }
 
@@ -269,6 +458,32 @@ fn bursty(kind: &str, n: usize, gap: Duration) -> Bursts {
             let history = pool.resize_history();
             drop(pool);
             (r.0, r.1, history)
+        }
+        "floor_warm" | "floor_cold_start" => {
+            let threads = floor_threads();
+            let warm = kind == "floor_warm";
+            let floor = if warm {
+                Floor::warm(threads)
+            } else {
+                Floor::empty()
+            };
+            let r = measure(|| {
+                for b in 0..3 {
+                    if b > 0 {
+                        std::thread::sleep(gap);
+                    }
+                    // Every task of the burst is there at its start.
+                    let start = Instant::now();
+                    starts.push(start);
+                    let d = done.clone();
+                    let left = floor.start(n, Arc::new(move |_| work(b, start, &d)));
+                    if b == 0 && !warm {
+                        floor.grow(threads);
+                    }
+                    left.wait();
+                }
+            });
+            (r.0, if warm { threads } else { r.1 }, Vec::new())
         }
         "tokio_spawn_blocking" => {
             let rt = tokio_blocking_runtime(cpus);
@@ -364,6 +579,8 @@ fn main() {
                 "ebbtide",
                 "ebbtide_block_in_place",
                 "tokio_spawn_blocking",
+                "floor_warm",
+                "floor_cold_start",
                 "rayon",
                 "threadpool",
             ],
@@ -389,40 +606,57 @@ fn main() {
     }
 }
 
-/// Three bursts per pool kind, three runs each: the medians, then the
+/// Three bursts per pool kind, three runs each, the kinds taking turns: the
+/// medians and their ratios to tokio's and to the fixed 64's, then the
 /// median-p99 run's bursts one by one and its workers over time.
 fn bursty_table() {
-    println!("\nbursty: 3 bursts of 1,000 tasks blocking 2 ms, 300 ms apart");
-    println!("| pool | p50 latency | p99 latency | burst makespan | peak extra threads |");
-    println!("|---|---|---|---|---|");
-    let mut details = Vec::new();
-    for kind in [
+    let kinds = [
         "ebbtide",
         "ebbtide_wait_5ms",
         "tokio_spawn_blocking",
         "ebbtide_fixed_64",
-    ] {
-        let mut runs: Vec<_> = (0..3)
-            .map(|_| bursty(kind, 1_000, Duration::from_millis(300)))
-            .collect();
-        let p50 = median(runs.iter().map(|r| r.p50).collect());
-        let makespan = median(runs.iter().map(|r| r.makespan).collect());
-        let peak = median(runs.iter().map(|r| r.peak).collect());
-        runs.sort_by_key(|r| r.p99);
-        let run = runs.swap_remove(1);
+        "floor_warm",
+        "floor_cold_start",
+    ];
+    let mut runs: Vec<Vec<Bursts>> = kinds.iter().map(|_| Vec::new()).collect();
+    for _ in 0..3 {
+        for (kind, runs) in kinds.iter().zip(&mut runs) {
+            runs.push(bursty(kind, 1_000, Duration::from_millis(300)));
+        }
+    }
+    // Per kind: p50, the median-p99 run, makespan and peak (medians).
+    let rows: Vec<(Duration, Bursts, Duration, usize)> = runs
+        .into_iter()
+        .map(|mut r| {
+            let p50 = median(r.iter().map(|r| r.p50).collect());
+            let makespan = median(r.iter().map(|r| r.makespan).collect());
+            let peak = median(r.iter().map(|r| r.peak).collect());
+            r.sort_by_key(|r| r.p99);
+            (p50, r.swap_remove(1), makespan, peak)
+        })
+        .collect();
+    let of = |kind: &str| &rows[kinds.iter().position(|k| *k == kind).unwrap()];
+    let (tokio, fixed) = (of("tokio_spawn_blocking"), of("ebbtide_fixed_64"));
+    let ratio = |a: Duration, b: Duration| format!("{:.2}", a.as_secs_f64() / b.as_secs_f64());
+    println!("\nbursty: 3 bursts of 1,000 tasks blocking 2 ms, 300 ms apart");
+    println!("| pool | p50 latency | p99 latency | burst makespan | peak extra threads | makespan ÷ tokio's | threads ÷ tokio's | p99 ÷ fixed 64's |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (kind, (p50, run, makespan, peak)) in kinds.iter().zip(&rows) {
         println!(
-            "| {kind} | {p50:.1?} | {:.1?} | {makespan:.1?} | {peak} |",
-            run.p99
+            "| {kind} | {p50:.1?} | {:.1?} | {makespan:.1?} | {peak} | {} | {:.2} | {} |",
+            run.p99,
+            ratio(*makespan, tokio.2),
+            *peak as f64 / tokio.3.max(1) as f64,
+            ratio(run.p99, fixed.1.p99),
         );
-        details.push((kind, run));
     }
     println!("\nthe median-p99 runs, burst by burst (ms from the burst's first submission; tasks started and ended at the 10th / 50th / 90th / 100th percentile):");
-    for (kind, run) in &details {
+    for (kind, (_, run, _, _)) in kinds.iter().zip(&rows) {
         for line in &run.detail {
             println!("  {kind} {line}");
         }
     }
-    for (kind, run) in details {
+    for (kind, (_, run, _, _)) in kinds.iter().zip(&rows) {
         timeline(kind, &run.history);
     }
 }
