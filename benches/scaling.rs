@@ -138,6 +138,16 @@ impl Floor {
         floor
     }
 
+    /// The floor a bench kind names, its thread count, and whether they
+    /// are started before the clock.
+    fn of_kind(kind: &str) -> (Self, usize, bool) {
+        let threads = floor_threads();
+        match kind {
+            "floor_warm" => (Floor::warm(threads), threads, true),
+            _ => (Floor::empty(), threads, false),
+        }
+    }
+
     /// Starts `threads` more: this thread starts them until none is left
     /// to start, and every new one first starts one more.
     fn grow(&self, threads: usize) {
@@ -288,13 +298,7 @@ fn run_on(kind: &str, n: usize, job: Job) -> Run {
             })
         }
         "floor_warm" | "floor_cold_start" => {
-            let threads = floor_threads();
-            let warm = kind == "floor_warm";
-            let floor = if warm {
-                Floor::warm(threads)
-            } else {
-                Floor::empty()
-            };
+            let (floor, threads, warm) = Floor::of_kind(kind);
             let r = measure(|| {
                 let done = floor.start(n, Arc::new(move |_| job()));
                 if !warm {
@@ -460,13 +464,7 @@ fn bursty(kind: &str, n: usize, gap: Duration) -> Bursts {
             (r.0, r.1, history)
         }
         "floor_warm" | "floor_cold_start" => {
-            let threads = floor_threads();
-            let warm = kind == "floor_warm";
-            let floor = if warm {
-                Floor::warm(threads)
-            } else {
-                Floor::empty()
-            };
+            let (floor, threads, warm) = Floor::of_kind(kind);
             let r = measure(|| {
                 for b in 0..3 {
                     if b > 0 {
