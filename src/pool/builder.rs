@@ -304,8 +304,11 @@ impl Builder {
     /// Times tasks with `clock` (the time since any fixed epoch; it must
     /// never go backwards) instead of the CPU's tick counter: the queue-wait
     /// and run-time histograms, the dump's running times, the stall
-    /// watchdog and the auto-scaler's run-time sums all read it. For tests
-    /// and simulations that need exact figures:
+    /// watchdog and the auto-scaler's run-time sums all read it. A reading
+    /// earlier than the latest one reads as the latest, and so does a panic
+    /// in `clock` (the panic hook still reports it): a faulty clock stops
+    /// the pool's time, never its threads. For tests and simulations that
+    /// need exact figures:
     ///
     /// ```
     /// use std::sync::atomic::{AtomicU64, Ordering};
@@ -336,7 +339,11 @@ impl Builder {
     /// (`Instant::now` by default), e.g. with a manual clock in tests: a
     /// task delayed by 50 ms runs once this clock has advanced 50 ms. It
     /// must never go backwards. The timer thread polls it every
-    /// millisecond of real time.
+    /// millisecond of real time. It is first read when the pool is built
+    /// (a panic then reaches `build`'s caller); after that, a reading
+    /// earlier than the latest one reads as the latest, and so does a panic
+    /// (the panic hook still reports it): time stands still while the
+    /// clock fails, and no task is lost.
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};

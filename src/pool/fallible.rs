@@ -23,7 +23,8 @@ impl TaskBuilder<'_> {
     /// counted (`app_errors`) and seen by the circuit breaker. The handle
     /// resolves once: `Ok(Ok(value))`, or `Ok(Err(failed))` with every
     /// attempt's error; `Err(TaskError)` if it panicked, was cancelled,
-    /// timed out or was abandoned.
+    /// timed out or was abandoned. A dead letter keeps each error as its
+    /// `Display` text (a `Display` that panics leaves a note saying so).
     ///
     /// ```
     /// use std::time::Duration;
@@ -59,7 +60,9 @@ impl TaskBuilder<'_> {
     /// As [`spawn_fallible`](Self::spawn_fallible), retrying only errors
     /// for which `retry_if` returns `true`; any other error is permanent:
     /// the task goes to the dead letters at once (with a retry policy) or
-    /// fails (without one).
+    /// fails (without one). A panic in `retry_if` is the task's: its handle
+    /// yields `Err(TaskError::Panicked)`, the panic handler sees it, and
+    /// the task neither retries nor goes to the dead letters.
     ///
     /// # Errors
     /// As [`spawn_fallible`](Self::spawn_fallible).

@@ -13,6 +13,7 @@
 //! accepted before the breaker opened are ignored while it is open.
 
 use crate::metrics::BreakerState;
+use crate::time::clock::GuardedClock;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::fmt;
@@ -98,7 +99,11 @@ impl BreakerConfig {
     }
 
     /// Replaces the breaker's clock (`Instant::now` by default), e.g. with
-    /// a manual clock in tests.
+    /// a manual clock in tests. It is first read when the pool is built (a
+    /// panic then reaches `build`'s caller); after that, a reading earlier
+    /// than the latest one reads as the latest, and so does a panic (the
+    /// panic hook still reports it): the breaker's time stands still while
+    /// the clock fails.
     pub fn clock(mut self, clock: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
         self.clock = Some(Arc::new(clock));
         self
@@ -150,12 +155,15 @@ fn changed(to: BreakerState) {
 
 pub(crate) struct Breaker {
     config: BreakerConfig,
+    /// The configured clock, behind its guard (`None`: `Instant::now`).
+    clock: Option<GuardedClock>,
     inner: Mutex<Inner>,
 }
 
 impl Breaker {
     pub(crate) fn new(config: BreakerConfig) -> Self {
         Breaker {
+            clock: config.clock.clone().map(GuardedClock::new),
             inner: Mutex::new(Inner {
                 state: State::Closed,
                 window: VecDeque::with_capacity(config.window),
@@ -165,10 +173,9 @@ impl Breaker {
     }
 
     fn now(&self) -> Instant {
-        self.config
-            .clock
+        self.clock
             .as_ref()
-            .map_or_else(Instant::now, |c| c())
+            .map_or_else(Instant::now, GuardedClock::now)
     }
 
     /// Whether a submission may pass (moving Open → HalfOpen when the

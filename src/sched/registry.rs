@@ -233,7 +233,14 @@ impl Registry {
             full_metrics,
             bare: !(timing || config.track_workers),
             calibration: Calibration::now(),
-            clock: TaskClock::new(config.clock.clone()),
+            // The user's clock behind its guard: a faulty one stops the
+            // pool's time, never its threads.
+            clock: TaskClock::new(
+                config
+                    .clock
+                    .clone()
+                    .map(crate::time::clock::guard_durations),
+            ),
             served: Served::new(workers),
             ceiling: Mutex::new(None),
             watchdog: Arc::new(Parker::default()),

@@ -7,7 +7,7 @@
 
 use super::cancel::{may_start, run_named, Deadline, TaskContext};
 use super::dead::{AttemptError, DeadLetter, Failed};
-use super::job::{panic_message, Again, Outcome, Runnable, TaskJob};
+use super::job::{drop_payload, panic_message, Again, Outcome, Runnable, TaskJob};
 use super::slot::TaskSlot;
 use crate::error::TaskError;
 use crate::loom::sync::Arc;
@@ -50,9 +50,15 @@ pub(crate) struct Plan<E> {
     pub(crate) to_text: Option<fn(&E) -> String>,
 }
 
-/// Renders an error with its `Display`.
+/// Renders an error with its `Display`. A `Display` that panics renders
+/// as a note saying so: the task still reaches the dead letters, and the
+/// error itself stays in its handle's [`Failed`].
 pub(crate) fn display<E: Display>(e: &E) -> String {
-    e.to_string()
+    panic::catch_unwind(AssertUnwindSafe(|| e.to_string())).unwrap_or_else(|payload| {
+        let text = format!("(its Display panicked: {})", panic_message(&*payload));
+        drop_payload(payload);
+        text
+    })
 }
 
 impl<F, P, T, E> Runnable for Fallible<F, P, T, E>
@@ -151,7 +157,16 @@ where
         let now = plan.clock.now();
         let retry = plan.policy.as_ref().is_some_and(|p| attempt < p.attempts())
             && !cx.is_cancelled()
-            && (self.retry_if)(&error);
+            && match panic::catch_unwind(AssertUnwindSafe(|| (self.retry_if)(&error))) {
+                Ok(retry) => retry,
+                // The predicate is the task's own code: the task panicked.
+                Err(payload) => {
+                    let message = panic_message(&*payload);
+                    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop((plan, error))));
+                    self.discard(TaskError::Panicked { message });
+                    return Outcome::Panicked(payload);
+                }
+            };
         plan.attempts.push(AttemptError {
             attempt,
             at: now,
