@@ -12,7 +12,11 @@ pub(crate) fn spawn(
 ) -> std::io::Result<crate::loom::thread::JoinHandle<()>> {
     crate::loom::thread::Builder::new()
         .name(format!("{}-supervisor", registry.config.thread_name))
-        .spawn(move || run(&registry))
+        .spawn(move || {
+            #[cfg(not(loom))]
+            let _abort = crate::sched::abort::AbortOnPanic("the supervisor");
+            run(&registry);
+        })
 }
 
 fn run(registry: &Arc<Registry>) {

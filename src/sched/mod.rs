@@ -20,6 +20,7 @@
 //! `metrics`, `loom`); nothing here calls up into the pool's public face,
 //! fork-join, groups or the auto-scaling supervisor.
 
+pub(crate) mod abort;
 pub(crate) mod admission;
 pub(crate) mod breaker;
 pub(crate) mod config;

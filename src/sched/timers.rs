@@ -564,7 +564,10 @@ impl Registry {
         };
         let spawned = std::thread::Builder::new()
             .name(format!("{}-timers", self.config.thread_name))
-            .spawn(move || registry.drive_timers());
+            .spawn(move || {
+                let _abort = super::abort::AbortOnPanic("the timer thread");
+                registry.drive_timers();
+            });
         match spawned {
             Ok(handle) => {
                 self.add_thread(handle);

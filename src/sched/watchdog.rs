@@ -21,7 +21,11 @@ pub(crate) fn spawn(
 ) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name(format!("{}-watchdog", registry.config.thread_name))
-        .spawn(move || run(&registry, threshold))
+        .spawn(move || {
+            #[cfg(not(loom))]
+            let _abort = super::abort::AbortOnPanic("the stall watchdog");
+            run(&registry, threshold);
+        })
 }
 
 fn report(registry: &Registry, stall: &StallReport) {

@@ -473,9 +473,10 @@ impl Tenants {
         let weak = Arc::downgrade(registry);
         let held = StdArc::clone(registry.held().expect("the tenants exist"));
         let name = format!("{}-tenants", registry.config.thread_name);
-        let started = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || driver::drive(&weak, &held));
+        let started = std::thread::Builder::new().name(name).spawn(move || {
+            let _abort = crate::sched::abort::AbortOnPanic("the tenants' driver");
+            driver::drive(&weak, &held);
+        });
         if started.is_err() {
             // Without a driver, refills wait for the next submission or
             // completion, which tries to start one again.

@@ -69,6 +69,8 @@ pub(crate) struct WorkerThread {
 
 /// The body of worker thread `index`.
 pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
+    #[cfg(not(loom))]
+    let _abort = crate::sched::abort::AbortOnPanic("a worker");
     let worker = WorkerThread {
         parker: Arc::clone(registry.sleep.parker(index)),
         registry,
