@@ -401,3 +401,68 @@ fn each_stage_is_visible_in_one_prometheus_text() {
     assert_eq!(text.matches("# TYPE app_workers gauge").count(), 1);
     pipeline.shutdown();
 }
+
+/// A key by item modulo 4 that panics on item `bad` (read as
+/// `x - offset`).
+fn key_panicking_on(bad: u32, offset: u32) -> impl Fn(&u32) -> u32 + Send + Sync + 'static {
+    move |x: &u32| {
+        if x - offset == bad {
+            panic!("{}: the key of {bad}", common::MARK);
+        }
+        x % 4
+    }
+}
+
+#[test]
+fn an_item_whose_key_panics_is_that_stages_panic_and_the_rest_flow_on() {
+    common::quiet_expected_panics();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let sunk = Arc::new(Mutex::new(Vec::new()));
+    let (e, s) = (Arc::clone(&errors), Arc::clone(&sunk));
+    // Keyed at the first stage (its key read on the sending thread), at a
+    // middle one (read on the stage before's worker), and at a batch.
+    let pipeline = Pipeline::<u32>::builder()
+        .key_by(key_panicking_on(13, 0))
+        .map(Stage::new("first").workers(2), |x: u32| x + 100)
+        .key_by(key_panicking_on(14, 100))
+        .map(Stage::new("middle").workers(2), |x: u32| x - 100)
+        .key_by(key_panicking_on(15, 0))
+        .batch(Stage::new("batch"), 10, Duration::from_secs(3600))
+        .sink(Stage::new("sink").workers(1), move |batch: Vec<u32>| {
+            s.lock().unwrap().extend(batch);
+        })
+        .on_error(move |err| e.lock().unwrap().push(err))
+        .build()
+        .unwrap();
+    for x in 0..40 {
+        pipeline.send(x).unwrap();
+    }
+    let report = pipeline.shutdown();
+    let errors = errors.lock().unwrap();
+    let mut seen: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.stage.as_str(), &e.message[common::MARK.len()..]))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        [
+            ("batch", ": the key of 15"),
+            ("first", ": the key of 13"),
+            ("middle", ": the key of 14"),
+        ]
+    );
+    assert!(errors.iter().all(|e| e.panicked), "{errors:?}");
+    let counts = |i: usize| {
+        let s = &report.stages[i];
+        (s.name.as_str(), s.received, s.completed, s.panicked)
+    };
+    assert_eq!(counts(0), ("first", 40, 39, 1));
+    assert_eq!(counts(1), ("middle", 39, 38, 1));
+    assert_eq!(counts(2), ("batch", 38, 37, 1));
+    assert_eq!(counts(3), ("sink", 4, 4, 0));
+    let mut sunk = sunk.lock().unwrap().clone();
+    sunk.sort_unstable();
+    let expected: Vec<u32> = (0..40).filter(|x| ![13, 14, 15].contains(x)).collect();
+    assert_eq!(sunk, expected);
+}

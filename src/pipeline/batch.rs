@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 
 use crate::pool::{Pool, PoolHandle};
 
-use super::{KeyFn, Next};
+use super::{KeyFn, Next, Shared};
 
 /// Why a batch left.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub(crate) struct BatchCounts {
     pub(crate) batches_timer: AtomicU64,
     pub(crate) batches_shutdown: AtomicU64,
     pub(crate) buffered: AtomicU64,
+    /// Items whose key function panicked.
+    pub(crate) panicked: AtomicU64,
 }
 
 struct Open<T> {
@@ -52,6 +54,9 @@ pub(crate) struct Batcher<T> {
     next: Next<Vec<T>>,
     timer: PoolHandle,
     pub(crate) counts: Arc<BatchCounts>,
+    /// Where an item whose key panics is reported, and the stage's name.
+    shared: Arc<Shared>,
+    name: Arc<str>,
 }
 
 impl<T: Send + 'static> Batcher<T> {
@@ -61,6 +66,7 @@ impl<T: Send + 'static> Batcher<T> {
         key: Option<KeyFn<T>>,
         next: Next<Vec<T>>,
         timer: &Pool,
+        (shared, name): (Arc<Shared>, Arc<str>),
     ) -> Arc<Self> {
         Arc::new(Batcher {
             max_items,
@@ -71,13 +77,20 @@ impl<T: Send + 'static> Batcher<T> {
             next,
             timer: timer.handle(),
             counts: Arc::new(BatchCounts::default()),
+            shared,
+            name,
         })
     }
 
     /// Adds an item; hands the batch on if it is full.
     pub(crate) fn push(self: &Arc<Self>, item: T) -> Result<(), ()> {
         self.counts.received.fetch_add(1, Relaxed);
-        let k = self.key.as_ref().map_or(0, |f| f(&item));
+        let (k, item) = match &self.key {
+            Some(key) => self
+                .shared
+                .key_of(key, item, &self.name, &self.counts.panicked)?,
+            None => (0, item),
+        };
         let mut open = self.open.lock();
         let batch = open.entry(k).or_insert_with(|| Open {
             items: Vec::new(),

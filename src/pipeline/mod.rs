@@ -50,6 +50,7 @@ mod stage;
 pub use report::{ItemError, PipelineError, PipelineReport, SendError, StageReport};
 
 use std::hash::Hash;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,6 +156,34 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// `item`'s key in `stage`, by the user's key function. When that
+    /// panics, the item is that stage's panic: counted in `panicked`,
+    /// reported like any panic there (the error handler, or failing a
+    /// fail-fast pipeline), and dropped (its destructor contained); the
+    /// caller refuses it (`Err`), so the stage before does not count it as
+    /// handed on.
+    fn key_of<T>(
+        &self,
+        key: &KeyFn<T>,
+        item: T,
+        stage: &str,
+        panicked: &std::sync::atomic::AtomicU64,
+    ) -> Result<(u64, T), ()> {
+        match catch_unwind(AssertUnwindSafe(|| key(&item))) {
+            Ok(k) => Ok((k, item)),
+            Err(payload) => {
+                panicked.fetch_add(1, Relaxed);
+                self.fail(ItemError {
+                    stage: stage.to_string(),
+                    message: panic_text(&*payload),
+                    panicked: true,
+                });
+                let _ = catch_unwind(AssertUnwindSafe(move || drop((item, payload))));
+                Err(())
+            }
+        }
+    }
+
     fn fail(&self, e: ItemError) {
         if self.fail_fast {
             let mut first = self.failure.lock();
@@ -168,6 +197,15 @@ impl Shared {
             sink(e);
         }
     }
+}
+
+/// A panic payload's message (`&str` or `String`), or a placeholder.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "<non-string panic payload>".into())
 }
 
 enum Part {
@@ -302,7 +340,10 @@ impl<I: Send + 'static, O: Send + 'static> PipelineBuilder<I, O> {
 
     /// Keys the next stage (a `map`, `try_map`, `flat_map`, `sink` or
     /// `batch`): items of one key go through it one at a time, in order;
-    /// a keyed batch groups each key's items apart.
+    /// a keyed batch groups each key's items apart. An item whose `key`
+    /// panics is that stage's panic: counted in its `panicked`, reported to
+    /// [`on_error`](Self::on_error) (or failing a fail-fast pipeline), and
+    /// not passed on; the other items flow on.
     pub fn key_by<K, KF>(mut self, key: KF) -> Self
     where
         K: Hash,
@@ -349,7 +390,14 @@ impl<I: Send + 'static, O: Send + 'static> PipelineBuilder<I, O> {
                 stage: stage.name.clone(),
                 error,
             })?;
-            let batcher = Batcher::new(max_items, max_wait, key, next, &timer);
+            let batcher = Batcher::new(
+                max_items,
+                max_wait,
+                key,
+                next,
+                &timer,
+                (Arc::clone(&parts.shared), stage.name.as_str().into()),
+            );
             let counts = Arc::clone(&batcher.counts);
             let flusher = Arc::clone(&batcher);
             parts.parts.push(Part::Batch {
@@ -505,6 +553,7 @@ impl<I: Send + 'static> Pipeline<I> {
                         name: name.clone(),
                         received: counts.received.load(Relaxed),
                         completed: counts.emitted_items.load(Relaxed),
+                        panicked: counts.panicked.load(Relaxed),
                         batches: [
                             counts.batches_full.load(Relaxed),
                             counts.batches_timer.load(Relaxed),

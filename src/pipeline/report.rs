@@ -125,7 +125,7 @@ pub struct StageReport {
     pub completed: u64,
     /// Items its function returned `Err` on.
     pub failed: u64,
-    /// Items its function panicked on.
+    /// Items its function, or the key function keying it, panicked on.
     pub panicked: u64,
     /// Items cancelled before they ran (fail-fast).
     pub cancelled: u64,

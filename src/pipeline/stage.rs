@@ -11,7 +11,7 @@ use crate::pool::Pool;
 use crate::task::cancel::CancelToken;
 use crate::Backpressure;
 
-use super::{ItemError, KeyFn, Next, PipelineError, Shared, Stage, Workers};
+use super::{panic_text, ItemError, KeyFn, Next, PipelineError, Shared, Stage, Workers};
 
 /// What a stage did with its items; with its pool's cancelled and
 /// abandoned tasks, `received = completed + failed + panicked + cancelled
@@ -64,7 +64,13 @@ where
     let shared = Arc::clone(shared);
     let submit: Next<O> = Arc::new(move |item: O| {
         submit_counts.received.fetch_add(1, Relaxed);
-        let key = key.as_ref().map(|k| k(&item));
+        let (key, item) = match &key {
+            Some(k) => {
+                let (k, item) = shared.key_of(k, item, &name, &submit_counts.panicked)?;
+                (Some(k), item)
+            }
+            None => (None, item),
+        };
         let (body, next, counts, shared, name) = (
             Arc::clone(&body),
             Arc::clone(&next),
@@ -117,14 +123,9 @@ fn run_item<O, P>(
         }
         Err(payload) => {
             counts.panicked.fetch_add(1, Relaxed);
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "<non-string panic payload>".into());
             shared.fail(ItemError {
                 stage: name.to_string(),
-                message,
+                message: panic_text(&*payload),
                 panicked: true,
             });
         }
