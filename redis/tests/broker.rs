@@ -102,10 +102,20 @@ fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
 /// Sends `keys × per_key` messages: key `k{i}`, payload its sequence
 /// number 1..=per_key, in sequence order.
 fn produce(server: &Server, stream: &Stream, keys: usize, per_key: usize) {
+    produce_seqs(server, stream, keys, 1..=per_key);
+}
+
+/// Sequence numbers `seqs` of every key, each round of keys in turn.
+fn produce_seqs(
+    server: &Server,
+    stream: &Stream,
+    keys: usize,
+    seqs: std::ops::RangeInclusive<usize>,
+) {
     let mut producer = Producer::connect(&server.url, stream.clone()).expect("a producer");
-    let items =
-        (1..=per_key).flat_map(|seq| (0..keys).map(move |k| (format!("k{k}"), seq.to_string())));
-    assert_eq!(producer.send_batch(items).expect("send"), keys * per_key);
+    let expected = keys * seqs.clone().count();
+    let items = seqs.flat_map(|seq| (0..keys).map(move |k| (format!("k{k}"), seq.to_string())));
+    assert_eq!(producer.send_batch(items).expect("send"), expected);
 }
 
 // ---------------------------------------------------------------------------
@@ -409,11 +419,15 @@ fn graceful_scaling(server: &Server) {
     let mut con = server.con();
     wait_for_owners(&mut con, &stream, 2);
     let total = 40_000u64;
-    produce(server, &stream, 400, 100);
+    // The first 60 messages of each key now, the rest once the newcomer
+    // holds its share: it then has work whatever its start-up took.
+    produce_seqs(server, &stream, 400, 1..=60);
     wait_until("30 % acked", Duration::from_secs(60), || {
         acked(&mut con, "graceful", 16, "g") >= total * 3 / 10
     });
     let c = spawn(server, &dir, "c", &stream, &opts);
+    wait_for_owners(&mut con, &stream, 3);
+    produce_seqs(server, &stream, 400, 61..=100);
     wait_until("60 % acked", Duration::from_secs(60), || {
         acked(&mut con, "graceful", 16, "g") >= total * 6 / 10
     });
