@@ -60,6 +60,7 @@ use parking_lot::Mutex;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::task::cancel::CancelToken;
+use crate::task::job::panic_message;
 
 use batch::{BatchCounts, Batcher};
 use stage::{pool_stage, Body, StageCounts};
@@ -175,7 +176,7 @@ impl Shared {
                 panicked.fetch_add(1, Relaxed);
                 self.fail(ItemError {
                     stage: stage.to_string(),
-                    message: panic_text(&*payload),
+                    message: panic_message(&*payload),
                     panicked: true,
                 });
                 let _ = catch_unwind(AssertUnwindSafe(move || drop((item, payload))));
@@ -197,15 +198,6 @@ impl Shared {
             sink(e);
         }
     }
-}
-
-/// A panic payload's message (`&str` or `String`), or a placeholder.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "<non-string panic payload>".into())
 }
 
 enum Part {

@@ -11,7 +11,8 @@ use crate::pool::Pool;
 use crate::task::cancel::CancelToken;
 use crate::Backpressure;
 
-use super::{panic_text, ItemError, KeyFn, Next, PipelineError, Shared, Stage, Workers};
+use super::{ItemError, KeyFn, Next, PipelineError, Shared, Stage, Workers};
+use crate::task::job::panic_message;
 
 /// What a stage did with its items; with its pool's cancelled and
 /// abandoned tasks, `received = completed + failed + panicked + cancelled
@@ -125,7 +126,7 @@ fn run_item<O, P>(
             counts.panicked.fetch_add(1, Relaxed);
             shared.fail(ItemError {
                 stage: name.to_string(),
-                message: panic_text(&*payload),
+                message: panic_message(&*payload),
                 panicked: true,
             });
         }
