@@ -14,16 +14,18 @@ use crate::loom::sync::{Arc, Condvar, Mutex};
 use crate::sched::Registry;
 use crate::{Backpressure, Pool, SubmitError, TaskError};
 
+mod tenants;
+
 /// Runs a model with a preemption bound: 3 for one-worker models, 2 for
 /// two-worker ones (three threads at bound 3 take minutes; bound 2 already
 /// finds a removed pre-park re-check).
-fn model(bound: usize, f: impl Fn() + Sync + Send + 'static) {
+pub(crate) fn model(bound: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(bound);
     builder.check(f);
 }
 
-fn pool(workers: usize) -> Pool {
+pub(crate) fn pool(workers: usize) -> Pool {
     Pool::builder()
         .workers(workers)
         .build()
@@ -549,64 +551,6 @@ fn loom_retry_races_shutdown() {
         assert_eq!(attempts.load(SeqCst), 2);
         assert_eq!(report.completed, 1);
         assert_eq!(report.still_running, 0);
-    });
-}
-
-/// A tenant's task submitted while shutdown closes the pool: it is either
-/// refused with `ShutDown`, or held and then flushed by shutdown and run;
-/// never left in its tenant's queue.
-#[test]
-fn loom_tenant_submit_races_shutdown() {
-    model(2, || {
-        let pool = Arc::new(pool(1));
-        let ran = Arc::new(AtomicUsize::new(0));
-        let (p, r) = (pool.clone(), ran.clone());
-        let submitter = loom::thread::spawn(move || {
-            let r2 = r.clone();
-            match p.task().tenant("t").execute(move || {
-                r2.fetch_add(1, SeqCst);
-            }) {
-                Ok(()) => 1,
-                Err(SubmitError::ShutDown(_)) => 0,
-                Err(_) => panic!("unexpected refusal"),
-            }
-        });
-        let report = pool.shutdown();
-        let accepted = submitter.join().unwrap();
-        assert_eq!(ran.load(SeqCst), accepted);
-        assert_eq!(report.completed as usize, accepted);
-        assert_eq!(report.still_running, 0);
-    });
-}
-
-/// One worker, so one tenant task out at a time: a second task held while
-/// the first runs is let through when the first ends, whichever comes
-/// first (a lost hand-off would leave `wait_idle` waiting forever).
-#[test]
-fn loom_tenant_end_lets_the_held_task_through() {
-    model(2, || {
-        let pool = Arc::new(pool(1));
-        let ran = Arc::new(AtomicUsize::new(0));
-        let r = ran.clone();
-        pool.task()
-            .tenant("t")
-            .execute(move || {
-                r.fetch_add(1, SeqCst);
-            })
-            .unwrap();
-        let (p, r) = (pool.clone(), ran.clone());
-        let second = loom::thread::spawn(move || {
-            p.task()
-                .tenant("u")
-                .execute(move || {
-                    r.fetch_add(1, SeqCst);
-                })
-                .unwrap();
-        });
-        second.join().unwrap();
-        pool.wait_idle();
-        assert_eq!(ran.load(SeqCst), 2);
-        assert_eq!(pool.shutdown().completed, 2);
     });
 }
 

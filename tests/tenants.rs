@@ -753,3 +753,55 @@ fn a_full_tenant_queue_under_block_makes_the_submitter_wait() {
     assert_identity(&m);
     assert_eq!(tenant(&m, "b").rejected, 2);
 }
+
+#[test]
+fn a_keys_tasks_keep_their_order_whatever_their_priorities() {
+    // Tasks of key "k" without a tenant: low, high, none (straight to the
+    // shard unless an earlier one of its key waits), normal, high, none.
+    // The only worker is held by a tenant task, so all six wait together.
+    // No task ages while the test runs.
+    let pool = Pool::builder()
+        .workers(1)
+        .tenant_defaults(TenantConfig::new().aging(Duration::from_secs(3600)))
+        .build()
+        .unwrap();
+    let gate = hold(&pool);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let lanes = [
+        Some(Priority::Low),
+        Some(Priority::High),
+        None,
+        Some(Priority::Normal),
+        Some(Priority::High),
+        None,
+    ];
+    for (i, lane) in lanes.into_iter().enumerate() {
+        let log = Arc::clone(&log);
+        let mut task = pool.task().key(&"k");
+        if let Some(p) = lane {
+            task = task.priority(p);
+        }
+        task.execute(move || log.lock().unwrap().push(i)).unwrap();
+    }
+    // An unkeyed high task still goes first among those waiting.
+    let l = Arc::clone(&log);
+    pool.task()
+        .priority(Priority::High)
+        .execute(move || l.lock().unwrap().push(99))
+        .unwrap();
+    gate.open();
+    common::idle(&pool);
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log.iter()
+            .filter(|&&i| i != 99)
+            .copied()
+            .collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 5]
+    );
+    assert_eq!(log.len(), 7);
+    // The high unkeyed task passed the low keyed one (and so every task
+    // of the key behind it).
+    assert_eq!(log[0], 99, "{log:?}");
+    assert_eq!(pool.shutdown().completed, 8);
+}

@@ -368,8 +368,10 @@ impl Builder {
     }
 
     /// What shutdown does with delayed tasks (and retries waiting for their
-    /// next attempt) still on the timing wheel: abandon them (the default)
-    /// or run them now. Periodic tasks stop either way, and `shutdown_now`
+    /// next attempt) still on the timing wheel and not yet due: abandon
+    /// them (the default) or run them now. Those the
+    /// [`timer_clock`](Self::timer_clock) has reached are due and run in a
+    /// drain either way. Periodic tasks stop either way, and `shutdown_now`
     /// always abandons.
     pub fn pending_timers(mut self, policy: crate::PendingTimers) -> Self {
         self.pending_timers = policy;

@@ -10,6 +10,7 @@ mod handle;
 mod keyed;
 mod methods;
 mod owner;
+mod submit;
 mod task;
 #[cfg(all(test, not(loom)))]
 mod worker_status;

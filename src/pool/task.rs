@@ -5,10 +5,9 @@ use crate::error::{InvalidOption, SubmitError, TaskError};
 use crate::loom::sync::Arc;
 use crate::sched::tenancy::Priority;
 use crate::sched::{Registry, Wait};
-use crate::task::cancel::{meta, ContextTask, CxBody, NoCx, TaskOptions, WithCx};
-use crate::task::job::{Execute, Runnable};
-use crate::task::{CancelToken, JoinHandle, Slot, Spawn, TaskContext};
-use crate::tenants::{Ask, TenantId, Tenants};
+use crate::task::cancel::{TaskOptions, WithCx};
+use crate::task::{CancelToken, JoinHandle, TaskContext};
+use crate::tenants::{Ask, TenantId};
 use crate::time::RetryPolicy;
 use std::fmt;
 use std::hash::Hash;
@@ -21,7 +20,7 @@ use std::time::{Duration, Instant};
 /// | option | effect |
 /// |---|---|
 /// | [`name`](Self::name) | shown by `dump` and the stall watchdog; readable from the context |
-/// | [`key`](Self::key) | runs after every earlier task of the same key's shard, never beside one |
+/// | [`key`](Self::key) | runs after every earlier task of the same key's shard (of its tenant), never beside one |
 /// | [`timeout`](Self::timeout) / [`deadline`](Self::deadline) | a task still queued at its deadline never starts (`TimedOut`); a running one sees `is_cancelled()` |
 /// | [`start_at_run`](Self::start_at_run) | starts the `timeout` clock when the task starts |
 /// | [`cancel_token`](Self::cancel_token) | cancelling the token cancels the task (never started: `Cancelled`) |
@@ -66,12 +65,12 @@ use std::time::{Duration, Instant};
 pub struct TaskBuilder<'p> {
     pub(super) registry: &'p Arc<Registry>,
     pub(super) shard: Option<usize>,
-    room: Option<Duration>,
+    pub(super) room: Option<Duration>,
     /// Options that need the task's context; boxed so that a plain or
     /// keyed submission carries four words and builds nothing.
-    options: Option<Box<TaskOptions>>,
+    pub(super) options: Option<Box<TaskOptions>>,
     /// Tenant, priority and cost, if any was given.
-    share: Option<Box<Ask>>,
+    pub(super) share: Option<Box<Ask>>,
 }
 
 impl fmt::Debug for TaskBuilder<'_> {
@@ -108,7 +107,7 @@ impl<'p> TaskBuilder<'p> {
         self.options.as_deref()
     }
 
-    fn options(&mut self) -> &mut TaskOptions {
+    pub(super) fn options(&mut self) -> &mut TaskOptions {
         self.options.get_or_insert_with(Box::default)
     }
 
@@ -160,7 +159,9 @@ impl<'p> TaskBuilder<'p> {
     /// The task's lane in its tenant's queue (the unnamed tenant's
     /// without [`tenant`](Self::tenant)): high before normal before low,
     /// except that a task that has waited its tenant's
-    /// [`aging`](crate::TenantConfig::aging) goes before newer ones.
+    /// [`aging`](crate::TenantConfig::aging) goes before newer ones. A
+    /// [`key`](Self::key)ed task keeps its key's order: while an earlier
+    /// task of its shard waits in a lower lane, it waits in that lane.
     pub fn priority(mut self, priority: Priority) -> Self {
         self.share().priority = priority;
         self
@@ -187,7 +188,10 @@ impl<'p> TaskBuilder<'p> {
     /// Keys the task: tasks of the same key (indeed of the same shard:
     /// keys hash to one of [`shards`](crate::PoolHandle::shards) virtual
     /// shards) never run concurrently and run in submission order; tasks
-    /// of different shards run in parallel. A shard with work is scheduled
+    /// of different shards run in parallel. The order holds within a
+    /// [`tenant`](Self::tenant) (tasks without one count as one), whatever
+    /// each task's [`priority`](Self::priority) or cost; a delayed task
+    /// takes its place when it comes due. A shard with work is scheduled
     /// as a unit on its home worker, runs at most 32 tasks before yielding,
     /// and is stolen by idle workers under skew.
     ///
@@ -315,9 +319,11 @@ impl<'p> TaskBuilder<'p> {
     /// timing wheel for the policy's delay. A keyed task that is waiting
     /// to retry holds its key: later tasks of its shard wait, in order;
     /// other shards run on. After the last attempt the task goes to the
-    /// pool's dead letters. A policy that contradicts itself, or `retry` on
-    /// a task that cannot fail, makes the terminal call fail with
-    /// [`SubmitError::Invalid`].
+    /// pool's dead letters. So does an attempt that fails once the task is
+    /// cancelled (its handle, its token, its deadline, or `shutdown_now`):
+    /// it is not tried again, and its dead letter holds the attempts made.
+    /// A policy that contradicts itself, or `retry` on a task that cannot
+    /// fail, makes the terminal call fail with [`SubmitError::Invalid`].
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.options().retry = Some(policy);
         self
@@ -436,212 +442,5 @@ impl<'p> TaskBuilder<'p> {
             return Err(SubmitError::Invalid(f, why));
         }
         self.submit_context(WithCx(f), Wait::Never)
-    }
-
-    #[inline]
-    pub(super) fn wait(&self) -> Wait {
-        match self.room {
-            None => Wait::Policy,
-            Some(d) => Wait::Until(Instant::now() + d),
-        }
-    }
-
-    /// Whether no option needs the context body (a name, a deadline or a
-    /// token): plain and keyed tasks take the lean bodies.
-    #[inline]
-    fn plain(&self) -> bool {
-        self.options.as_ref().map_or(true, |o| o.is_plain())
-    }
-
-    /// Into the queues, or onto the timing wheel when the task is due
-    /// later.
-    #[inline]
-    pub(super) fn submit<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
-        if self.options.is_some() || self.routed() {
-            return self.submit_with_options(body, wait);
-        }
-        self.registry.submit(body, wait, self.shard).map(drop)
-    }
-
-    /// Whether a tenant, priority or cost was given.
-    pub(super) fn has_share(&self) -> bool {
-        self.share.is_some()
-    }
-
-    /// Whether the task goes through the tenants' queues: it has a tenant,
-    /// a priority or a cost, or the pool has a rate limit.
-    #[inline]
-    fn routed(&self) -> bool {
-        self.share.is_some() || self.registry.config.rate_limit.is_some()
-    }
-
-    #[inline(never)]
-    fn submit_with_options<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
-        let at = self.options.as_ref().and_then(|o| o.at);
-        if self.routed() {
-            let mut ask = self.share.as_deref().cloned().unwrap_or(Ask {
-                tenant: None,
-                priority: Priority::Normal,
-                cost: 1,
-                shard: None,
-            });
-            ask.shard = self.shard;
-            return match at {
-                // On the wheel until due, then into its tenant's queue.
-                Some(at) => {
-                    let hold = ask.hold(&ask.tenant_id());
-                    self.registry
-                        .schedule_new(body, at, self.shard, None, Some(Box::new(hold)))
-                }
-                None => Tenants::submit(self.registry, body, ask, wait),
-            };
-        }
-        match at {
-            Some(at) => self.registry.schedule_new(body, at, self.shard, None, None),
-            None => self.registry.submit(body, wait, self.shard).map(drop),
-        }
-    }
-
-    /// What is wrong with the options, if anything (`fallible`: the
-    /// terminal call runs a task that can fail).
-    #[inline]
-    pub(super) fn invalid(&self, fallible: bool) -> Option<InvalidOption> {
-        if self.options.is_none() && self.share.is_none() {
-            return None;
-        }
-        self.invalid_options(fallible)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn invalid_options(&self, fallible: bool) -> Option<InvalidOption> {
-        if let Some(share) = self.share.as_deref() {
-            if let Err(why) = Tenants::check_cost(self.registry, share) {
-                return Some(why);
-            }
-        }
-        let options = self.options.as_deref()?;
-        if let Some(why) = &options.invalid {
-            return Some(why.clone());
-        }
-        match &options.retry {
-            Some(_) if !fallible => Some(InvalidOption::new(
-                "retry",
-                "a closure that cannot fail",
-                "a fallible task (spawn_fallible, spawn_fallible_if, execute_fallible)",
-            )),
-            Some(policy) => policy.validate().err(),
-            None => None,
-        }
-    }
-
-    pub(super) fn slot<T>(&self, token: Option<CancelToken>) -> Arc<Slot<Result<T, TaskError>>> {
-        let pool = self.shard.map(|shard| (self.registry.id(), shard));
-        Arc::new(Slot::with(token, pool))
-    }
-
-    #[inline]
-    fn execute_waiting<F>(self, f: F, wait: Wait) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        if self.options.is_none() && !self.routed() {
-            // No option: the lean body, straight to admission.
-            return self
-                .registry
-                .submit(Execute(f), wait, self.shard)
-                .map(drop)
-                .map_err(|e| e.map(|Execute(f)| f));
-        }
-        self.execute_with_options(f, wait)
-    }
-
-    #[inline(never)]
-    fn execute_with_options<F>(self, f: F, wait: Wait) -> Result<(), SubmitError<F>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        if let Some(why) = self.invalid(false) {
-            return Err(SubmitError::Invalid(f, why));
-        }
-        if self.plain() {
-            return self
-                .submit(Execute(f), wait)
-                .map_err(|e| e.map(|Execute(f)| f));
-        }
-        self.submit_context(NoCx(f), wait).map(drop)
-    }
-
-    fn spawn_waiting<F, T>(self, f: F, wait: Wait) -> Result<JoinHandle<T>, SubmitError<F>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        if let Some(why) = self.invalid(false) {
-            return Err(SubmitError::Invalid(f, why));
-        }
-        if !self.plain() {
-            return self.submit_context(NoCx(f), wait);
-        }
-        let slot = self.slot(None);
-        let body = Spawn {
-            f,
-            slot: Arc::clone(&slot),
-        };
-        match self.submit(body, wait) {
-            Ok(()) => Ok(JoinHandle::new(slot)),
-            Err(e) => Err(e.map(|s| s.f)),
-        }
-    }
-
-    fn submit_context<B, T>(
-        mut self,
-        body: B,
-        wait: Wait,
-    ) -> Result<JoinHandle<T>, SubmitError<B::Inner>>
-    where
-        B: CxBody<T>,
-        T: Send + 'static,
-    {
-        let options = self.take_options();
-        let slot = self.slot(Some(self.token(&options)));
-        let task = ContextTask {
-            f: body,
-            slot: Arc::clone(&slot),
-            meta: meta(options.resolve(), options.name),
-        };
-        match self.submit(task, wait) {
-            Ok(()) => Ok(JoinHandle::new(slot)),
-            Err(e) => Err(e.map(|t| t.f.into_inner())),
-        }
-    }
-
-    /// The options, taken out of the builder; a task due later keeps its
-    /// instant in the builder for `submit`.
-    pub(super) fn take_options(&mut self) -> TaskOptions {
-        let options = self
-            .options
-            .take()
-            .map_or_else(TaskOptions::default, |o| *o);
-        if let Some(at) = options.at {
-            self.options().at = Some(at);
-        }
-        options
-    }
-
-    /// The token that cancels a new task from above: the one given, or
-    /// the pool's (the task's own is made only if its context asks).
-    pub(super) fn token(&self, options: &TaskOptions) -> CancelToken {
-        let root = &self.registry.token;
-        match &options.parent {
-            // Shutdown already cancelled the pool's tasks: this one too.
-            Some(parent) if root.is_cancelled() => {
-                let token = parent.child();
-                token.cancel();
-                token
-            }
-            Some(parent) => parent.clone(),
-            None => root.clone(),
-        }
     }
 }

@@ -31,6 +31,12 @@ pub(crate) trait Held: Send + Sync + 'static {
         shard: Option<usize>,
         hold: Hold,
     ) -> Option<(JobRef, Option<usize>)>;
+    /// Whether a keyed task of `shard` with no tenant waits in the layer
+    /// (then a task of that shard that would go straight to it waits
+    /// behind, so that its key keeps its order).
+    fn holds_shard(&self, shard: usize) -> bool;
+    /// The tasks `take_all` returned are queued.
+    fn flushed(&self);
     /// Itself, for the layer to find its own type again.
     fn as_any(&self) -> &dyn Any;
 }
@@ -45,6 +51,13 @@ impl Registry {
     /// The holding layer, if one was made.
     pub(crate) fn held(&self) -> Option<&StdArc<dyn Held>> {
         self.held.get()
+    }
+
+    /// Whether a task of `shard` without a tenant must go through the
+    /// holding layer to keep its key's order (see `Held::holds_shard`).
+    #[inline]
+    pub(crate) fn shard_held(&self, shard: usize) -> bool {
+        self.held.get().is_some_and(|h| h.holds_shard(shard))
     }
 
     /// The holding layer, made by `make` on first use.
@@ -110,6 +123,7 @@ impl Registry {
             for (job, shard) in held.take_all() {
                 self.enqueue(job, shard);
             }
+            held.flushed();
         }
     }
 }

@@ -81,7 +81,7 @@ impl Registry {
         // take their places while admission is still open.
         let abandon_timers =
             mode == ShutdownMode::Now || self.config.pending_timers == PendingTimers::Abandon;
-        self.close_timers(abandon_timers);
+        self.close_timers(abandon_timers, mode != ShutdownMode::Now);
         let before = self.admission.fetch_or(CLOSED, SeqCst);
         // Tasks held by tenants go to the queues, past their limits: the
         // drain runs them, an abandon discards them with the rest.

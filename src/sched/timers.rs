@@ -14,8 +14,9 @@
 //! Shutdown closes the wheel *before* it closes admission, under the
 //! wheel's lock: every place the driver took was taken before the close, so
 //! no worker exits with a fired task queued. Closing empties the wheel at
-//! once: periodic tasks stop, and one-shot delayed tasks and retries waiting
-//! for their next attempt are abandoned or run now, as the builder's
+//! once: periodic tasks stop; one-shot delayed tasks and retries the clock
+//! has reached run (they are due, not pending), unless under
+//! `shutdown_now`; the others are abandoned or run now, as the builder's
 //! `PendingTimers` says (`shutdown_now` always abandons). A retry that
 //! asks for the wheel after the close is treated the same way; its own
 //! `pending` place, not yet retired, keeps the workers alive meanwhile.
@@ -112,8 +113,9 @@ pub(crate) struct Timers {
     next_due: AtomicU64,
 }
 
-/// What to do with delayed tasks still waiting when the pool shuts down.
-/// Periodic tasks always stop; `shutdown_now` always abandons.
+/// What to do with delayed tasks still waiting, not yet due, when the pool
+/// shuts down (a drain runs those the timer clock has reached). Periodic
+/// tasks always stop; `shutdown_now` always abandons.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum PendingTimers {
@@ -288,8 +290,9 @@ impl Registry {
     }
 
     /// Closes the wheel and empties it (see the module docs). Called by
-    /// shutdown before admission closes. Idempotent.
-    pub(crate) fn close_timers(&self, abandon: bool) {
+    /// shutdown before admission closes. Idempotent. `run_due`: entries the
+    /// clock has reached run whatever `abandon` says (a draining shutdown).
+    pub(crate) fn close_timers(&self, abandon: bool, run_due: bool) {
         let entries = {
             let mut state = self.timers.state.lock();
             if state.closed {
@@ -298,23 +301,37 @@ impl Registry {
             state.closed = true;
             state.abandon = abandon;
             self.timers.cv.notify_all();
+            // What the clock has reached is due, not pending: a drain runs
+            // it whatever the policy, as if the driver had polled first.
+            let tick = if run_due {
+                self.timers.clock.elapsed_ticks(self.timers.clock.now())
+            } else {
+                0
+            };
             let entries = state.wheel.drain();
             self.timers.publish(&state.wheel);
-            if !abandon {
-                // The places of the tasks run now, taken before admission
-                // closes (this thread closes it after).
-                let run = entries.iter().filter(|(_, e)| e.cell().is_none()).count() as u64;
-                self.admission
-                    .fetch_add(run * (QUEUED_ONE + PENDING_ONE), SeqCst);
-            }
-            entries
+            // The places of the tasks that run, taken before admission
+            // closes (this thread closes it after).
+            let run = entries
+                .iter()
+                .filter(|&&(due, ref e)| {
+                    e.cell().is_none() && (!abandon || (run_due && due <= tick))
+                })
+                .count() as u64;
+            self.admission
+                .fetch_add(run * (QUEUED_ONE + PENDING_ONE), SeqCst);
+            (entries, tick)
         };
+        let (entries, tick) = entries;
         let slot = self.counters.slot(self.own_worker_index());
-        for (_, entry) in entries {
+        for (due, entry) in entries {
             if entry.cell().is_some() {
                 // A periodic task stops: its normal end.
                 bump(&slot.cancelled);
                 entry.job.discard(TaskError::Abandoned);
+            } else if run_due && due <= tick {
+                bump(&slot.timers_fired);
+                self.fire(entry);
             } else if abandon {
                 self.abandon_entry(entry);
             } else {

@@ -34,21 +34,21 @@
 mod bucket;
 #[cfg(not(loom))]
 mod driver;
+mod held;
 mod queue;
 
 use crate::error::{InvalidOption, SubmitError, TaskError};
+use crate::loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use crate::loom::sync::{Arc, Condvar, Mutex};
 use crate::metrics::TenantMetrics;
 use crate::sched::config::Backpressure;
-use crate::sched::held::{Held, HeldRefusal};
+use crate::sched::held::HeldRefusal;
 use crate::sched::tenancy::{Priority, RateLimit, TenantConfig};
 use crate::sched::{Registry, Wait};
-use crate::task::job::{Hold, JobRef, Outcome, Runnable, TaskJob};
+use crate::task::job::{Hold, Outcome, Runnable, TaskJob};
 use crate::time::clock::TimerClock;
 use bucket::Bucket;
-use queue::{State, Tenant, Waiting};
-use std::any::Any;
-use std::cmp::Reverse;
+use queue::{State, Waiting};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc as StdArc;
 use std::time::Instant;
@@ -95,6 +95,15 @@ pub(crate) struct Tenants {
     defaults: TenantConfig,
     pool_rate: Option<RateLimit>,
     clock: TimerClock,
+    /// Per shard: keyed tasks of the unnamed tenant waiting in its queue
+    /// or being put into their shard. While a shard's count is above zero,
+    /// a keyed task with neither tenant, priority nor cost waits in that
+    /// queue too, behind them, instead of going straight to the shard: so
+    /// a key's tasks keep their order whichever of those options each has.
+    /// Raised under the lock as such a task is queued, lowered once it is
+    /// in its shard (SeqCst: a submitter that reads 0 sees the shard push
+    /// that came before the lowering).
+    unnamed_keyed: Box<[AtomicUsize]>,
 }
 
 /// What a submission asks for.
@@ -112,11 +121,7 @@ impl Ask {
         Hold {
             tenant: id.hash,
             name: StdArc::clone(&id.name),
-            lane: if self.shard.is_some() {
-                KEYED
-            } else {
-                self.priority.lane() as u8
-            },
+            lane: self.priority.lane() as u8 | if self.shard.is_some() { KEYED } else { 0 },
             cost: self.cost,
         }
     }
@@ -153,6 +158,9 @@ impl Tenants {
             defaults: registry.config.tenant_defaults.clone(),
             pool_rate,
             clock: registry.timers.clock.clone(),
+            unnamed_keyed: (0..registry.shards.len())
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
         }
     }
 
@@ -325,6 +333,7 @@ impl Tenants {
                     let lane = (0..3).rev().find(|&l| !t.lanes[l].is_empty());
                     evict = lane.and_then(|l| t.lanes[l].pop_front().map(|w| (l, w)));
                     if let Some((_, w)) = &evict {
+                        t.left(w);
                         t.queued -= 1;
                         t.figures.queued -= 1;
                         t.figures.dropped += 1;
@@ -358,7 +367,7 @@ impl Tenants {
                     t.queued += 1;
                     t.figures.queued += 1;
                     t.figures.dropped -= 1;
-                    t.lanes[lane].push_front(w);
+                    t.put_back(lane, w);
                     if ticketed {
                         st.in_window -= 1;
                     }
@@ -374,6 +383,7 @@ impl Tenants {
             hold: ask.hold(&id),
         };
         let job = TaskJob::into_job_ref(Tenanted { body, ticket });
+        let counted = this.count_in(i, ask.shard);
         st.push(
             i,
             ask.priority.lane(),
@@ -384,6 +394,7 @@ impl Tenants {
                 since: now,
                 seq: 0,
                 bare: None,
+                counted,
             },
         );
         let out = st.pump(this, registry, now);
@@ -391,6 +402,7 @@ impl Tenants {
         drop(st);
         if let Some((_, w)) = evict {
             registry.drop_held(w.job);
+            this.count_out(&w.shard, w.counted);
         }
         this.after(registry, out, start_driver);
         Ok(())
@@ -446,23 +458,48 @@ impl Tenants {
             self.room.notify_all();
         }
         for w in out {
-            let job = match w.bare {
-                // A job back from the timing wheel gets its ticket now.
-                Some(hold) => TaskJob::into_job_ref(Tenanted {
-                    body: w.job,
-                    ticket: Ticket {
-                        registry: Arc::clone(registry),
-                        hold: *hold,
-                    },
-                }),
-                None => w.job,
-            };
-            registry.release_held(job, w.shard);
+            self.release(registry, w);
         }
         if start_driver {
             self.start_driver(registry);
         } else {
             self.wake.notify_one();
+        }
+    }
+
+    /// Queues a task let through (a job back from the timing wheel gets
+    /// its ticket now).
+    fn release(&self, registry: &Arc<Registry>, w: Waiting) {
+        let job = match w.bare {
+            Some(hold) => TaskJob::into_job_ref(Tenanted {
+                body: w.job,
+                ticket: Ticket {
+                    registry: Arc::clone(registry),
+                    hold: *hold,
+                },
+            }),
+            None => w.job,
+        };
+        registry.release_held(job, w.shard);
+        self.count_out(&w.shard, w.counted);
+    }
+
+    /// Whether a task of tenant slot `i` and shard `shard` is counted in
+    /// `unnamed_keyed` (then counts it in). Called under the lock.
+    fn count_in(&self, i: u64, shard: Option<usize>) -> bool {
+        match shard {
+            Some(shard) if i == DEFAULT_TENANT => {
+                self.unnamed_keyed[shard].fetch_add(1, SeqCst);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A counted task is in its shard, or gone.
+    fn count_out(&self, shard: &Option<usize>, counted: bool) {
+        if let (Some(shard), true) = (shard, counted) {
+            self.unnamed_keyed[*shard].fetch_sub(1, SeqCst);
         }
     }
 
@@ -488,93 +525,6 @@ impl Tenants {
     fn start_driver(&self, _registry: &Arc<Registry>) {}
 }
 
-impl Held for Tenants {
-    fn take_all(&self) -> Vec<(JobRef, Option<usize>)> {
-        let mut st = self.state.lock();
-        st.closed = true;
-        st.ring.clear();
-        st.timers.clear();
-        let mut out = Vec::new();
-        let mut flushed = 0;
-        for t in st.slots.values_mut() {
-            for lane in &mut t.lanes {
-                for w in lane.drain(..) {
-                    if w.bare.is_none() {
-                        // Its ticket ends as if let through.
-                        t.running += w.cost;
-                        flushed += 1;
-                    }
-                    out.push((w.job, w.shard));
-                }
-            }
-            t.queued = 0;
-            t.figures.queued = 0;
-            t.in_ring = false;
-        }
-        st.in_window += flushed;
-        drop(st);
-        self.wake.notify_all();
-        self.room.notify_all();
-        out
-    }
-
-    fn tenant_metrics(&self, top: usize) -> (Vec<TenantMetrics>, Option<TenantMetrics>, usize) {
-        let st = self.state.lock();
-        let mut all: Vec<&Tenant> = st.slots.values().collect();
-        all.sort_by_key(|t| Reverse((t.figures.submitted, t.figures.queued)));
-        let listed = all.iter().take(top).map(|t| t.figures.clone()).collect();
-        let mut other = st.forgotten.clone();
-        for t in all.iter().skip(top) {
-            other.add(&t.figures);
-        }
-        (listed, Some(other), st.slots.len())
-    }
-
-    fn hold(
-        &self,
-        job: JobRef,
-        shard: Option<usize>,
-        hold: Hold,
-    ) -> Option<(JobRef, Option<usize>)> {
-        let now = self.clock.now();
-        let mut st = self.state.lock();
-        if st.closed {
-            // Shutdown took the queues back: the pool's queues take it.
-            return Some((job, shard));
-        }
-        let id = TenantId {
-            hash: hold.tenant,
-            name: StdArc::clone(&hold.name),
-        };
-        let i = st.slot_of(&id, &self.defaults, now);
-        let t = st.slots.get_mut(&i).expect("a live tenant");
-        t.figures.submitted += 1;
-        let lane = if hold.lane == KEYED {
-            Priority::Normal.lane()
-        } else {
-            usize::from(hold.lane)
-        };
-        st.push(
-            i,
-            lane,
-            Waiting {
-                job,
-                shard,
-                cost: hold.cost,
-                since: now,
-                seq: 0,
-                bare: Some(Box::new(hold)),
-            },
-        );
-        self.pump_held(st, now);
-        None
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
-
 /// A let-through task's claim on its tenant: given back when it ends.
 struct Ticket {
     registry: Arc<Registry>,
@@ -588,7 +538,7 @@ impl Ticket {
     /// and the ticket comes back.
     fn end(self, mut outcome: Outcome) -> Outcome {
         if let Outcome::Again(again) = &mut outcome {
-            if again.retry && self.hold.lane != KEYED {
+            if again.retry && self.hold.lane & KEYED == 0 {
                 again.hold = Some(Box::new(self.hold.clone()));
             }
         }
@@ -597,8 +547,9 @@ impl Ticket {
     }
 }
 
-/// The lane mark of a keyed task's hold: its retries are not held again.
-const KEYED: u8 = u8::MAX;
+/// The mark of a keyed task's hold, beside its lane: its retries are not
+/// held again.
+const KEYED: u8 = 0x80;
 
 /// A tenant's task: the body, then its ticket back. A job back from the
 /// timing wheel (a delayed task, a retry) is wrapped again, as a `JobRef`

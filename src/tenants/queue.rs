@@ -4,6 +4,7 @@
 
 use super::bucket::Bucket;
 use super::{TenantId, Tenants};
+use crate::loom::sync::Arc;
 use crate::metrics::TenantMetrics;
 use crate::sched::tenancy::TenantConfig;
 use crate::sched::Registry;
@@ -23,12 +24,19 @@ pub(super) struct Waiting {
     /// A job back from the timing wheel: no ticket yet (it gets one when
     /// let through), and where its own retries go.
     pub(super) bare: Option<Box<crate::task::job::Hold>>,
+    /// A keyed task of the unnamed tenant, counted in
+    /// `Tenants::unnamed_keyed` until it is in its shard.
+    pub(super) counted: bool,
 }
 
 pub(super) struct Tenant {
     pub(super) config: TenantConfig,
     pub(super) configured: bool,
     pub(super) lanes: [VecDeque<Waiting>; 3],
+    /// Per shard with keyed tasks waiting: the lane of the latest one and
+    /// how many wait. A keyed task never goes in a higher lane than an
+    /// earlier one of its shard, so lanes never reorder a key.
+    keyed: HashMap<usize, (usize, u32)>,
     pub(super) queued: usize,
     /// Tasks ever queued (the next one's `seq`).
     pub(super) arrivals: u64,
@@ -58,6 +66,7 @@ impl Tenant {
             config,
             configured,
             lanes: Default::default(),
+            keyed: HashMap::new(),
             queued: 0,
             arrivals: 0,
             running: 0,
@@ -79,6 +88,46 @@ impl Tenant {
             .min_by_key(|(_, w)| (w.since, w.seq))
             .map(|(l, _)| l);
         aged.or_else(|| (0..3).find(|&l| !self.lanes[l].is_empty()))
+    }
+
+    /// The lane a task asking for `lane` takes: for a keyed task, no
+    /// higher than the latest waiting task of its shard. Counts it in.
+    fn lane_for(&mut self, lane: usize, shard: Option<usize>) -> usize {
+        let Some(shard) = shard else {
+            return lane;
+        };
+        let (latest, waiting) = self.keyed.entry(shard).or_insert((lane, 0));
+        let lane = keyed_lane(lane, (*waiting > 0).then_some(*latest));
+        *latest = lane;
+        *waiting += 1;
+        lane
+    }
+
+    /// `w` left its lane (let through, evicted or taken back at shutdown).
+    pub(super) fn left(&mut self, w: &Waiting) {
+        if let Some(shard) = w.shard {
+            if let Some((_, waiting)) = self.keyed.get_mut(&shard) {
+                *waiting -= 1;
+                if *waiting == 0 {
+                    self.keyed.remove(&shard);
+                }
+            }
+        }
+    }
+
+    /// Every waiting task was taken back (shutdown).
+    pub(super) fn forget_keyed(&mut self) {
+        self.keyed.clear();
+    }
+
+    /// `w`, evicted from `lane`, goes back to that lane's front.
+    pub(super) fn put_back(&mut self, lane: usize, w: Waiting) {
+        if let Some(shard) = w.shard {
+            let (latest, waiting) = self.keyed.entry(shard).or_insert((lane, 0));
+            *latest = (*latest).max(lane);
+            *waiting += 1;
+        }
+        self.lanes[lane].push_front(w);
     }
 
     pub(super) fn idle(&mut self, now: Instant) -> bool {
@@ -139,6 +188,7 @@ impl State {
     pub(super) fn push(&mut self, i: u64, lane: usize, mut w: Waiting) {
         let t = self.slots.get_mut(&i).expect("a live tenant");
         w.seq = t.arrivals;
+        let lane = t.lane_for(lane, w.shard);
         t.lanes[lane].push_back(w);
         t.arrivals += 1;
         t.queued += 1;
@@ -195,23 +245,35 @@ impl State {
         true
     }
 
-    /// Lets tasks through while the window has room.
+    /// Lets tasks through while the window has room. A keyed task goes
+    /// into its shard here, under the lock, so that two pumps cannot put
+    /// one tenant's tasks of a key there out of their order; the others
+    /// are returned, for the caller to queue after the lock.
     pub(super) fn pump(
         &mut self,
         this: &Tenants,
-        registry: &Registry,
+        registry: &Arc<Registry>,
         now: Instant,
     ) -> Vec<Waiting> {
         let window = registry.live_workers().max(1);
         let mut out = Vec::new();
+        let mut keyed = false;
         while self.in_window < window {
             match self.pick(this, now) {
                 Some(w) => {
                     self.in_window += 1;
-                    out.push(w);
+                    if w.shard.is_some() {
+                        this.release(registry, w);
+                        keyed = true;
+                    } else {
+                        out.push(w);
+                    }
                 }
                 None => break,
             }
+        }
+        if keyed {
+            this.room.notify_all();
         }
         self.sweep(now);
         out
@@ -273,6 +335,7 @@ impl State {
             }
             // Through.
             let w = t.lanes[lane].pop_front().expect("a non-empty lane");
+            t.left(&w);
             t.deficit -= u64::from(cost);
             t.queued -= 1;
             t.figures.queued -= 1;
@@ -304,7 +367,7 @@ impl State {
     pub(super) fn fire_due(
         &mut self,
         this: &Tenants,
-        registry: &Registry,
+        registry: &Arc<Registry>,
         now: Instant,
     ) -> Vec<Waiting> {
         while let Some(Reverse((at, due))) = self.timers.peek().copied() {
@@ -330,5 +393,36 @@ impl State {
             }
         }
         self.pump(this, registry, now)
+    }
+}
+
+/// The lane of a keyed task that asks for lane `asked` (0 is the highest)
+/// while the latest waiting task of its shard, if any, is in `latest`: the
+/// lower of the two, so that it cannot pass that task. Lanes go highest
+/// first, and an aged head goes by its age, so a shard's tasks, each in a
+/// lane no higher than the one before, leave in their order.
+pub(super) fn keyed_lane(asked: usize, latest: Option<usize>) -> usize {
+    latest.map_or(asked, |l| asked.max(l))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keyed_lane;
+
+    #[test]
+    fn a_keyed_task_takes_its_lane_unless_an_earlier_one_of_its_shard_waits_lower() {
+        // (asked, latest waiting) → lane; 0 high, 1 normal, 2 low.
+        let cases = [
+            (0, None, 0),
+            (2, None, 2),
+            (0, Some(0), 0),
+            (0, Some(2), 2),
+            (1, Some(2), 2),
+            (2, Some(0), 2),
+            (1, Some(0), 1),
+        ];
+        for (asked, latest, lane) in cases {
+            assert_eq!(keyed_lane(asked, latest), lane, "{asked} after {latest:?}");
+        }
     }
 }

@@ -1,0 +1,230 @@
+//! How a described task reaches the pool: validation, the choice between
+//! the lean bodies and the context body, and the route (straight to
+//! admission, through the tenants' queues, or onto the timing wheel).
+
+use super::task::TaskBuilder;
+use crate::error::{InvalidOption, SubmitError, TaskError};
+use crate::loom::sync::Arc;
+use crate::sched::tenancy::Priority;
+use crate::sched::Wait;
+use crate::task::cancel::{meta, ContextTask, CxBody, NoCx, TaskOptions};
+use crate::task::job::{Execute, Runnable};
+use crate::task::{CancelToken, JoinHandle, Slot, Spawn};
+use crate::tenants::{Ask, Tenants};
+use std::time::Instant;
+
+impl TaskBuilder<'_> {
+    #[inline]
+    pub(super) fn wait(&self) -> Wait {
+        match self.room {
+            None => Wait::Policy,
+            Some(d) => Wait::Until(Instant::now() + d),
+        }
+    }
+
+    /// Whether no option needs the context body (a name, a deadline or a
+    /// token): plain and keyed tasks take the lean bodies.
+    #[inline]
+    pub(super) fn plain(&self) -> bool {
+        self.options.as_ref().map_or(true, |o| o.is_plain())
+    }
+
+    /// Into the queues, or onto the timing wheel when the task is due
+    /// later.
+    #[inline]
+    pub(super) fn submit<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
+        if self.options.is_some() || self.routed() {
+            return self.submit_with_options(body, wait);
+        }
+        self.registry.submit(body, wait, self.shard).map(drop)
+    }
+
+    /// Whether a tenant, priority or cost was given.
+    pub(super) fn has_share(&self) -> bool {
+        self.share.is_some()
+    }
+
+    /// Whether the task goes through the tenants' queues: it has a tenant,
+    /// a priority or a cost, or the pool has a rate limit, or it is keyed
+    /// and an earlier task of its shard without a tenant waits there.
+    #[inline]
+    pub(super) fn routed(&self) -> bool {
+        self.share.is_some()
+            || self.registry.config.rate_limit.is_some()
+            || self.shard.is_some_and(|s| self.registry.shard_held(s))
+    }
+
+    #[inline(never)]
+    fn submit_with_options<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
+        let at = self.options.as_ref().and_then(|o| o.at);
+        if self.routed() {
+            let mut ask = self.share.as_deref().cloned().unwrap_or(Ask {
+                tenant: None,
+                priority: Priority::Normal,
+                cost: 1,
+                shard: None,
+            });
+            ask.shard = self.shard;
+            return match at {
+                // On the wheel until due, then into its tenant's queue.
+                Some(at) => {
+                    let hold = ask.hold(&ask.tenant_id());
+                    self.registry
+                        .schedule_new(body, at, self.shard, None, Some(Box::new(hold)))
+                }
+                None => Tenants::submit(self.registry, body, ask, wait),
+            };
+        }
+        match at {
+            Some(at) => self.registry.schedule_new(body, at, self.shard, None, None),
+            None => self.registry.submit(body, wait, self.shard).map(drop),
+        }
+    }
+
+    /// What is wrong with the options, if anything (`fallible`: the
+    /// terminal call runs a task that can fail).
+    #[inline]
+    pub(super) fn invalid(&self, fallible: bool) -> Option<InvalidOption> {
+        if self.options.is_none() && self.share.is_none() {
+            return None;
+        }
+        self.invalid_options(fallible)
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub(super) fn invalid_options(&self, fallible: bool) -> Option<InvalidOption> {
+        if let Some(share) = self.share.as_deref() {
+            if let Err(why) = Tenants::check_cost(self.registry, share) {
+                return Some(why);
+            }
+        }
+        let options = self.options.as_deref()?;
+        if let Some(why) = &options.invalid {
+            return Some(why.clone());
+        }
+        match &options.retry {
+            Some(_) if !fallible => Some(InvalidOption::new(
+                "retry",
+                "a closure that cannot fail",
+                "a fallible task (spawn_fallible, spawn_fallible_if, execute_fallible)",
+            )),
+            Some(policy) => policy.validate().err(),
+            None => None,
+        }
+    }
+
+    pub(super) fn slot<T>(&self, token: Option<CancelToken>) -> Arc<Slot<Result<T, TaskError>>> {
+        let pool = self.shard.map(|shard| (self.registry.id(), shard));
+        Arc::new(Slot::with(token, pool))
+    }
+
+    #[inline]
+    pub(super) fn execute_waiting<F>(self, f: F, wait: Wait) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        if self.options.is_none() && !self.routed() {
+            // No option: the lean body, straight to admission.
+            return self
+                .registry
+                .submit(Execute(f), wait, self.shard)
+                .map(drop)
+                .map_err(|e| e.map(|Execute(f)| f));
+        }
+        self.execute_with_options(f, wait)
+    }
+
+    #[inline(never)]
+    pub(super) fn execute_with_options<F>(self, f: F, wait: Wait) -> Result<(), SubmitError<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        if let Some(why) = self.invalid(false) {
+            return Err(SubmitError::Invalid(f, why));
+        }
+        if self.plain() {
+            return self
+                .submit(Execute(f), wait)
+                .map_err(|e| e.map(|Execute(f)| f));
+        }
+        self.submit_context(NoCx(f), wait).map(drop)
+    }
+
+    pub(super) fn spawn_waiting<F, T>(
+        self,
+        f: F,
+        wait: Wait,
+    ) -> Result<JoinHandle<T>, SubmitError<F>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if let Some(why) = self.invalid(false) {
+            return Err(SubmitError::Invalid(f, why));
+        }
+        if !self.plain() {
+            return self.submit_context(NoCx(f), wait);
+        }
+        let slot = self.slot(None);
+        let body = Spawn {
+            f,
+            slot: Arc::clone(&slot),
+        };
+        match self.submit(body, wait) {
+            Ok(()) => Ok(JoinHandle::new(slot)),
+            Err(e) => Err(e.map(|s| s.f)),
+        }
+    }
+
+    pub(super) fn submit_context<B, T>(
+        mut self,
+        body: B,
+        wait: Wait,
+    ) -> Result<JoinHandle<T>, SubmitError<B::Inner>>
+    where
+        B: CxBody<T>,
+        T: Send + 'static,
+    {
+        let options = self.take_options();
+        let slot = self.slot(Some(self.token(&options)));
+        let task = ContextTask {
+            f: body,
+            slot: Arc::clone(&slot),
+            meta: meta(options.resolve(), options.name),
+        };
+        match self.submit(task, wait) {
+            Ok(()) => Ok(JoinHandle::new(slot)),
+            Err(e) => Err(e.map(|t| t.f.into_inner())),
+        }
+    }
+
+    /// The options, taken out of the builder; a task due later keeps its
+    /// instant in the builder for `submit`.
+    pub(super) fn take_options(&mut self) -> TaskOptions {
+        let options = self
+            .options
+            .take()
+            .map_or_else(TaskOptions::default, |o| *o);
+        if let Some(at) = options.at {
+            self.options().at = Some(at);
+        }
+        options
+    }
+
+    /// The token that cancels a new task from above: the one given, or
+    /// the pool's (the task's own is made only if its context asks).
+    pub(super) fn token(&self, options: &TaskOptions) -> CancelToken {
+        let root = &self.registry.token;
+        match &options.parent {
+            // Shutdown already cancelled the pool's tasks: this one too.
+            Some(parent) if root.is_cancelled() => {
+                let token = parent.child();
+                token.cancel();
+                token
+            }
+            Some(parent) => parent.clone(),
+            None => root.clone(),
+        }
+    }
+}

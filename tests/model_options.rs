@@ -1,0 +1,494 @@
+//! Model-based tests of the task builder's options combined: random tasks
+//! that may be keyed, belong to a tenant, have a priority, be delayed on a
+//! manual clock, fail and retry, panic, or carry a cancel token; random
+//! clock steps, cancellations, pauses and waits between them; ended by one
+//! of the shutdowns under either `PendingTimers` policy.
+//!
+//! What must hold for every sequence:
+//! - every closure is dropped exactly once, and a task never runs more
+//!   attempts than its policy allows;
+//! - every handle's result agrees with what happened to its task (its
+//!   value after the attempt that succeeded, every attempt's error after
+//!   the last one failed, its panic; cancelled only if it was cancelled,
+//!   abandoned only by a shutdown that may abandon);
+//! - a task delayed to an instant the clock has reached when a draining
+//!   shutdown begins is not abandoned: its time has come;
+//! - within one tenant (or none), a key's undelayed tasks run in
+//!   submission order, each one's attempts all before the next one's;
+//! - the report's counts equal the model's tallies, the dead-letter handler
+//!   saw exactly the dead-lettered tasks, and the identity holds.
+
+#![cfg(not(loom))]
+
+mod common;
+
+use common::{quiet_expected_panics, ManualTime, MARK};
+use ebbtide::{
+    CancelToken, DeadLetter, Failed, JoinHandle, PendingTimers, Priority, RetryPolicy, TaskError,
+};
+use proptest::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MS: Duration = Duration::from_millis(1);
+
+#[derive(Clone, Debug)]
+enum Body {
+    /// A plain task that returns its id, or panics.
+    Plain { panics: bool },
+    /// A fallible task whose first `fails` attempts return an error, under
+    /// a retry policy of `attempts` attempts (none: no policy).
+    Fallible { fails: u32, attempts: Option<u32> },
+}
+
+#[derive(Clone, Debug)]
+struct Spec {
+    key: Option<u8>,
+    tenant: Option<u8>,
+    priority: u8,
+    delay_ms: Option<u64>,
+    token: bool,
+    body: Body,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Submit(Spec),
+    Advance(u64),
+    CancelHandle(usize),
+    CancelToken(usize),
+    Pause,
+    Resume,
+    WaitIdle,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Drain,
+    Now,
+    Timeout,
+}
+
+fn body() -> impl Strategy<Value = Body> {
+    prop_oneof![
+        prop::bool::weighted(0.15).prop_map(|panics| Body::Plain { panics }),
+        (0u32..4, prop::option::of(1u32..4))
+            .prop_map(|(fails, attempts)| Body::Fallible { fails, attempts }),
+    ]
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        prop::option::of(0u8..3),
+        prop::option::of(0u8..2),
+        0u8..3,
+        prop::option::weighted(0.3, prop_oneof![Just(0u64), Just(3), Just(20)]),
+        prop::bool::weighted(0.2),
+        body(),
+    )
+        .prop_map(|(key, tenant, priority, delay_ms, token, body)| Spec {
+            key,
+            tenant,
+            priority,
+            delay_ms,
+            token,
+            body,
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => spec().prop_map(Op::Submit),
+        3 => prop_oneof![Just(1u64), Just(5), Just(30)].prop_map(Op::Advance),
+        1 => (0usize..48).prop_map(Op::CancelHandle),
+        1 => (0usize..48).prop_map(Op::CancelToken),
+        1 => Just(Op::Pause),
+        1 => Just(Op::Resume),
+        1 => Just(Op::WaitIdle),
+    ]
+}
+
+fn end() -> impl Strategy<Value = End> {
+    prop_oneof![Just(End::Drain), Just(End::Now), Just(End::Timeout)]
+}
+
+/// Counts its drops.
+struct Token(Arc<AtomicUsize>);
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+enum Handle {
+    Plain(JoinHandle<usize>),
+    Fallible(JoinHandle<Result<usize, Failed<String>>>),
+}
+
+/// What the model knows of one task.
+struct Task {
+    id: usize,
+    spec: Spec,
+    /// When it is due, by the manual clock (delayed tasks only).
+    due: Option<Instant>,
+    attempts: Arc<AtomicUsize>,
+    drops: Arc<AtomicUsize>,
+    token: Option<CancelToken>,
+    handle: Option<Handle>,
+    /// A cancel was asked for: by its handle (and it returned true) or by
+    /// its token.
+    cancel_asked: bool,
+    /// Its handle's `cancel` returned true.
+    cancel_took: bool,
+}
+
+impl Task {
+    fn allowed(&self) -> usize {
+        match self.spec.body {
+            Body::Plain { .. } => 1,
+            Body::Fallible { attempts, .. } => attempts.unwrap_or(1) as usize,
+        }
+    }
+}
+
+/// A keyed task's attempt: its key, its tenant, its id.
+type Attempt = (u8, Option<u8>, usize);
+
+fn priority(p: u8) -> Priority {
+    match p {
+        0 => Priority::High,
+        1 => Priority::Normal,
+        _ => Priority::Low,
+    }
+}
+
+fn run_case(workers: usize, timers: PendingTimers, ops: &[Op], end: End) {
+    quiet_expected_panics();
+    let time = ManualTime::new();
+    let letters: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&letters);
+    let pool = time
+        .pool(workers)
+        .pending_timers(timers)
+        .panic_handler(|_| {})
+        .on_dead_letter(move |d: &DeadLetter| {
+            seen.lock()
+                .unwrap()
+                .push(d.name().map(str::to_owned).unwrap_or_default())
+        })
+        .build()
+        .unwrap();
+    // (key, tenant, task id) at each attempt's start, keyed tasks only.
+    let log: Arc<Mutex<Vec<Attempt>>> = Arc::default();
+    let mut tasks: Vec<Task> = Vec::new();
+    let mut paused = false;
+    for op in ops {
+        match op {
+            Op::Submit(spec) => {
+                let id = tasks.len();
+                let attempts = Arc::new(AtomicUsize::new(0));
+                let drops = Arc::new(AtomicUsize::new(0));
+                let mut builder = pool.task().name(format!("task {id}"));
+                if let Some(k) = spec.key {
+                    builder = builder.key(&k);
+                }
+                if let Some(t) = spec.tenant {
+                    builder = builder.tenant(&format!("tenant {t}"));
+                }
+                if spec.priority != 1 {
+                    builder = builder.priority(priority(spec.priority));
+                }
+                let due = spec.delay_ms.map(|ms| {
+                    builder = std::mem::replace(&mut builder, pool.task())
+                        .delay(Duration::from_millis(ms));
+                    time.now() + Duration::from_millis(ms)
+                });
+                let token = spec.token.then(CancelToken::new);
+                if let Some(t) = &token {
+                    builder = builder.cancel_token(t);
+                }
+                let (a, dropped, log) = (attempts.clone(), Token(drops.clone()), log.clone());
+                let (key, tenant) = (spec.key, spec.tenant);
+                let attempt = move || {
+                    let n = a.fetch_add(1, SeqCst) + 1;
+                    if let Some(k) = key {
+                        log.lock().unwrap().push((k, tenant, id));
+                    }
+                    n
+                };
+                let handle = match spec.body {
+                    Body::Plain { panics } => {
+                        let handle = builder.spawn(move || {
+                            let _dropped = dropped;
+                            attempt();
+                            if panics {
+                                panic!("{MARK}: task {id}");
+                            }
+                            id
+                        });
+                        Handle::Plain(handle.unwrap_or_else(|e| panic!("task {id}: {e}")))
+                    }
+                    Body::Fallible { fails, attempts } => {
+                        if let Some(n) = attempts {
+                            builder = builder.retry(RetryPolicy::fixed(2 * MS).max_attempts(n));
+                        }
+                        let handle = builder.spawn_fallible(move |_cx| {
+                            let _held = &dropped;
+                            let n = attempt();
+                            if n <= fails as usize {
+                                Err(format!("task {id} attempt {n}"))
+                            } else {
+                                Ok(id)
+                            }
+                        });
+                        Handle::Fallible(handle.unwrap_or_else(|e| panic!("task {id}: {e}")))
+                    }
+                };
+                tasks.push(Task {
+                    id,
+                    spec: spec.clone(),
+                    due,
+                    attempts,
+                    drops,
+                    token,
+                    handle: Some(handle),
+                    cancel_asked: false,
+                    cancel_took: false,
+                });
+            }
+            Op::Advance(ms) => time.advance(Duration::from_millis(*ms)),
+            Op::CancelHandle(i) => {
+                if let Some(t) = tasks.get_mut(*i) {
+                    let took = match t.handle.as_ref() {
+                        Some(Handle::Plain(h)) => h.cancel(),
+                        Some(Handle::Fallible(h)) => h.cancel(),
+                        None => false,
+                    };
+                    // A fallible task between attempts has started: the
+                    // cancel returns false, and no attempt follows.
+                    t.cancel_asked |= t.handle.is_some();
+                    t.cancel_took |= took;
+                }
+            }
+            Op::CancelToken(i) => {
+                if let Some(t) = tasks.get_mut(*i) {
+                    if let Some(token) = &t.token {
+                        token.cancel();
+                        t.cancel_asked = true;
+                    }
+                }
+            }
+            Op::Pause => {
+                pool.pause();
+                paused = true;
+            }
+            Op::Resume => {
+                pool.resume();
+                paused = false;
+            }
+            Op::WaitIdle => {
+                // A keyed task waiting to retry holds its shard, and the
+                // shard's later tasks stay queued until the clock moves on.
+                if !paused {
+                    let done = AtomicBool::new(false);
+                    std::thread::scope(|s| {
+                        s.spawn(|| {
+                            while !done.load(SeqCst) {
+                                time.advance(MS);
+                                std::thread::sleep(MS);
+                            }
+                        });
+                        common::idle(&pool);
+                        done.store(true, SeqCst);
+                    });
+                }
+            }
+        }
+    }
+    let now = time.now();
+    let first = match end {
+        End::Drain => pool.shutdown(),
+        End::Now => pool.shutdown_now(),
+        End::Timeout => pool.shutdown_timeout(Duration::ZERO),
+    };
+    let report = pool.shutdown();
+    assert_eq!(report.still_running, 0, "{report:?}");
+    assert!(first.completed <= report.completed);
+    // A dead letter keeps its task for a replay: drop them before counting
+    // drops.
+    let mut kept: Vec<String> = pool
+        .take_dead_letters()
+        .iter()
+        .map(|d| d.name().map(str::to_owned).unwrap_or_default())
+        .collect();
+    drop(pool);
+
+    let mut completed = 0;
+    let mut panicked = 0;
+    let mut failed = 0;
+    let mut dead = Vec::new();
+    let mut never_ran = 0;
+    for t in &mut tasks {
+        let id = t.id;
+        assert_eq!(
+            t.drops.load(SeqCst),
+            1,
+            "task {id} dropped once: {t:?}",
+            t = t.spec
+        );
+        let n = t.attempts.load(SeqCst);
+        assert!(n <= t.allowed(), "task {id} ran {n} attempts: {:?}", t.spec);
+        if t.cancel_took {
+            assert_eq!(n, 0, "task {id} ran after its cancel returned true");
+        }
+        // `shutdown_now` and a `shutdown_timeout` past its deadline cancel
+        // every task's token: a task a worker takes after that resolves to
+        // `Cancelled`, and a failed attempt is not retried.
+        let cancelled = t.cancel_asked || end != End::Drain;
+        // Why a task that did not run to its end may not have.
+        let may_not_finish = |e: &TaskError| match e {
+            TaskError::Cancelled => cancelled,
+            TaskError::Abandoned => {
+                end != End::Drain
+                    || (timers == PendingTimers::Abandon
+                        && t.due.map_or(n > 0, |due| due > now || n > 0))
+            }
+            _ => false,
+        };
+        match t.handle.take().unwrap() {
+            Handle::Plain(h) => match h.join() {
+                Ok(v) => {
+                    assert_eq!((v, n), (id, 1), "task {id}");
+                    completed += 1;
+                }
+                Err(TaskError::Panicked { message }) => {
+                    assert_eq!(message, format!("{MARK}: task {id}"));
+                    assert_eq!(n, 1, "task {id}");
+                    panicked += 1;
+                }
+                Err(e) => {
+                    assert_eq!(n, 0, "task {id} ran, then resolved to {e:?}");
+                    assert!(
+                        may_not_finish(&e),
+                        "task {id} resolved to {e:?}: {:?}, due {:?} at {now:?}",
+                        t.spec,
+                        t.due
+                    );
+                    never_ran += 1;
+                }
+            },
+            Handle::Fallible(h) => {
+                let Body::Fallible { fails, attempts } = t.spec.body else {
+                    unreachable!()
+                };
+                match h.join() {
+                    Ok(Ok(v)) => {
+                        assert_eq!((v, n), (id, fails as usize + 1), "task {id}");
+                        completed += 1;
+                    }
+                    Ok(Err(f)) => {
+                        let errors: Vec<String> =
+                            f.attempts().iter().map(|a| a.error.clone()).collect();
+                        let expected: Vec<String> =
+                            (1..=n).map(|k| format!("task {id} attempt {k}")).collect();
+                        assert_eq!(errors, expected, "task {id}");
+                        if !cancelled {
+                            assert_eq!(n, t.allowed(), "task {id} failed before its last attempt");
+                        }
+                        assert_eq!(f.dead_lettered(), attempts.is_some(), "task {id}");
+                        if attempts.is_some() {
+                            dead.push(format!("task {id}"));
+                        } else {
+                            failed += 1;
+                        }
+                    }
+                    Err(e) => {
+                        assert!(
+                            n < t.allowed().min(fails as usize + 1) || n == 0,
+                            "task {id}: {n} attempts, then {e:?}"
+                        );
+                        assert!(
+                            may_not_finish(&e),
+                            "task {id} resolved to {e:?} after {n} attempts: {:?}, due {:?} at {now:?}",
+                            t.spec,
+                            t.due
+                        );
+                        never_ran += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    // Within a tenant, a key's undelayed tasks ran in submission order,
+    // every attempt of one before any of the next.
+    let log = log.lock().unwrap();
+    for key in 0..3u8 {
+        for tenant in [None, Some(0u8), Some(1)] {
+            let ids: Vec<usize> = log
+                .iter()
+                .filter(|&&(k, t, id)| k == key && t == tenant && tasks[id].due.is_none())
+                .map(|&(_, _, id)| id)
+                .collect();
+            assert!(
+                ids.windows(2).all(|w| w[0] <= w[1]),
+                "key {key}, tenant {tenant:?}: attempts ran out of order: {ids:?}"
+            );
+        }
+    }
+
+    dead.sort();
+    let mut letters = letters.lock().unwrap().clone();
+    letters.sort();
+    assert_eq!(
+        letters, dead,
+        "the dead-letter handler saw each dead letter once"
+    );
+    kept.sort();
+    assert_eq!(kept, dead, "the pool kept each dead letter");
+
+    assert_eq!(report.submitted, tasks.len() as u64, "{report:?}");
+    assert_eq!(report.completed, completed, "{report:?}");
+    assert_eq!(report.panicked, panicked, "{report:?}");
+    assert_eq!(report.failed, failed, "{report:?}");
+    assert_eq!(report.dead_lettered, dead.len() as u64, "{report:?}");
+    assert_eq!(
+        report.abandoned + report.cancelled + report.timed_out + report.dropped + report.rejected,
+        never_ran,
+        "{report:?}"
+    );
+    assert_eq!(
+        report.submitted,
+        report.completed
+            + report.panicked
+            + report.failed
+            + report.dead_lettered
+            + report.abandoned
+            + report.dropped
+            + report.rejected
+            + report.timed_out
+            + report.cancelled
+            + report.still_running,
+        "{report:?}"
+    );
+}
+
+fn policy() -> impl Strategy<Value = PendingTimers> {
+    prop_oneof![Just(PendingTimers::Abandon), Just(PendingTimers::RunNow)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_task_ends_as_its_options_say(
+        workers in 1usize..=3,
+        timers in policy(),
+        ops in prop::collection::vec(op(), 1..40),
+        end in end(),
+    ) {
+        run_case(workers, timers, &ops, end);
+    }
+}
