@@ -18,8 +18,9 @@ use std::sync::Arc as StdArc;
 
 /// The layer that holds tasks.
 pub(crate) trait Held: Send + Sync + 'static {
-    /// Every task held now, with its shard, to be queued.
-    fn take_all(&self) -> Vec<(JobRef, Option<usize>)>;
+    /// Every task held now, with its shard, to be queued; `counted`: hand
+    /// its shard to `queued` once it is in it.
+    fn take_all(&self) -> Vec<Taken>;
     /// The busiest `top` tenants' figures and the rest summed.
     fn tenant_metrics(&self, top: usize) -> (Vec<TenantMetrics>, Option<TenantMetrics>, usize);
     /// Takes back a job due on the timing wheel (its places taken) into
@@ -35,10 +36,18 @@ pub(crate) trait Held: Send + Sync + 'static {
     /// (then a task of that shard that would go straight to it waits
     /// behind, so that its key keeps its order).
     fn holds_shard(&self, shard: usize) -> bool;
-    /// The tasks `take_all` returned are queued.
-    fn flushed(&self);
+    /// A task `take_all` returned as counted is in its shard.
+    fn queued(&self, shard: usize);
     /// Itself, for the layer to find its own type again.
     fn as_any(&self) -> &dyn Any;
+}
+
+/// A held task taken back at shutdown.
+pub(crate) struct Taken {
+    pub(crate) job: JobRef,
+    pub(crate) shard: Option<usize>,
+    /// Counted by the layer until it is in its shard (see `holds_shard`).
+    pub(crate) counted: bool,
 }
 
 /// Why a held task could not be admitted.
@@ -57,7 +66,10 @@ impl Registry {
     /// holding layer to keep its key's order (see `Held::holds_shard`).
     #[inline]
     pub(crate) fn shard_held(&self, shard: usize) -> bool {
-        self.held.get().is_some_and(|h| h.holds_shard(shard))
+        match self.held.get() {
+            None => false,
+            Some(held) => holds_shard(held, shard),
+        }
     }
 
     /// The holding layer, made by `make` on first use.
@@ -120,10 +132,24 @@ impl Registry {
     /// Queues every held task (shutdown).
     pub(crate) fn flush_held(&self) {
         if let Some(held) = self.held.get() {
-            for (job, shard) in held.take_all() {
+            for Taken {
+                job,
+                shard,
+                counted,
+            } in held.take_all()
+            {
                 self.enqueue(job, shard);
+                if let (true, Some(shard)) = (counted, shard) {
+                    held.queued(shard);
+                }
             }
-            held.flushed();
         }
     }
+}
+
+/// Out of line: only pools that have tenants get here.
+#[cold]
+#[inline(never)]
+fn holds_shard(held: &StdArc<dyn Held>, shard: usize) -> bool {
+    held.holds_shard(shard)
 }

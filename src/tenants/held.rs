@@ -7,14 +7,14 @@ use super::queue::{Tenant, Waiting};
 use super::{TenantId, Tenants, KEYED};
 use crate::loom::sync::atomic::Ordering::SeqCst;
 use crate::metrics::TenantMetrics;
-use crate::sched::held::Held;
+use crate::sched::held::{Held, Taken};
 use crate::task::job::{Hold, JobRef};
 use std::any::Any;
 use std::cmp::Reverse;
 use std::sync::Arc as StdArc;
 
 impl Held for Tenants {
-    fn take_all(&self) -> Vec<(JobRef, Option<usize>)> {
+    fn take_all(&self) -> Vec<Taken> {
         let mut st = self.state.lock();
         st.closed = true;
         st.ring.clear();
@@ -31,7 +31,11 @@ impl Held for Tenants {
                         t.running += w.cost;
                         flushed += 1;
                     }
-                    out.push((w.job, w.shard));
+                    out.push(Taken {
+                        job: w.job,
+                        shard: w.shard,
+                        counted: w.counted,
+                    });
                 }
             }
             t.forget_keyed();
@@ -99,10 +103,8 @@ impl Held for Tenants {
         self.unnamed_keyed[shard].load(SeqCst) > 0
     }
 
-    fn flushed(&self) {
-        for count in self.unnamed_keyed.iter() {
-            count.store(0, SeqCst);
-        }
+    fn queued(&self, shard: usize) {
+        self.count_out(&Some(shard), true);
     }
 
     fn as_any(&self) -> &dyn Any {
