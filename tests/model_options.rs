@@ -1,12 +1,16 @@
 //! Model-based tests of the task builder's options combined: random tasks
-//! that may be keyed, belong to a tenant, have a priority, be delayed on a
-//! manual clock, fail and retry, panic, or carry a cancel token; random
-//! clock steps, cancellations, pauses and waits between them; ended by one
-//! of the shutdowns under either `PendingTimers` policy.
+//! that may be keyed, belong to a tenant, have a priority or a cost, be
+//! delayed on a manual clock, fail and retry, panic, or carry a cancel
+//! token; tenants with random concurrency caps, queue limits and full-queue
+//! policies, and sometimes a pool rate limit; random clock steps,
+//! cancellations, pauses and waits between them; ended by one of the
+//! shutdowns under either `PendingTimers` policy.
 //!
 //! What must hold for every sequence:
-//! - every closure is dropped exactly once, and a task never runs more
-//!   attempts than its policy allows;
+//! - every closure is dropped exactly once (a refused one handed back), and
+//!   a task never runs more attempts than its policy allows;
+//! - only a cost above the cap is invalid, only a full queue under
+//!   `Reject` refuses, and only the dropping policies drop;
 //! - every handle's result agrees with what happened to its task (its
 //!   value after the attempt that succeeded, every attempt's error after
 //!   the last one failed, its panic; cancelled only if it was cancelled,
@@ -24,7 +28,8 @@ mod common;
 
 use common::{quiet_expected_panics, ManualTime, MARK};
 use ebbtide::{
-    CancelToken, DeadLetter, Failed, JoinHandle, PendingTimers, Priority, RetryPolicy, TaskError,
+    Backpressure, CancelToken, DeadLetter, Failed, JoinHandle, PendingTimers, Priority, RateLimit,
+    RetryPolicy, SubmitError, TaskError, TenantConfig,
 };
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -47,6 +52,7 @@ struct Spec {
     key: Option<u8>,
     tenant: Option<u8>,
     priority: u8,
+    cost: u32,
     delay_ms: Option<u64>,
     token: bool,
     body: Body,
@@ -83,18 +89,22 @@ fn spec() -> impl Strategy<Value = Spec> {
         prop::option::of(0u8..3),
         prop::option::of(0u8..2),
         0u8..3,
+        prop_oneof![4 => Just(1u32), 1 => Just(2), 1 => Just(3)],
         prop::option::weighted(0.3, prop_oneof![Just(0u64), Just(3), Just(20)]),
         prop::bool::weighted(0.2),
         body(),
     )
-        .prop_map(|(key, tenant, priority, delay_ms, token, body)| Spec {
-            key,
-            tenant,
-            priority,
-            delay_ms,
-            token,
-            body,
-        })
+        .prop_map(
+            |(key, tenant, priority, cost, delay_ms, token, body)| Spec {
+                key,
+                tenant,
+                priority,
+                cost,
+                delay_ms,
+                token,
+                body,
+            },
+        )
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -109,6 +119,35 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Every tenant's limits (the unnamed one's too), and the pool's rate.
+#[derive(Clone, Debug)]
+struct Limits {
+    max_concurrency: Option<u32>,
+    capacity: Option<(usize, Backpressure)>,
+    /// Tasks a second of the timer clock, in bursts of 2.
+    rate: Option<f64>,
+}
+
+fn limits() -> impl Strategy<Value = Limits> {
+    (
+        prop::option::of(1u32..=2),
+        prop::option::of((
+            prop_oneof![Just(2usize), Just(4)],
+            prop_oneof![
+                Just(Backpressure::Reject),
+                Just(Backpressure::DropNewest),
+                Just(Backpressure::DropOldest)
+            ],
+        )),
+        prop::option::weighted(0.3, prop_oneof![Just(500.0), Just(2000.0)]),
+    )
+        .prop_map(|(max_concurrency, capacity, rate)| Limits {
+            max_concurrency,
+            capacity,
+            rate,
+        })
+}
+
 fn end() -> impl Strategy<Value = End> {
     prop_oneof![Just(End::Drain), Just(End::Now), Just(End::Timeout)]
 }
@@ -119,6 +158,20 @@ struct Token(Arc<AtomicUsize>);
 impl Drop for Token {
     fn drop(&mut self) {
         self.0.fetch_add(1, SeqCst);
+    }
+}
+
+/// Why a submission was refused.
+enum Refusal {
+    Invalid(String),
+    Full,
+}
+
+fn refusal<F>(e: &SubmitError<F>, invalid: Option<String>) -> Refusal {
+    match (e, invalid) {
+        (_, Some(option)) => Refusal::Invalid(option),
+        (SubmitError::Full(_), None) => Refusal::Full,
+        (_, None) => panic!("refused: {e}"),
     }
 }
 
@@ -137,6 +190,9 @@ struct Task {
     drops: Arc<AtomicUsize>,
     token: Option<CancelToken>,
     handle: Option<Handle>,
+    /// Refused at submission: `Some(true)` for a full queue (counted as
+    /// rejected), `Some(false)` for an invalid option (not counted).
+    refused: Option<bool>,
     /// A cancel was asked for: by its handle (and it returned true) or by
     /// its token.
     cancel_asked: bool,
@@ -164,13 +220,23 @@ fn priority(p: u8) -> Priority {
     }
 }
 
-fn run_case(workers: usize, timers: PendingTimers, ops: &[Op], end: End) {
+fn run_case(workers: usize, timers: PendingTimers, limits: &Limits, ops: &[Op], end: End) {
     quiet_expected_panics();
     let time = ManualTime::new();
     let letters: Arc<Mutex<Vec<String>>> = Arc::default();
     let seen = Arc::clone(&letters);
-    let pool = time
-        .pool(workers)
+    let mut tenants = TenantConfig::new();
+    if let Some(n) = limits.max_concurrency {
+        tenants = tenants.max_concurrency(n);
+    }
+    if let Some((n, policy)) = limits.capacity {
+        tenants = tenants.queue_capacity(n, policy);
+    }
+    let mut builder = time.pool(workers).tenant_defaults(tenants);
+    if let Some(rate) = limits.rate {
+        builder = builder.rate_limit(RateLimit::new(rate, 2).unwrap());
+    }
+    let pool = builder
         .pending_timers(timers)
         .panic_handler(|_| {})
         .on_dead_letter(move |d: &DeadLetter| {
@@ -200,6 +266,9 @@ fn run_case(workers: usize, timers: PendingTimers, ops: &[Op], end: End) {
                 if spec.priority != 1 {
                     builder = builder.priority(priority(spec.priority));
                 }
+                if spec.cost != 1 {
+                    builder = builder.cost(spec.cost);
+                }
                 let due = spec.delay_ms.map(|ms| {
                     builder = std::mem::replace(&mut builder, pool.task())
                         .delay(Duration::from_millis(ms));
@@ -228,7 +297,9 @@ fn run_case(workers: usize, timers: PendingTimers, ops: &[Op], end: End) {
                             }
                             id
                         });
-                        Handle::Plain(handle.unwrap_or_else(|e| panic!("task {id}: {e}")))
+                        handle.map(Handle::Plain).map_err(|e| {
+                            refusal(&e, e.invalid_option().map(|o| o.option().to_owned()))
+                        })
                     }
                     Body::Fallible { fails, attempts } => {
                         if let Some(n) = attempts {
@@ -243,9 +314,39 @@ fn run_case(workers: usize, timers: PendingTimers, ops: &[Op], end: End) {
                                 Ok(id)
                             }
                         });
-                        Handle::Fallible(handle.unwrap_or_else(|e| panic!("task {id}: {e}")))
+                        handle.map(Handle::Fallible).map_err(|e| {
+                            refusal(&e, e.invalid_option().map(|o| o.option().to_owned()))
+                        })
                     }
                 };
+                // A refusal hands the closure back; dropping the error drops
+                // it. Only a cost above the tenants' limit is invalid, and
+                // only a full tenant queue under `Reject` refuses.
+                let refused = match &handle {
+                    Ok(_) => None,
+                    Err(Refusal::Invalid(option)) => {
+                        assert_eq!(option, "cost", "task {id}");
+                        assert!(
+                            limits.max_concurrency.is_some_and(|n| spec.cost > n),
+                            "task {id}"
+                        );
+                        Some(false)
+                    }
+                    Err(Refusal::Full) => {
+                        assert!(
+                            matches!(limits.capacity, Some((_, Backpressure::Reject))),
+                            "task {id} refused as full: {limits:?}"
+                        );
+                        Some(true)
+                    }
+                };
+                if limits.max_concurrency.is_some_and(|n| spec.cost > n) {
+                    assert_eq!(
+                        refused,
+                        Some(false),
+                        "task {id}: a cost above the limit is invalid"
+                    );
+                }
                 tasks.push(Task {
                     id,
                     spec: spec.clone(),
@@ -253,7 +354,8 @@ fn run_case(workers: usize, timers: PendingTimers, ops: &[Op], end: End) {
                     attempts,
                     drops,
                     token,
-                    handle: Some(handle),
+                    handle: handle.ok(),
+                    refused,
                     cancel_asked: false,
                     cancel_took: false,
                 });
@@ -330,6 +432,8 @@ fn run_case(workers: usize, timers: PendingTimers, ops: &[Op], end: End) {
     let mut failed = 0;
     let mut dead = Vec::new();
     let mut never_ran = 0;
+    let mut rejected = 0;
+    let mut offered = 0;
     for t in &mut tasks {
         let id = t.id;
         assert_eq!(
@@ -339,6 +443,13 @@ fn run_case(workers: usize, timers: PendingTimers, ops: &[Op], end: End) {
             t = t.spec
         );
         let n = t.attempts.load(SeqCst);
+        if let Some(full) = t.refused {
+            assert_eq!(n, 0, "task {id} was refused, then ran");
+            rejected += u64::from(full);
+            offered += u64::from(full);
+            continue;
+        }
+        offered += 1;
         assert!(n <= t.allowed(), "task {id} ran {n} attempts: {:?}", t.spec);
         if t.cancel_took {
             assert_eq!(n, 0, "task {id} ran after its cancel returned true");
@@ -350,6 +461,10 @@ fn run_case(workers: usize, timers: PendingTimers, ops: &[Op], end: End) {
         // Why a task that did not run to its end may not have.
         let may_not_finish = |e: &TaskError| match e {
             TaskError::Cancelled => cancelled,
+            TaskError::Dropped => matches!(
+                limits.capacity,
+                Some((_, Backpressure::DropNewest | Backpressure::DropOldest))
+            ),
             TaskError::Abandoned => {
                 end != End::Drain
                     || (timers == PendingTimers::Abandon
@@ -449,13 +564,14 @@ fn run_case(workers: usize, timers: PendingTimers, ops: &[Op], end: End) {
     kept.sort();
     assert_eq!(kept, dead, "the pool kept each dead letter");
 
-    assert_eq!(report.submitted, tasks.len() as u64, "{report:?}");
+    assert_eq!(report.submitted, offered, "{report:?}");
+    assert_eq!(report.rejected, rejected, "{report:?}");
     assert_eq!(report.completed, completed, "{report:?}");
     assert_eq!(report.panicked, panicked, "{report:?}");
     assert_eq!(report.failed, failed, "{report:?}");
     assert_eq!(report.dead_lettered, dead.len() as u64, "{report:?}");
     assert_eq!(
-        report.abandoned + report.cancelled + report.timed_out + report.dropped + report.rejected,
+        report.abandoned + report.cancelled + report.timed_out + report.dropped,
         never_ran,
         "{report:?}"
     );
@@ -486,9 +602,10 @@ proptest! {
     fn every_task_ends_as_its_options_say(
         workers in 1usize..=3,
         timers in policy(),
+        limits in limits(),
         ops in prop::collection::vec(op(), 1..40),
         end in end(),
     ) {
-        run_case(workers, timers, &ops, end);
+        run_case(workers, timers, &limits, &ops, end);
     }
 }
