@@ -2,9 +2,10 @@
 //! that may be keyed, belong to a tenant, have a priority or a cost, be
 //! delayed on a manual clock, fail and retry, panic, or carry a cancel
 //! token; tenants with random concurrency caps, queue limits and full-queue
-//! policies, and sometimes a pool rate limit; random clock steps,
-//! cancellations, pauses and waits between them; ended by one of the
-//! shutdowns under either `PendingTimers` policy.
+//! policies, and sometimes a pool rate limit; periodic tasks, keyed or
+//! not, some of which panic; random clock steps, cancellations, pauses and
+//! waits between them; ended by one of the shutdowns under either
+//! `PendingTimers` policy.
 //!
 //! What must hold for every sequence:
 //! - every closure is dropped exactly once (a refused one handed back), and
@@ -19,6 +20,7 @@
 //!   shutdown begins is not abandoned: its time has come;
 //! - within one tenant (or none), a key's undelayed tasks run in
 //!   submission order, each one's attempts all before the next one's;
+//! - a periodic task ends once, stopped with its runs or at its panic;
 //! - the report's counts equal the model's tallies, the dead-letter handler
 //!   saw exactly the dead-lettered tasks, and the identity holds.
 
@@ -28,8 +30,8 @@ mod common;
 
 use common::{quiet_expected_panics, ManualTime, MARK};
 use ebbtide::{
-    Backpressure, CancelToken, DeadLetter, Failed, JoinHandle, PendingTimers, Priority, RateLimit,
-    RetryPolicy, SubmitError, TaskError, TenantConfig,
+    Backpressure, CancelToken, DeadLetter, Failed, JoinHandle, PendingTimers, PeriodicHandle,
+    Priority, RateLimit, RetryPolicy, Schedule, SubmitError, TaskError, TenantConfig,
 };
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -64,6 +66,15 @@ enum Op {
     Advance(u64),
     CancelHandle(usize),
     CancelToken(usize),
+    /// A periodic task, keyed or not, at a fixed rate or delay of
+    /// `period` ms, whose run `panic_at` (if any) panics.
+    Periodic {
+        key: Option<u8>,
+        rate: bool,
+        period: u64,
+        panic_at: Option<u64>,
+    },
+    CancelPeriodic(usize),
     Pause,
     Resume,
     WaitIdle,
@@ -113,10 +124,26 @@ fn op() -> impl Strategy<Value = Op> {
         3 => prop_oneof![Just(1u64), Just(5), Just(30)].prop_map(Op::Advance),
         1 => (0usize..48).prop_map(Op::CancelHandle),
         1 => (0usize..48).prop_map(Op::CancelToken),
+        1 => (
+            prop::option::of(0u8..3),
+            any::<bool>(),
+            prop_oneof![Just(1u64), Just(5)],
+            prop::option::weighted(0.2, 1u64..4),
+        )
+            .prop_map(|(key, rate, period, panic_at)| Op::Periodic { key, rate, period, panic_at }),
+        1 => (0usize..4).prop_map(Op::CancelPeriodic),
         1 => Just(Op::Pause),
         1 => Just(Op::Resume),
         1 => Just(Op::WaitIdle),
     ]
+}
+
+/// What the model knows of one periodic task.
+struct Repeating {
+    runs: Arc<AtomicUsize>,
+    drops: Arc<AtomicUsize>,
+    panic_at: Option<u64>,
+    handle: PeriodicHandle,
 }
 
 /// Every tenant's limits (the unnamed one's too), and the pool's rate.
@@ -249,6 +276,7 @@ fn run_case(workers: usize, timers: PendingTimers, limits: &Limits, ops: &[Op], 
     // (key, tenant, task id) at each attempt's start, keyed tasks only.
     let log: Arc<Mutex<Vec<Attempt>>> = Arc::default();
     let mut tasks: Vec<Task> = Vec::new();
+    let mut periodic: Vec<Repeating> = Vec::new();
     let mut paused = false;
     for op in ops {
         match op {
@@ -380,6 +408,47 @@ fn run_case(workers: usize, timers: PendingTimers, limits: &Limits, ops: &[Op], 
                         token.cancel();
                         t.cancel_asked = true;
                     }
+                }
+            }
+            Op::Periodic {
+                key,
+                rate,
+                period,
+                panic_at,
+            } => {
+                let id = periodic.len();
+                let (runs, drops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+                let (r, dropped) = (runs.clone(), Token(drops.clone()));
+                let period = Duration::from_millis(*period);
+                let schedule = if *rate {
+                    Schedule::FixedRate(period)
+                } else {
+                    Schedule::FixedDelay(period)
+                };
+                let mut builder = pool.task().name(format!("periodic {id}"));
+                if let Some(k) = key {
+                    builder = builder.key(k);
+                }
+                let panic_at = *panic_at;
+                let handle = builder
+                    .periodic(schedule, move |_cx| {
+                        let _held = &dropped;
+                        let n = r.fetch_add(1, SeqCst) as u64 + 1;
+                        if panic_at == Some(n) {
+                            panic!("{MARK}: periodic {id}");
+                        }
+                    })
+                    .unwrap_or_else(|e| panic!("periodic {id}: {e}"));
+                periodic.push(Repeating {
+                    runs,
+                    drops,
+                    panic_at,
+                    handle,
+                });
+            }
+            Op::CancelPeriodic(i) => {
+                if let Some(p) = periodic.get(*i) {
+                    p.handle.cancel();
                 }
             }
             Op::Pause => {
@@ -563,6 +632,29 @@ fn run_case(workers: usize, timers: PendingTimers, limits: &Limits, ops: &[Op], 
     );
     kept.sort();
     assert_eq!(kept, dead, "the pool kept each dead letter");
+
+    // A periodic task ends once: stopped (counted as cancelled) or by its
+    // panic, with its runs.
+    let mut stopped = 0;
+    for (id, p) in periodic.into_iter().enumerate() {
+        let runs = p.runs.load(SeqCst) as u64;
+        match p.handle.join() {
+            Ok(n) => {
+                assert_eq!(n, runs, "periodic {id}");
+                assert!(p.panic_at.map_or(true, |k| runs < k), "periodic {id}");
+                stopped += 1;
+            }
+            Err(TaskError::Panicked { message }) => {
+                assert_eq!(message, format!("{MARK}: periodic {id}"));
+                assert_eq!(Some(runs), p.panic_at, "periodic {id}");
+                panicked += 1;
+            }
+            Err(e) => panic!("periodic {id} ended with {e:?}"),
+        }
+        assert_eq!(p.drops.load(SeqCst), 1, "periodic {id} dropped once");
+        offered += 1;
+    }
+    never_ran += stopped;
 
     assert_eq!(report.submitted, offered, "{report:?}");
     assert_eq!(report.rejected, rejected, "{report:?}");
