@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+const MS: Duration = Duration::from_millis(1);
+
 /// A task of tenant `gate` that holds the only worker until `gate` opens:
 /// everything submitted meanwhile waits in its tenant's queue.
 fn hold(pool: &Pool) -> Gate {
@@ -804,4 +806,35 @@ fn a_keys_tasks_keep_their_order_whatever_their_priorities() {
     // of the key behind it).
     assert_eq!(log[0], 99, "{log:?}");
     assert_eq!(pool.shutdown().completed, 8);
+}
+
+#[test]
+fn a_delayed_keyed_task_comes_due_behind_the_earlier_tasks_of_its_key() {
+    // A task of key "k" delayed 5 ms; then a low task of "k", which waits
+    // in the unnamed tenant's queue behind the held worker. The delayed
+    // one comes due meanwhile: it takes its key's place as of then, behind
+    // the low one.
+    let time = ManualTime::new();
+    let pool = time.pool(1).build().unwrap();
+    let gate = hold(&pool);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = Arc::clone(&log);
+    pool.task()
+        .key(&"k")
+        .delay(5 * MS)
+        .execute(move || l.lock().unwrap().push("delayed"))
+        .unwrap();
+    let l = Arc::clone(&log);
+    pool.task()
+        .key(&"k")
+        .priority(Priority::Low)
+        .execute(move || l.lock().unwrap().push("low"))
+        .unwrap();
+    time.advance(5 * MS);
+    until(|| pool.metrics().timers_pending == 0);
+    gate.open();
+    common::idle(&pool);
+    assert_eq!(*log.lock().unwrap(), ["low", "delayed"]);
+    let report = pool.shutdown();
+    assert_eq!((report.submitted, report.completed), (3, 3), "{report:?}");
 }

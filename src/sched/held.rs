@@ -36,6 +36,9 @@ pub(crate) trait Held: Send + Sync + 'static {
     /// (then a task of that shard that would go straight to it waits
     /// behind, so that its key keeps its order).
     fn holds_shard(&self, shard: usize) -> bool;
+    /// Where a keyed task without a tenant waits when `holds_shard` says
+    /// an earlier one of its shard waits.
+    fn unnamed_keyed_hold(&self) -> Hold;
     /// A task `take_all` returned as counted is in its shard.
     fn queued(&self, shard: usize);
     /// Itself, for the layer to find its own type again.

@@ -394,6 +394,19 @@ impl Registry {
                     ..entry
                 },
             },
+            // A keyed task due while earlier tasks of its shard without a
+            // tenant wait in the unnamed tenant's queue: behind them, so
+            // that it takes its key's place as of now.
+            (None, Some(held)) if !entry.retry && shard.is_some_and(|s| held.holds_shard(s)) => {
+                match held.hold(entry.job, shard, held.unnamed_keyed_hold()) {
+                    None => return,
+                    Some((job, _)) => Entry {
+                        job,
+                        extra: None,
+                        ..entry
+                    },
+                }
+            }
             (extra, _) => Entry {
                 extra: extra.map(Box::new),
                 ..entry

@@ -103,6 +103,15 @@ impl Held for Tenants {
         self.unnamed_keyed[shard].load(SeqCst) > 0
     }
 
+    fn unnamed_keyed_hold(&self) -> Hold {
+        Hold {
+            tenant: TenantId::unnamed().hash,
+            name: TenantId::unnamed().name,
+            lane: crate::sched::tenancy::Priority::Normal.lane() as u8 | KEYED,
+            cost: 1,
+        }
+    }
+
     fn queued(&self, shard: usize) {
         self.count_out(&Some(shard), true);
     }
