@@ -198,7 +198,9 @@ pub enum TaskError {
     /// early at its deadline (`TaskContext::check`).
     TimedOut,
     /// The task was cancelled before it started (`JoinHandle::cancel`, its
-    /// group, `shutdown_now`), or returned early on cancellation.
+    /// token, its group), or returned early on cancellation (which
+    /// `shutdown_now` also signals to running tasks; a task it catches
+    /// unstarted is `Abandoned`).
     Cancelled,
     /// The task never ran: its group's circuit breaker was open.
     BreakerOpen,

@@ -289,6 +289,43 @@ fn shutdown_timeout_abandons_what_has_not_started_by_the_deadline() {
 }
 
 #[test]
+fn tasks_with_a_context_that_shutdown_catches_unstarted_are_abandoned_not_cancelled() {
+    // `shutdown_now` (and an expired `shutdown_timeout`) cancels the
+    // pool's token as it abandons the queues: a task a worker took just
+    // before, and starts after, finds its token cancelled. It never ran
+    // because the pool abandoned it, and says so. Many short rounds, since
+    // that window is narrow.
+    for round in 0..1500 {
+        let pool = Pool::builder().workers(2).build().unwrap();
+        let handles: Vec<_> = (0..8u32)
+            .map(|i| pool.task().name("named").spawn(move || i).unwrap())
+            .collect();
+        let first = if round % 2 == 0 {
+            pool.shutdown_now()
+        } else {
+            pool.shutdown_timeout(Duration::ZERO)
+        };
+        assert_eq!(first.cancelled, 0, "round {round}: {first:?}");
+        let report = pool.shutdown();
+        let mut done = 0;
+        for (i, h) in handles.into_iter().enumerate() {
+            match h.join() {
+                Ok(v) => {
+                    assert_eq!(v as usize, i);
+                    done += 1;
+                }
+                Err(e) => assert_eq!(e, TaskError::Abandoned, "round {round}, task {i}"),
+            }
+        }
+        assert_eq!(
+            (report.completed, report.abandoned, report.cancelled),
+            (done, 8 - done, 0),
+            "round {round}: {report:?}"
+        );
+    }
+}
+
+#[test]
 fn shutdown_timeout_drains_when_there_is_time() {
     let pool = Pool::builder().workers(2).build().unwrap();
     for _ in 0..500 {

@@ -524,12 +524,12 @@ fn run_case(workers: usize, timers: PendingTimers, limits: &Limits, ops: &[Op], 
             assert_eq!(n, 0, "task {id} ran after its cancel returned true");
         }
         // `shutdown_now` and a `shutdown_timeout` past its deadline cancel
-        // every task's token: a task a worker takes after that resolves to
-        // `Cancelled`, and a failed attempt is not retried.
+        // every task's token: a failed attempt is then not retried (a task
+        // they catch unstarted is abandoned, not cancelled).
         let cancelled = t.cancel_asked || end != End::Drain;
         // Why a task that did not run to its end may not have.
         let may_not_finish = |e: &TaskError| match e {
-            TaskError::Cancelled => cancelled,
+            TaskError::Cancelled => t.cancel_asked,
             TaskError::Dropped => matches!(
                 limits.capacity,
                 Some((_, Backpressure::DropNewest | Backpressure::DropOldest))

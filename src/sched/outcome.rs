@@ -61,7 +61,7 @@ impl Registry {
                 | Outcome::Failed
                 | Outcome::DeadLettered(_) => breaker.record(false),
                 Outcome::Again(again) if again.retry => breaker.record(false),
-                Outcome::Again(_) | Outcome::Cancelled => {}
+                Outcome::Again(_) | Outcome::Cancelled | Outcome::Abandoned => {}
             }
         }
         match outcome {
@@ -87,6 +87,7 @@ impl Registry {
             }
             Outcome::TimedOut => bump_at(&slot.timed_out, worker),
             Outcome::Cancelled => bump_at(&slot.cancelled, worker),
+            Outcome::Abandoned => bump_at(&slot.abandoned, worker),
             Outcome::PanicForwarded => bump_at(&slot.panicked, worker),
             Outcome::Panicked(payload) => {
                 bump_at(&slot.panicked, worker);

@@ -273,14 +273,15 @@ impl TaskOptions {
 }
 
 /// Whether a task may start now: `Err(Cancelled)` if its token is
-/// cancelled, `Err(TimedOut)` if its fixed deadline passed in the queue;
-/// else its deadline as it runs.
+/// cancelled (`Err(Abandoned)` if its pool cancelled it to abandon its
+/// queued tasks), `Err(TimedOut)` if its fixed deadline passed in the
+/// queue; else its deadline as it runs.
 pub(crate) fn may_start(
     token: &CancelToken,
     deadline: Deadline,
 ) -> Result<Option<Instant>, TaskError> {
     if token.is_cancelled() {
-        return Err(TaskError::Cancelled);
+        return Err(cancelled());
     }
     let now = Instant::now();
     match deadline {
@@ -288,6 +289,26 @@ pub(crate) fn may_start(
         Deadline::At(at) if now >= at => Err(TaskError::TimedOut),
         Deadline::At(at) => Ok(Some(at)),
         Deadline::AfterStart(t) => Ok(Some(now + t)),
+    }
+}
+
+/// Why a task that found its token cancelled before it started never
+/// runs: `Abandoned` while its pool abandons its queued tasks (a shutdown
+/// sets that mark before it cancels the pool's token, so a task that sees
+/// the cancel sees the mark), else `Cancelled`.
+pub(crate) fn cancelled() -> TaskError {
+    match super::current::worker() {
+        Some(worker) if worker.abandoning() => TaskError::Abandoned,
+        _ => TaskError::Cancelled,
+    }
+}
+
+/// The outcome a task that never ran for `why` reports.
+pub(crate) fn unrun(why: &TaskError) -> Outcome {
+    match why {
+        TaskError::Cancelled => Outcome::Cancelled,
+        TaskError::Abandoned => Outcome::Abandoned,
+        _ => Outcome::TimedOut,
     }
 }
 
@@ -398,10 +419,10 @@ where
         }
         let deadline = match may_start(&parent, deadline) {
             Ok(deadline) => deadline,
-            Err(TaskError::Cancelled) => {
-                return refuse(TaskError::Cancelled, Outcome::Cancelled, f)
+            Err(why) => {
+                let outcome = unrun(&why);
+                return refuse(why, outcome, f);
             }
-            Err(why) => return refuse(why, Outcome::TimedOut, f),
         };
         // SAFETY: `slot` lives to the end of this function, past `cx`.
         let cx = unsafe { TaskContext::new(parent, Some(&*slot), deadline, name) };

@@ -30,6 +30,9 @@ pub(crate) trait Worker {
     fn blocked(&self, wait: &mut dyn FnMut());
     /// Names (or, with `None`, un-names) the task it runs now.
     fn set_task_name(&self, name: Option<std::sync::Arc<str>>);
+    /// Whether its pool is abandoning its queued tasks (`shutdown_now`, or
+    /// `shutdown_timeout` past its deadline).
+    fn abandoning(&self) -> bool;
 }
 
 type Current = Cell<Option<*const dyn Worker>>;

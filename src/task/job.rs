@@ -230,6 +230,9 @@ pub(crate) enum Outcome {
     TimedOut,
     /// It was cancelled before it started, or it returned `Cancelled`.
     Cancelled,
+    /// Its pool abandoned it before it started (it found its token
+    /// cancelled by `shutdown_now` or an expired `shutdown_timeout`).
+    Abandoned,
     /// It asks to run again later: a retry after an application error, or
     /// a periodic task's next run. Not an end: the pool puts the job on its
     /// timing wheel.

@@ -5,7 +5,7 @@
 //! attempt waits on the pool's timing wheel. Its handle resolves once:
 //! with the value, or with every attempt's error ([`Failed`]).
 
-use super::cancel::{may_start, run_named, Deadline, TaskContext};
+use super::cancel::{may_start, run_named, unrun, Deadline, TaskContext};
 use super::dead::{AttemptError, DeadLetter, Failed};
 use super::job::{drop_payload, panic_message, Again, Outcome, Runnable, TaskJob};
 use super::slot::TaskSlot;
@@ -89,10 +89,7 @@ where
         let deadline = match cancelled.map_or_else(|| may_start(&parent, deadline), Err) {
             Ok(deadline) => deadline,
             Err(why) => {
-                let outcome = match why {
-                    TaskError::Cancelled => Outcome::Cancelled,
-                    _ => Outcome::TimedOut,
-                };
+                let outcome = unrun(&why);
                 self.slot.complete(Err(why));
                 self.discard_quietly();
                 return outcome;

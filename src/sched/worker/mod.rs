@@ -568,6 +568,10 @@ impl current::Worker for WorkerThread {
         wait();
     }
 
+    fn abandoning(&self) -> bool {
+        self.registry.abandon.load(SeqCst)
+    }
+
     fn set_task_name(&self, name: Option<std::sync::Arc<str>>) {
         self.registry
             .counters
