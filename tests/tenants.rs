@@ -838,3 +838,37 @@ fn a_delayed_keyed_task_comes_due_behind_the_earlier_tasks_of_its_key() {
     let report = pool.shutdown();
     assert_eq!((report.submitted, report.completed), (3, 3), "{report:?}");
 }
+
+#[test]
+fn a_keyed_state_task_runs_behind_the_earlier_tasks_of_its_shard() {
+    // A low task of key "k" waits in the unnamed tenant's queue behind the
+    // held worker; a `keyed_state` task of "k" submitted after it runs
+    // after it, as `execute`'s "after every earlier task of that shard"
+    // says.
+    let pool = Pool::builder().workers(1).build().unwrap();
+    let state = pool.keyed_state(|_| Vec::new());
+    let gate = hold(&pool);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = Arc::clone(&log);
+    pool.task()
+        .key(&"k")
+        .priority(Priority::Low)
+        .execute(move || l.lock().unwrap().push("low"))
+        .unwrap();
+    let l = Arc::clone(&log);
+    let handle = state
+        .spawn(&"k", move |seen: &mut Vec<&str>| {
+            seen.push("state");
+            l.lock().unwrap().push("state");
+            seen.len()
+        })
+        .unwrap();
+    gate.open();
+    match handle.join_timeout(common::PATIENCE) {
+        Ok(result) => assert_eq!(result, Ok(1)),
+        Err(_) => panic!("the keyed_state task never ended"),
+    }
+    common::idle(&pool);
+    assert_eq!(*log.lock().unwrap(), ["low", "state"]);
+    assert_eq!(pool.shutdown().completed, 3);
+}

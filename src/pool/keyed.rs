@@ -3,8 +3,11 @@
 use crate::error::SubmitError;
 use crate::keyed::state::{StateSpawn, StateTask, States};
 use crate::loom::sync::Arc;
+use crate::sched::tenancy::Priority;
 use crate::sched::{Registry, Wait};
+use crate::task::job::Runnable;
 use crate::task::{JoinHandle, Slot};
+use crate::tenants::{Ask, Tenants};
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::hash::Hash;
@@ -84,10 +87,7 @@ impl<S: Send + 'static> Keyed<S> {
             shard,
             f,
         };
-        self.pool
-            .submit(task, Wait::Policy, Some(shard))
-            .map(drop)
-            .map_err(|e| e.map(|t| t.f))
+        self.submit(task, shard).map_err(|e| e.map(|t| t.f))
     }
 
     /// Like [`execute`](Self::execute), returning a handle to `f`'s value.
@@ -110,10 +110,26 @@ impl<S: Send + 'static> Keyed<S> {
             },
             slot: Arc::clone(&slot),
         };
-        match self.pool.submit(task, Wait::Policy, Some(shard)) {
-            Ok(_) => Ok(JoinHandle::new(slot)),
+        match self.submit(task, shard) {
+            Ok(()) => Ok(JoinHandle::new(slot)),
             Err(e) => Err(e.map(|t| t.task.f)),
         }
+    }
+
+    /// Into `shard`: straight there, or behind earlier tasks of the shard
+    /// that wait in the unnamed tenant's queue (they have a priority or a
+    /// cost), so that the shard keeps its order.
+    fn submit<R: Runnable>(&self, task: R, shard: usize) -> Result<(), SubmitError<R>> {
+        if self.pool.shard_held(shard) {
+            let ask = Ask {
+                tenant: None,
+                priority: Priority::Normal,
+                cost: 1,
+                shard: Some(shard),
+            };
+            return Tenants::submit(&self.pool, task, ask, Wait::Policy);
+        }
+        self.pool.submit(task, Wait::Policy, Some(shard)).map(drop)
     }
 
     /// The shard `key` maps to.
