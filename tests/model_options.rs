@@ -28,7 +28,7 @@
 
 mod common;
 
-use common::{quiet_expected_panics, ManualTime, MARK};
+use common::{quiet_expected_panics, DropCounter, ManualTime, MARK};
 use ebbtide::{
     Backpressure, CancelToken, DeadLetter, Failed, JoinHandle, PendingTimers, PeriodicHandle,
     Priority, RateLimit, RetryPolicy, Schedule, SubmitError, TaskError, TenantConfig,
@@ -179,15 +179,6 @@ fn end() -> impl Strategy<Value = End> {
     prop_oneof![Just(End::Drain), Just(End::Now), Just(End::Timeout)]
 }
 
-/// Counts its drops.
-struct Token(Arc<AtomicUsize>);
-
-impl Drop for Token {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, SeqCst);
-    }
-}
-
 /// Why a submission was refused.
 enum Refusal {
     Invalid(String),
@@ -306,7 +297,7 @@ fn run_case(workers: usize, timers: PendingTimers, limits: &Limits, ops: &[Op], 
                 if let Some(t) = &token {
                     builder = builder.cancel_token(t);
                 }
-                let (a, dropped, log) = (attempts.clone(), Token(drops.clone()), log.clone());
+                let (a, dropped, log) = (attempts.clone(), DropCounter(drops.clone()), log.clone());
                 let (key, tenant) = (spec.key, spec.tenant);
                 let attempt = move || {
                     let n = a.fetch_add(1, SeqCst) + 1;
@@ -418,7 +409,7 @@ fn run_case(workers: usize, timers: PendingTimers, limits: &Limits, ops: &[Op], 
             } => {
                 let id = periodic.len();
                 let (runs, drops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-                let (r, dropped) = (runs.clone(), Token(drops.clone()));
+                let (r, dropped) = (runs.clone(), DropCounter(drops.clone()));
                 let period = Duration::from_millis(*period);
                 let schedule = if *rate {
                     Schedule::FixedRate(period)

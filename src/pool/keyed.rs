@@ -3,7 +3,6 @@
 use crate::error::SubmitError;
 use crate::keyed::state::{StateSpawn, StateTask, States};
 use crate::loom::sync::Arc;
-use crate::sched::tenancy::Priority;
 use crate::sched::{Registry, Wait};
 use crate::task::job::Runnable;
 use crate::task::{JoinHandle, Slot};
@@ -121,13 +120,7 @@ impl<S: Send + 'static> Keyed<S> {
     /// cost), so that the shard keeps its order.
     fn submit<R: Runnable>(&self, task: R, shard: usize) -> Result<(), SubmitError<R>> {
         if self.pool.shard_held(shard) {
-            let ask = Ask {
-                tenant: None,
-                priority: Priority::Normal,
-                cost: 1,
-                shard: Some(shard),
-            };
-            return Tenants::submit(&self.pool, task, ask, Wait::Policy);
+            return Tenants::submit(&self.pool, task, Ask::plain(Some(shard)), Wait::Policy);
         }
         self.pool.submit(task, Wait::Policy, Some(shard)).map(drop)
     }

@@ -5,7 +5,6 @@
 use super::task::TaskBuilder;
 use crate::error::{InvalidOption, SubmitError, TaskError};
 use crate::loom::sync::Arc;
-use crate::sched::tenancy::Priority;
 use crate::sched::Wait;
 use crate::task::cancel::{meta, ContextTask, CxBody, NoCx, TaskOptions};
 use crate::task::job::{Execute, Runnable};
@@ -58,12 +57,11 @@ impl TaskBuilder<'_> {
     fn submit_with_options<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
         let at = self.options.as_ref().and_then(|o| o.at);
         if self.routed() {
-            let mut ask = self.share.as_deref().cloned().unwrap_or(Ask {
-                tenant: None,
-                priority: Priority::Normal,
-                cost: 1,
-                shard: None,
-            });
+            let mut ask = self
+                .share
+                .as_deref()
+                .cloned()
+                .unwrap_or_else(|| Ask::plain(None));
             ask.shard = self.shard;
             return match at {
                 // On the wheel until due, then into its tenant's queue.

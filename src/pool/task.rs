@@ -112,14 +112,7 @@ impl<'p> TaskBuilder<'p> {
     }
 
     fn share(&mut self) -> &mut Ask {
-        self.share.get_or_insert_with(|| {
-            Box::new(Ask {
-                tenant: None,
-                priority: Priority::Normal,
-                cost: 1,
-                shard: None,
-            })
-        })
+        self.share.get_or_insert_with(|| Box::new(Ask::plain(None)))
     }
 
     /// The tenant the task belongs to: any value that hashes and prints

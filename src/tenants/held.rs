@@ -4,7 +4,7 @@
 //! whether its shard has tasks waiting in the unnamed tenant's queue.
 
 use super::queue::{Tenant, Waiting};
-use super::{TenantId, Tenants, KEYED};
+use super::{Ask, TenantId, Tenants, KEYED};
 use crate::loom::sync::atomic::Ordering::SeqCst;
 use crate::metrics::TenantMetrics;
 use crate::sched::held::{Held, Taken};
@@ -104,12 +104,8 @@ impl Held for Tenants {
     }
 
     fn unnamed_keyed_hold(&self) -> Hold {
-        Hold {
-            tenant: TenantId::unnamed().hash,
-            name: TenantId::unnamed().name,
-            lane: crate::sched::tenancy::Priority::Normal.lane() as u8 | KEYED,
-            cost: 1,
-        }
+        // Any shard: the hold only marks the task keyed.
+        Ask::plain(Some(0)).hold(&TenantId::unnamed())
     }
 
     fn queued(&self, shard: usize) {

@@ -116,6 +116,17 @@ pub(crate) struct Ask {
 }
 
 impl Ask {
+    /// What a task asks for by default: no tenant, the normal lane, one
+    /// unit; in `shard` if keyed.
+    pub(crate) fn plain(shard: Option<usize>) -> Self {
+        Ask {
+            tenant: None,
+            priority: Priority::Normal,
+            cost: 1,
+            shard,
+        }
+    }
+
     /// Where the task waits when it comes off the timing wheel.
     pub(crate) fn hold(&self, id: &TenantId) -> Hold {
         Hold {
