@@ -14,6 +14,7 @@ use crate::loom::sync::{Arc, Condvar, Mutex};
 use crate::sched::Registry;
 use crate::{Backpressure, Pool, SubmitError, TaskError};
 
+mod pipeline;
 mod tenants;
 
 /// Runs a model with a preemption bound: 3 for one-worker models, 2 for

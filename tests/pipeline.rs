@@ -11,7 +11,7 @@ use common::{until, Gate, ManualTime};
 use ebbtide::pipeline::{ItemError, Pipeline, PipelineError, SendError, Stage};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 #[test]
@@ -207,6 +207,129 @@ fn an_ordered_drain_under_a_deadline_accounts_for_every_item_per_stage() {
     assert_eq!(report.stages[1].still_running, 1);
     assert_eq!(report.stages[1].abandoned, 49);
     assert!(matches!(pipeline.send(7), Err(SendError::Closed(7))));
+}
+
+/// Senders race a draining shutdown: a send that returned `Ok` has its
+/// item run through to the sink; one that lost the race gets its own item
+/// back; the first stage abandons nothing.
+#[test]
+fn a_send_that_returned_ok_is_drained_by_a_racing_shutdown() {
+    for round in 0..200 {
+        let reached = Arc::new(AtomicUsize::new(0));
+        let r = Arc::clone(&reached);
+        let pipeline = Arc::new(
+            Pipeline::<u32>::builder()
+                .map(Stage::new("first").workers(2).buffer(4), |x: u32| x)
+                .sink(Stage::new("sink").workers(1).buffer(4), move |_x| {
+                    r.fetch_add(1, SeqCst);
+                })
+                .build()
+                .unwrap(),
+        );
+        let taken = Arc::new(AtomicUsize::new(0));
+        let senders: Vec<_> = (0..3)
+            .map(|_| {
+                let (p, taken) = (Arc::clone(&pipeline), Arc::clone(&taken));
+                std::thread::spawn(move || {
+                    for i in 0.. {
+                        match p.send(i) {
+                            Ok(()) => taken.fetch_add(1, SeqCst),
+                            Err(SendError::Closed(back)) => {
+                                assert_eq!(back, i, "the refused item is handed back");
+                                return;
+                            }
+                            Err(e) => panic!("{e:?}"),
+                        };
+                    }
+                })
+            })
+            .collect();
+        // Senders are blocked for room now and then: the race covers sends
+        // waiting inside the first stage as well as sends arriving.
+        until(|| taken.load(SeqCst) > 20 + round % 50);
+        let report = pipeline.shutdown();
+        for s in senders {
+            s.join().unwrap();
+        }
+        let taken = taken.load(SeqCst) as u64;
+        let first = &report.stages[0];
+        assert_eq!(first.abandoned, 0, "round {round}: {report:?}");
+        assert_eq!((first.received, first.completed), (taken, taken));
+        assert_eq!(report.stages[1].completed, taken);
+        assert_eq!(reached.load(SeqCst) as u64, taken, "round {round}");
+    }
+}
+
+/// A deadline holds when a batch waits for room in a held sink: the
+/// batch stage's open batch is abandoned at the deadline (counted there),
+/// the batch waiting for room is refused when the sink closes, and the
+/// shutdown returns while the sink is still held.
+#[test]
+fn a_deadline_holds_behind_a_batch_that_waits_for_room() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let pipeline = Arc::new(
+        Pipeline::<u32>::builder()
+            .map(Stage::new("first").workers(2).buffer(4), |x: u32| x)
+            .batch(Stage::new("batch"), 2, Duration::from_secs(3600))
+            .sink(
+                Stage::new("held").workers(1).buffer(1),
+                move |_b: Vec<u32>| g.wait(),
+            )
+            .build()
+            .unwrap(),
+    );
+    // [0, 1] holds the sink's worker, [2, 3] fills its buffer.
+    for i in 0..4 {
+        pipeline.send(i).unwrap();
+    }
+    until(|| {
+        let m = pipeline.metrics();
+        m[1].running == 1 && m[1].queued == 1
+    });
+    // [4, 5] waits for room in the sink (holding the batch stage's
+    // hand-off); 6 opens a batch behind it.
+    for i in 4..7 {
+        pipeline.send(i).unwrap();
+    }
+    until(|| {
+        let m = pipeline.metrics();
+        m[1].blocked_submitters == 1 && m[0].counts.completed == 6
+    });
+    let (tx, rx) = mpsc::channel();
+    let p = Arc::clone(&pipeline);
+    std::thread::spawn(move || {
+        tx.send(p.shutdown_timeout(Duration::from_millis(20)))
+            .unwrap()
+    });
+    let report = rx.recv_timeout(common::PATIENCE);
+    gate.open();
+    let report = report.expect("the shutdown returned while the sink was held");
+    let [first, batch, held] = &report.stages[..] else {
+        panic!("three stages: {report:?}")
+    };
+    assert_eq!(
+        (first.received, first.completed, first.still_running),
+        (7, 6, 1)
+    );
+    assert_eq!(
+        (batch.received, batch.completed, batch.abandoned),
+        (7, 4, 1),
+        "{batch:?}"
+    );
+    assert_eq!(batch.batches, [2, 0, 0]);
+    assert_eq!(
+        (held.received, held.completed, held.still_running),
+        (3, 0, 1)
+    );
+    // Once the refused batch's worker is done, every item is accounted
+    // for: the sink ran [0, 1] and abandoned [2, 3] and [4, 5]; the batch
+    // stage handed on 6 items and abandoned 1.
+    until(|| pipeline.metrics()[0].running == 0 && pipeline.metrics()[1].running == 0);
+    let after = pipeline.shutdown();
+    let (batch, held) = (&after.stages[1], &after.stages[2]);
+    assert_eq!((batch.completed, batch.abandoned), (6, 1));
+    assert_eq!((held.received, held.completed, held.abandoned), (3, 1, 2));
 }
 
 #[test]

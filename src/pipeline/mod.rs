@@ -44,25 +44,23 @@
 //!   the deadline what is left is abandoned and counted per stage.
 
 mod batch;
+pub(crate) mod intake;
 mod report;
+mod shared;
 mod stage;
 
 pub use report::{ItemError, PipelineError, PipelineReport, SendError, StageReport};
 
 use std::hash::Hash;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
 use crate::metrics::Metrics;
 use crate::pool::Pool;
-use crate::task::cancel::CancelToken;
-use crate::task::job::panic_message;
 
 use batch::{BatchCounts, Batcher};
+use shared::{ErrorSink, Shared};
 use stage::{pool_stage, Body, StageCounts};
 
 /// What submits an item into a stage: `Err` if the stage refused it (the
@@ -70,6 +68,8 @@ use stage::{pool_stage, Body, StageCounts};
 type Next<T> = Arc<dyn Fn(T) -> Result<(), ()> + Send + Sync>;
 /// An item's key, hashed.
 type KeyFn<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
+/// The clock batch timers read.
+type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 /// How many workers a stage has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,62 +144,6 @@ impl Stage {
     }
 }
 
-type ErrorSink = Arc<dyn Fn(ItemError) + Send + Sync>;
-
-/// What every stage shares: cancellation, the error policy, the first
-/// failure.
-pub(crate) struct Shared {
-    token: CancelToken,
-    closed: AtomicBool,
-    fail_fast: bool,
-    on_error: Option<ErrorSink>,
-    failure: Mutex<Option<ItemError>>,
-}
-
-impl Shared {
-    /// `item`'s key in `stage`, by the user's key function. When that
-    /// panics, the item is that stage's panic: counted in `panicked`,
-    /// reported like any panic there (the error handler, or failing a
-    /// fail-fast pipeline), and dropped (its destructor contained); the
-    /// caller refuses it (`Err`), so the stage before does not count it as
-    /// handed on.
-    fn key_of<T>(
-        &self,
-        key: &KeyFn<T>,
-        item: T,
-        stage: &str,
-        panicked: &std::sync::atomic::AtomicU64,
-    ) -> Result<(u64, T), ()> {
-        match catch_unwind(AssertUnwindSafe(|| key(&item))) {
-            Ok(k) => Ok((k, item)),
-            Err(payload) => {
-                panicked.fetch_add(1, Relaxed);
-                self.fail(ItemError {
-                    stage: stage.to_string(),
-                    message: panic_message(&*payload),
-                    panicked: true,
-                });
-                let _ = catch_unwind(AssertUnwindSafe(move || drop((item, payload))));
-                Err(())
-            }
-        }
-    }
-
-    fn fail(&self, e: ItemError) {
-        if self.fail_fast {
-            let mut first = self.failure.lock();
-            if first.is_none() {
-                *first = Some(e);
-            }
-            drop(first);
-            self.closed.store(true, SeqCst);
-            self.token.cancel();
-        } else if let Some(sink) = &self.on_error {
-            sink(e);
-        }
-    }
-}
-
 enum Part {
     Pool {
         pool: Pool,
@@ -207,7 +151,7 @@ enum Part {
     },
     Batch {
         name: String,
-        flush: Box<dyn Fn() + Send + Sync>,
+        flush: Box<dyn Fn(Option<Instant>) + Send + Sync>,
         timer: Pool,
         counts: Arc<BatchCounts>,
     },
@@ -382,19 +326,23 @@ impl<I: Send + 'static, O: Send + 'static> PipelineBuilder<I, O> {
                 stage: stage.name.clone(),
                 error,
             })?;
+            let clock: Clock = match &parts.clock {
+                Some(clock) => Arc::clone(clock),
+                None => Arc::new(Instant::now),
+            };
             let batcher = Batcher::new(
                 max_items,
                 max_wait,
                 key,
                 next,
-                &timer,
+                (&timer, clock),
                 (Arc::clone(&parts.shared), stage.name.as_str().into()),
             );
             let counts = Arc::clone(&batcher.counts);
             let flusher = Arc::clone(&batcher);
             parts.parts.push(Part::Batch {
                 name: stage.name,
-                flush: Box::new(move || flusher.flush_all()),
+                flush: Box::new(move |deadline| flusher.flush_all(deadline)),
                 timer,
                 counts,
             });
@@ -433,13 +381,7 @@ impl<I: Send + 'static> PipelineBuilder<I, ()> {
     /// batch time of 0 (naming the stage and option), or a stage whose pool
     /// cannot be built.
     pub fn build(self) -> Result<Pipeline<I>, PipelineError> {
-        let shared = Arc::new(Shared {
-            token: CancelToken::new(),
-            closed: AtomicBool::new(false),
-            fail_fast: self.fail_fast,
-            on_error: self.on_error,
-            failure: Mutex::new(None),
-        });
+        let shared = Arc::new(Shared::new(self.fail_fast, self.on_error));
         let mut parts = Parts {
             shared: Arc::clone(&shared),
             parts: Vec::new(),
@@ -469,19 +411,27 @@ impl<I: Send + 'static> Pipeline<I> {
     /// Sends an item into the first stage, waiting while its buffer is
     /// full (backpressure from the slowest stage reaches here).
     ///
+    /// `Ok` means the pipeline took the item: a shutdown that races this
+    /// call begins its drain only once the item is in the first stage, so
+    /// [`shutdown`](Self::shutdown) runs it through. Only a deadline
+    /// ([`shutdown_timeout`](Self::shutdown_timeout)) that passes while
+    /// the send still waits for room, or a cancel, ends such an item
+    /// early; it is then counted in the first stage's report.
+    ///
     /// # Errors
     /// [`SendError::Closed`] once shutdown began, [`SendError::Failed`]
-    /// after a fail-fast failure; the item is handed back either way.
+    /// after a fail-fast failure; the item is handed back either way and
+    /// counted nowhere.
     pub fn send(&self, item: I) -> Result<(), SendError<I>> {
-        if self.shared.closed.load(SeqCst) {
+        let Some(_inside) = self.shared.intake.enter() else {
             return Err(if self.shared.failure.lock().is_some() {
                 SendError::Failed(item)
             } else {
                 SendError::Closed(item)
             });
-        }
-        // A shutdown racing this send refuses the item in the first stage,
-        // which counts it as abandoned.
+        };
+        // Refused only past a shutdown's deadline (or a cancel), or when
+        // the first stage's key function panics: counted there either way.
         let _ = (self.source)(item);
         Ok(())
     }
@@ -494,7 +444,7 @@ impl<I: Send + 'static> Pipeline<I> {
     /// Stops the pipeline now: the source refuses more, queued items are
     /// cancelled (counted per stage at shutdown).
     pub fn cancel(&self) {
-        self.shared.closed.store(true, SeqCst);
+        self.shared.intake.close();
         self.shared.token.cancel();
     }
 
@@ -511,7 +461,13 @@ impl<I: Send + 'static> Pipeline<I> {
     }
 
     fn close(&self, deadline: Option<Instant>) -> PipelineReport {
-        self.shared.closed.store(true, SeqCst);
+        if let Some(d) = deadline {
+            let _ = self.shared.deadline.set(d);
+        }
+        // Sends already inside put their items into the first stage before
+        // it closes (until the deadline: past it, a send still waiting for
+        // room is refused when the first stage closes, counted there).
+        self.shared.intake.close_and_wait(deadline);
         let mut stages = Vec::with_capacity(self.stages.len());
         for part in &self.stages {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -540,12 +496,13 @@ impl<I: Send + 'static> Pipeline<I> {
                     counts,
                 } => {
                     timer.shutdown_now();
-                    flush();
+                    flush(deadline);
                     StageReport {
                         name: name.clone(),
                         received: counts.received.load(Relaxed),
-                        completed: counts.emitted_items.load(Relaxed),
+                        completed: counts.handed_items.load(Relaxed),
                         panicked: counts.panicked.load(Relaxed),
+                        abandoned: counts.abandoned.load(Relaxed),
                         batches: [
                             counts.batches_full.load(Relaxed),
                             counts.batches_timer.load(Relaxed),
@@ -620,7 +577,8 @@ impl<I: Send + 'static> Pipeline<I> {
 impl<I> Drop for Pipeline<I> {
     fn drop(&mut self) {
         // Drain in order, as `shutdown` does (a no-op if it already ran).
-        self.shared.closed.store(true, SeqCst);
+        // No send can be inside: it would borrow the pipeline.
+        self.shared.intake.close();
         for part in &self.stages {
             match part {
                 Part::Pool { pool, .. } => {
@@ -628,7 +586,7 @@ impl<I> Drop for Pipeline<I> {
                 }
                 Part::Batch { flush, timer, .. } => {
                     timer.shutdown_now();
-                    flush();
+                    flush(None);
                 }
             }
         }

@@ -6,6 +6,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::pool::Pool;
 use crate::task::cancel::CancelToken;
@@ -79,8 +80,15 @@ where
             Arc::clone(&shared),
             Arc::clone(&name),
         );
+        let deadline = shared.deadline.get().copied();
         let run = move || run_item(item, &*body, &next, &counts, &shared, &name);
         let task = handle.task().cancel_token(&token);
+        // Past a shutdown's deadline nothing waits for room (a submission
+        // already waiting is refused when this stage closes).
+        let task = match deadline {
+            Some(d) => task.wait_for_room(d.saturating_duration_since(Instant::now())),
+            None => task,
+        };
         let task = match key {
             Some(k) => task.key(&k),
             None => task,
