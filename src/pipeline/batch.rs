@@ -12,6 +12,8 @@
 //! not every key ever seen.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::mem::size_of;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +45,8 @@ pub(crate) struct BatchCounts {
     pub(crate) batches_full: AtomicU64,
     pub(crate) batches_timer: AtomicU64,
     pub(crate) batches_shutdown: AtomicU64,
+    /// Items in open batches: kept under the `open` lock, published here
+    /// for the metrics.
     pub(crate) buffered: AtomicU64,
     /// Items whose key function panicked.
     pub(crate) panicked: AtomicU64,
@@ -56,21 +60,45 @@ struct Open<T> {
     opened: Instant,
 }
 
-/// The open batches by key and by age, the id the next one gets, and
-/// whether the timer is armed.
+/// Keys come hashed already (by `key_by`'s hasher): the map uses them as
+/// they are.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The open batches by key and by age, the id the next one gets, whether
+/// the timer is armed, and the items they hold.
 struct Batches<T> {
-    by_key: HashMap<u64, Open<T>>,
+    by_key: HashMap<u64, Open<T>, BuildHasherDefault<Prehashed>>,
     /// Open batches' keys by id: ids rise in the order batches open, so
     /// the first is the oldest, the next due.
     by_age: BTreeMap<u64, u64>,
     next_id: u64,
     armed: bool,
+    buffered: u64,
 }
 
 impl<T> Batches<T> {
-    fn take(&mut self, k: u64) -> Vec<T> {
+    /// Takes `k`'s batch out; `counts` learns how many items are left.
+    fn take(&mut self, k: u64, counts: &BatchCounts) -> Vec<T> {
         let batch = self.by_key.remove(&k).expect("an open batch");
         self.by_age.remove(&batch.id);
+        self.buffered -= batch.items.len() as u64;
+        // Relaxed: a gauge for the metrics, written only under the lock.
+        counts.buffered.store(self.buffered, Relaxed);
         batch.items
     }
 }
@@ -108,10 +136,11 @@ impl<T: Send + 'static> Batcher<T> {
             max_wait,
             key,
             open: Mutex::new(Batches {
-                by_key: HashMap::new(),
+                by_key: HashMap::default(),
                 by_age: BTreeMap::new(),
                 next_id: 0,
                 armed: false,
+                buffered: 0,
             }),
             handing: Mutex::new(()),
             next,
@@ -140,16 +169,21 @@ impl<T: Send + 'static> Batcher<T> {
                 batches.next_id += 1;
                 batches.by_age.insert(batches.next_id, k);
                 place.insert(Open {
-                    items: Vec::new(),
+                    // Room for a full batch, up to a page's worth of items
+                    // (a batch of a million grows as it fills).
+                    items: Vec::with_capacity(self.max_items.min(4096 / size_of::<T>().max(1))),
                     id: batches.next_id,
                     opened: (self.clock)(),
                 })
             }
         };
         batch.items.push(item);
-        self.counts.buffered.fetch_add(1, Relaxed);
-        if batch.items.len() >= self.max_items {
-            let items = open.take(k);
+        let full = batch.items.len() >= self.max_items;
+        open.buffered += 1;
+        // Relaxed: a gauge for the metrics, written only under the lock.
+        self.counts.buffered.store(open.buffered, Relaxed);
+        if full {
+            let items = open.take(k, &self.counts);
             return self.hand_on(open, items, Flush::Full, None);
         }
         if !open.armed {
@@ -190,7 +224,7 @@ impl<T: Send + 'static> Batcher<T> {
                 self.arm(due - now);
                 return;
             }
-            let items = open.take(k);
+            let items = open.take(k, &self.counts);
             let _ = self.hand_on(open, items, Flush::Timer, None);
         }
     }
@@ -205,7 +239,7 @@ impl<T: Send + 'static> Batcher<T> {
             let Some(k) = open.by_key.keys().min().copied() else {
                 return;
             };
-            let items = open.take(k);
+            let items = open.take(k, &self.counts);
             let _ = self.hand_on(open, items, Flush::Shutdown, deadline);
         }
     }
@@ -231,7 +265,6 @@ impl<T: Send + 'static> Batcher<T> {
         };
         drop(open);
         let n = items.len() as u64;
-        self.counts.buffered.fetch_sub(n, Relaxed);
         let Some(handing) = handing else {
             // An earlier batch still waits for room in the next stage past
             // the deadline: this one is abandoned here.

@@ -1,0 +1,192 @@
+//! 1,000,000 items batched by 10 (or after 10 s) and counted by a sink:
+//! an ebbtide pipeline's batch stage against a hand-written batcher (a
+//! thread on a bounded crossbeam channel that collects up to 10 items or
+//! waits out the time, handing batches on another bounded channel to one
+//! sink thread).
+//!
+//! ```text
+//! cargo bench --bench batching          # 3 rounds of each, rotating
+//! cargo bench --bench batching -- 7     # 7 rounds
+//! ```
+//!
+//! Each (design, round) runs in a fresh process. Reported: the time from
+//! the first item sent to the last batch counted, and the peak growth of
+//! the process's resident memory (sampled every millisecond). Nearly every
+//! batch leaves full, long before its time is up: the figure shows what a
+//! stage keeps for the batches that are gone.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ITEMS: u64 = 1_000_000;
+const BATCH: usize = 10;
+const MAX_WAIT: Duration = Duration::from_secs(10);
+
+fn rss_kb() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn ebbtide(counted: &Arc<AtomicU64>) {
+    use ebbtide::pipeline::{Pipeline, Stage};
+    let c = Arc::clone(counted);
+    let pipeline = Pipeline::<u64>::builder()
+        .batch(Stage::new("batch"), BATCH, MAX_WAIT)
+        .sink(Stage::new("count").workers(1), move |batch: Vec<u64>| {
+            c.fetch_add(batch.len() as u64, Relaxed);
+        })
+        .build()
+        .unwrap();
+    for i in 0..ITEMS {
+        pipeline.send(i).unwrap();
+    }
+    pipeline.shutdown();
+}
+
+fn hand(counted: &Arc<AtomicU64>) {
+    let (tx, rx) = crossbeam_channel::bounded::<u64>(256);
+    let (btx, brx) = crossbeam_channel::bounded::<Vec<u64>>(256);
+    let batcher = std::thread::spawn(move || {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut due = Instant::now();
+        loop {
+            let got = if batch.is_empty() {
+                rx.recv().ok()
+            } else {
+                match rx.recv_deadline(due) {
+                    Ok(x) => Some(x),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        btx.send(std::mem::take(&mut batch)).unwrap();
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
+                }
+            };
+            let Some(x) = got else {
+                if !batch.is_empty() {
+                    btx.send(batch).unwrap();
+                }
+                return;
+            };
+            if batch.is_empty() {
+                due = Instant::now() + MAX_WAIT;
+            }
+            batch.push(x);
+            if batch.len() == BATCH {
+                btx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                    .unwrap();
+            }
+        }
+    });
+    let c = Arc::clone(counted);
+    let sink = std::thread::spawn(move || {
+        for batch in brx {
+            c.fetch_add(batch.len() as u64, Relaxed);
+        }
+    });
+    for i in 0..ITEMS {
+        tx.send(i).unwrap();
+    }
+    drop(tx);
+    batcher.join().unwrap();
+    sink.join().unwrap();
+}
+
+fn child(design: &str) {
+    let before = rss_kb();
+    let peak = Arc::new(AtomicUsize::new(before));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (p, s) = (Arc::clone(&peak), Arc::clone(&stop));
+    let sampler = std::thread::spawn(move || {
+        while !s.load(Relaxed) {
+            p.fetch_max(rss_kb(), Relaxed);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let counted = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    match design {
+        "ebbtide" => ebbtide(&counted),
+        "hand" => hand(&counted),
+        other => panic!("no design {other}"),
+    }
+    let took = start.elapsed().as_secs_f64();
+    stop.store(true, Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(counted.load(Relaxed), ITEMS, "every item counted once");
+    let grew = peak.load(Relaxed).saturating_sub(before);
+    println!("{took} {grew}");
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if let [flag, design] = args.as_slice() {
+        if flag == "child" {
+            return child(design);
+        }
+    }
+    let rounds: usize = args
+        .first()
+        .map(|a| a.parse().expect("ROUNDS"))
+        .unwrap_or(3);
+    let me = std::env::current_exe().unwrap();
+    let designs = ["ebbtide", "hand"];
+    let mut results: [(Vec<f64>, Vec<f64>); 2] = Default::default();
+    for round in 0..rounds {
+        let mut order = designs;
+        order.rotate_left(round % 2);
+        for design in order {
+            let out = Command::new(&me).args(["child", design]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let line = String::from_utf8(out.stdout).unwrap();
+            let v: Vec<f64> = line
+                .split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect();
+            let r = &mut results[designs.iter().position(|d| *d == design).unwrap()];
+            r.0.push(v[0]);
+            r.1.push(v[1]);
+            eprintln!("{design:>8}: {:.3} s, {:.1} MiB", v[0], v[1] / 1024.0);
+        }
+    }
+    println!(
+        "{rounds} rounds each, medians; {ITEMS} items in batches of {BATCH} (or {MAX_WAIT:?})"
+    );
+    println!(
+        "{:<26} {:>9} {:>12} {:>12}",
+        "design", "time", "items/s", "peak RSS +"
+    );
+    let names = ["ebbtide batch stage", "hand-written batcher"];
+    let mut time = [0.0; 2];
+    for (i, (t, rss)) in results.into_iter().enumerate() {
+        time[i] = median(t);
+        println!(
+            "{:<26} {:>7.3} s {:>12.0} {:>8.1} MiB",
+            names[i],
+            time[i],
+            ITEMS as f64 / time[i],
+            median(rss) / 1024.0
+        );
+    }
+    println!("time against hand-written: {:.2}×", time[0] / time[1]);
+}
