@@ -332,6 +332,118 @@ fn a_deadline_holds_behind_a_batch_that_waits_for_room() {
     assert_eq!((held.received, held.completed, held.abandoned), (3, 1, 2));
 }
 
+/// `try_send` and `send_timeout` hand the item back when the first
+/// stage's buffer stays full; after shutdown every send hands it back.
+#[test]
+fn try_send_and_send_timeout_hand_the_item_back_when_the_first_stage_is_full() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let sunk = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&sunk);
+    let pipeline = Pipeline::<u32>::builder()
+        .map(Stage::new("first").workers(1).buffer(2), move |x: u32| {
+            g.wait();
+            x
+        })
+        .sink(Stage::new("sink").workers(1), move |x| {
+            s.lock().unwrap().push(x)
+        })
+        .build()
+        .unwrap();
+    pipeline.send(0).unwrap();
+    until(|| pipeline.metrics()[0].running == 1);
+    pipeline.try_send(1).unwrap();
+    pipeline.send_timeout(2, Duration::ZERO).unwrap();
+    // The worker is held and the buffer holds two: no room comes.
+    assert!(matches!(pipeline.try_send(3), Err(SendError::Full(3))));
+    assert!(matches!(
+        pipeline.send_timeout(4, Duration::from_millis(5)),
+        Err(SendError::Timeout(4))
+    ));
+    assert_eq!(SendError::Full(5).into_inner(), 5);
+    gate.open();
+    let report = pipeline.shutdown();
+    assert_eq!(*sunk.lock().unwrap(), vec![0, 1, 2]);
+    let first = &report.stages[0];
+    assert_eq!(
+        (first.received, first.completed, first.abandoned),
+        (3, 3, 0)
+    );
+    assert!(matches!(pipeline.try_send(6), Err(SendError::Closed(6))));
+    assert!(matches!(
+        pipeline.send_timeout(7, Duration::from_secs(1)),
+        Err(SendError::Closed(7))
+    ));
+}
+
+/// A send still waiting for room when the shutdown's deadline passes gets
+/// its item back, and the first stage does not count it.
+#[test]
+fn a_send_waiting_for_room_at_the_deadline_gets_its_item_back() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let pipeline = Arc::new(
+        Pipeline::<u32>::builder()
+            .sink(Stage::new("held").workers(1).buffer(1), move |_x| g.wait())
+            .build()
+            .unwrap(),
+    );
+    pipeline.send(0).unwrap();
+    until(|| pipeline.metrics()[0].running == 1);
+    pipeline.send(1).unwrap();
+    let p = Arc::clone(&pipeline);
+    let sender = std::thread::spawn(move || p.send(2));
+    until(|| pipeline.metrics()[0].blocked_submitters == 1);
+    let report = pipeline.shutdown_timeout(Duration::from_millis(20));
+    let sent = sender.join().unwrap();
+    gate.open();
+    assert!(matches!(sent, Err(SendError::Closed(2))), "{sent:?}");
+    let held = &report.stages[0];
+    assert_eq!((held.still_running, held.abandoned), (1, 1));
+    until(|| pipeline.metrics()[0].running == 0);
+    let after = &pipeline.shutdown().stages[0];
+    assert_eq!(
+        (after.received, after.completed, after.abandoned),
+        (2, 1, 1)
+    );
+}
+
+/// An item a still-running stage hands to a batch stage after the
+/// shutdown flushed it is refused and counted there as abandoned, not
+/// left in a batch nothing will flush.
+#[test]
+fn a_batch_stage_counts_what_comes_after_its_flush() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let batches = Arc::new(AtomicUsize::new(0));
+    let b = Arc::clone(&batches);
+    let pipeline = Pipeline::<u32>::builder()
+        .map(Stage::new("slow").workers(1), move |x: u32| {
+            g.wait();
+            x
+        })
+        .batch(Stage::new("batch"), 10, Duration::from_secs(3600))
+        .sink(Stage::new("sink").workers(1), move |_b: Vec<u32>| {
+            b.fetch_add(1, SeqCst);
+        })
+        .build()
+        .unwrap();
+    pipeline.send(0).unwrap();
+    until(|| pipeline.metrics()[0].running == 1);
+    let report = pipeline.shutdown_timeout(Duration::ZERO);
+    assert_eq!(report.stages[0].still_running, 1);
+    gate.open();
+    until(|| pipeline.metrics()[0].running == 0);
+    let after = pipeline.shutdown();
+    let batch = &after.stages[1];
+    assert_eq!(
+        (batch.received, batch.completed, batch.abandoned),
+        (1, 0, 1),
+        "{batch:?}"
+    );
+    assert_eq!(batches.load(SeqCst), 0);
+}
+
 #[test]
 fn fail_fast_stops_the_source_and_cancels_the_rest() {
     let gate = Gate::new();

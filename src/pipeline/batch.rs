@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 use crate::pool::{Pool, PoolHandle};
 
-use super::{Clock, KeyFn, Next, Shared};
+use super::{Clock, KeyFn, Next, Offer, Refused, Shared};
 use std::collections::hash_map::Entry;
 
 /// Why a batch left.
@@ -89,6 +89,8 @@ struct Batches<T> {
     next_id: u64,
     armed: bool,
     buffered: u64,
+    /// Set by the shutdown's flush: later items are refused.
+    closed: bool,
 }
 
 impl<T> Batches<T> {
@@ -141,6 +143,7 @@ impl<T: Send + 'static> Batcher<T> {
                 next_id: 0,
                 armed: false,
                 buffered: 0,
+                closed: false,
             }),
             handing: Mutex::new(()),
             next,
@@ -152,16 +155,32 @@ impl<T: Send + 'static> Batcher<T> {
         })
     }
 
-    /// Adds an item; hands the batch on if it is full.
-    pub(crate) fn push(self: &Arc<Self>, item: T) -> Result<(), ()> {
+    /// Adds an item; hands the batch on if it is full. Refuses items only
+    /// once the shutdown flushed the stage (an item from the stage before
+    /// is then counted as abandoned here; a send's is handed back).
+    pub(crate) fn push(self: &Arc<Self>, item: T, offer: Offer) -> Result<(), Refused<T>> {
         self.counts.received.fetch_add(1, Relaxed);
         let (k, item) = match &self.key {
-            Some(key) => self
+            Some(key) => match self
                 .shared
-                .key_of(key, item, &self.name, &self.counts.panicked)?,
+                .key_of(key, item, &self.name, &self.counts.panicked)
+            {
+                Ok(keyed) => keyed,
+                Err(()) => return Err(Refused::Counted),
+            },
             None => (0, item),
         };
         let mut open = self.open.lock();
+        if open.closed {
+            drop(open);
+            if let Offer::Emit = offer {
+                self.counts.abandoned.fetch_add(1, Relaxed);
+                drop(item);
+                return Err(Refused::Counted);
+            }
+            self.counts.received.fetch_sub(1, Relaxed);
+            return Err(Refused::Closed(item));
+        }
         let batches = &mut *open;
         let batch = match batches.by_key.entry(k) {
             Entry::Occupied(batch) => batch.into_mut(),
@@ -184,7 +203,10 @@ impl<T: Send + 'static> Batcher<T> {
         self.counts.buffered.store(open.buffered, Relaxed);
         if full {
             let items = open.take(k, &self.counts);
-            return self.hand_on(open, items, Flush::Full, None);
+            // The item is in the batch: whatever the stage after does with
+            // the batch, it counts.
+            let _ = self.hand_on(open, items, Flush::Full, None);
+            return Ok(());
         }
         if !open.armed {
             // The only open batch: it leaves `max_wait` from now at the
@@ -236,6 +258,7 @@ impl<T: Send + 'static> Batcher<T> {
     pub(crate) fn flush_all(&self, deadline: Option<Instant>) {
         loop {
             let mut open = self.open.lock();
+            open.closed = true;
             let Some(k) = open.by_key.keys().min().copied() else {
                 return;
             };
@@ -273,7 +296,10 @@ impl<T: Send + 'static> Batcher<T> {
         };
         // A refused batch (the next stage closing, or full past the
         // deadline) is counted there, as abandoned.
-        let r = (self.next)(items);
+        let r = match (self.next)(items, Offer::Emit) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(()),
+        };
         drop(handing);
         self.counts.handed_items.fetch_add(n, Relaxed);
         let c = match why {
@@ -297,7 +323,7 @@ mod tests {
         let timer = Pool::builder().workers(1).build().unwrap();
         let out = Arc::new(Mutex::new(Vec::<Vec<u64>>::new()));
         let o = Arc::clone(&out);
-        let next: Next<Vec<u64>> = Arc::new(move |batch| {
+        let next: Next<Vec<u64>> = Arc::new(move |batch, _| {
             o.lock().push(batch);
             Ok(())
         });
@@ -312,13 +338,13 @@ mod tests {
             (shared, "batch".into()),
         );
         for i in 0..1_000 {
-            batcher.push(i).unwrap();
+            batcher.push(i, Offer::Emit).unwrap();
         }
         assert_eq!(batcher.open_keys(), 0);
         // One timer was armed, for the first batch; the batches that left
         // full left nothing else on the wheel.
         assert_eq!(timer.metrics().timers_pending, 1);
-        batcher.push(5_000).unwrap();
+        batcher.push(5_000, Offer::Emit).unwrap();
         assert_eq!(batcher.open_keys(), 1);
         batcher.flush_all(None);
         assert_eq!(batcher.open_keys(), 0);
@@ -351,7 +377,7 @@ mod tests {
             .unwrap();
         let out = Arc::new(Mutex::new(Vec::<Vec<u64>>::new()));
         let o = Arc::clone(&out);
-        let next: Next<Vec<u64>> = Arc::new(move |batch| {
+        let next: Next<Vec<u64>> = Arc::new(move |batch, _| {
             o.lock().push(batch);
             Ok(())
         });
@@ -373,12 +399,12 @@ mod tests {
             }
         };
         // Key 1 opens at 0 ms, key 2 at 30 ms, key 3 at 60 ms.
-        batcher.push(1).unwrap();
+        batcher.push(1, Offer::Emit).unwrap();
         advance(30);
-        batcher.push(2).unwrap();
-        batcher.push(12).unwrap();
+        batcher.push(2, Offer::Emit).unwrap();
+        batcher.push(12, Offer::Emit).unwrap();
         advance(30);
-        batcher.push(3).unwrap();
+        batcher.push(3, Offer::Emit).unwrap();
         assert_eq!(timer.metrics().timers_pending, 1);
         advance(40); // 100 ms: key 1's wait is over
         wait_for(1);
@@ -390,7 +416,7 @@ mod tests {
         }
         advance(35); // 135 ms: key 2's too, not key 3's
         wait_for(2);
-        batcher.push(21).unwrap(); // key 1 again, opened at 135 ms
+        batcher.push(21, Offer::Emit).unwrap(); // key 1 again, opened at 135 ms
         advance(25); // 160 ms: key 3's
         wait_for(3);
         advance(75); // 235 ms: key 1's second batch

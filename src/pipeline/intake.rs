@@ -54,6 +54,10 @@ impl Intake {
         self.closed.store(true, SeqCst);
     }
 
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
+
     /// Closes the intake and waits until every send that got in has left,
     /// or until `deadline`; returns whether they all left.
     pub(crate) fn close_and_wait(&self, deadline: Option<Instant>) -> bool {

@@ -39,9 +39,14 @@
 //!   [`on_error`](PipelineBuilder::on_error) handler with its stage, or, with
 //!   [`fail_fast`](PipelineBuilder::fail_fast), stops the pipeline: the
 //!   source refuses more, and every queued item is cancelled.
+//! - **Sending**: [`send`](Pipeline::send) waits for room in the first
+//!   stage, [`try_send`](Pipeline::try_send) does not,
+//!   [`send_timeout`](Pipeline::send_timeout) waits so long; a refused item
+//!   is handed back in the [`SendError`].
 //! - **Shutdown** ([`Pipeline::shutdown`], [`Pipeline::shutdown_timeout`]):
-//!   the source stops; each stage drains into the next, then closes; past
-//!   the deadline what is left is abandoned and counted per stage.
+//!   the source stops (a send already taken is drained); each stage drains
+//!   into the next, then closes; past the deadline what is left is
+//!   abandoned and counted per stage.
 
 mod batch;
 pub(crate) mod intake;
@@ -60,12 +65,11 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 
 use batch::{BatchCounts, Batcher};
-use shared::{ErrorSink, Shared};
+use shared::{ErrorSink, Offer, Refused, Shared};
 use stage::{pool_stage, Body, StageCounts};
 
-/// What submits an item into a stage: `Err` if the stage refused it (the
-/// pipeline is closing), counted there as abandoned.
-type Next<T> = Arc<dyn Fn(T) -> Result<(), ()> + Send + Sync>;
+/// What offers an item to a stage (see [`Offer`] and [`Refused`]).
+type Next<T> = Arc<dyn Fn(T, Offer) -> Result<(), Refused<T>> + Send + Sync>;
 /// An item's key, hashed.
 type KeyFn<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
 /// The clock batch timers read.
@@ -346,7 +350,7 @@ impl<I: Send + 'static, O: Send + 'static> PipelineBuilder<I, O> {
                 timer,
                 counts,
             });
-            Ok(Arc::new(move |item: O| batcher.push(item)) as Next<O>)
+            Ok(Arc::new(move |item: O, offer| batcher.push(item, offer)) as Next<O>)
         })
     }
 
@@ -387,7 +391,7 @@ impl<I: Send + 'static> PipelineBuilder<I, ()> {
             parts: Vec::new(),
             clock: self.clock,
         };
-        let end: Next<()> = Arc::new(|()| Ok(()));
+        let end: Next<()> = Arc::new(|(), _| Ok(()));
         let source = (self.link)(end, &mut parts)?;
         let mut stages = parts.parts;
         stages.reverse();
@@ -413,27 +417,62 @@ impl<I: Send + 'static> Pipeline<I> {
     ///
     /// `Ok` means the pipeline took the item: a shutdown that races this
     /// call begins its drain only once the item is in the first stage, so
-    /// [`shutdown`](Self::shutdown) runs it through. Only a deadline
-    /// ([`shutdown_timeout`](Self::shutdown_timeout)) that passes while
-    /// the send still waits for room, or a cancel, ends such an item
-    /// early; it is then counted in the first stage's report.
+    /// [`shutdown`](Self::shutdown) runs it through.
     ///
     /// # Errors
-    /// [`SendError::Closed`] once shutdown began, [`SendError::Failed`]
-    /// after a fail-fast failure; the item is handed back either way and
-    /// counted nowhere.
+    /// [`SendError::Closed`] once shutdown began (or the deadline of
+    /// [`shutdown_timeout`](Self::shutdown_timeout) passed while this call
+    /// waited for room), [`SendError::Failed`] after a fail-fast failure;
+    /// the item is handed back and counted nowhere.
     pub fn send(&self, item: I) -> Result<(), SendError<I>> {
-        let Some(_inside) = self.shared.intake.enter() else {
-            return Err(if self.shared.failure.lock().is_some() {
+        self.offer(item, Offer::Send)
+    }
+
+    /// Sends an item only if the first stage has room for it now. A batch
+    /// stage first always has room: the item joins a batch (handing a
+    /// full batch on may wait for room in the stage after).
+    ///
+    /// # Errors
+    /// [`SendError::Full`] when the first stage's buffer is full; else as
+    /// [`send`](Self::send). The item is handed back.
+    pub fn try_send(&self, item: I) -> Result<(), SendError<I>> {
+        self.offer(item, Offer::TrySend)
+    }
+
+    /// Sends an item, waiting at most `timeout` for room in the first
+    /// stage.
+    ///
+    /// # Errors
+    /// [`SendError::Timeout`] when no room came in time; else as
+    /// [`send`](Self::send). The item is handed back.
+    pub fn send_timeout(&self, item: I, timeout: Duration) -> Result<(), SendError<I>> {
+        match Instant::now().checked_add(timeout) {
+            Some(until) => self.offer(item, Offer::SendUntil(until)),
+            None => self.offer(item, Offer::Send),
+        }
+    }
+
+    fn offer(&self, item: I, offer: Offer) -> Result<(), SendError<I>> {
+        let closed = |item| {
+            if self.shared.failure.lock().is_some() {
                 SendError::Failed(item)
             } else {
                 SendError::Closed(item)
-            });
+            }
         };
-        // Refused only past a shutdown's deadline (or a cancel), or when
-        // the first stage's key function panics: counted there either way.
-        let _ = (self.source)(item);
-        Ok(())
+        let Some(_inside) = self.shared.intake.enter() else {
+            return Err(closed(item));
+        };
+        match (self.source)(item, offer) {
+            // `Counted`: the first stage's key function panicked on it; it
+            // is that stage's failed item, as if its function had.
+            Ok(()) | Err(Refused::Counted) => Ok(()),
+            Err(Refused::Full(item)) => Err(match offer {
+                Offer::TrySend => SendError::Full(item),
+                _ => SendError::Timeout(item),
+            }),
+            Err(Refused::Closed(item)) => Err(closed(item)),
+        }
     }
 
     /// The failure that stopped a fail-fast pipeline, if any.

@@ -83,13 +83,22 @@ pub enum SendError<T> {
     Closed(T),
     /// The pipeline failed fast (see [`Pipeline::failure`](super::Pipeline::failure)).
     Failed(T),
+    /// [`try_send`](super::Pipeline::try_send) found the first stage's
+    /// buffer full.
+    Full(T),
+    /// [`send_timeout`](super::Pipeline::send_timeout) found no room in
+    /// time.
+    Timeout(T),
 }
 
 impl<T> SendError<T> {
     /// The item.
     pub fn into_inner(self) -> T {
         match self {
-            SendError::Closed(t) | SendError::Failed(t) => t,
+            SendError::Closed(t)
+            | SendError::Failed(t)
+            | SendError::Full(t)
+            | SendError::Timeout(t) => t,
         }
     }
 }
@@ -99,6 +108,8 @@ impl<T> fmt::Debug for SendError<T> {
         match self {
             SendError::Closed(_) => f.write_str("Closed(..)"),
             SendError::Failed(_) => f.write_str("Failed(..)"),
+            SendError::Full(_) => f.write_str("Full(..)"),
+            SendError::Timeout(_) => f.write_str("Timeout(..)"),
         }
     }
 }
@@ -108,6 +119,8 @@ impl<T> fmt::Display for SendError<T> {
         match self {
             SendError::Closed(_) => f.write_str("the pipeline is shut down"),
             SendError::Failed(_) => f.write_str("the pipeline failed and stopped"),
+            SendError::Full(_) => f.write_str("the pipeline's first stage is full"),
+            SendError::Timeout(_) => f.write_str("the pipeline's first stage had no room in time"),
         }
     }
 }

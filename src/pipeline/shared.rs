@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use super::intake::Intake;
 use super::{ItemError, KeyFn};
+use crate::sched::Wait;
 use crate::task::cancel::CancelToken;
 use crate::task::job::panic_message;
 
@@ -81,4 +82,43 @@ impl Shared {
             sink(e);
         }
     }
+}
+
+/// How an item is offered to a stage.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Offer {
+    /// From the stage before: waits for room (until a shutdown's deadline);
+    /// a refused item ends in this stage, counted as abandoned.
+    Emit,
+    /// From `send`: waits for room; a refused item is handed back.
+    Send,
+    /// From `send_timeout`: waits for room until then.
+    SendUntil(Instant),
+    /// From `try_send`: does not wait.
+    TrySend,
+}
+
+impl Offer {
+    /// How the stage's pool waits for room, given the shutdown's deadline.
+    pub(crate) fn wait(self, deadline: Option<Instant>) -> Wait {
+        match (self, deadline) {
+            (Offer::TrySend, _) => Wait::Never,
+            (Offer::SendUntil(until), Some(d)) => Wait::Until(until.min(d)),
+            (Offer::SendUntil(until), None) => Wait::Until(until),
+            (Offer::Emit | Offer::Send, Some(d)) => Wait::Until(d),
+            (Offer::Emit | Offer::Send, None) => Wait::Policy,
+        }
+    }
+}
+
+/// Why a stage did not take an item.
+#[derive(Debug)]
+pub(crate) enum Refused<T> {
+    /// The item ended in the stage and is counted there (its key panicked,
+    /// or it came from the stage before and the stage refused it).
+    Counted,
+    /// A send's item, handed back: no room in time.
+    Full(T),
+    /// A send's item, handed back: the stage is closed.
+    Closed(T),
 }

@@ -6,13 +6,14 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
 
+use crate::error::{SubmitError, TaskError};
 use crate::pool::Pool;
-use crate::task::cancel::CancelToken;
+use crate::task::cancel::{CancelToken, CxBody};
+use crate::task::TaskContext;
 use crate::Backpressure;
 
-use super::{ItemError, KeyFn, Next, PipelineError, Shared, Stage, Workers};
+use super::{ItemError, KeyFn, Next, Offer, PipelineError, Refused, Shared, Stage, Workers};
 use crate::task::job::panic_message;
 
 /// What a stage did with its items; with its pool's cancelled and
@@ -22,7 +23,6 @@ use crate::task::job::panic_message;
 pub(crate) struct StageCounts {
     pub(crate) received: AtomicU64,
     pub(crate) completed: AtomicU64,
-    pub(crate) emitted: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) panicked: AtomicU64,
     pub(crate) abandoned: AtomicU64,
@@ -32,6 +32,34 @@ pub(crate) struct StageCounts {
 pub(crate) type Body<O, P> = dyn Fn(O, &mut dyn FnMut(P)) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     + Send
     + Sync;
+
+/// What a stage's item task carries besides the item: one `Arc` a task.
+struct Ctx<O, P> {
+    body: Arc<Body<O, P>>,
+    next: Next<P>,
+    counts: Arc<StageCounts>,
+    shared: Arc<Shared>,
+    name: Arc<str>,
+}
+
+/// An item queued in a stage: runs the stage's body on it, or hands the
+/// item back when the stage refuses it.
+struct ItemTask<O, P> {
+    item: O,
+    ctx: Arc<Ctx<O, P>>,
+}
+
+impl<O: Send + 'static, P: Send + 'static> CxBody<()> for ItemTask<O, P> {
+    type Inner = O;
+    fn call(self, _cx: &TaskContext) -> Result<(), TaskError> {
+        let c = &*self.ctx;
+        run_item(self.item, &*c.body, &c.next, &c.counts, &c.shared, &c.name);
+        Ok(())
+    }
+    fn into_inner(self) -> O {
+        self.item
+    }
+}
 
 /// Builds the pool of `spec` and returns what submits an item into it.
 pub(crate) fn pool_stage<O, P>(
@@ -60,46 +88,55 @@ where
     })?;
     let counts = Arc::new(StageCounts::default());
     let handle = pool.handle();
-    let name: Arc<str> = spec.name.into();
     let token: CancelToken = shared.token.clone();
-    let submit_counts = Arc::clone(&counts);
-    let shared = Arc::clone(shared);
-    let submit: Next<O> = Arc::new(move |item: O| {
-        submit_counts.received.fetch_add(1, Relaxed);
+    let ctx = Arc::new(Ctx {
+        body,
+        next,
+        counts: Arc::clone(&counts),
+        shared: Arc::clone(shared),
+        name: spec.name.into(),
+    });
+    let submit: Next<O> = Arc::new(move |item: O, offer: Offer| {
+        let c = &*ctx;
+        // Counted first, so a report never shows an item done that was
+        // not received; a send's item handed back is taken off again.
+        c.counts.received.fetch_add(1, Relaxed);
         let (key, item) = match &key {
-            Some(k) => {
-                let (k, item) = shared.key_of(k, item, &name, &submit_counts.panicked)?;
-                (Some(k), item)
-            }
+            Some(k) => match c.shared.key_of(k, item, &c.name, &c.counts.panicked) {
+                Ok((k, item)) => (Some(k), item),
+                Err(()) => return Err(Refused::Counted),
+            },
             None => (None, item),
         };
-        let (body, next, counts, shared, name) = (
-            Arc::clone(&body),
-            Arc::clone(&next),
-            Arc::clone(&submit_counts),
-            Arc::clone(&shared),
-            Arc::clone(&name),
-        );
-        let deadline = shared.deadline.get().copied();
-        let run = move || run_item(item, &*body, &next, &counts, &shared, &name);
         let task = handle.task().cancel_token(&token);
-        // Past a shutdown's deadline nothing waits for room (a submission
-        // already waiting is refused when this stage closes).
-        let task = match deadline {
-            Some(d) => task.wait_for_room(d.saturating_duration_since(Instant::now())),
-            None => task,
-        };
         let task = match key {
             Some(k) => task.key(&k),
             None => task,
         };
-        if task.execute(run).is_err() {
-            // Shut down (or cancelled) under the submitter: the item ends
-            // here, counted.
-            submit_counts.abandoned.fetch_add(1, Relaxed);
-            return Err(());
+        let wait = offer.wait(c.shared.deadline.get().copied());
+        let job = ItemTask {
+            item,
+            ctx: Arc::clone(&ctx),
+        };
+        match task.execute_body(job, wait) {
+            Ok(()) => Ok(()),
+            Err(refused) => {
+                let full = matches!(refused, SubmitError::Full(_) | SubmitError::Timeout(_));
+                let item = refused.into_inner();
+                if let Offer::Emit = offer {
+                    // From the stage before: the item ends here, counted.
+                    c.counts.abandoned.fetch_add(1, Relaxed);
+                    drop(item);
+                    return Err(Refused::Counted);
+                }
+                c.counts.received.fetch_sub(1, Relaxed);
+                Err(if full && !c.shared.intake.is_closed() {
+                    Refused::Full(item)
+                } else {
+                    Refused::Closed(item)
+                })
+            }
         }
-        Ok(())
     });
     Ok((submit, pool, counts))
 }
@@ -112,11 +149,9 @@ fn run_item<O, P>(
     shared: &Shared,
     name: &str,
 ) {
-    // A refused output was counted as abandoned by the next stage.
+    // A refused output is counted as abandoned by the next stage.
     let mut emit = |out: P| {
-        if next(out).is_ok() {
-            counts.emitted.fetch_add(1, Relaxed);
-        }
+        let _ = next(out, Offer::Emit);
     };
     match catch_unwind(AssertUnwindSafe(|| body(item, &mut emit))) {
         Ok(Ok(())) => {

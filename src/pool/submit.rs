@@ -175,6 +175,19 @@ impl TaskBuilder<'_> {
         }
     }
 
+    /// Submits a context body, fire and forget, waiting for room as `wait`
+    /// says. A refused body hands back its `Inner`: for the layers above
+    /// that hand their own values back (a pipeline's items).
+    pub(crate) fn execute_body<B>(self, body: B, wait: Wait) -> Result<(), SubmitError<B::Inner>>
+    where
+        B: CxBody<()>,
+    {
+        if let Some(why) = self.invalid(false) {
+            return Err(SubmitError::Invalid(body.into_inner(), why));
+        }
+        self.submit_context(body, wait).map(drop)
+    }
+
     pub(super) fn submit_context<B, T>(
         mut self,
         body: B,
