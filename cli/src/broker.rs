@@ -34,6 +34,10 @@ pub struct WorkerArgs {
     /// This worker's name in the group (default: host, process, counter).
     #[arg(long)]
     pub name: Option<String>,
+    /// Keep acked messages in the stream (by default they are trimmed
+    /// once every group is done with them).
+    #[arg(long)]
+    pub keep_acked: bool,
     /// Serve Prometheus text at http://HOST:PORT/metrics while running.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<SocketAddr>,
@@ -102,6 +106,9 @@ pub fn worker(
         .group(&args.group)
         .in_flight(args.in_flight)
         .in_flight_per_partition(args.in_flight.min(64));
+    if args.keep_acked {
+        builder = builder.trim_acked(None);
+    }
     if let Some(n) = &args.name {
         builder = builder.name(n);
     }

@@ -9,8 +9,12 @@
 //!   send until the last is acked.
 //! - Latency: messages sent at a steady 400/s for 5 s, each timed from
 //!   its send to its handler's end.
+//! - Entries left: what the burst's stream still holds in Redis once the
+//!   steady phase is over (the plain consumer, and one ebbtide process
+//!   run with `trim_acked(None)`, keep every acked entry; the others trim
+//!   once a second).
 //!
-//! Rounds alternate the four consumers; the medians are printed.
+//! Rounds alternate the five consumers; the medians are printed.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -41,20 +45,27 @@ fn main() {
         eprintln!("redis-server is not installed (Debian: apt-get install redis-server)");
         std::process::exit(1);
     };
-    let kinds = ["plain", "ebbtide x1", "ebbtide x2", "ebbtide x3"];
-    let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); kinds.len()];
+    // (consumer processes, whether they keep acked entries)
+    let kinds = [
+        ("plain", 0, true),
+        ("ebbtide x1", 1, false),
+        ("ebbtide x1, acks kept", 1, true),
+        ("ebbtide x2", 2, false),
+        ("ebbtide x3", 3, false),
+    ];
+    let mut results: Vec<Vec<(f64, f64, f64, f64)>> = vec![Vec::new(); kinds.len()];
     let mut run = 0;
     for round in 0..rounds {
-        for (i, kind) in kinds.iter().enumerate() {
+        for (i, &(kind, procs, keep)) in kinds.iter().enumerate() {
             run += 1;
-            let r = if i == 0 {
+            let r = if procs == 0 {
                 plain(&server, run)
             } else {
-                ebbtide(&server, run, i)
+                ebbtide(&server, run, procs, keep)
             };
             println!(
-                "round {round} {kind:<11} {:>8.0} msg/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
-                r.0, r.1, r.2
+                "round {round} {kind:<21} {:>8.0} msg/s   p50 {:>7.2} ms   p99 {:>7.2} ms   {:>6.0} left",
+                r.0, r.1, r.2, r.3
             );
             results[i].push(r);
         }
@@ -64,16 +75,17 @@ fn main() {
         v[v.len() / 2]
     };
     println!("\nmedians over {rounds} rounds (1 ms tasks, {PARTITIONS} partitions, {KEYS} keys):");
-    println!("| consumer | throughput (msg/s) | × plain | latency p50 | p99 |");
-    println!("|---|---|---|---|---|");
+    println!("| consumer | throughput (msg/s) | × plain | latency p50 | p99 | burst entries left in Redis |");
+    println!("|---|---|---|---|---|---|");
     let base = median(results[0].iter().map(|r| r.0).collect());
-    for (kind, rs) in kinds.iter().zip(&results) {
+    for ((kind, ..), rs) in kinds.iter().zip(&results) {
         let tput = median(rs.iter().map(|r| r.0).collect());
         println!(
-            "| {kind} | {tput:.0} | {:.1}× | {:.2} ms | {:.2} ms |",
+            "| {kind} | {tput:.0} | {:.1}× | {:.2} ms | {:.2} ms | {:.0} |",
             tput / base,
             median(rs.iter().map(|r| r.1).collect()),
-            median(rs.iter().map(|r| r.2).collect())
+            median(rs.iter().map(|r| r.2).collect()),
+            median(rs.iter().map(|r| r.3).collect())
         );
     }
 }
@@ -148,7 +160,7 @@ fn measure(
     burst: usize,
     dir: &TempDir,
     stream_of: impl Fn(&str) -> Stream,
-) -> (f64, f64, f64) {
+) -> (f64, f64, f64, f64) {
     let burst_stream = stream_of("burst");
     let start = Instant::now();
     send(&server.url, &burst_stream, burst, None);
@@ -162,10 +174,20 @@ fn measure(
     // records a moment to reach their files.
     std::thread::sleep(Duration::from_millis(100));
     let lat = latencies(dir, steady.name());
-    (tput, pct(&lat, 0.5), pct(&lat, 0.99))
+    // What the burst left in Redis, its acks 5 s old.
+    let mut con = server.con();
+    let left: u64 = (0..PARTITIONS)
+        .map(|p| {
+            redis::cmd("XLEN")
+                .arg(burst_stream.partition_stream(p))
+                .query::<u64>(&mut con)
+                .expect("XLEN")
+        })
+        .sum();
+    (tput, pct(&lat, 0.5), pct(&lat, 0.99), left as f64)
 }
 
-fn ebbtide(server: &Server, run: usize, consumers: usize) -> (f64, f64, f64) {
+fn ebbtide(server: &Server, run: usize, consumers: usize, keep: bool) -> (f64, f64, f64, f64) {
     let dir = TempDir::new("bench");
     let name = format!("e{run}");
     // One consumer group over two streams (burst and steady): each child
@@ -177,6 +199,7 @@ fn ebbtide(server: &Server, run: usize, consumers: usize) -> (f64, f64, f64) {
                 &[
                     ("URL", server.url.clone()),
                     ("STREAMS", format!("{name}-burst,{name}-steady")),
+                    ("KEEP_ACKED", u8::from(keep).to_string()),
                     (
                         "RECORD",
                         dir.path.join(format!("{i}.log")).display().to_string(),
@@ -244,6 +267,7 @@ fn child() {
             )
             .group("g")
             .lease_ttl(Duration::from_secs(2))
+            .trim_acked((var("KEEP_ACKED") == "0").then_some(Duration::from_secs(1)))
             .start(move |m| -> Result<(), String> {
                 std::thread::sleep(WORK);
                 let sent = m.sent_at().map_or(0, |t| {
@@ -273,7 +297,7 @@ fn child() {
 }
 
 /// One thread: read one message, handle it, ack it.
-fn plain(server: &Server, run: usize) -> (f64, f64, f64) {
+fn plain(server: &Server, run: usize) -> (f64, f64, f64, f64) {
     let dir = TempDir::new("plain");
     let name = format!("p{run}");
     let stream_of = |phase: &str| {

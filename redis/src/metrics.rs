@@ -13,6 +13,7 @@ pub(crate) struct Counters {
     pub(crate) acquired: AtomicU64,
     pub(crate) released: AtomicU64,
     pub(crate) lost: AtomicU64,
+    pub(crate) trimmed: AtomicU64,
     /// Entries in the group not yet delivered to anyone (`XINFO GROUPS`
     /// lag), as last read.
     pub(crate) lag: AtomicU64,
@@ -50,6 +51,9 @@ pub struct PartitionMetrics {
     pub released: u64,
     /// Times it found its lease taken or expired.
     pub lost: u64,
+    /// Entries this consumer trimmed from the partition once every group
+    /// was done with them.
+    pub trimmed: u64,
 }
 
 impl Counters {
@@ -67,6 +71,7 @@ impl Counters {
             acquired: self.acquired.load(SeqCst),
             released: self.released.load(SeqCst),
             lost: self.lost.load(SeqCst),
+            trimmed: self.trimmed.load(SeqCst),
         }
     }
 }
@@ -106,6 +111,7 @@ impl ConsumerMetrics {
             t.acquired += p.acquired;
             t.released += p.released;
             t.lost += p.lost;
+            t.trimmed += p.trimmed;
         }
         t.in_flight = self.in_flight;
         t
@@ -124,7 +130,7 @@ impl ConsumerMetrics {
     /// stream, group, consumer and partition; names start with `prefix`.
     pub fn to_prometheus(&self, prefix: &str) -> String {
         type Get = fn(&PartitionMetrics) -> u64;
-        let series: [(&str, &str, &str, Get); 11] = [
+        let series: [(&str, &str, &str, Get); 12] = [
             (
                 "owned",
                 "gauge",
@@ -185,6 +191,12 @@ impl ConsumerMetrics {
                 "times the lease was found taken or expired",
                 |p| p.lost,
             ),
+            (
+                "trimmed_total",
+                "counter",
+                "entries trimmed once every group was done with them",
+                |p| p.trimmed,
+            ),
         ];
         let mut out = String::new();
         let who = format!(
@@ -235,6 +247,7 @@ mod tests {
             owned: true,
             in_flight,
             acked,
+            trimmed: acked / 2,
             ..PartitionMetrics::default()
         }
     }
@@ -252,6 +265,7 @@ mod tests {
         };
         let t = m.total();
         assert_eq!((t.in_flight, t.acked, t.owned), (64, 12, true));
+        assert_eq!(t.trimmed, 2 + 3);
         assert_eq!(m.owned(), vec![0, 3]);
     }
 
@@ -270,6 +284,7 @@ mod tests {
             format!("x_redis_consumer_in_flight{{{who}}} 9"),
             format!("x_redis_partition_in_flight{{{who},partition=\"2\"}} 9"),
             format!("x_redis_partition_acked_total{{{who},partition=\"2\"}} 30"),
+            format!("x_redis_partition_trimmed_total{{{who},partition=\"2\"}} 15"),
             "# TYPE x_redis_partition_acked_total counter".to_string(),
             "# TYPE x_redis_consumer_in_flight gauge".to_string(),
         ] {
@@ -279,6 +294,6 @@ mod tests {
                 "{line} in\n{text}"
             );
         }
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 12);
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 13);
     }
 }

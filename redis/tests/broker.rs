@@ -24,8 +24,9 @@ fn main() {
         child();
         return;
     }
-    let scenarios: [(&str, Scenario); 6] = [
+    let scenarios: [(&str, Scenario); 7] = [
         ("bad_input", bad_input),
+        ("trim", trim),
         ("broker_gone", broker_gone),
         ("backpressure", backpressure),
         ("poison", poison),
@@ -325,16 +326,110 @@ fn check_order(recs: &[Record], keys: usize, per_key: u32, killed: Option<&str>)
 }
 
 fn all_acked(server: &Server, stream: &Stream, total: u64, within: Duration) {
+    all_acked_by(server, stream, "g", total, within);
+}
+
+fn all_acked_by(server: &Server, stream: &Stream, group: &str, total: u64, within: Duration) {
     let mut con = server.con();
     let p = stream.partition_count();
-    wait_until(&format!("{total} messages acked"), within, || {
-        acked(&mut con, stream.name(), p, "g") == total
-            && pending_now(&mut con, stream.name(), p, "g") == 0
-    });
+    wait_until(
+        &format!("{total} messages acked by {group}"),
+        within,
+        || {
+            acked(&mut con, stream.name(), p, group) == total
+                && pending_now(&mut con, stream.name(), p, group) == 0
+        },
+    );
+}
+
+/// Entries in the stream's partitions, in all.
+fn stream_len(con: &mut redis::Connection, stream: &Stream) -> u64 {
+    (0..stream.partition_count())
+        .map(|p| {
+            redis::cmd("XLEN")
+                .arg(stream.partition_stream(p))
+                .query::<u64>(con)
+                .unwrap()
+        })
+        .sum()
 }
 
 // ---------------------------------------------------------------------------
 // Scenarios.
+
+/// Acked entries are trimmed once every group is done with them: a group
+/// that has read nothing keeps them all; once it has read and acked them
+/// too, none is left. A consumer that does not trim leaves them.
+fn trim(server: &Server) {
+    let stream = Stream::new("trim").unwrap().partitions(4).unwrap();
+    let mut con = server.con();
+    // A second group, from the start, before anything is sent.
+    for p in 0..stream.partition_count() {
+        let () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream.partition_stream(p))
+            .arg("other")
+            .arg("0")
+            .arg("MKSTREAM")
+            .query(&mut con)
+            .unwrap();
+    }
+    produce(server, &stream, 40, 10);
+    // `acked_so_far`: the group's acks, counted from its creation, once
+    // this run is done.
+    let consume = |group: &str, every: Option<Duration>, acked_so_far: u64| {
+        let ran = Arc::new(AtomicU64::new(0));
+        let r = Arc::clone(&ran);
+        let consumer = Consumer::builder(&server.url, stream.clone())
+            .group(group)
+            .trim_acked(every)
+            .start(move |_m| -> Result<(), String> {
+                r.fetch_add(1, SeqCst);
+                Ok(())
+            })
+            .unwrap();
+        all_acked_by(
+            server,
+            &stream,
+            group,
+            acked_so_far,
+            Duration::from_secs(60),
+        );
+        let m = consumer.stop().unwrap().total();
+        assert_eq!(ran.load(SeqCst), 400, "group {group}: messages run");
+        m
+    };
+    // "g" reads and acks everything; "other" has read nothing yet.
+    let g = consume("g", Some(Duration::ZERO), 400);
+    assert_eq!((g.acked, g.trimmed), (400, 0));
+    assert_eq!(stream_len(&mut con, &stream), 400);
+    // A third group, not trimming, reads everything: nothing is trimmed.
+    let third = consume("third", None, 400);
+    assert_eq!((third.acked, third.trimmed), (400, 0));
+    assert_eq!(stream_len(&mut con, &stream), 400);
+    // "other" catches up: now every group is done with every entry.
+    let other = consume("other", Some(Duration::ZERO), 400);
+    assert_eq!((other.acked, other.trimmed), (400, 400));
+    assert_eq!(stream_len(&mut con, &stream), 0);
+    // Trimming read entries leaves the groups' lag known: 0.
+    for group in ["g", "other", "third"] {
+        for p in 0..stream.partition_count() {
+            let lag = common::group_info(&mut con, &stream.partition_stream(p), group, "lag");
+            assert_eq!(lag, Some(0), "{group}, partition {p}: lag");
+        }
+    }
+    // What comes later is trimmed as the slowest group gets done with it.
+    produce(server, &stream, 40, 10);
+    let other = consume("other", Some(Duration::ZERO), 800);
+    assert_eq!((other.acked, other.trimmed), (400, 0));
+    assert_eq!(stream_len(&mut con, &stream), 400);
+    let third = consume("third", None, 800);
+    assert_eq!(third.trimmed, 0);
+    let g = consume("g", Some(Duration::ZERO), 800);
+    assert_eq!((g.acked, g.trimmed), (400, 400));
+    assert_eq!(stream_len(&mut con, &stream), 0);
+    println!("  trim: entries kept until the slowest of three groups was done, then trimmed");
+}
 
 /// 100,000 messages over 1,000 keys, 16 partitions, 3 consumer processes;
 /// one is SIGKILLed at 30,000 acked. Nothing is lost, order holds except

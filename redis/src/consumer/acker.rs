@@ -2,6 +2,7 @@
 //! letters; only then frees the messages' in-flight slots.
 
 use super::shared::Shared;
+use super::trim::Trimmer;
 use crate::message::Message;
 use crate::stream::connect;
 use std::collections::BTreeMap;
@@ -38,16 +39,26 @@ pub(crate) struct Done {
 pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Done>) {
     let mut con = None;
     let mut batch = Vec::with_capacity(BATCH);
+    let mut trimmer = Trimmer::new(shared.settings.trim_every);
     loop {
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(d) => batch.push(d),
             Err(RecvTimeoutError::Timeout) => {
-                if shared.closed.load(SeqCst) {
+                let closed = shared.closed.load(SeqCst);
+                if let Some(c) = con.as_mut() {
+                    trim(&shared, &mut trimmer, c, closed);
+                }
+                if closed {
                     return;
                 }
                 continue;
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                if let Some(c) = con.as_mut() {
+                    trim(&shared, &mut trimmer, c, true);
+                }
+                return;
+            }
         }
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -90,9 +101,29 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Done>) {
             *freed.entry(d.partition).or_default() += 1;
         }
         for (p, n) in freed {
+            trimmer.acked(p);
             shared.unreserve(p, n);
         }
+        if let Some(c) = con.as_mut() {
+            trim(&shared, &mut trimmer, c, false);
+        }
     }
+}
+
+/// Trims the partitions due (`all`: every one with new acks).
+fn trim(shared: &Shared, trimmer: &mut Trimmer, con: &mut redis::Connection, all: bool) {
+    let s = &shared.settings;
+    trimmer.run(
+        con,
+        |p| s.stream.partition_stream(p),
+        all,
+        |p, n| {
+            shared.parts[p as usize]
+                .counters
+                .trimmed
+                .fetch_add(n, SeqCst);
+        },
+    );
 }
 
 /// One round trip: the dead letters appended, then every entry acked.

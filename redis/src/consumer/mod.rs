@@ -4,6 +4,7 @@ mod acker;
 mod coordinator;
 mod reader;
 mod shared;
+mod trim;
 
 use crate::error::Error;
 use crate::message::Message;
@@ -34,6 +35,7 @@ const DEFAULT_SHARDS: usize = 1 << 14;
 /// | [`retry`](Self::retry) | exponential from 100 ms, 5 attempts |
 /// | [`max_payload`](Self::max_payload) | 1 MiB |
 /// | [`drain_timeout`](Self::drain_timeout) | 30 s |
+/// | [`trim_acked`](Self::trim_acked) | every second |
 /// | [`pool`](Self::pool) | its own elastic pool: CPUs up to `in_flight` workers |
 #[must_use = "a builder does nothing until `start`"]
 pub struct ConsumerBuilder {
@@ -48,6 +50,7 @@ pub struct ConsumerBuilder {
     retry: RetryPolicy,
     max_payload: usize,
     drain_timeout: Duration,
+    trim_every: Option<Duration>,
     pool: Option<PoolHandle>,
 }
 
@@ -124,6 +127,18 @@ impl ConsumerBuilder {
     /// again to the next owner).
     pub fn drain_timeout(mut self, d: Duration) -> Self {
         self.drain_timeout = d;
+        self
+    }
+
+    /// How often each partition this consumer acks in is trimmed of the
+    /// entries every group of the stream is done with (`None`: never).
+    /// Without trimming, acked messages stay in Redis until something else
+    /// removes them. An entry is trimmed only once each group has read it
+    /// and none has it pending, so a group that reads the stream at its
+    /// own pace keeps what it has not read. A group created later, from
+    /// the stream's start, finds only what is left.
+    pub fn trim_acked(mut self, every: Option<Duration>) -> Self {
+        self.trim_every = every;
         self
     }
 
@@ -232,6 +247,7 @@ impl ConsumerBuilder {
             retry: self.retry,
             max_payload: self.max_payload,
             drain_timeout: self.drain_timeout,
+            trim_every: self.trim_every,
         };
         let handler: Arc<shared::Handler> =
             Arc::new(move |m: &Message| handler(m).map_err(|e| e.to_string()));
@@ -332,6 +348,7 @@ impl Consumer {
             retry: RetryPolicy::exponential(Duration::from_millis(100)).max_attempts(5),
             max_payload: DEFAULT_MAX_PAYLOAD,
             drain_timeout: Duration::from_secs(30),
+            trim_every: Some(Duration::from_secs(1)),
             pool: None,
         }
     }

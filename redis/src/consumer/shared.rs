@@ -36,6 +36,7 @@ pub(crate) struct Settings {
     pub(crate) retry: RetryPolicy,
     pub(crate) max_payload: usize,
     pub(crate) drain_timeout: Duration,
+    pub(crate) trim_every: Option<Duration>,
 }
 
 impl Settings {
