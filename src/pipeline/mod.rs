@@ -165,7 +165,7 @@ enum Part {
 struct Parts {
     shared: Arc<Shared>,
     parts: Vec<Part>,
-    clock: Option<Arc<dyn Fn() -> Instant + Send + Sync>>,
+    clock: Option<Clock>,
 }
 
 type Link<I, O> = Box<dyn FnOnce(Next<O>, &mut Parts) -> Result<Next<I>, PipelineError>>;
@@ -177,7 +177,7 @@ pub struct PipelineBuilder<I, O> {
     key: Option<KeyFn<O>>,
     fail_fast: bool,
     on_error: Option<ErrorSink>,
-    clock: Option<Arc<dyn Fn() -> Instant + Send + Sync>>,
+    clock: Option<Clock>,
 }
 
 impl<I: Send + 'static> Pipeline<I> {

@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use crate::error::{SubmitError, TaskError};
 use crate::pool::Pool;
-use crate::task::cancel::{CancelToken, CxBody};
-use crate::task::TaskContext;
+use crate::task::job::{Outcome, Runnable};
 use crate::Backpressure;
 
 use super::{ItemError, KeyFn, Next, Offer, PipelineError, Refused, Shared, Stage, Workers};
@@ -42,22 +41,31 @@ struct Ctx<O, P> {
     name: Arc<str>,
 }
 
-/// An item queued in a stage: runs the stage's body on it, or hands the
-/// item back when the stage refuses it.
+/// An item queued in a stage: runs the stage's body on it (unless the
+/// pipeline was cancelled meanwhile), or hands the item back when the
+/// stage refuses it.
 struct ItemTask<O, P> {
     item: O,
     ctx: Arc<Ctx<O, P>>,
 }
 
-impl<O: Send + 'static, P: Send + 'static> CxBody<()> for ItemTask<O, P> {
-    type Inner = O;
-    fn call(self, _cx: &TaskContext) -> Result<(), TaskError> {
+impl<O: Send + 'static, P: Send + 'static> Runnable for ItemTask<O, P> {
+    fn run(self) -> Outcome {
         let c = &*self.ctx;
+        if c.shared.token.is_cancelled() {
+            // Cancelled (fail-fast, or `Pipeline::cancel`) before it
+            // started: the pool counts it so.
+            let item = self.item;
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(item)));
+            return Outcome::Cancelled;
+        }
         run_item(self.item, &*c.body, &c.next, &c.counts, &c.shared, &c.name);
-        Ok(())
+        Outcome::Done
     }
-    fn into_inner(self) -> O {
-        self.item
+
+    fn discard(self, _why: TaskError) {
+        // An item's destructor may panic; the pool must survive it.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(self)));
     }
 }
 
@@ -88,7 +96,6 @@ where
     })?;
     let counts = Arc::new(StageCounts::default());
     let handle = pool.handle();
-    let token: CancelToken = shared.token.clone();
     let ctx = Arc::new(Ctx {
         body,
         next,
@@ -108,7 +115,7 @@ where
             },
             None => (None, item),
         };
-        let task = handle.task().cancel_token(&token);
+        let task = handle.task();
         let task = match key {
             Some(k) => task.key(&k),
             None => task,
@@ -118,11 +125,11 @@ where
             item,
             ctx: Arc::clone(&ctx),
         };
-        match task.execute_body(job, wait) {
+        match task.execute_runnable(job, wait) {
             Ok(()) => Ok(()),
             Err(refused) => {
                 let full = matches!(refused, SubmitError::Full(_) | SubmitError::Timeout(_));
-                let item = refused.into_inner();
+                let item = refused.into_inner().item;
                 if let Offer::Emit = offer {
                     // From the stage before: the item ends here, counted.
                     c.counts.abandoned.fetch_add(1, Relaxed);

@@ -175,17 +175,21 @@ impl TaskBuilder<'_> {
         }
     }
 
-    /// Submits a context body, fire and forget, waiting for room as `wait`
-    /// says. A refused body hands back its `Inner`: for the layers above
-    /// that hand their own values back (a pipeline's items).
-    pub(crate) fn execute_body<B>(self, body: B, wait: Wait) -> Result<(), SubmitError<B::Inner>>
-    where
-        B: CxBody<()>,
-    {
+    /// Submits a task body of a layer above as it is, fire and forget,
+    /// waiting for room as `wait` says, so that a refusal hands the body
+    /// itself back (a pipeline gets its item back, not a closure around
+    /// it). The builder carries no option that needs a context (a name, a
+    /// deadline, a token): the body runs as a plain task.
+    pub(crate) fn execute_runnable<R: Runnable>(
+        self,
+        body: R,
+        wait: Wait,
+    ) -> Result<(), SubmitError<R>> {
+        debug_assert!(self.plain(), "a runnable body takes no context option");
         if let Some(why) = self.invalid(false) {
-            return Err(SubmitError::Invalid(body.into_inner(), why));
+            return Err(SubmitError::Invalid(body, why));
         }
-        self.submit_context(body, wait).map(drop)
+        self.submit(body, wait)
     }
 
     pub(super) fn submit_context<B, T>(

@@ -1,19 +1,24 @@
-//! 1,000,000 items batched by 10 (or after 10 s) and counted by a sink:
-//! an ebbtide pipeline's batch stage against a hand-written batcher (a
-//! thread on a bounded crossbeam channel that collects up to 10 items or
-//! waits out the time, handing batches on another bounded channel to one
-//! sink thread).
+//! What a pipeline's stages cost per item, against hand-written threads
+//! on bounded crossbeam channels, 1,000,000 items each:
+//!
+//! - `batch`: items batched by 10 (or after 10 s) and counted by a sink:
+//!   an ebbtide batch stage against a hand-written batcher (a thread that
+//!   collects up to 10 items or waits out the time, handing batches on
+//!   another channel to one sink thread). Nearly every batch leaves full,
+//!   long before its time is up: the memory figure shows what a stage
+//!   keeps for the batches that are gone.
+//! - `map`: each item through a one-worker `map` stage (adding one) into
+//!   a one-worker sink that sums them, against a map thread and a sink
+//!   thread on two channels of 256.
 //!
 //! ```text
-//! cargo bench --bench batching          # 3 rounds of each, rotating
-//! cargo bench --bench batching -- 7     # 7 rounds
+//! cargo bench --bench stages -- batch      # 3 rounds of each, rotating
+//! cargo bench --bench stages -- map 7      # 7 rounds
 //! ```
 //!
 //! Each (design, round) runs in a fresh process. Reported: the time from
-//! the first item sent to the last batch counted, and the peak growth of
-//! the process's resident memory (sampled every millisecond). Nearly every
-//! batch leaves full, long before its time is up: the figure shows what a
-//! stage keeps for the batches that are gone.
+//! the first item sent to the last one counted, and the peak growth of the
+//! process's resident memory (sampled every millisecond).
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -49,6 +54,44 @@ fn ebbtide(counted: &Arc<AtomicU64>) {
         pipeline.send(i).unwrap();
     }
     pipeline.shutdown();
+}
+
+fn ebbtide_map(counted: &Arc<AtomicU64>) {
+    use ebbtide::pipeline::{Pipeline, Stage};
+    let c = Arc::clone(counted);
+    let pipeline = Pipeline::<u64>::builder()
+        .map(Stage::new("add").workers(1), |x: u64| x + 1)
+        .sink(Stage::new("count").workers(1), move |_x: u64| {
+            c.fetch_add(1, Relaxed);
+        })
+        .build()
+        .unwrap();
+    for i in 0..ITEMS {
+        pipeline.send(i).unwrap();
+    }
+    pipeline.shutdown();
+}
+
+fn hand_map(counted: &Arc<AtomicU64>) {
+    let (tx, rx) = crossbeam_channel::bounded::<u64>(256);
+    let (otx, orx) = crossbeam_channel::bounded::<u64>(256);
+    let map = std::thread::spawn(move || {
+        for x in rx {
+            otx.send(x + 1).unwrap();
+        }
+    });
+    let c = Arc::clone(counted);
+    let sink = std::thread::spawn(move || {
+        for _x in orx {
+            c.fetch_add(1, Relaxed);
+        }
+    });
+    for i in 0..ITEMS {
+        tx.send(i).unwrap();
+    }
+    drop(tx);
+    map.join().unwrap();
+    sink.join().unwrap();
 }
 
 fn hand(counted: &Arc<AtomicU64>) {
@@ -114,8 +157,10 @@ fn child(design: &str) {
     let counted = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     match design {
-        "ebbtide" => ebbtide(&counted),
-        "hand" => hand(&counted),
+        "batch-ebbtide" => ebbtide(&counted),
+        "batch-hand" => hand(&counted),
+        "map-ebbtide" => ebbtide_map(&counted),
+        "map-hand" => hand_map(&counted),
         other => panic!("no design {other}"),
     }
     let took = start.elapsed().as_secs_f64();
@@ -141,18 +186,23 @@ fn main() {
             return child(design);
         }
     }
-    let rounds: usize = args
-        .first()
-        .map(|a| a.parse().expect("ROUNDS"))
-        .unwrap_or(3);
+    let workload = args.first().map_or("batch", String::as_str);
+    assert!(
+        workload == "batch" || workload == "map",
+        "the workload is `batch` or `map`, not {workload:?}"
+    );
+    let rounds: usize = args.get(1).map(|a| a.parse().expect("ROUNDS")).unwrap_or(3);
     let me = std::env::current_exe().unwrap();
-    let designs = ["ebbtide", "hand"];
+    let designs = [format!("{workload}-ebbtide"), format!("{workload}-hand")];
     let mut results: [(Vec<f64>, Vec<f64>); 2] = Default::default();
     for round in 0..rounds {
-        let mut order = designs;
+        let mut order = designs.clone();
         order.rotate_left(round % 2);
-        for design in order {
-            let out = Command::new(&me).args(["child", design]).output().unwrap();
+        for design in &order {
+            let out = Command::new(&me)
+                .args(["child", design.as_str()])
+                .output()
+                .unwrap();
             assert!(
                 out.status.success(),
                 "{}",
@@ -163,20 +213,28 @@ fn main() {
                 .split_whitespace()
                 .map(|x| x.parse().unwrap())
                 .collect();
-            let r = &mut results[designs.iter().position(|d| *d == design).unwrap()];
+            let r = &mut results[designs.iter().position(|d| d == design).unwrap()];
             r.0.push(v[0]);
             r.1.push(v[1]);
             eprintln!("{design:>8}: {:.3} s, {:.1} MiB", v[0], v[1] / 1024.0);
         }
     }
-    println!(
-        "{rounds} rounds each, medians; {ITEMS} items in batches of {BATCH} (or {MAX_WAIT:?})"
-    );
+    if workload == "batch" {
+        println!(
+            "{rounds} rounds each, medians; {ITEMS} items in batches of {BATCH} (or {MAX_WAIT:?})"
+        );
+    } else {
+        println!("{rounds} rounds each, medians; {ITEMS} items through a map stage into a sink");
+    }
     println!(
         "{:<26} {:>9} {:>12} {:>12}",
         "design", "time", "items/s", "peak RSS +"
     );
-    let names = ["ebbtide batch stage", "hand-written batcher"];
+    let names = if workload == "batch" {
+        ["ebbtide batch stage", "hand-written batcher"]
+    } else {
+        ["ebbtide map stage", "hand-written threads"]
+    };
     let mut time = [0.0; 2];
     for (i, (t, rss)) in results.into_iter().enumerate() {
         time[i] = median(t);
