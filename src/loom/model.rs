@@ -112,6 +112,12 @@ impl Backoff {
     pub(crate) fn snooze(&self) {
         loom::thread::yield_now();
     }
+
+    /// Under loom a wait that spins before it blocks blocks at once: the
+    /// spins would only multiply the states.
+    pub(crate) fn is_completed(&self) -> bool {
+        true
+    }
 }
 
 /// Idle workers do not spin under loom: every spin multiplies the states.

@@ -27,9 +27,9 @@ use super::config::Backpressure;
 use super::registry::Registry;
 use super::worker::WorkerThread;
 use crate::error::{SubmitError, TaskError};
-use crate::loom::handshake_fence;
 use crate::loom::sync::atomic::Ordering::SeqCst;
 use crate::loom::thread;
+use crate::loom::{handshake_fence, Backoff};
 use crate::metrics::{bump, bump_at, LockCounted};
 use crate::sched::queue::{GlobalQueue, Steal, StealQueue};
 use crate::task::job::{shard_job, JobKind, JobRef, Runnable, TaskJob};
@@ -332,6 +332,22 @@ impl Registry {
                 }
                 worker.help_once();
             }
+        }
+        // Room often comes within microseconds (a worker starts the next
+        // task): look again a few times, spinning then yielding, before
+        // sleeping. A sleeper costs a futex wait here and a lock and a
+        // wake-up on every task start while it sleeps.
+        let backoff = Backoff::new();
+        while !backoff.is_completed() {
+            match self.try_reserve() {
+                Reserve::Ok => return Ok(self.admit(body, shard)),
+                Reserve::Closed => return Err(SubmitError::ShutDown(body)),
+                Reserve::Full => {}
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(self.timed_out(body));
+            }
+            backoff.snooze();
         }
         let mut guard = self.room_lock.lock_counted(&self.counters.locks.room);
         self.room_waiters.fetch_add(1, SeqCst);
