@@ -33,6 +33,9 @@ pub(crate) enum Flush {
     Shutdown,
 }
 
+/// A batch stage's tallies. `Relaxed` throughout: each is a count that
+/// orders nothing else, read by a report after the stage's flush, or by the
+/// metrics as a gauge.
 #[derive(Default, Debug)]
 pub(crate) struct BatchCounts {
     pub(crate) received: AtomicU64,

@@ -57,6 +57,7 @@ impl Shared {
         match catch_unwind(AssertUnwindSafe(|| key(&item))) {
             Ok(k) => Ok((k, item)),
             Err(payload) => {
+                // Relaxed: a stage's tally (see `StageCounts`).
                 panicked.fetch_add(1, Relaxed);
                 self.fail(ItemError {
                     stage: stage.to_string(),

@@ -18,6 +18,10 @@ use crate::task::job::panic_message;
 /// What a stage did with its items; with its pool's cancelled and
 /// abandoned tasks, `received = completed + failed + panicked + cancelled
 /// + abandoned` once it has shut down.
+///
+/// Every access is `Relaxed`: each count is a tally that orders nothing
+/// else, and a report reads them after the stage's pool has shut down
+/// (which joins its workers, or reports those still running).
 #[derive(Default, Debug)]
 pub(crate) struct StageCounts {
     pub(crate) received: AtomicU64,
