@@ -317,28 +317,9 @@ impl Registry {
             Wait::Until(d) => Some(d),
             _ => None,
         };
-        if let Some(worker) = self.own_worker() {
-            // A worker never sleeps on its own pool's queue: it runs queued
-            // work until there is room (the queued tasks are somewhere in
-            // this pool's queues, so it finds them or they start elsewhere).
-            loop {
-                match self.try_reserve() {
-                    Reserve::Ok => return Ok(self.admit(body, shard)),
-                    Reserve::Closed => return Err(SubmitError::ShutDown(body)),
-                    Reserve::Full => {}
-                }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(self.timed_out(body));
-                }
-                worker.help_once();
-            }
-        }
-        // Room often comes within microseconds (a worker starts the next
-        // task): look again a few times, spinning then yielding, before
-        // sleeping. A sleeper costs a futex wait here and a lock and a
-        // wake-up on every task start while it sleeps.
+        let worker = self.own_worker();
         let backoff = Backoff::new();
-        while !backoff.is_completed() {
+        loop {
             match self.try_reserve() {
                 Reserve::Ok => return Ok(self.admit(body, shard)),
                 Reserve::Closed => return Err(SubmitError::ShutDown(body)),
@@ -347,7 +328,20 @@ impl Registry {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(self.timed_out(body));
             }
-            backoff.snooze();
+            match &worker {
+                // A worker never sleeps on its own pool's queue: it runs
+                // queued work until there is room (the queued tasks are
+                // somewhere in this pool's queues, so it finds them or they
+                // start elsewhere).
+                Some(worker) => worker.help_once(),
+                // Room often comes within microseconds (a worker starts the
+                // next task): an outside thread looks again a few times,
+                // spinning then yielding, before it sleeps. A sleeper costs
+                // a futex wait here, and a lock and a wake-up on every task
+                // start while it sleeps.
+                None if !backoff.is_completed() => backoff.snooze(),
+                None => break,
+            }
         }
         let mut guard = self.room_lock.lock_counted(&self.counters.locks.room);
         self.room_waiters.fetch_add(1, SeqCst);
