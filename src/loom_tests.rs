@@ -15,6 +15,7 @@ use crate::sched::Registry;
 use crate::{Backpressure, Pool, SubmitError, TaskError};
 
 mod pipeline;
+mod retire;
 mod tenants;
 
 /// Runs a model with a preemption bound: 3 for one-worker models, 2 for

@@ -305,3 +305,48 @@ fn an_external_backlog_grows_the_pool() {
     common::idle(&pool);
     assert_eq!(pool.shutdown().completed, 2);
 }
+
+/// A pool whose minimum is zero retires its last worker, and the tasks
+/// that come next, keyed and not, still run: whatever was left in worker
+/// 0's inbox waits there for the slot's next worker (it once moved it back
+/// into the same inbox, round and round), and new work starts a worker.
+#[test]
+fn a_pool_that_shrinks_to_no_workers_runs_what_comes_next() {
+    let pool = Pool::builder()
+        .min_workers(0)
+        .max_workers(2)
+        .keep_alive(Duration::from_millis(1))
+        .scaling_interval(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    const ROUNDS: usize = 20;
+    const PER_ROUND: usize = 30;
+    let runs: Arc<Vec<AtomicU8>> =
+        Arc::new((0..ROUNDS * PER_ROUND).map(|_| AtomicU8::new(0)).collect());
+    let done = Arc::new(AtomicUsize::new(0));
+    for round in 0..ROUNDS {
+        // Keyed and plain tasks, from outside, into a pool with no worker
+        // (every round after the first) or one about to retire.
+        for i in 0..PER_ROUND {
+            let id = round * PER_ROUND + i;
+            let (runs, done) = (runs.clone(), done.clone());
+            let body = move || {
+                runs[id].fetch_add(1, SeqCst);
+                done.fetch_add(1, SeqCst);
+            };
+            if i % 2 == 0 {
+                pool.task().key(&(i % 5)).execute(body).unwrap();
+            } else {
+                pool.execute(body).unwrap();
+            }
+        }
+        until(|| done.load(SeqCst) == (round + 1) * PER_ROUND);
+        common::idle(&pool);
+        until(|| pool.num_workers() == 0);
+    }
+    let wrong: Vec<_> = (0..runs.len())
+        .filter(|&i| runs[i].load(SeqCst) != 1)
+        .collect();
+    assert!(wrong.is_empty(), "tasks not run exactly once: {wrong:?}");
+    assert_eq!(pool.shutdown().completed, (ROUNDS * PER_ROUND) as u64);
+}

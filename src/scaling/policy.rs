@@ -126,7 +126,10 @@ pub(crate) fn decide(
     let pressure = obs.mean_busy / live as f64 > scaling.grow_above
         || drain >= 1.0
         || obs.queue_wait > scaling.queue_wait_target
-        || (obs.queued > 0 && waiting + obs.held > 0);
+        || (obs.queued > 0 && waiting + obs.held > 0)
+        // A pool shrunk to no workers (`min_workers(0)`): whatever waits,
+        // nobody else will run it.
+        || (obs.queued > 0 && obs.live == 0);
     if target > obs.live && pressure {
         let reason = if waiting > 0 {
             ResizeReason::Blocked

@@ -330,3 +330,32 @@ fn busy_again_resets_the_shrink_clock() {
     );
     assert_eq!(d, Decision::Stay);
 }
+
+#[test]
+fn a_pool_with_no_workers_starts_one_for_what_waits() {
+    let limits = (0, 8, 2);
+    let decide_at = |o: &Observation| {
+        decide(
+            o,
+            Duration::ZERO,
+            PolicyState::default(),
+            &ScalingConfig::default(),
+            limits,
+        )
+        .0
+    };
+    // One tiny task queued, nothing seen run: no pressure by any other
+    // measure, but nobody runs it unless a worker starts.
+    assert_eq!(
+        decide_at(&obs(0, 0, 1)),
+        Decision::Grow(1, ResizeReason::Load)
+    );
+    // The same after tiny tasks ran in the interval (their backlog term is
+    // far below one worker).
+    assert_eq!(
+        decide_at(&ran(obs(0, 0, 3), 10, Duration::from_micros(1))),
+        Decision::Grow(1, ResizeReason::Load)
+    );
+    // Nothing queued: it stays at none.
+    assert_eq!(decide_at(&obs(0, 0, 0)), Decision::Stay);
+}

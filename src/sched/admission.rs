@@ -27,7 +27,7 @@ use super::config::Backpressure;
 use super::registry::Registry;
 use super::worker::WorkerThread;
 use crate::error::{SubmitError, TaskError};
-use crate::loom::sync::atomic::Ordering::SeqCst;
+use crate::loom::sync::atomic::{fence, Ordering::SeqCst};
 use crate::loom::thread;
 use crate::loom::{handshake_fence, Backoff};
 use crate::metrics::{bump, bump_at, LockCounted};
@@ -187,6 +187,19 @@ impl Registry {
             super::fair::Served::record(&self.served.worker(worker).inbox, now);
         }
         inbox.push(turn);
+        // A submitter's count of live workers may be stale: the worker it
+        // picked may have retired meanwhile, and searches look only at
+        // live workers' queues. The handshake with `finish_retire` (which
+        // stores the lower count, fences, then looks at its inbox): one
+        // of the two sees the other's write and moves the turn to a live
+        // inbox. A pool that never shrinks skips it.
+        if self.config.min_workers < self.max_workers() {
+            fence(SeqCst);
+            let live = self.live.load(SeqCst);
+            if worker >= live && live > 0 {
+                self.rehome(worker, live);
+            }
+        }
     }
 
     /// Offers a task, applying the backpressure policy when the queue is full.

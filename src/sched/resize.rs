@@ -3,7 +3,7 @@
 
 use super::queue::{GlobalQueue, Local, LocalQueue};
 use super::registry::Registry;
-use crate::loom::sync::atomic::Ordering::SeqCst;
+use crate::loom::sync::atomic::{fence, Ordering::SeqCst};
 use crate::loom::sync::Arc;
 use crate::loom::thread;
 use crate::metrics::bump;
@@ -63,6 +63,18 @@ impl Registry {
                 Err(e)
             }
         }
+    }
+
+    /// Counts slot `live` live without starting its thread, and hands its
+    /// deque to the model, which plays that worker's part.
+    #[cfg(all(loom, test))]
+    pub(crate) fn take_slot_for_model(&self) -> Local {
+        let mut spare = self.spare.lock();
+        let index = self.live.load(SeqCst);
+        let local = spare[index].take().expect("a free slot");
+        self.sleep.add_worker();
+        self.live.store(index + 1, SeqCst);
+        local
     }
 
     /// Worker threads started and not yet joined (loom models check that
@@ -151,12 +163,10 @@ impl Registry {
             self.injector.push(job);
             moved = true;
         }
-        let remaining = index.max(1);
-        while let Some(job) = self.inboxes[index].pop() {
-            let home = job.shard_index() % remaining;
-            let at = job.enqueued();
-            self.push_inbox(home, job, at);
-            moved = true;
+        // Worker 0 has nobody to hand its inbox to: the slot's next
+        // worker finds what is left there.
+        if index > 0 {
+            moved |= self.rehome(index, index);
         }
         if moved {
             self.sleep.notify_one();
@@ -165,12 +175,35 @@ impl Registry {
 
     /// Step 3 of retiring, after the worker left its loop: under the
     /// spare-slot lock, give the deque back to its slot and stop counting
-    /// the worker.
+    /// the worker. Then the other half of the stray-turn handshake (see
+    /// `push_inbox`): a shard turn that a submitter pushed into this
+    /// inbox after step 2, on a stale count of live workers, is either
+    /// seen here or the submitter sees this worker gone; whoever sees it
+    /// moves it to a live inbox. Searches look only at live workers'
+    /// queues, so a turn left here would wait for the slot's next worker.
     pub(crate) fn finish_retire(&self, index: usize, local: Local) {
         let mut spare = self.spare.lock();
         spare[index] = Some(local);
         self.live.store(index, SeqCst);
         self.sleep.remove_worker();
+        drop(spare);
+        fence(SeqCst);
+        if index > 0 && self.rehome(index, index) {
+            self.sleep.notify_one();
+        }
+    }
+
+    /// Moves the shard turns in retired worker `from`'s inbox to the
+    /// inboxes of the first `live` workers (`live > 0`); returns whether
+    /// it moved any. The caller wakes a worker for them.
+    pub(crate) fn rehome(&self, from: usize, live: usize) -> bool {
+        let mut moved = false;
+        while let Some(job) = self.inboxes[from].pop() {
+            let at = job.enqueued();
+            self.push_inbox(job.shard_index() % live, job, at);
+            moved = true;
+        }
+        moved
     }
 
     /// Wakes the supervisor early: at most once between two of its timed

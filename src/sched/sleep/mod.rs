@@ -2,10 +2,12 @@
 //! argument that no wake-up is lost are in `README.md` beside this file; the step
 //! numbers below refer to it.
 //!
-//! State (`Sleep::state`, one atomic word): the number of *unparked* workers
-//! (not in the sleeper list) in the high bits and the number of *searching*
+//! State (`Sleep::state`, one atomic word): the number of *parked* workers
+//! (on the sleeper list) in the high bits and the number of *searching*
 //! workers (awake, out of local work, looking in other queues) in the low
-//! 16 bits. The sleeper list and the per-worker "woken to search" grants are
+//! 16 bits. Whether anyone sleeps is read from that one word, never against
+//! the count of live workers, which a worker that starts or retires changes
+//! apart from it. The sleeper list and the per-worker "woken to search" grants are
 //! under one mutex, taken only to park, to wake, and after waking.
 
 use crate::loom::sync::atomic::{fence, AtomicUsize, Ordering::SeqCst};
@@ -15,13 +17,13 @@ use crate::task::Parker;
 use crossbeam_utils::CachePadded;
 
 const SEARCH_MASK: usize = (1 << 16) - 1;
-const UNPARK_ONE: usize = 1 << 16;
+const PARK_ONE: usize = 1 << 16;
 
 fn searching(state: usize) -> usize {
     state & SEARCH_MASK
 }
 
-fn unparked(state: usize) -> usize {
+fn parked(state: usize) -> usize {
     state >> 16
 }
 
@@ -69,7 +71,7 @@ impl Sleep {
             "worker count checked by the builder"
         );
         Sleep {
-            state: CachePadded::new(AtomicUsize::new(live * UNPARK_ONE)),
+            state: CachePadded::new(AtomicUsize::new(0)),
             sleepers: Mutex::new(Sleepers {
                 list: Vec::with_capacity(num_workers),
                 granted: vec![false; num_workers],
@@ -123,8 +125,10 @@ impl Sleep {
     /// (and its own wait condition) before it actually parks.
     pub(crate) fn transition_to_parked(&self, index: usize, is_searching: bool) {
         let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
+        // One more parked, one fewer searching if it searched (a searcher
+        // is counted, so the subtraction cannot wrap the low field).
         self.state
-            .fetch_sub(UNPARK_ONE + usize::from(is_searching), SeqCst);
+            .fetch_add(PARK_ONE - usize::from(is_searching), SeqCst);
         sleepers.list.push(index);
         sleepers.granted[index] = false;
     }
@@ -136,7 +140,7 @@ impl Sleep {
         let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
         if let Some(pos) = sleepers.list.iter().position(|&i| i == index) {
             sleepers.list.swap_remove(pos);
-            self.state.fetch_add(UNPARK_ONE, SeqCst);
+            self.state.fetch_sub(PARK_ONE, SeqCst);
             false
         } else {
             std::mem::take(&mut sleepers.granted[index])
@@ -146,7 +150,7 @@ impl Sleep {
     #[inline]
     fn should_wake(&self) -> bool {
         let state = self.state.load(SeqCst);
-        searching(state) == 0 && unparked(state) < self.live.load(SeqCst)
+        searching(state) == 0 && parked(state) > 0
     }
 
     /// Step 1 (submitter side), after the job is in a queue: wake one parked
@@ -178,7 +182,7 @@ impl Sleep {
     #[inline(never)]
     pub(crate) fn wake_another(&self) -> bool {
         let state = self.state.load(SeqCst);
-        if unparked(state) >= self.live.load(SeqCst) {
+        if parked(state) == 0 {
             return false;
         }
         self.wake_sleeper(false)
@@ -194,7 +198,8 @@ impl Sleep {
         let Some(index) = sleepers.list.pop() else {
             return false;
         };
-        self.state.fetch_add(UNPARK_ONE + 1, SeqCst);
+        // One fewer parked, one more searching.
+        self.state.fetch_sub(PARK_ONE - 1, SeqCst);
         sleepers.granted[index] = true;
         drop(sleepers);
         // Relaxed: a counter.
@@ -213,9 +218,7 @@ impl Sleep {
     pub(crate) fn tickle(&self) {
         // Relaxed: a hint; `notify_one` re-checks with the full protocol.
         let state = self.state.load(std::sync::atomic::Ordering::Relaxed);
-        if searching(state) == 0
-            && unparked(state) < self.live.load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if searching(state) == 0 && parked(state) > 0 {
             self.notify_one();
         }
     }
@@ -225,7 +228,7 @@ impl Sleep {
         let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
         let woken: Vec<usize> = sleepers.list.drain(..).collect();
         for &index in &woken {
-            self.state.fetch_add(UNPARK_ONE, SeqCst);
+            self.state.fetch_sub(PARK_ONE, SeqCst);
             sleepers.granted[index] = false;
         }
         drop(sleepers);
@@ -236,27 +239,29 @@ impl Sleep {
 
     /// How many workers are on the sleeper list (a racy gauge).
     pub(crate) fn parked(&self) -> usize {
-        self.live
-            .load(SeqCst)
-            .saturating_sub(unparked(self.state.load(SeqCst)))
+        parked(self.state.load(SeqCst))
     }
 
     /// Whether a worker is searching or parked (so new work has a taker).
     pub(crate) fn has_idle(&self) -> bool {
         let state = self.state.load(SeqCst);
-        searching(state) > 0 || unparked(state) < self.live.load(SeqCst)
+        searching(state) > 0 || parked(state) > 0
     }
 
-    /// A new worker joins, unparked (before its thread starts).
+    /// A new worker joins, unparked (before its thread starts). The state
+    /// word counts only parked and searching workers, so it is untouched.
     pub(crate) fn add_worker(&self) {
-        self.state.fetch_add(UNPARK_ONE, SeqCst);
         self.live.fetch_add(1, SeqCst);
     }
 
-    /// A retiring worker (unparked, not searching) leaves.
+    /// A retiring worker (unparked, not searching) leaves. It is on no
+    /// count of the state word: a wake-up decided while it leaves reads
+    /// one word, not that word against this count. (It did, once: a
+    /// submitter that read the word before this worker left and the live
+    /// count after saw nobody parked, and left the last worker asleep
+    /// beside the job. Found by the retirement models.)
     pub(crate) fn remove_worker(&self) {
         self.live.fetch_sub(1, SeqCst);
-        self.state.fetch_sub(UNPARK_ONE, SeqCst);
     }
 
     /// Parked workers woken for work so far.

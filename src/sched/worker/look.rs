@@ -236,7 +236,11 @@ impl WorkerThread {
 
     fn steal_from_peers(&self) -> Option<JobRef> {
         let stealers = self.registry.stealers();
-        let n = stealers.len();
+        // Live workers' queues only (`Registry::live_queues`); a stale
+        // count only makes this look miss a new worker, which runs its own
+        // queues, or look at a retired one's, which are empty or being
+        // moved on. The look before parking is the one that must not miss.
+        let n = self.registry.live_workers().min(stealers.len());
         if n <= 1 {
             return None;
         }
