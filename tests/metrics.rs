@@ -609,3 +609,25 @@ fn display_summarizes_and_a_zero_threshold_is_an_error() {
         .unwrap_err();
     assert!(err.to_string().contains("stall_threshold"), "{err}");
 }
+
+/// An elastic pool reports and exports the deques of its live workers, not
+/// one line for every slot up to its maximum.
+#[test]
+fn an_elastic_pool_exports_its_live_workers_deques_only() {
+    let pool = Pool::builder()
+        .min_workers(2)
+        .max_workers(64)
+        .build()
+        .unwrap();
+    let m = pool.metrics();
+    assert_eq!(m.workers, 2);
+    assert_eq!(m.worker_queue_lens, [0, 0]);
+    let scrape = parse(&m.to_prometheus("ebbtide"));
+    let workers: Vec<_> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "ebbtide_worker_queue_jobs")
+        .map(|s| s.labels.get("worker").unwrap().to_string())
+        .collect();
+    assert_eq!(workers, ["0", "1"]);
+}

@@ -194,7 +194,7 @@ impl Metrics {
         }
         writeln!(
             out,
-            "# HELP {prefix}_worker_queue_jobs Jobs in each worker's deque."
+            "# HELP {prefix}_worker_queue_jobs Jobs in each live worker's deque."
         )?;
         writeln!(out, "# TYPE {prefix}_worker_queue_jobs gauge")?;
         for (i, len) in self.worker_queue_lens.iter().enumerate() {

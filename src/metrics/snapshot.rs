@@ -53,7 +53,8 @@ pub struct Metrics {
     pub external_backlog: usize,
     /// Jobs in the global injector.
     pub injector_len: usize,
-    /// Jobs in each worker's own deque.
+    /// Jobs in each live worker's own deque, by worker index (an elastic
+    /// pool's slots past its live workers are left out: they hold none).
     pub worker_queue_lens: Vec<usize>,
     /// Keyed tasks waiting in their shards (part of `queued`).
     pub keyed_queued: usize,

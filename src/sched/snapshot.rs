@@ -110,7 +110,7 @@ impl Registry {
             queued: queued(word),
             external_backlog: self.external.load(SeqCst),
             injector_len: self.injector.len(),
-            worker_queue_lens: self.stealers.iter().map(StealQueue::len).collect(),
+            worker_queue_lens: self.live_queues().map(|(deque, _)| deque.len()).collect(),
             keyed_queued,
             shards: self.shards.len(),
             running,
