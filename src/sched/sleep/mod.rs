@@ -41,9 +41,9 @@ pub(crate) struct Sleep {
     sleepers: Mutex<Sleepers>,
     parkers: Box<[Arc<Parker>]>,
     /// Live workers (the pool may grow and shrink); slots are allocated
-    /// for the maximum. Read by every `tickle` (each `join`), written only
-    /// on resize: padded so wake-up traffic on nearby fields does not evict
-    /// it.
+    /// for the maximum. Only the searcher limit of step 2 reads it: whether
+    /// anyone sleeps is read from `state` alone. Padded so wake-up traffic
+    /// on nearby fields does not evict it.
     live: CachePadded<AtomicUsize>,
     /// At most this many search at once, however many workers are live:
     /// the CPUs. (A searcher computes; in a pool grown far past its CPUs
