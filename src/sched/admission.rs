@@ -192,11 +192,12 @@ impl Registry {
         // live workers' queues. The handshake with `finish_retire` (which
         // stores the lower count, fences, then looks at its inbox): one
         // of the two sees the other's write and moves the turn to a live
-        // inbox. A pool that never shrinks skips it.
+        // inbox. A pool that never shrinks skips it. With no worker live
+        // the turn goes to worker 0's inbox, where the next one looks.
         if self.config.min_workers < self.max_workers() {
             fence(SeqCst);
-            let live = self.live.load(SeqCst);
-            if worker >= live && live > 0 {
+            let live = self.live.load(SeqCst).max(1);
+            if worker >= live {
                 self.rehome(worker, live);
             }
         }
