@@ -89,19 +89,26 @@ impl Chains {
 const BOUND: u64 = 3 * INTERVAL + 2;
 
 /// Submits `submit`'s task while the chains run and returns how many chain
-/// tasks the worker that started it ran before it did. (Other workers may
-/// run more meanwhile, when the OS gives them more of the CPUs.)
+/// tasks the worker that started it ran after `submit` returned and before
+/// the task started. (Other workers may run more meanwhile, when the OS
+/// gives them more of the CPUs.)
+///
+/// The count starts when `submit` has returned, not before it is called:
+/// the task is queued by then, and a submitting thread the OS preempts
+/// before it queues the task must not count the chain tasks run meanwhile.
+/// Counting from a little later only lowers the count, so a task passed
+/// over more than the bound still fails the test.
 fn passed_over(chains: &Chains, submit: impl FnOnce(Box<dyn FnOnce() + Send>)) -> u64 {
     let started = Arc::new(std::sync::Mutex::new(None));
     let (s, runs) = (started.clone(), chains.runs.clone());
-    let before = chains.snapshot();
     submit(Box::new(move || {
         let worker = me();
         *s.lock().unwrap() = Some((worker, runs[worker].load(SeqCst)));
     }));
+    let queued = chains.snapshot();
     common::until(|| started.lock().unwrap().is_some());
     let (worker, at_start) = started.lock().unwrap().unwrap();
-    at_start - before[worker]
+    at_start.saturating_sub(queued[worker])
 }
 
 #[test]
