@@ -38,6 +38,11 @@ pub struct WorkerArgs {
     /// once every group is done with them).
     #[arg(long)]
     pub keep_acked: bool,
+    /// Keep at most this many dead letters (the oldest go first; by
+    /// default every one is kept until `dead-letters` redrives or removes
+    /// it).
+    #[arg(long, value_name = "N", value_parser = units::count)]
+    pub dead_letter_max_len: Option<usize>,
     /// Serve Prometheus text at http://HOST:PORT/metrics while running.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<SocketAddr>,
@@ -71,7 +76,7 @@ pub struct ProduceArgs {
     pub rate: Option<f64>,
 }
 
-fn partitions(s: &str) -> Result<u32, String> {
+pub(crate) fn partitions(s: &str) -> Result<u32, String> {
     let n = units::count(s)?;
     if n > ebbtide_redis::MAX_PARTITIONS as usize {
         return Err(format!("`{s}` is over {}", ebbtide_redis::MAX_PARTITIONS));
@@ -79,7 +84,7 @@ fn partitions(s: &str) -> Result<u32, String> {
     Ok(n as u32)
 }
 
-fn stream(name: &str, partitions: u32) -> Result<Stream, String> {
+pub(crate) fn stream(name: &str, partitions: u32) -> Result<Stream, String> {
     Stream::new(name)
         .and_then(|s| s.partitions(partitions))
         .map_err(|e| e.to_string())
@@ -108,6 +113,9 @@ pub fn worker(
         .in_flight_per_partition(args.in_flight.min(64));
     if args.keep_acked {
         builder = builder.trim_acked(None);
+    }
+    if let Some(n) = args.dead_letter_max_len {
+        builder = builder.dead_letter_max_len(Some(n as u64));
     }
     if let Some(n) = &args.name {
         builder = builder.name(n);

@@ -9,11 +9,13 @@
 //!   step by step.
 //! - `ebbtide worker --redis URL --stream NAME`: consume a Redis stream
 //!   on an elastic pool (keyed, acked after run); `ebbtide produce` feeds
-//!   one.
+//!   one; `ebbtide dead-letters list|redrive|remove` works on what its
+//!   consumers gave up on.
 //! - `--metrics-addr HOST:PORT` on `survive`, `simulate` and `worker`:
 //!   Prometheus text at `/metrics` while it runs.
 
 mod broker;
+mod dead;
 mod progress;
 mod serve;
 mod simulate;
@@ -53,6 +55,8 @@ enum Command {
     Worker(broker::WorkerArgs),
     /// Append keyed messages to a Redis stream (for `worker`).
     Produce(broker::ProduceArgs),
+    /// List a Redis stream's dead letters, send them back once fixed, or remove them.
+    DeadLetters(dead::DeadLettersArgs),
 }
 
 #[derive(clap::Args)]
@@ -159,6 +163,7 @@ fn main() -> ExitCode {
             let stop = interrupts();
             broker::produce(&args, &stop)
         }
+        Command::DeadLetters(args) => dead::run(&args),
         Command::Size(a) => {
             let q = size::Question {
                 rate: a.rate,

@@ -462,6 +462,55 @@ fn bad_input_is_one_clear_error_with_status_2_and_nothing_started() {
             ],
             "'--keys <KEYS>': `many` is not a whole number",
         ),
+        (
+            vec![
+                "worker",
+                "--redis",
+                "redis://127.0.0.1/",
+                "--stream",
+                "s",
+                "--dead-letter-max-len",
+                "0",
+            ],
+            "'--dead-letter-max-len <N>': `0` is zero",
+        ),
+        (
+            vec![
+                "dead-letters",
+                "redrive",
+                "--redis",
+                "redis://127.0.0.1/",
+                "--stream",
+                "s",
+            ],
+            "the following required arguments were not provided",
+        ),
+        (
+            vec![
+                "dead-letters",
+                "remove",
+                "--redis",
+                "redis://127.0.0.1/",
+                "--stream",
+                "s",
+                "--id",
+                "yesterday",
+            ],
+            "'--id <ID>': `yesterday` is not a stream entry ID",
+        ),
+        (
+            vec![
+                "dead-letters",
+                "list",
+                "--redis",
+                "redis://127.0.0.1/",
+                "--stream",
+                "s",
+                "--count",
+                "0",
+            ],
+            "'--count <COUNT>': `0` is zero",
+        ),
     ];
     for (args, expected) in cases {
         let (code, out, err) = run(&args);
@@ -618,4 +667,117 @@ fn worker_consumes_what_produce_sends() {
         "stopped: acked 3000, retried 0, dead-lettered 0, redelivered 0, partitions taken 16 and handed back 16"
     );
     assert_eq!(broker::pending_now(&mut con, "demo", 16, "ebbtide"), 0);
+}
+
+/// What a consumer gave up on, worked through the program: listed page by
+/// page, one removed, one redriven by ID and the rest all at once; each
+/// redriven message is then consumed exactly once.
+#[test]
+fn dead_letters_are_listed_redriven_and_removed() {
+    use ebbtide_redis::{Consumer, Producer, Stream};
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    let Some(server) = broker::Server::start() else {
+        assert!(
+            !broker::required(),
+            "redis-server is not installed, and EBBTIDE_REQUIRE_REDIS is set"
+        );
+        eprintln!("SKIPPED: redis-server is not installed (Debian: apt-get install redis-server)");
+        return;
+    };
+    let stream = Stream::new("cli-dead").unwrap();
+    let sent: BTreeSet<(String, String)> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|k| (1..=2).map(move |i| (k.to_string(), format!("{k}{i}"))))
+        .collect();
+    let mut producer = Producer::connect(&server.url, stream.clone()).unwrap();
+    producer.send_batch(sent.iter().cloned()).unwrap();
+    let consume = |fail: bool, group_total: u64| {
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let r = Arc::clone(&ran);
+        let consumer = Consumer::builder(&server.url, stream.clone())
+            .retry(ebbtide::RetryPolicy::fixed(Duration::from_millis(1)).max_attempts(1))
+            .start(move |m| {
+                let key = String::from_utf8_lossy(m.key()).into_owned();
+                if fail {
+                    return Err(format!("no {key} today"));
+                }
+                let payload = String::from_utf8_lossy(m.payload()).into_owned();
+                r.lock().unwrap().push((key, payload));
+                Ok(())
+            })
+            .unwrap();
+        let mut con = server.con();
+        let deadline = Instant::now() + PATIENCE;
+        while broker::acked(&mut con, "cli-dead", 16, "ebbtide") < group_total
+            || broker::pending_now(&mut con, "cli-dead", 16, "ebbtide") > 0
+        {
+            assert!(Instant::now() < deadline, "not all acked");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        consumer.stop().unwrap();
+        let ran = ran.lock().unwrap().clone();
+        ran
+    };
+    assert!(consume(true, 6).is_empty());
+
+    let target = ["--redis", server.url.as_str(), "--stream", "cli-dead"];
+    let dl = |action: &str, more: &[&str]| {
+        let mut args = vec!["dead-letters", action];
+        args.extend_from_slice(&target);
+        args.extend_from_slice(more);
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    let ids = |out: &str| -> Vec<String> {
+        out.lines()
+            .skip(1)
+            .filter(|l| !l.starts_with("more after"))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    let first = dl("list", &["--count", "4"]);
+    let lines: Vec<&str> = first.lines().collect();
+    assert_eq!(lines[0], "6 dead letters in \"cli-dead:dead\"", "{first}");
+    assert_eq!(lines.len(), 6, "{first}");
+    let mut all = ids(&first);
+    assert_eq!(lines[5], format!("more after: --after {}", all[3]));
+    for line in &lines[1..5] {
+        let key = line.split("key \"").nth(1).unwrap().chars().next().unwrap();
+        assert!(line.contains("  attempts 1  consumer "), "{line}");
+        assert!(line.ends_with(&format!("error: no {key} today")), "{line}");
+    }
+    let second = dl("list", &["--count", "4", "--after", all[3].as_str()]);
+    all.extend(ids(&second));
+    assert_eq!(all.len(), 6, "{second}");
+    assert!(!second.contains("more after"), "{second}");
+
+    assert_eq!(
+        dl("remove", &["--id", &all[0]]).trim(),
+        format!("removed {}", all[0])
+    );
+    assert_eq!(
+        dl("remove", &["--id", &all[0]]).trim(),
+        format!("no dead letter {}", all[0])
+    );
+    let one = dl("redrive", &["--id", &all[1]]);
+    assert!(one.starts_with(&format!("redrove {} as ", all[1])), "{one}");
+    assert_eq!(dl("redrive", &["--all"]).trim(), "redrove 4 dead letters");
+    assert_eq!(
+        dl("list", &[]).trim(),
+        "0 dead letters in \"cli-dead:dead\""
+    );
+
+    // The five redriven run once each; the removed one is gone.
+    let removed_line = lines[1];
+    let ran: BTreeSet<(String, String)> = consume(false, 11).into_iter().collect();
+    assert_eq!(ran.len(), 5);
+    let missing: Vec<_> = sent.difference(&ran).collect();
+    assert_eq!(missing.len(), 1, "{ran:?}");
+    assert!(
+        removed_line.contains(&format!("payload \"{}\"", missing[0].1)),
+        "{removed_line}"
+    );
 }

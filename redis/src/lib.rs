@@ -10,6 +10,9 @@
 //!   reads only as many messages as it has free in-flight slots.
 //! - A failing message is retried with backoff while holding its key,
 //!   then appended to `{name}:dead` with its error and acked.
+//!   [`DeadLetters`] lists them, sends them back once the fault is fixed
+//!   (each in one atomic step: removed there, appended to its partition),
+//!   or removes them.
 //! - Consumers join and leave at any time: a stopping consumer drains and
 //!   hands its partitions back; a dead one's partitions are taken over
 //!   when its leases expire, and its unacked messages are read again.
@@ -19,6 +22,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod consumer;
+mod dead;
 mod error;
 mod lease;
 mod message;
@@ -27,6 +31,7 @@ mod producer;
 mod stream;
 
 pub use consumer::{Consumer, ConsumerBuilder};
+pub use dead::{check_entry_id, DeadLetter, DeadLetters, Redriven};
 pub use error::Error;
 pub use message::Message;
 pub use metrics::{ConsumerMetrics, PartitionMetrics};

@@ -104,6 +104,41 @@ pub(crate) fn parse_reply(
     Ok(out)
 }
 
+/// An entry's fields, names and values, in their order.
+pub(crate) type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The entries of an `XRANGE` reply: each one's ID and fields.
+pub(crate) fn raw_entries(reply: &Value) -> Result<Vec<(String, Fields)>, String> {
+    let Value::Array(entries) = reply else {
+        return Err(format!("unexpected entry list: {reply:?}"));
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let Value::Array(parts) = entry else {
+                return Err(format!("unexpected entry: {entry:?}"));
+            };
+            let id = parts
+                .first()
+                .and_then(bytes)
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| format!("entry without an ID: {entry:?}"))?;
+            let fields = match parts.get(1) {
+                Some(Value::Array(f)) => f
+                    .chunks(2)
+                    .filter_map(|kv| Some((bytes(kv.first()?)?, bytes(kv.get(1)?)?)))
+                    .collect(),
+                Some(Value::Map(m)) => m
+                    .iter()
+                    .filter_map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
+                    .collect(),
+                other => return Err(format!("entry {id} has unexpected fields: {other:?}")),
+            };
+            Ok((id, fields))
+        })
+        .collect()
+}
+
 fn parse_entry(entry: &Value, partition: u32, redelivered: bool) -> Result<Entry, String> {
     let Value::Array(parts) = entry else {
         return Err(format!("unexpected entry: {entry:?}"));

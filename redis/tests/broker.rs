@@ -10,7 +10,7 @@
 mod common;
 
 use common::{acked, pending_now, Proc, Server, TempDir};
-use ebbtide_redis::{Consumer, Error, Producer, Stream};
+use ebbtide_redis::{Consumer, DeadLetter, DeadLetters, Error, Producer, Stream};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -24,8 +24,10 @@ fn main() {
         child();
         return;
     }
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: [(&str, Scenario); 9] = [
         ("bad_input", bad_input),
+        ("dead_letters", dead_letters),
+        ("dead_letter_cap", dead_letter_cap),
         ("trim", trim),
         ("broker_gone", broker_gone),
         ("backpressure", backpressure),
@@ -658,6 +660,219 @@ fn poison(server: &Server) {
     assert_eq!(dead_pairs, want);
     assert_eq!((m.acked, m.dead_lettered, m.retried), (10_000, 100, 400));
     println!("  poison: 100 dead letters after 5 attempts each; {independent_total} messages of unrelated keys completed while they retried");
+}
+
+/// Dead letters listed page by page with every field, one removed, the
+/// rest redriven by three processes' worth of connections at once once
+/// the fault is fixed: each sent back exactly once, run exactly once, in
+/// its key's order; an entry that was never a message is kept.
+fn dead_letters(server: &Server) {
+    let stream = Stream::new("dead").unwrap().partitions(4).unwrap();
+    produce(server, &stream, 10, 5);
+    // An entry that is not an ebbtide message.
+    let mut con = server.con();
+    let foreign: String = redis::cmd("XADD")
+        .arg(stream.partition_stream(2))
+        .arg("*")
+        .arg("colour")
+        .arg("red")
+        .query(&mut con)
+        .unwrap();
+    let broken: HashSet<String> = (0..3).map(|k| format!("k{k}")).collect();
+    let fixed = Arc::new(AtomicBool::new(false));
+    let ran = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let start = |name: &str| {
+        let (broken, fixed, ran) = (broken.clone(), Arc::clone(&fixed), Arc::clone(&ran));
+        Consumer::builder(&server.url, stream.clone())
+            .group("g")
+            .name(name)
+            .retry(ebbtide::RetryPolicy::fixed(Duration::from_millis(1)).max_attempts(2))
+            .start(move |m| {
+                let key = String::from_utf8_lossy(m.key()).into_owned();
+                if broken.contains(&key) && !fixed.load(SeqCst) {
+                    return Err(format!("{key} is broken"));
+                }
+                let seq = String::from_utf8_lossy(m.payload()).into_owned();
+                ran.lock().unwrap().push((key, seq));
+                Ok(())
+            })
+            .unwrap()
+    };
+    let consumer = start("first");
+    all_acked(server, &stream, 51, Duration::from_secs(60));
+    let m = consumer.stop().unwrap().total();
+    assert_eq!((m.acked, m.dead_lettered), (51, 16));
+    assert_eq!(ran.lock().unwrap().len(), 35);
+
+    let mut dead = DeadLetters::connect(&server.url, stream.clone()).unwrap();
+    assert_eq!(dead.len().unwrap(), 16);
+    // Pages of 5, oldest first.
+    let mut letters: Vec<DeadLetter> = Vec::new();
+    loop {
+        let after = letters.last().map(|l| l.id().to_string());
+        let page = dead.list(after.as_deref(), 5).unwrap();
+        assert!(page.len() <= 5);
+        if page.is_empty() {
+            break;
+        }
+        letters.extend(page);
+    }
+    assert_eq!(letters.len(), 16);
+    let (messages, others): (Vec<&DeadLetter>, Vec<&DeadLetter>) =
+        letters.iter().partition(|l| l.is_redrivable());
+    assert_eq!(others.len(), 1);
+    let other = others[0];
+    assert_eq!(other.source(), Some(stream.partition_stream(2).as_str()));
+    assert_eq!(other.source_id(), Some(foreign.as_str()));
+    assert_eq!(other.attempts(), Some(0));
+    assert!(
+        other.error().unwrap().contains("not an ebbtide message"),
+        "{other:?}"
+    );
+    assert_eq!(
+        other.original_fields().collect::<Vec<_>>(),
+        vec![(&b"colour"[..], &b"red"[..])]
+    );
+    let mut seen = HashSet::new();
+    let mut per_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for l in &messages {
+        let key = String::from_utf8(l.key().unwrap().to_vec()).unwrap();
+        let seq: u32 = std::str::from_utf8(l.payload().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(broken.contains(&key), "{l:?}");
+        assert_eq!(l.error(), Some(format!("{key} is broken").as_str()));
+        assert_eq!(l.attempts(), Some(2));
+        assert_eq!(l.consumer(), Some("first"));
+        let partition = stream.partition_of(key.as_bytes());
+        assert_eq!(
+            l.source(),
+            Some(stream.partition_stream(partition).as_str())
+        );
+        assert!(seen.insert((key.clone(), seq)), "{l:?} twice");
+        per_key.entry(key).or_default().push(seq);
+    }
+    for (key, seqs) in &per_key {
+        assert_eq!(seqs, &[1, 2, 3, 4, 5], "{key}: dead letters in its order");
+    }
+
+    // Bad input, named; nothing changes.
+    let other_id = other.id().to_string();
+    let e = dead.redrive(&other_id).unwrap_err().to_string();
+    assert!(
+        e.contains(&other_id) && e.contains("cannot be sent back"),
+        "{e}"
+    );
+    let e = dead.list(None, 0).unwrap_err().to_string();
+    assert!(e.contains("count"), "{e}");
+    let e = dead.remove("last-week").unwrap_err().to_string();
+    assert!(e.contains("entry ID") && e.contains("last-week"), "{e}");
+    let e = DeadLetters::connect(
+        &server.url,
+        Stream::new("dead").unwrap().partitions(8).unwrap(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::PartitionMismatch { recorded: 4, .. }),
+        "{e}"
+    );
+    assert_eq!(dead.len().unwrap(), 16);
+
+    // One removed: gone, and not redriven.
+    let removed = messages[0];
+    assert!(dead.remove(removed.id()).unwrap());
+    assert!(!dead.remove(removed.id()).unwrap());
+    assert_eq!(dead.get(removed.id()).unwrap(), None);
+    assert_eq!(dead.redrive(removed.id()).unwrap(), None);
+    assert_eq!(
+        dead.get(messages[1].id()).unwrap().as_ref(),
+        Some(messages[1])
+    );
+
+    // Fixed: three redrive them all at once; each is sent back once.
+    fixed.store(true, SeqCst);
+    ran.lock().unwrap().clear();
+    let go = Arc::new(std::sync::Barrier::new(3));
+    let redrivers: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, stream, go) = (server.url.clone(), stream.clone(), Arc::clone(&go));
+            std::thread::spawn(move || {
+                let mut d = DeadLetters::connect(&url, stream).unwrap();
+                go.wait();
+                d.redrive_all().unwrap()
+            })
+        })
+        .collect();
+    let done: Vec<_> = redrivers.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(done.iter().map(|d| d.sent).sum::<u64>(), 14, "{done:?}");
+    for d in &done {
+        assert_eq!(d.kept, vec![other_id.clone()], "{done:?}");
+    }
+    assert_eq!(dead.len().unwrap(), 1);
+    assert!(dead.get(&other_id).unwrap().is_some());
+
+    let consumer = start("second");
+    all_acked(server, &stream, 65, Duration::from_secs(60));
+    let m = consumer.stop().unwrap().total();
+    assert_eq!((m.acked, m.dead_lettered), (14, 0));
+    let ran = ran.lock().unwrap();
+    let removed_pair = (
+        String::from_utf8(removed.key().unwrap().to_vec()).unwrap(),
+        String::from_utf8(removed.payload().unwrap().to_vec()).unwrap(),
+    );
+    let mut want: Vec<(String, String)> = seen
+        .iter()
+        .map(|(k, s)| (k.clone(), s.to_string()))
+        .filter(|p| *p != removed_pair)
+        .collect();
+    let mut got = ran.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "each redriven message ran exactly once");
+    for key in &broken {
+        let seqs: Vec<u32> = ran
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, s)| s.parse().unwrap())
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{key}: {seqs:?} out of order"
+        );
+    }
+    println!("  dead letters: 16 listed, 1 removed, 14 redriven by three at once and run once each, 1 kept");
+}
+
+/// A consumer with `dead_letter_max_len(3)` keeps the three newest dead
+/// letters; `Some(0)` is refused.
+fn dead_letter_cap(server: &Server) {
+    let stream = Stream::new("dead-cap").unwrap().partitions(2).unwrap();
+    produce(server, &stream, 1, 10);
+    let e = Consumer::builder(&server.url, stream.clone())
+        .dead_letter_max_len(Some(0))
+        .start(|_| Ok::<(), String>(()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dead_letter_max_len"), "{e}");
+    let consumer = Consumer::builder(&server.url, stream.clone())
+        .group("g")
+        .retry(ebbtide::RetryPolicy::fixed(Duration::from_millis(1)).max_attempts(1))
+        .dead_letter_max_len(Some(3))
+        .start(|m| Err(format!("no to {}", String::from_utf8_lossy(m.payload()))))
+        .unwrap();
+    all_acked(server, &stream, 10, Duration::from_secs(60));
+    let m = consumer.stop().unwrap().total();
+    assert_eq!((m.acked, m.dead_lettered), (10, 10));
+    let mut dead = DeadLetters::connect(&server.url, stream).unwrap();
+    let kept: Vec<String> = dead
+        .list(None, 100)
+        .unwrap()
+        .iter()
+        .map(|l| String::from_utf8(l.payload().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(kept, ["8", "9", "10"]);
+    println!("  dead-letter cap: 10 dead letters, the newest 3 kept");
 }
 
 /// 10 ms tasks and an in-flight cap of 64: never more than 64 messages

@@ -3,6 +3,7 @@
 
 use super::shared::Shared;
 use super::trim::Trimmer;
+use crate::dead::ORIGINAL_PREFIX;
 use crate::message::Message;
 use crate::stream::connect;
 use std::collections::BTreeMap;
@@ -143,9 +144,12 @@ fn flush(shared: &Shared, con: &mut redis::Connection, batch: &[Done]) -> redis:
             Outcome::Invalid { reason, .. } => (Some(reason), 0),
         };
         if let Some(error) = error {
-            let cmd = pipe
-                .cmd("XADD")
-                .arg(&dead)
+            let cmd = pipe.cmd("XADD").arg(&dead);
+            if let Some(n) = s.dead_letter_max_len {
+                // The oldest go first, once there are more than `n`.
+                cmd.arg("MAXLEN").arg(n);
+            }
+            let cmd = cmd
                 .arg("*")
                 .arg("source")
                 .arg(&source)
@@ -168,7 +172,7 @@ fn flush(shared: &Shared, con: &mut redis::Connection, batch: &[Done]) -> redis:
                 }
                 Outcome::Invalid { fields, .. } => {
                     for (k, v) in fields {
-                        let mut name = b"field:".to_vec();
+                        let mut name = ORIGINAL_PREFIX.to_vec();
                         name.extend_from_slice(k);
                         cmd.arg(name).arg(&v[..]);
                     }

@@ -36,6 +36,7 @@ const DEFAULT_SHARDS: usize = 1 << 14;
 /// | [`max_payload`](Self::max_payload) | 1 MiB |
 /// | [`drain_timeout`](Self::drain_timeout) | 30 s |
 /// | [`trim_acked`](Self::trim_acked) | every second |
+/// | [`dead_letter_max_len`](Self::dead_letter_max_len) | none: every dead letter is kept |
 /// | [`pool`](Self::pool) | its own elastic pool: CPUs up to `in_flight` workers |
 #[must_use = "a builder does nothing until `start`"]
 pub struct ConsumerBuilder {
@@ -51,6 +52,7 @@ pub struct ConsumerBuilder {
     max_payload: usize,
     drain_timeout: Duration,
     trim_every: Option<Duration>,
+    dead_letter_max_len: Option<u64>,
     pool: Option<PoolHandle>,
 }
 
@@ -142,6 +144,15 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Keeps at most `n` entries in the dead-letter stream: each dead
+    /// letter this consumer appends removes the oldest beyond `n`
+    /// (`XADD … MAXLEN n`). `None` (the default) keeps every dead letter
+    /// until [`DeadLetters`](crate::DeadLetters) redrives or removes it.
+    pub fn dead_letter_max_len(mut self, n: Option<u64>) -> Self {
+        self.dead_letter_max_len = n;
+        self
+    }
+
     /// Runs the messages' tasks on this pool (default: the consumer's own
     /// elastic pool). The pool's auto-scaler sees the partitions' lag and
     /// pending entries as queued work.
@@ -190,6 +201,13 @@ impl ConsumerBuilder {
                 "block",
                 format!("{:?}", self.block),
                 "at least 1 ms, and at most 10 s and a quarter of lease_ttl",
+            ));
+        }
+        if self.dead_letter_max_len == Some(0) {
+            return Err(Error::invalid(
+                "dead_letter_max_len",
+                0,
+                "at least 1 (or None, to keep every dead letter)",
             ));
         }
         if let Err(e) = self.retry.validate() {
@@ -248,6 +266,7 @@ impl ConsumerBuilder {
             max_payload: self.max_payload,
             drain_timeout: self.drain_timeout,
             trim_every: self.trim_every,
+            dead_letter_max_len: self.dead_letter_max_len,
         };
         let handler: Arc<shared::Handler> =
             Arc::new(move |m: &Message| handler(m).map_err(|e| e.to_string()));
@@ -349,6 +368,7 @@ impl Consumer {
             max_payload: DEFAULT_MAX_PAYLOAD,
             drain_timeout: Duration::from_secs(30),
             trim_every: Some(Duration::from_secs(1)),
+            dead_letter_max_len: None,
             pool: None,
         }
     }

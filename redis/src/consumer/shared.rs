@@ -37,6 +37,7 @@ pub(crate) struct Settings {
     pub(crate) max_payload: usize,
     pub(crate) drain_timeout: Duration,
     pub(crate) trim_every: Option<Duration>,
+    pub(crate) dead_letter_max_len: Option<u64>,
 }
 
 impl Settings {
