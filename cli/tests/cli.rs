@@ -574,17 +574,26 @@ fn worker_and_produce_name_a_broker_they_cannot_use() {
 #[path = "../../redis/tests/common/mod.rs"]
 mod broker;
 
-/// `produce` feeds a stream and `worker` consumes it: every message acked
-/// (read back from Redis and from `/metrics`), and SIGTERM drains and
-/// hands the partitions back.
-#[test]
-fn worker_consumes_what_produce_sends() {
-    let Some(server) = broker::Server::start() else {
+/// A redis-server of the test's own, or `None` (the test skips, saying
+/// so) when none is installed, unless `EBBTIDE_REQUIRE_REDIS` is set.
+fn redis_server() -> Option<broker::Server> {
+    let server = broker::Server::start();
+    if server.is_none() {
         assert!(
             !broker::required(),
             "redis-server is not installed, and EBBTIDE_REQUIRE_REDIS is set"
         );
         eprintln!("SKIPPED: redis-server is not installed (Debian: apt-get install redis-server)");
+    }
+    server
+}
+
+/// `produce` feeds a stream and `worker` consumes it: every message acked
+/// (read back from Redis and from `/metrics`), and SIGTERM drains and
+/// hands the partitions back.
+#[test]
+fn worker_consumes_what_produce_sends() {
+    let Some(server) = redis_server() else {
         return;
     };
     let (code, out, err) = run(&[
@@ -678,12 +687,7 @@ fn dead_letters_are_listed_redriven_and_removed() {
     use std::collections::BTreeSet;
     use std::sync::{Arc, Mutex};
 
-    let Some(server) = broker::Server::start() else {
-        assert!(
-            !broker::required(),
-            "redis-server is not installed, and EBBTIDE_REQUIRE_REDIS is set"
-        );
-        eprintln!("SKIPPED: redis-server is not installed (Debian: apt-get install redis-server)");
+    let Some(server) = redis_server() else {
         return;
     };
     let stream = Stream::new("cli-dead").unwrap();

@@ -25,6 +25,9 @@ const LETTERS: usize = 10_000;
 const KEYS: usize = 100;
 const PARTITIONS: u32 = 16;
 
+/// One way of redriving every dead letter of a stream.
+type Way = fn(&Server, &Stream);
+
 fn main() {
     let rounds: usize = std::env::args()
         .skip(1)
@@ -34,7 +37,7 @@ fn main() {
         eprintln!("redis-server is not installed (Debian: apt-get install redis-server)");
         std::process::exit(1);
     };
-    let ways: [(&str, fn(&Server, &Stream)); 3] = [
+    let ways: [(&str, Way); 3] = [
         ("redrive_all", |s, stream| {
             let mut dead = DeadLetters::connect(&s.url, stream.clone()).unwrap();
             let done = dead.redrive_all().unwrap();

@@ -151,7 +151,6 @@ pub struct DeadLetters {
     con: redis::Connection,
     stream: Stream,
     dead: String,
-    script: redis::Script,
 }
 
 impl std::fmt::Debug for DeadLetters {
@@ -176,7 +175,6 @@ impl DeadLetters {
             con,
             dead: stream.dead_letter_stream(),
             stream,
-            script: redis::Script::new(REDRIVE),
         })
     }
 
@@ -264,20 +262,29 @@ impl DeadLetters {
     }
 
     fn send_back(&mut self, letter: &DeadLetter) -> Result<Option<String>, Error> {
+        self.redrive_cmd(letter, now_us())?
+            .query(&mut self.con)
+            .map_err(|e| Error::redis(format!("redriving dead letter {}", letter.id), e))
+    }
+
+    /// The script's call that redrives `letter`, stamped sent at `at`. It
+    /// carries the script's text (`EVAL`, not `EVALSHA`), so it cannot fail
+    /// for a server that forgot the script.
+    fn redrive_cmd(&self, letter: &DeadLetter, at: u64) -> Result<redis::Cmd, Error> {
         let (key, payload) = self.message_of(letter)?;
-        let partition = self.partition_of(key);
-        self.script
-            .key(&self.dead)
-            .key(&partition)
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(REDRIVE)
+            .arg(2)
+            .arg(&self.dead)
+            .arg(self.stream.partition_stream(self.stream.partition_of(key)))
             .arg(&letter.id)
             .arg(KEY_FIELD)
             .arg(key)
             .arg(PAYLOAD_FIELD)
             .arg(payload)
             .arg(SENT_FIELD)
-            .arg(now_us())
-            .invoke(&mut self.con)
-            .map_err(|e| Error::redis(format!("redriving dead letter {}", letter.id), e))
+            .arg(at);
+        Ok(cmd)
     }
 
     fn message_of<'l>(&self, letter: &'l DeadLetter) -> Result<(&'l [u8], &'l [u8]), Error> {
@@ -291,15 +298,8 @@ impl DeadLetters {
         }
     }
 
-    fn partition_of(&self, key: &[u8]) -> String {
-        self.stream.partition_stream(self.stream.partition_of(key))
-    }
-
-    /// Redrives `letters` (all messages) in one round trip: the script's
-    /// calls pipelined, in ID order, each call's own reply kept. Each call
-    /// carries the script's text (`EVAL`, not `EVALSHA`), so none can fail
-    /// for a server that forgot it, and none runs out of order. Returns
-    /// how many were sent back.
+    /// Redrives `letters` (all messages) in one round trip: their calls
+    /// pipelined, in ID order. Returns how many were sent back.
     fn send_page(&mut self, letters: &[&DeadLetter]) -> Result<u64, Error> {
         if letters.is_empty() {
             return Ok(0);
@@ -307,19 +307,7 @@ impl DeadLetters {
         let at = now_us();
         let mut pipe = redis::pipe();
         for letter in letters {
-            let (key, payload) = self.message_of(letter)?;
-            pipe.cmd("EVAL")
-                .arg(REDRIVE)
-                .arg(2)
-                .arg(&self.dead)
-                .arg(self.partition_of(key))
-                .arg(&letter.id)
-                .arg(KEY_FIELD)
-                .arg(key)
-                .arg(PAYLOAD_FIELD)
-                .arg(payload)
-                .arg(SENT_FIELD)
-                .arg(at);
+            pipe.add_command(self.redrive_cmd(letter, at)?);
         }
         let replies: Vec<Option<String>> = pipe
             .query(&mut self.con)

@@ -114,32 +114,16 @@ pub(crate) fn raw_entries(reply: &Value) -> Result<Vec<(String, Fields)>, String
     };
     entries
         .iter()
-        .map(|entry| {
-            let Value::Array(parts) = entry else {
-                return Err(format!("unexpected entry: {entry:?}"));
-            };
-            let id = parts
-                .first()
-                .and_then(bytes)
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| format!("entry without an ID: {entry:?}"))?;
-            let fields = match parts.get(1) {
-                Some(Value::Array(f)) => f
-                    .chunks(2)
-                    .filter_map(|kv| Some((bytes(kv.first()?)?, bytes(kv.get(1)?)?)))
-                    .collect(),
-                Some(Value::Map(m)) => m
-                    .iter()
-                    .filter_map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
-                    .collect(),
-                other => return Err(format!("entry {id} has unexpected fields: {other:?}")),
-            };
-            Ok((id, fields))
+        .map(|entry| match split_entry(entry)? {
+            (id, Some(fields)) => Ok((id, fields)),
+            (id, None) => Err(format!("entry {id} without fields")),
         })
         .collect()
 }
 
-fn parse_entry(entry: &Value, partition: u32, redelivered: bool) -> Result<Entry, String> {
+/// An entry's ID and fields; `None` for the fields of a pending entry
+/// deleted from the stream since it was read.
+fn split_entry(entry: &Value) -> Result<(String, Option<Fields>), String> {
     let Value::Array(parts) = entry else {
         return Err(format!("unexpected entry: {entry:?}"));
     };
@@ -149,32 +133,32 @@ fn parse_entry(entry: &Value, partition: u32, redelivered: bool) -> Result<Entry
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| format!("entry without an ID: {entry:?}"))?;
     let fields = match parts.get(1) {
-        // A pending entry deleted from the stream since it was read.
-        None | Some(Value::Nil) => {
-            return Ok(Err(Malformed {
-                id,
-                reason: "the entry was deleted from the stream before it was processed".into(),
-                fields: Vec::new(),
-            }))
-        }
-        Some(Value::Array(f)) => f,
-        Some(Value::Map(m)) => {
-            return Ok(fields_to_message(
-                id,
-                m.iter()
-                    .filter_map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
-                    .collect(),
-                partition,
-                redelivered,
-            ))
-        }
+        None | Some(Value::Nil) => None,
+        Some(Value::Array(f)) => Some(
+            f.chunks(2)
+                .filter_map(|kv| Some((bytes(kv.first()?)?, bytes(kv.get(1)?)?)))
+                .collect(),
+        ),
+        Some(Value::Map(m)) => Some(
+            m.iter()
+                .filter_map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
+                .collect(),
+        ),
         Some(other) => return Err(format!("unexpected fields: {other:?}")),
     };
-    let pairs = fields
-        .chunks(2)
-        .filter_map(|kv| Some((bytes(kv.first()?)?, bytes(kv.get(1)?)?)))
-        .collect();
-    Ok(fields_to_message(id, pairs, partition, redelivered))
+    Ok((id, fields))
+}
+
+fn parse_entry(entry: &Value, partition: u32, redelivered: bool) -> Result<Entry, String> {
+    match split_entry(entry)? {
+        (id, Some(fields)) => Ok(fields_to_message(id, fields, partition, redelivered)),
+        // A pending entry deleted from the stream since it was read.
+        (id, None) => Ok(Err(Malformed {
+            id,
+            reason: "the entry was deleted from the stream before it was processed".into(),
+            fields: Vec::new(),
+        })),
+    }
 }
 
 fn fields_to_message(
