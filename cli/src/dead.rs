@@ -55,14 +55,39 @@ pub enum Action {
 }
 
 #[derive(clap::Args)]
-#[group(required = true, multiple = false)]
 pub struct Which {
+    #[command(flatten)]
+    chosen: Chosen,
+    /// With `--all`: only the dead letters of this key.
+    #[arg(long, value_name = "KEY", conflicts_with = "ids")]
+    key: Option<String>,
+    /// With `--all`: only the dead letters whose error contains this text.
+    #[arg(long, value_name = "TEXT", conflicts_with = "ids")]
+    error_contains: Option<String>,
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Chosen {
     /// These entry IDs (repeat the flag for more).
     #[arg(long = "id", value_name = "ID", value_parser = entry_id)]
     ids: Vec<String>,
-    /// Every dead letter (with `redrive`: every one that is a message).
+    /// Every dead letter (narrowed by `--key` and `--error-contains`).
     #[arg(long)]
     all: bool,
+}
+
+impl Which {
+    /// Whether `--all` with its filters picks `l`.
+    fn picks(&self, l: &DeadLetter) -> bool {
+        self.key
+            .as_ref()
+            .is_none_or(|k| l.key() == Some(k.as_bytes()))
+            && self
+                .error_contains
+                .as_ref()
+                .is_none_or(|t| l.error().is_some_and(|e| e.contains(t.as_str())))
+    }
 }
 
 fn entry_id(s: &str) -> Result<String, String> {
@@ -159,8 +184,8 @@ fn shown(b: &[u8]) -> String {
 }
 
 fn redrive(dead: &mut DeadLetters, which: &Which) -> Result<(), ebbtide_redis::Error> {
-    if which.all {
-        let done = dead.redrive_all()?;
+    if which.chosen.all {
+        let done = dead.redrive_if(|l| which.picks(l))?;
         println!("redrove {} dead letters", done.sent);
         if !done.kept.is_empty() {
             println!(
@@ -169,9 +194,12 @@ fn redrive(dead: &mut DeadLetters, which: &Which) -> Result<(), ebbtide_redis::E
                 done.kept.join(" ")
             );
         }
+        if done.passed > 0 {
+            println!("left {} that did not match", done.passed);
+        }
         return Ok(());
     }
-    for id in &which.ids {
+    for id in &which.chosen.ids {
         match dead.redrive(id)? {
             Some(new) => println!("redrove {id} as {new}"),
             None => println!("no dead letter {id}"),
@@ -181,23 +209,12 @@ fn redrive(dead: &mut DeadLetters, which: &Which) -> Result<(), ebbtide_redis::E
 }
 
 fn remove(dead: &mut DeadLetters, which: &Which) -> Result<(), ebbtide_redis::Error> {
-    if which.all {
-        let mut removed = 0;
-        let mut after: Option<String> = None;
-        loop {
-            let page = dead.list(after.as_deref(), 1000)?;
-            let Some(last) = page.last() else {
-                break;
-            };
-            after = Some(last.id().to_string());
-            for l in &page {
-                removed += u64::from(dead.remove(l.id())?);
-            }
-        }
+    if which.chosen.all {
+        let removed = dead.remove_if(|l| which.picks(l))?;
         println!("removed {removed} dead letters");
         return Ok(());
     }
-    for id in &which.ids {
+    for id in &which.chosen.ids {
         if dead.remove(id)? {
             println!("removed {id}");
         } else {

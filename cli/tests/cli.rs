@@ -501,6 +501,21 @@ fn bad_input_is_one_clear_error_with_status_2_and_nothing_started() {
         (
             vec![
                 "dead-letters",
+                "redrive",
+                "--redis",
+                "redis://127.0.0.1/",
+                "--stream",
+                "s",
+                "--id",
+                "1-0",
+                "--key",
+                "k",
+            ],
+            "the argument '--id <ID>' cannot be used with '--key <KEY>'",
+        ),
+        (
+            vec![
+                "dead-letters",
                 "list",
                 "--redis",
                 "redis://127.0.0.1/",
@@ -679,8 +694,8 @@ fn worker_consumes_what_produce_sends() {
 }
 
 /// What a consumer gave up on, worked through the program: listed page by
-/// page, one removed, one redriven by ID and the rest all at once; each
-/// redriven message is then consumed exactly once.
+/// page, one removed, one redriven by ID, those of one error, then the
+/// rest; each redriven message is then consumed exactly once.
 #[test]
 fn dead_letters_are_listed_redriven_and_removed() {
     use ebbtide_redis::{Consumer, Producer, Stream};
@@ -768,7 +783,34 @@ fn dead_letters_are_listed_redriven_and_removed() {
     );
     let one = dl("redrive", &["--id", &all[1]]);
     assert!(one.starts_with(&format!("redrove {} as ", all[1])), "{one}");
-    assert_eq!(dl("redrive", &["--all"]).trim(), "redrove 4 dead letters");
+    // Key of each dead letter, from the listing.
+    let key_of = |id: &str| -> String {
+        let line = first
+            .lines()
+            .chain(second.lines())
+            .find(|l| l.starts_with(id))
+            .unwrap();
+        line.split("key \"").nth(1).unwrap()[..1].to_string()
+    };
+    let c_left = all[2..].iter().filter(|id| key_of(id) == "c").count();
+    assert_eq!(
+        dl("redrive", &["--all", "--error-contains", "no c "]).trim(),
+        format!(
+            "redrove {c_left} dead letters\nleft {} that did not match",
+            4 - c_left
+        )
+    );
+    assert_eq!(
+        dl("redrive", &["--all", "--key", "c"]).trim(),
+        format!(
+            "redrove 0 dead letters\nleft {} that did not match",
+            4 - c_left
+        )
+    );
+    assert_eq!(
+        dl("redrive", &["--all"]).trim(),
+        format!("redrove {} dead letters", 4 - c_left)
+    );
     assert_eq!(
         dl("list", &[]).trim(),
         "0 dead letters in \"cli-dead:dead\""

@@ -117,15 +117,19 @@ impl DeadLetter {
     }
 }
 
-/// What [`DeadLetters::redrive_all`] did.
+/// What [`DeadLetters::redrive_all`] or [`redrive_if`](DeadLetters::redrive_if) did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Redriven {
     /// Dead letters sent back to their partitions (and removed from the
     /// dead-letter stream).
     pub sent: u64,
-    /// The IDs of the dead letters left where they are, because they are
-    /// not messages (no key or no payload) and cannot be sent back.
+    /// The IDs of the chosen dead letters left where they are, because
+    /// they are not messages (no key or no payload) and cannot be sent
+    /// back.
     pub kept: Vec<String>,
+    /// Dead letters passed over because they were not chosen (left where
+    /// they are).
+    pub passed: u64,
 }
 
 /// Reads, redrives and removes a [`Stream`]'s dead letters.
@@ -325,6 +329,28 @@ impl DeadLetters {
     /// [`Error::Redis`]; the dead letters redriven before it were sent
     /// back, the others are still there.
     pub fn redrive_all(&mut self) -> Result<Redriven, Error> {
+        self.redrive_if(|_| true)
+    }
+
+    /// Redrives the dead letters `choose` picks, as
+    /// [`redrive_all`](Self::redrive_all) does all of them: once the fault
+    /// behind one kind of error is fixed, say, only the letters with that
+    /// error. The others stay where they are.
+    ///
+    /// ```no_run
+    /// # use ebbtide_redis::{DeadLetters, Stream};
+    /// # let mut dead = DeadLetters::connect("redis://127.0.0.1/", Stream::new("orders")?)?;
+    /// let done = dead.redrive_if(|l| l.error().is_some_and(|e| e.contains("timed out")))?;
+    /// println!("{} sent back, {} left", done.sent, done.passed);
+    /// # Ok::<(), ebbtide_redis::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`redrive_all`](Self::redrive_all).
+    pub fn redrive_if(
+        &mut self,
+        mut choose: impl FnMut(&DeadLetter) -> bool,
+    ) -> Result<Redriven, Error> {
         let mut done = Redriven::default();
         let mut after: Option<String> = None;
         loop {
@@ -333,10 +359,48 @@ impl DeadLetters {
                 return Ok(done);
             };
             after = Some(last.id.clone());
-            let (messages, others): (Vec<&DeadLetter>, Vec<&DeadLetter>) =
-                page.iter().partition(|l| l.is_redrivable());
-            done.kept.extend(others.iter().map(|l| l.id.clone()));
-            done.sent += self.send_page(&messages)?;
+            let mut chosen = Vec::with_capacity(page.len());
+            for letter in &page {
+                if !choose(letter) {
+                    done.passed += 1;
+                } else if letter.is_redrivable() {
+                    chosen.push(letter);
+                } else {
+                    done.kept.push(letter.id.clone());
+                }
+            }
+            done.sent += self.send_page(&chosen)?;
+        }
+    }
+
+    /// Removes the dead letters `choose` picks, a page of 100 a round trip;
+    /// returns how many it removed.
+    ///
+    /// # Errors
+    /// [`Error::Redis`]; the dead letters removed before it are gone.
+    pub fn remove_if(&mut self, mut choose: impl FnMut(&DeadLetter) -> bool) -> Result<u64, Error> {
+        let mut removed = 0;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list(after.as_deref(), PAGE)?;
+            let Some(last) = page.last() else {
+                return Ok(removed);
+            };
+            after = Some(last.id.clone());
+            let chosen: Vec<&str> = page
+                .iter()
+                .filter(|l| choose(l))
+                .map(|l| l.id.as_str())
+                .collect();
+            if chosen.is_empty() {
+                continue;
+            }
+            let n: u64 = redis::cmd("XDEL")
+                .arg(&self.dead)
+                .arg(&chosen)
+                .query(&mut self.con)
+                .map_err(|e| Error::redis(format!("removing dead letters of {}", self.dead), e))?;
+            removed += n;
         }
     }
 

@@ -845,7 +845,8 @@ fn dead_letters(server: &Server) {
 }
 
 /// A consumer with `dead_letter_max_len(3)` keeps the three newest dead
-/// letters; `Some(0)` is refused.
+/// letters; `Some(0)` is refused. Then `remove_if` and `redrive_if` act on
+/// the letters they choose and leave the rest.
 fn dead_letter_cap(server: &Server) {
     let stream = Stream::new("dead-cap").unwrap().partitions(2).unwrap();
     produce(server, &stream, 1, 10);
@@ -864,7 +865,7 @@ fn dead_letter_cap(server: &Server) {
     all_acked(server, &stream, 10, Duration::from_secs(60));
     let m = consumer.stop().unwrap().total();
     assert_eq!((m.acked, m.dead_lettered), (10, 10));
-    let mut dead = DeadLetters::connect(&server.url, stream).unwrap();
+    let mut dead = DeadLetters::connect(&server.url, stream.clone()).unwrap();
     let kept: Vec<String> = dead
         .list(None, 100)
         .unwrap()
@@ -872,7 +873,36 @@ fn dead_letter_cap(server: &Server) {
         .map(|l| String::from_utf8(l.payload().unwrap().to_vec()).unwrap())
         .collect();
     assert_eq!(kept, ["8", "9", "10"]);
-    println!("  dead-letter cap: 10 dead letters, the newest 3 kept");
+
+    // Chosen ones: one removed, one redriven, the third left.
+    let payload = |l: &DeadLetter| String::from_utf8(l.payload().unwrap().to_vec()).unwrap();
+    assert_eq!(dead.remove_if(|l| payload(l) == "9").unwrap(), 1);
+    let done = dead
+        .redrive_if(|l| l.error().is_some_and(|e| e.ends_with(" 10")))
+        .unwrap();
+    assert_eq!((done.sent, done.passed, done.kept.len()), (1, 1, 0));
+    let left: Vec<String> = dead.list(None, 100).unwrap().iter().map(payload).collect();
+    assert_eq!(left, ["8"]);
+    // The stream was trimmed to nothing as the consumer stopped: the
+    // redriven message is all its partition holds.
+    let partition = stream.partition_stream(stream.partition_of(b"k0"));
+    let mut con = server.con();
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&partition)
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(entries.ids.len(), 1);
+    let field = |f: &str| match entries.ids[0].map.get(f) {
+        Some(redis::Value::BulkString(b)) => b.clone(),
+        other => panic!("{f}: {other:?}"),
+    };
+    assert_eq!(
+        (field("key"), field("payload")),
+        (b"k0".to_vec(), b"10".to_vec())
+    );
+    println!("  dead-letter cap: 10 dead letters, the newest 3 kept; one removed and one redriven by choice");
 }
 
 /// 10 ms tasks and an in-flight cap of 64: never more than 64 messages
