@@ -91,6 +91,11 @@ pub struct ConsumerMetrics {
     /// the cap. The partitions' own figures are read one after another,
     /// and while messages move their sum can pass it.
     pub in_flight: u64,
+    /// Entries in the stream's dead-letter stream, as this consumer last
+    /// read them (with the partitions' lag; `None` before its first
+    /// reading). Unlike the `dead_lettered` counts, this covers every
+    /// consumer's dead letters, less those redriven or removed.
+    pub dead_letters: Option<u64>,
     /// One entry per partition this consumer has held at some time.
     pub partitions: Vec<PartitionMetrics>,
 }
@@ -215,6 +220,14 @@ impl ConsumerMetrics {
             "{prefix}_redis_consumer_in_flight{{{who}}} {}",
             self.in_flight
         );
+        if let Some(n) = self.dead_letters {
+            let _ = writeln!(
+                out,
+                "# HELP {prefix}_redis_dead_letters entries in the stream's dead-letter stream"
+            );
+            let _ = writeln!(out, "# TYPE {prefix}_redis_dead_letters gauge");
+            let _ = writeln!(out, "{prefix}_redis_dead_letters{{{who}}} {n}");
+        }
         for (name, kind, help, get) in series {
             let _ = writeln!(out, "# HELP {prefix}_redis_partition_{name} {help}");
             let _ = writeln!(out, "# TYPE {prefix}_redis_partition_{name} {kind}");
@@ -261,6 +274,7 @@ mod tests {
             group: "g".into(),
             consumer: "c".into(),
             in_flight: 64,
+            dead_letters: None,
             partitions: vec![part(0, 40, 5), part(3, 27, 7)],
         };
         let t = m.total();
@@ -276,6 +290,7 @@ mod tests {
             group: "g".into(),
             consumer: "c\nd".into(),
             in_flight: 9,
+            dead_letters: Some(4),
             partitions: vec![part(2, 9, 30)],
         };
         let text = m.to_prometheus("x");
@@ -287,6 +302,8 @@ mod tests {
             format!("x_redis_partition_trimmed_total{{{who},partition=\"2\"}} 15"),
             "# TYPE x_redis_partition_acked_total counter".to_string(),
             "# TYPE x_redis_consumer_in_flight gauge".to_string(),
+            format!("x_redis_dead_letters{{{who}}} 4"),
+            "# TYPE x_redis_dead_letters gauge".to_string(),
         ] {
             assert_eq!(
                 text.lines().filter(|l| *l == line).count(),
@@ -294,6 +311,11 @@ mod tests {
                 "{line} in\n{text}"
             );
         }
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 13);
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 14);
+        let unread = ConsumerMetrics {
+            dead_letters: None,
+            ..m
+        };
+        assert!(!unread.to_prometheus("x").contains("dead_letters{"));
     }
 }

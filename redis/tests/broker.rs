@@ -700,6 +700,13 @@ fn dead_letters(server: &Server) {
     };
     let consumer = start("first");
     all_acked(server, &stream, 51, Duration::from_secs(60));
+    wait_until("the dead-letter gauge", Duration::from_secs(60), || {
+        consumer.metrics().dead_letters == Some(16)
+    });
+    assert!(consumer
+        .to_prometheus("t")
+        .lines()
+        .any(|l| l.starts_with("t_redis_dead_letters{") && l.ends_with("} 16")));
     let m = consumer.stop().unwrap().total();
     assert_eq!((m.acked, m.dead_lettered), (51, 16));
     assert_eq!(ran.lock().unwrap().len(), 35);
@@ -814,6 +821,9 @@ fn dead_letters(server: &Server) {
 
     let consumer = start("second");
     all_acked(server, &stream, 65, Duration::from_secs(60));
+    wait_until("the dead-letter gauge", Duration::from_secs(60), || {
+        consumer.metrics().dead_letters == Some(1)
+    });
     let m = consumer.stop().unwrap().total();
     assert_eq!((m.acked, m.dead_lettered), (14, 0));
     let ran = ran.lock().unwrap();

@@ -229,31 +229,32 @@ fn one_round(
         }
     }
 
-    // Lag and pending of the held partitions: the auto-scaler's backlog.
+    // Lag and pending of the held partitions (the auto-scaler's backlog),
+    // and how many dead letters wait.
     let held_now = held(shared);
-    if !held_now.is_empty() {
-        let mut pipe = redis::pipe();
-        for &p in &held_now {
-            pipe.cmd("XINFO")
-                .arg("GROUPS")
-                .arg(s.stream.partition_stream(p));
-        }
-        let replies: Vec<redis::Value> = pipe
-            .query(c)
-            .map_err(|e| crate::Error::redis("reading lag and pending", e))?;
-        let mut waiting = 0u64;
-        for (&p, reply) in held_now.iter().zip(&replies) {
-            let (lag, pending) = group_figures(reply, &s.group);
-            let counters = &shared.parts[p as usize].counters;
-            counters.lag.store(lag, SeqCst);
-            counters.pending.store(pending, SeqCst);
-            let in_flight = shared.parts[p as usize].in_flight.load(SeqCst) as u64;
-            waiting += lag + pending.saturating_sub(in_flight);
-        }
-        backlog.set(waiting as usize);
-    } else {
-        backlog.set(0);
+    let mut pipe = redis::pipe();
+    pipe.cmd("XLEN").arg(s.stream.dead_letter_stream());
+    for &p in &held_now {
+        pipe.cmd("XINFO")
+            .arg("GROUPS")
+            .arg(s.stream.partition_stream(p));
     }
+    let replies: Vec<redis::Value> = pipe
+        .query(c)
+        .map_err(|e| crate::Error::redis("reading lag, pending and dead letters", e))?;
+    if let Some(redis::Value::Int(n)) = replies.first() {
+        shared.dead_letters.store((*n).max(0) as u64, SeqCst);
+    }
+    let mut waiting = 0u64;
+    for (&p, reply) in held_now.iter().zip(replies.get(1..).unwrap_or_default()) {
+        let (lag, pending) = group_figures(reply, &s.group);
+        let counters = &shared.parts[p as usize].counters;
+        counters.lag.store(lag, SeqCst);
+        counters.pending.store(pending, SeqCst);
+        let in_flight = shared.parts[p as usize].in_flight.load(SeqCst) as u64;
+        waiting += lag + pending.saturating_sub(in_flight);
+    }
+    backlog.set(waiting as usize);
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use crate::message::Message;
 use crate::metrics::{ConsumerMetrics, Counters};
 use crate::stream::Stream;
 use ebbtide::{PoolHandle, RetryPolicy};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -78,7 +78,13 @@ pub(crate) struct Shared {
     pub(crate) handler: Arc<Handler>,
     /// The first error that stopped the consumer on its own.
     pub(crate) failure: Mutex<Option<Error>>,
+    /// Entries in the dead-letter stream when last read (`XLEN`), or
+    /// [`UNREAD`] before the first reading.
+    pub(crate) dead_letters: AtomicU64,
 }
+
+/// `Shared::dead_letters` before its first reading.
+pub(crate) const UNREAD: u64 = u64::MAX;
 
 impl Shared {
     pub(crate) fn new(settings: Settings, pool: PoolHandle, handler: Arc<Handler>) -> Self {
@@ -103,6 +109,7 @@ impl Shared {
             pool,
             handler,
             failure: Mutex::new(None),
+            dead_letters: AtomicU64::new(UNREAD),
         }
     }
 
@@ -194,6 +201,7 @@ impl Shared {
             // Reserved before a partition's slots and given back after
             // them, so it covers every message the partitions count.
             in_flight: self.total.load(SeqCst) as u64,
+            dead_letters: Some(self.dead_letters.load(SeqCst)).filter(|&n| n != UNREAD),
             partitions: self
                 .parts
                 .iter()
