@@ -28,6 +28,12 @@ pub struct WorkerArgs {
     /// hashing the payload), such as 1ms.
     #[arg(long, default_value = "0ms", value_parser = units::duration)]
     pub io: Duration,
+    /// The share of messages the demo handler fails on every attempt (by
+    /// a hash of key and payload, so the same ones each time), such as 1%:
+    /// they are retried with backoff, then go to the dead letters, for
+    /// `ebbtide dead-letters` to show and send back.
+    #[arg(long, default_value = "0%", value_parser = units::fraction)]
+    pub fail_rate: f64,
     /// Messages read and not yet acked, at most.
     #[arg(long, default_value = "256", value_parser = units::count)]
     pub in_flight: usize,
@@ -92,7 +98,22 @@ pub(crate) fn stream(name: &str, partitions: u32) -> Result<Stream, String> {
 
 /// The demo handler's work: FNV-1a of the payload.
 fn digest(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+    digest_from(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// Spreads a hash's bits over the whole word (MurmurHash3's finaliser), so
+/// that comparing it with a fraction of the space picks that fraction.
+fn mix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// FNV-1a of `bytes`, going on from `h`.
+fn digest_from(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
@@ -107,6 +128,9 @@ pub fn worker(
         Err(e) => return fail(&e),
     };
     let io = args.io;
+    // Fails a message when its hash, as a fraction of the hash space, is
+    // under the rate.
+    let fail_below = (args.fail_rate * u64::MAX as f64) as u64;
     let mut builder = Consumer::builder(&args.redis, stream)
         .group(&args.group)
         .in_flight(args.in_flight)
@@ -121,7 +145,13 @@ pub fn worker(
         builder = builder.name(n);
     }
     let consumer = match builder.start(move |m| -> Result<(), String> {
-        std::hint::black_box(digest(m.payload()));
+        let hash = std::hint::black_box(digest(m.payload()));
+        if fail_below > 0 && mix(digest_from(hash, m.key())) < fail_below {
+            return Err(format!(
+                "simulated failure (--fail-rate) of a message of key {}",
+                String::from_utf8_lossy(m.key())
+            ));
+        }
         if !io.is_zero() {
             std::thread::sleep(io);
         }

@@ -476,6 +476,18 @@ fn bad_input_is_one_clear_error_with_status_2_and_nothing_started() {
         ),
         (
             vec![
+                "worker",
+                "--redis",
+                "redis://127.0.0.1/",
+                "--stream",
+                "s",
+                "--fail-rate",
+                "150%",
+            ],
+            "'--fail-rate <FAIL_RATE>': `150%` is out of range",
+        ),
+        (
+            vec![
                 "dead-letters",
                 "redrive",
                 "--redis",
@@ -825,5 +837,96 @@ fn dead_letters_are_listed_redriven_and_removed() {
     assert!(
         removed_line.contains(&format!("payload \"{}\"", missing[0].1)),
         "{removed_line}"
+    );
+}
+
+/// Runs `ebbtide worker` on `stream` with `extra` flags until the group
+/// has acked `total` entries, then stops it with SIGTERM; returns its last
+/// line.
+fn work_until_acked(server: &broker::Server, stream: &str, extra: &[&str], total: u64) -> String {
+    let mut child = ebbtide()
+        .args(["worker", "--redis", &server.url, "--stream", stream])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rx = lines(child.stdout.take().unwrap());
+    let mut con = server.con();
+    let deadline = Instant::now() + PATIENCE;
+    while broker::acked(&mut con, stream, 16, "ebbtide") < total
+        || broker::pending_now(&mut con, stream, 16, "ebbtide") > 0
+    {
+        assert!(Instant::now() < deadline, "not all acked");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = finish(child, "worker");
+    assert_eq!(output.status.code(), Some(0));
+    rx.iter().last().expect("the final line")
+}
+
+/// The figure after `name` in the worker's final line.
+fn stopped_figure(line: &str, name: &str) -> u64 {
+    line.split(&format!("{name} "))
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}
+
+/// `worker --fail-rate` fails the same messages on every attempt: each is
+/// retried four times, then dead-lettered; once the worker runs without
+/// it, `dead-letters redrive --all` finishes the job, every message acked.
+#[test]
+fn a_failing_worker_dead_letters_and_a_redrive_finishes_the_job() {
+    let Some(server) = redis_server() else {
+        return;
+    };
+    let (code, _, err) = run(&[
+        "produce",
+        "--redis",
+        &server.url,
+        "--stream",
+        "cli-fail",
+        "--messages",
+        "300",
+        "--keys",
+        "100",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let last = work_until_acked(&server, "cli-fail", &["--fail-rate", "10%"], 300);
+    assert!(last.starts_with("stopped: acked 300, "), "{last}");
+    let dead = stopped_figure(&last, "dead-lettered");
+    // The demo payloads are alike: a failing key fails all 3 of its messages.
+    assert!(dead > 0 && dead < 300 && dead.is_multiple_of(3), "{last}");
+    assert_eq!(stopped_figure(&last, "retried"), 4 * dead, "{last}");
+    let target = ["--redis", server.url.as_str(), "--stream", "cli-fail"];
+    let mut args = vec!["dead-letters", "list", "--count", "1000"];
+    args.extend_from_slice(&target);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let letters: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(letters.len() as u64, dead, "{out}");
+    for l in &letters {
+        assert!(l.contains("  attempts 5  "), "{l}");
+        assert!(l.contains("error: simulated failure (--fail-rate)"), "{l}");
+    }
+    let mut args = vec!["dead-letters", "redrive", "--all"];
+    args.extend_from_slice(&target);
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("redrove {dead} dead letters"));
+    let last = work_until_acked(&server, "cli-fail", &[], 300 + dead);
+    assert!(
+        last.starts_with(&format!(
+            "stopped: acked {dead}, retried 0, dead-lettered 0, "
+        )),
+        "{last}"
     );
 }
