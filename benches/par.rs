@@ -19,6 +19,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::harness::median;
 use common::par::{on_ebbtide, on_rayon, random_u64s, MANDEL_H, MANDEL_W};
 
 const WORKERS: usize = 2;
@@ -42,11 +43,6 @@ impl Pools {
         };
         (start.elapsed(), r)
     }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// One workload: runs on ebbtide (`true`) or rayon, checks its result,

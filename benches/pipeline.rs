@@ -15,10 +15,12 @@
 //! number of threads of the process above its count before the run
 //! (sampled every millisecond), and the peak resident-memory growth.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::harness::{args, child_figures, median};
 
 const ITEMS: u64 = 100_000;
 const PARSE: Duration = Duration::from_micros(20);
@@ -242,16 +244,8 @@ fn child(design: &str) {
     );
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = args();
     if let [flag, design] = args.as_slice() {
         if flag == "child" {
             return child(design);
@@ -261,24 +255,13 @@ fn main() {
         .first()
         .map(|a| a.parse().expect("ROUNDS"))
         .unwrap_or(3);
-    let me = std::env::current_exe().unwrap();
     let designs = ["ebbtide", "ebbtide-fixed", "hand"];
     let mut results: [(Vec<f64>, Vec<f64>, Vec<f64>); 3] = Default::default();
     for round in 0..rounds {
         let mut order = designs;
         order.rotate_left(round % 3);
         for design in order {
-            let out = Command::new(&me).args(["child", design]).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let line = String::from_utf8(out.stdout).unwrap();
-            let v: Vec<f64> = line
-                .split_whitespace()
-                .map(|x| x.parse().unwrap())
-                .collect();
+            let v = child_figures(&["child", design], 0);
             let r = &mut results[designs.iter().position(|d| *d == design).unwrap()];
             r.0.push(v[0]);
             r.1.push(v[1]);

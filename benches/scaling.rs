@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::harness::median;
 use common::workloads::spin;
 use common::Countdown;
 
@@ -61,11 +62,6 @@ fn measure(f: impl FnOnce()) -> (Duration, usize) {
         elapsed,
         peak.load(Ordering::Relaxed).saturating_sub(base + 1),
     )
-}
-
-fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn elastic() -> ebbtide::Pool {

@@ -20,10 +20,12 @@
 //! the first item sent to the last one counted, and the peak growth of the
 //! process's resident memory (sampled every millisecond).
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::harness::{args, child_figures, median};
 
 const ITEMS: u64 = 1_000_000;
 const BATCH: usize = 10;
@@ -171,16 +173,8 @@ fn child(design: &str) {
     println!("{took} {grew}");
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = args();
     if let [flag, design] = args.as_slice() {
         if flag == "child" {
             return child(design);
@@ -192,27 +186,13 @@ fn main() {
         "the workload is `batch` or `map`, not {workload:?}"
     );
     let rounds: usize = args.get(1).map(|a| a.parse().expect("ROUNDS")).unwrap_or(3);
-    let me = std::env::current_exe().unwrap();
     let designs = [format!("{workload}-ebbtide"), format!("{workload}-hand")];
     let mut results: [(Vec<f64>, Vec<f64>); 2] = Default::default();
     for round in 0..rounds {
         let mut order = designs.clone();
         order.rotate_left(round % 2);
         for design in &order {
-            let out = Command::new(&me)
-                .args(["child", design.as_str()])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let line = String::from_utf8(out.stdout).unwrap();
-            let v: Vec<f64> = line
-                .split_whitespace()
-                .map(|x| x.parse().unwrap())
-                .collect();
+            let v = child_figures(&["child", design.as_str()], 0);
             let r = &mut results[designs.iter().position(|d| d == design).unwrap()];
             r.0.push(v[0]);
             r.1.push(v[1]);

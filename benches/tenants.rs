@@ -13,6 +13,7 @@
 //! Run: `cargo bench --bench tenants [-- ROUNDS] [noisy|rate]`
 
 mod common;
+use common::harness::median;
 
 use common::peers::ChannelPool;
 use common::workloads::spin;
@@ -142,11 +143,6 @@ fn scenario(exec: &dyn Exec, with_b: bool) -> Outcome {
         b_p99: q(0.99),
         a_rate: FLOOD as f64 / a_secs,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn noisy(rounds: usize) {

@@ -18,12 +18,12 @@
 //! fired meanwhile have freed theirs, so it is a slight underestimate for
 //! every pool alike). 2 workers everywhere.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::harness::{args, child_figures, median};
 use common::peers::ChannelPool;
 use common::Countdown;
 
@@ -315,32 +315,8 @@ fn retry_one(variant: &str) {
     );
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn run_child(args: &[&str]) -> Vec<f64> {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe).args(args).output().expect("child runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let line = text.lines().last().unwrap_or_default().to_string();
-    line.split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap())
-        .collect()
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args = args();
     match args
         .iter()
         .map(String::as_str)
@@ -357,10 +333,10 @@ fn main() {
     let mut retry: Vec<Vec<f64>> = vec![Vec::new(); 2];
     for round in 0..rounds {
         for (i, pool) in pools.iter().enumerate() {
-            results[i].push(run_child(&["one", pool]));
+            results[i].push(child_figures(&["one", pool], 1));
         }
         for (i, v) in ["spawn", "retry"].iter().enumerate() {
-            retry[i].push(run_child(&["retry-one", v])[0]);
+            retry[i].push(child_figures(&["retry-one", v], 1)[0]);
         }
         eprintln!("round {} of {rounds} done", round + 1);
     }

@@ -1,7 +1,9 @@
 //! Shared by the benchmarks: a countdown latch for the peers that have no
-//! "wait for all" of their own, and the workloads (also used by the tests).
+//! "wait for all" of their own, the workloads (also used by the tests), and
+//! the child-process harness.
 #![allow(dead_code)]
 
+pub mod harness;
 pub mod par;
 pub mod peers;
 pub mod workloads;
