@@ -188,7 +188,7 @@ pub fn worker(
             let rate = (t.acked - last.1) as f64 / last.0.elapsed().as_secs_f64();
             let pool = consumer.pool();
             println!(
-                "{:>6.1}s  partitions {:?}  acked {}  {:.0}/s  in flight {}  lag {}  retried {}  dead {}  workers {}",
+                "{:>6.1}s  partitions {:?}  acked {}  {:.0}/s  in flight {}  lag {}  retried {}  dead {} (waiting in the stream: {})  workers {}",
                 started.elapsed().as_secs_f64(),
                 m.owned(),
                 t.acked,
@@ -197,6 +197,7 @@ pub fn worker(
                 t.lag,
                 t.retried,
                 t.dead_lettered,
+                m.dead_letters.map_or_else(|| "?".to_string(), |n| n.to_string()),
                 pool.metrics().workers
             );
             last = (Instant::now(), t.acked);
