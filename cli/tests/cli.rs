@@ -615,6 +615,25 @@ fn redis_server() -> Option<broker::Server> {
     server
 }
 
+/// Runs `ebbtide produce` of `messages` over `keys` keys into `stream`;
+/// returns what it printed.
+fn produce(server: &broker::Server, stream: &str, messages: usize, keys: usize) -> String {
+    let (messages, keys) = (messages.to_string(), keys.to_string());
+    let (code, out, err) = run(&[
+        "produce",
+        "--redis",
+        &server.url,
+        "--stream",
+        stream,
+        "--messages",
+        &messages,
+        "--keys",
+        &keys,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
 /// `produce` feeds a stream and `worker` consumes it: every message acked
 /// (read back from Redis and from `/metrics`), and SIGTERM drains and
 /// hands the partitions back.
@@ -623,18 +642,7 @@ fn worker_consumes_what_produce_sends() {
     let Some(server) = redis_server() else {
         return;
     };
-    let (code, out, err) = run(&[
-        "produce",
-        "--redis",
-        &server.url,
-        "--stream",
-        "demo",
-        "--messages",
-        "3000",
-        "--keys",
-        "30",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    let out = produce(&server, "demo", 3000, 30);
     assert!(
         out.starts_with("sent 3000 messages over 30 keys to \"demo\""),
         "{out}"
@@ -888,18 +896,7 @@ fn a_failing_worker_dead_letters_and_a_redrive_finishes_the_job() {
     let Some(server) = redis_server() else {
         return;
     };
-    let (code, _, err) = run(&[
-        "produce",
-        "--redis",
-        &server.url,
-        "--stream",
-        "cli-fail",
-        "--messages",
-        "300",
-        "--keys",
-        "100",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    produce(&server, "cli-fail", 300, 100);
     let last = work_until_acked(&server, "cli-fail", &["--fail-rate", "10%"], 300);
     assert!(last.starts_with("stopped: acked 300, "), "{last}");
     let dead = stopped_figure(&last, "dead-lettered");

@@ -352,15 +352,9 @@ impl DeadLetters {
         mut choose: impl FnMut(&DeadLetter) -> bool,
     ) -> Result<Redriven, Error> {
         let mut done = Redriven::default();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.list(after.as_deref(), PAGE)?;
-            let Some(last) = page.last() else {
-                return Ok(done);
-            };
-            after = Some(last.id.clone());
+        self.each_page(|this, page| {
             let mut chosen = Vec::with_capacity(page.len());
-            for letter in &page {
+            for letter in page {
                 if !choose(letter) {
                     done.passed += 1;
                 } else if letter.is_redrivable() {
@@ -369,8 +363,10 @@ impl DeadLetters {
                     done.kept.push(letter.id.clone());
                 }
             }
-            done.sent += self.send_page(&chosen)?;
-        }
+            done.sent += this.send_page(&chosen)?;
+            Ok(())
+        })?;
+        Ok(done)
     }
 
     /// Removes the dead letters `choose` picks, a page of 100 a round trip;
@@ -380,27 +376,41 @@ impl DeadLetters {
     /// [`Error::Redis`]; the dead letters removed before it are gone.
     pub fn remove_if(&mut self, mut choose: impl FnMut(&DeadLetter) -> bool) -> Result<u64, Error> {
         let mut removed = 0;
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.list(after.as_deref(), PAGE)?;
-            let Some(last) = page.last() else {
-                return Ok(removed);
-            };
-            after = Some(last.id.clone());
+        self.each_page(|this, page| {
             let chosen: Vec<&str> = page
                 .iter()
                 .filter(|l| choose(l))
                 .map(|l| l.id.as_str())
                 .collect();
-            if chosen.is_empty() {
-                continue;
+            if !chosen.is_empty() {
+                let n: u64 = redis::cmd("XDEL")
+                    .arg(&this.dead)
+                    .arg(&chosen)
+                    .query(&mut this.con)
+                    .map_err(|e| {
+                        Error::redis(format!("removing dead letters of {}", this.dead), e)
+                    })?;
+                removed += n;
             }
-            let n: u64 = redis::cmd("XDEL")
-                .arg(&self.dead)
-                .arg(&chosen)
-                .query(&mut self.con)
-                .map_err(|e| Error::redis(format!("removing dead letters of {}", self.dead), e))?;
-            removed += n;
+            Ok(())
+        })?;
+        Ok(removed)
+    }
+
+    /// Calls `f` on every page of [`PAGE`] dead letters, oldest first,
+    /// until a read finds none after the last page.
+    fn each_page(
+        &mut self,
+        mut f: impl FnMut(&mut Self, &[DeadLetter]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list(after.as_deref(), PAGE)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.id.clone());
+            f(self, &page)?;
         }
     }
 
