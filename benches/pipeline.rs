@@ -97,8 +97,13 @@ fn ebbtide_pipeline(written: &Arc<AtomicU64>, elastic: bool) {
         )
     } else {
         (
-            Stage::new("parse").workers(8),
-            Stage::new("enrich").workers(100),
+            Stage::new("parse")
+                .workers(std::env::var("PW").map(|v| v.parse().unwrap()).unwrap_or(8)),
+            Stage::new("enrich").workers(
+                std::env::var("EW")
+                    .map(|v| v.parse().unwrap())
+                    .unwrap_or(100),
+            ),
             Stage::new("write").workers(8),
         )
     };
@@ -135,6 +140,11 @@ fn ebbtide_pipeline(written: &Arc<AtomicU64>, elastic: bool) {
                     .collect::<Vec<_>>()
                     .join(" | ")
             );
+        }
+    }
+    if verbose {
+        for (name, r) in pipeline.resize_history() {
+            eprintln!("{name}: {r:?}");
         }
     }
     pipeline.shutdown();

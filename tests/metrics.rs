@@ -203,35 +203,57 @@ fn sampled_histograms_keep_exact_counts_past_the_warm_up() {
     }
 }
 
-#[test]
-fn steals_happen_when_one_worker_is_flooded_and_another_idles() {
-    let pool = Pool::builder().workers(2).build().unwrap();
+/// One task puts 100 tasks on its worker's own deque, then blocks without
+/// helping until all have run: only thieves can run them, whichever of the
+/// pool's workers holds them (in a pool wider than a searcher's look, a
+/// search goes round the peers a window at a time).
+fn flooded_worker_is_stolen_from(workers: usize) {
+    const CHILDREN: usize = 100;
+    let pool = Pool::builder().workers(workers).build().unwrap();
     let handle = pool.handle();
-    let done = Arc::new((Mutex::new(0usize), Condvar::new()));
-    let d = done.clone();
+    let ran = common::Arrivals::new();
+    let runners = Arc::new(Mutex::new(Vec::new()));
+    let owner = Arc::new(Mutex::new(None));
+    let (r, o, rs) = (ran.clone(), owner.clone(), runners.clone());
     pool.execute(move || {
-        // 100 tasks on this worker's own deque; then block without helping
-        // until all ran: only the other worker can have run them.
-        for _ in 0..100 {
-            let d = d.clone();
+        *o.lock().unwrap() = Some(std::thread::current().id());
+        for _ in 0..CHILDREN {
+            let (r, rs) = (r.clone(), rs.clone());
             handle
                 .execute(move || {
-                    *d.0.lock().unwrap() += 1;
-                    d.1.notify_all();
+                    rs.lock().unwrap().push(std::thread::current().id());
+                    r.arrive();
                 })
                 .unwrap();
         }
-        let mut n = d.0.lock().unwrap();
-        while *n < 100 {
-            n = d.1.wait(n).unwrap();
-        }
+        r.wait_for(CHILDREN);
     })
     .unwrap();
+    ran.wait_for(CHILDREN);
     common::idle(&pool);
+    let owner = owner.lock().unwrap().expect("the flooding task ran");
+    let runners = runners.lock().unwrap();
+    assert_eq!(runners.len(), CHILDREN, "each child ran exactly once");
+    assert!(
+        runners.iter().all(|t| *t != owner),
+        "the blocked owner ran none"
+    );
     let c = pool.metrics().counts;
-    assert!(c.steals >= 1, "{c:?}");
+    // Every child was stolen; the flooding task itself may have been too
+    // (from the deque of a worker that took it from the injector).
+    assert!(c.steals >= CHILDREN as u64, "{c:?}");
     assert!(c.steal_attempts >= c.steals);
-    assert_eq!(c.completed, 101);
+    assert_eq!(c.completed, CHILDREN as u64 + 1);
+}
+
+#[test]
+fn steals_happen_when_one_worker_is_flooded_and_another_idles() {
+    flooded_worker_is_stolen_from(2);
+}
+
+#[test]
+fn searchers_of_a_wide_pool_steal_from_any_worker() {
+    flooded_worker_is_stolen_from(100);
 }
 
 #[test]

@@ -254,3 +254,11 @@ pub(crate) fn bump_at(counter: &AtomicU64, worker: Option<usize>) {
         None => bump(counter),
     }
 }
+
+/// Adds `n` to a counter of a worker's own slot (its only writer): as
+/// `bump_at` with `Some(worker)`, `n` at once.
+#[inline]
+pub(crate) fn add_at(counter: &AtomicU64, n: u64) {
+    // Relaxed load, Release store: as in `bump_at`.
+    counter.store(counter.load(Relaxed) + n, Release);
+}

@@ -30,7 +30,7 @@ mod tenants;
 pub(crate) mod timing;
 
 pub use counters::Counts;
-pub(crate) use counters::{bump, bump_at, Counters, Slot};
+pub(crate) use counters::{add_at, bump, bump_at, Counters, Slot};
 pub use dump::{PoolDump, StallReport, TenantDump, WorkerDump};
 pub(crate) use histogram::AtomicHistogram;
 pub use histogram::Histogram;

@@ -3,7 +3,7 @@
 
 use super::WorkerThread;
 use crate::loom::{spin_loop, thread, SPIN_ROUNDS};
-use crate::metrics::{bump_at, WorkerState};
+use crate::metrics::{add_at, bump_at, WorkerState};
 use crate::sched::fair::{Served, Source, Turns};
 use crate::sched::queue::{GlobalQueue, Injector, LocalQueue, Steal, StealQueue, Stealer};
 use crate::task::job::{JobKind, JobRef};
@@ -12,6 +12,14 @@ use crate::task::job::{JobKind, JobRef};
 /// under loom: the look is a hint, no protocol step (a worker re-checks
 /// every queue before it parks), and it doubled the models' run time.
 const HINTS: bool = cfg!(not(loom));
+
+/// How many peers one look of a searcher visits at most. In a pool wider
+/// than this, a search's looks go round the peers a window at a time, so a
+/// look costs the same in a pool of 1,000 as in one of 32: the searcher
+/// spins, and looks at its own queues and the injector between windows,
+/// as often whatever the width. Nothing depends on a look being whole:
+/// a worker re-checks every queue before it parks.
+const SCAN_WINDOW: usize = 32;
 
 impl WorkerThread {
     /// One look for work in every queue; becomes a searcher to steal.
@@ -76,6 +84,7 @@ impl WorkerThread {
                 return None;
             }
             self.searching.set(true);
+            self.scan_from.set(usize::MAX);
             self.last_end.set(0);
             self.registry.set_state(self.index, WorkerState::Searching);
         }
@@ -244,52 +253,73 @@ impl WorkerThread {
         if n <= 1 {
             return None;
         }
-        let start = self.next_random() % n;
+        // The whole pool from a random peer, or in a wide pool the next
+        // window of a search that goes round (`SCAN_WINDOW`).
+        let (start, len) = if n <= SCAN_WINDOW {
+            (self.next_random() % n, n)
+        } else {
+            let from = match self.scan_from.get() {
+                from if from < n => from,
+                _ => self.next_random() % n,
+            };
+            self.scan_from.set((from + SCAN_WINDOW) % n);
+            (from, SCAN_WINDOW)
+        };
         let slot = self.registry.counters.slot(Some(self.index));
-        // A few passes: `Retry` means a race was lost, not that it is empty.
-        for _ in 0..3 {
-            let mut retry = false;
-            for i in (start..n).chain(0..start) {
-                if i == self.index {
-                    continue;
-                }
-                // One job, the oldest: for fork-join work the biggest piece;
-                // taking half the deque would take `join` halves their owner
-                // then has to wait for or steal back.
-                bump_at(&slot.steal_attempts, Some(self.index));
-                let served = &self.registry.served;
-                // An empty deque is passed over on two loads: a steal
-                // first enters the deque's memory-reclamation epoch, and
-                // every so often that scans every thread registered with
-                // it, the whole pool: with hundreds of workers searching,
-                // those scans took most of the CPUs.
-                let stealer = &stealers[i];
-                if !(HINTS && stealer.is_empty()) {
-                    match stealer.steal() {
-                        Steal::Success(job) => {
-                            bump_at(&slot.steals, Some(self.index));
-                            Served::record(&served.worker(i).deque, job.enqueued());
-                            return Some(job);
+        let served = &self.registry.served;
+        let mut attempts = 0;
+        let found = 'passes: {
+            // A few passes: `Retry` means a race was lost, not that it is
+            // empty.
+            for _ in 0..3 {
+                let mut retry = false;
+                let mut i = start;
+                for _ in 0..len {
+                    let peer = i;
+                    i = if i + 1 == n { 0 } else { i + 1 };
+                    if peer == self.index {
+                        continue;
+                    }
+                    attempts += 1;
+                    // One job, the oldest: for fork-join work the biggest
+                    // piece; taking half the deque would take `join` halves
+                    // their owner then has to wait for or steal back.
+                    //
+                    // An empty deque is passed over on two loads: a steal
+                    // first enters the deque's memory-reclamation epoch,
+                    // and every so often that scans every thread registered
+                    // with it, the whole pool: with hundreds of workers
+                    // searching, those scans took most of the CPUs.
+                    let stealer = &stealers[peer];
+                    if !(HINTS && stealer.is_empty()) {
+                        match stealer.steal() {
+                            Steal::Success(job) => {
+                                bump_at(&slot.steals, Some(self.index));
+                                Served::record(&served.worker(peer).deque, job.enqueued());
+                                break 'passes Some(job);
+                            }
+                            Steal::Retry => retry = true,
+                            Steal::Empty => {}
                         }
-                        Steal::Retry => retry = true,
-                        Steal::Empty => {}
+                    }
+                    // Else a runnable shard waiting on that worker's inbox.
+                    let inbox = self.registry.inbox(peer);
+                    if !(HINTS && inbox.is_empty()) {
+                        if let Some(job) = take(inbox) {
+                            bump_at(&slot.steals, Some(self.index));
+                            Served::record(&served.worker(peer).inbox, job.enqueued());
+                            break 'passes Some(job);
+                        }
                     }
                 }
-                // Else a runnable shard waiting on that worker's inbox.
-                let inbox = self.registry.inbox(i);
-                if !(HINTS && inbox.is_empty()) {
-                    if let Some(job) = take(inbox) {
-                        bump_at(&slot.steals, Some(self.index));
-                        Served::record(&served.worker(i).inbox, job.enqueued());
-                        return Some(job);
-                    }
+                if !retry {
+                    break;
                 }
             }
-            if !retry {
-                break;
-            }
-        }
-        None
+            None
+        };
+        add_at(&slot.steal_attempts, attempts);
+        found
     }
 
     fn next_random(&self) -> usize {

@@ -51,6 +51,10 @@ pub(crate) struct WorkerThread {
     local: Local,
     searching: Cell<bool>,
     rng: Cell<u64>,
+    /// In a wide pool, the peer the searcher's next look starts at (each
+    /// look visits a window of peers, the next look the next window);
+    /// `usize::MAX` at the start of a search: a random peer.
+    scan_from: Cell<usize>,
     /// Finished tasks whose `pending` place is not yet retired (see
     /// `Registry::run_task`).
     owed: Cell<u64>,
@@ -77,6 +81,7 @@ pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
         index,
         local,
         searching: Cell::new(false),
+        scan_from: Cell::new(usize::MAX),
         owed: Cell::new(0),
         last_end: Cell::new(0),
         turns: Turns::new(index * 17),
