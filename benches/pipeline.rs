@@ -8,7 +8,11 @@
 //! ```text
 //! cargo bench --bench pipeline          # 3 rounds of each, rotating
 //! cargo bench --bench pipeline -- 5     # 5 rounds
+//! PIPELINE_FIXED=8/250/8 cargo bench --bench pipeline   # other fixed sizes
 //! ```
+//!
+//! `PIPELINE_TRACE=1` on a child (`… child ebbtide`) prints each stage's
+//! workers and queue every 10,000 items and, at the end, every resize.
 //!
 //! Each (design, round) runs in a fresh process. Reported: the time from
 //! the first item sent to the last batch written, throughput, the peak
@@ -84,11 +88,28 @@ impl Peaks {
     }
 }
 
+/// The fixed stages' sizes: the hand-written design's 8/100/8, or
+/// `PIPELINE_FIXED=P/E/W` (to see what workers beyond the need cost).
+fn fixed_sizes() -> [usize; 3] {
+    let Ok(sizes) = std::env::var("PIPELINE_FIXED") else {
+        return [8, 100, 8];
+    };
+    let sizes: Vec<usize> = sizes
+        .split('/')
+        .map(|n| n.parse().expect("PIPELINE_FIXED=P/E/W, three counts"))
+        .collect();
+    sizes
+        .try_into()
+        .expect("PIPELINE_FIXED=P/E/W, three counts")
+}
+
 /// The pipeline's stages: elastic (the design under test), or fixed at
-/// the hand-written design's sizes (to tell the sizing from the rest).
+/// the hand-written design's sizes (to tell the sizing from the rest) or
+/// at `PIPELINE_FIXED`'s.
 fn ebbtide_pipeline(written: &Arc<AtomicU64>, elastic: bool) {
     use ebbtide::pipeline::{Pipeline, Stage};
     let w = Arc::clone(written);
+    let fixed = fixed_sizes();
     let (parse, enrich, write) = if elastic {
         (
             Stage::new("parse").elastic(1, 8),
@@ -97,14 +118,9 @@ fn ebbtide_pipeline(written: &Arc<AtomicU64>, elastic: bool) {
         )
     } else {
         (
-            Stage::new("parse")
-                .workers(std::env::var("PW").map(|v| v.parse().unwrap()).unwrap_or(8)),
-            Stage::new("enrich").workers(
-                std::env::var("EW")
-                    .map(|v| v.parse().unwrap())
-                    .unwrap_or(100),
-            ),
-            Stage::new("write").workers(8),
+            Stage::new("parse").workers(fixed[0]),
+            Stage::new("enrich").workers(fixed[1]),
+            Stage::new("write").workers(fixed[2]),
         )
     };
     let pipeline = Pipeline::<u64>::builder()
@@ -289,10 +305,12 @@ fn main() {
         "{:<28} {:>9} {:>12} {:>13} {:>12}",
         "design", "time", "items/s", "peak threads", "peak RSS +"
     );
+    let [p, e, w] = fixed_sizes();
+    let fixed = format!("{p}/{e}/{w}");
     let names = [
-        "ebbtide pipeline (elastic)",
-        "ebbtide pipeline 8/100/8",
-        "hand-written 8/100/8",
+        "ebbtide pipeline (elastic)".to_string(),
+        format!("ebbtide pipeline {fixed}"),
+        "hand-written 8/100/8".to_string(),
     ];
     let mut tput = [0.0; 3];
     for (i, (t, th, rss)) in results.into_iter().enumerate() {
@@ -308,7 +326,7 @@ fn main() {
         );
     }
     println!(
-        "throughput against hand-written: elastic {:.2}×, fixed 8/100/8 {:.2}×",
+        "throughput against hand-written: elastic {:.2}×, fixed {fixed} {:.2}×",
         tput[0] / tput[2],
         tput[1] / tput[2]
     );

@@ -42,6 +42,14 @@ fn waiting(obs: &Observation) -> usize {
     obs.blocked + obs.stalled
 }
 
+/// Whether more tasks are queued than there are idle workers to take them:
+/// queued work that the workers in tasks (blocked or held among them) hold
+/// up. A task queued for the moment it takes an idle worker to wake holds
+/// nothing up.
+fn backlog(obs: &Observation) -> bool {
+    obs.queued > obs.live.saturating_sub(obs.busy)
+}
+
 /// What a worker that ran tasks for most of an interval did with the time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Use {
@@ -124,9 +132,9 @@ pub(crate) fn decide(
     }
     let target = needed.min(cap).clamp(min, max);
     let pressure = obs.mean_busy / live as f64 > scaling.grow_above
-        || drain >= 1.0
+        || (drain >= 1.0 && backlog(obs))
         || obs.queue_wait > scaling.queue_wait_target
-        || (obs.queued > 0 && waiting + obs.held > 0)
+        || (backlog(obs) && waiting + obs.held > 0)
         // A pool shrunk to no workers (`min_workers(0)`): whatever waits,
         // nobody else will run it.
         || (obs.queued > 0 && obs.live == 0);
@@ -164,14 +172,14 @@ pub(crate) fn takes_batches(obs: &Observation) -> Option<bool> {
 
 /// Whether to look again after [`PROBE`] rather than a whole interval: work
 /// waits, the pool may still grow, and it just grew (does the growth
-/// suffice?) or workers wait or the tasks' CPU share is still unknown (is
-/// the work blocking?). Compute-bound backlogs, once seen as such, and
+/// suffice?) or workers wait while more is queued than idle workers can
+/// take, or the tasks' CPU share is still unknown (is the work blocking?). Compute-bound backlogs, once seen as such, and
 /// pools at their maximum are sampled at the normal interval.
 pub(crate) fn probe(obs: &Observation, decision: Decision, max: usize) -> bool {
     obs.queued > 0
         && obs.live < max
         && (matches!(decision, Decision::Grow(..))
-            || waiting(obs) > 0
+            || (waiting(obs) > 0 && backlog(obs))
             || obs.unsure > 0
             || obs.task_cpu_share.is_none())
 }

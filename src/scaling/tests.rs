@@ -212,6 +212,30 @@ fn a_worker_held_by_a_long_task_is_added_though_short_tasks_set_w() {
 }
 
 #[test]
+fn blocked_workers_with_idle_ones_beside_them_hold_nothing_up() {
+    // A stage of 100 workers on 1.3 ms blocking tasks at 55,000/s, 75 %
+    // busy, 15 queued for the moment it takes the 25 idle ones to wake:
+    // Little's law asks for 103 at 70 %, but utilization is inside the
+    // band and nothing waits for want of a worker.
+    let mut o = ran(obs(100, 75, 15), 55, Duration::from_micros(1_300));
+    o.elapsed = MS;
+    o.arrivals = 55;
+    o.mean_busy = 75.0;
+    o.stalled = 75;
+    o.machine_load = Some(0.5);
+    o.task_cpu_share = Some(0.01);
+    assert_eq!(decide_now(&o), Decision::Stay);
+    assert!(
+        !probe(&o, Decision::Stay, 512),
+        "no backlog: the normal interval"
+    );
+    // More queued than idle workers: the blocked ones hold it up.
+    o.queued = 26;
+    assert_eq!(decide_now(&o), Decision::Grow(104, ResizeReason::Blocked));
+    assert!(probe(&o, Decision::Stay, 512));
+}
+
+#[test]
 fn announced_blocking_with_a_backlog_adds_workers() {
     // Both workers blocked, work waiting, nothing measured: each
     // blocked worker is replaced (the CPU cap counts them out).
