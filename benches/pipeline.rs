@@ -9,6 +9,7 @@
 //! cargo bench --bench pipeline          # 3 rounds of each, rotating
 //! cargo bench --bench pipeline -- 5     # 5 rounds
 //! PIPELINE_FIXED=8/250/8 cargo bench --bench pipeline   # other fixed sizes
+//! cargo bench --bench pipeline -- held-up   # a fast stage before a slow one
 //! ```
 //!
 //! `PIPELINE_TRACE=1` on a child (`… child ebbtide`) prints each stage's
@@ -150,8 +151,13 @@ fn ebbtide_pipeline(written: &Arc<AtomicU64>, elastic: bool) {
                 started.elapsed().as_secs_f64(),
                 m.iter()
                     .map(|m| format!(
-                        "{} w{} busy{} q{} blk{}",
-                        m.name, m.workers, m.busy_workers, m.queued, m.blocked_workers
+                        "{} w{} busy{} q{} blk{} bp{}",
+                        m.name,
+                        m.workers,
+                        m.busy_workers,
+                        m.queued,
+                        m.blocked_workers,
+                        m.backpressured_workers
                     ))
                     .collect::<Vec<_>>()
                     .join(" | ")
@@ -270,12 +276,60 @@ fn child(design: &str) {
     );
 }
 
+/// A fast elastic stage feeding a slow fixed one (`-- held-up`): fetch
+/// (200 µs asleep, elastic 1..256) → a sink of 2 workers (1 ms asleep),
+/// 4,000 items. The sink sets the pace (2,000 items a second); fetch's
+/// workers beyond the few that keep the sink's buffer full only wait for
+/// room. Prints the sink's time, fetch's peak workers and the process's
+/// peak threads.
+fn held_up() {
+    use ebbtide::pipeline::{Pipeline, Stage};
+    let threads0 = status("Threads:");
+    let peaks = Peaks::start();
+    let pipeline = Pipeline::<u64>::builder()
+        .map(Stage::new("fetch").elastic(1, 256), |x: u64| {
+            std::thread::sleep(Duration::from_micros(200));
+            x
+        })
+        .sink(Stage::new("sink").workers(2), |_: u64| {
+            std::thread::sleep(Duration::from_millis(1));
+        })
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    for i in 0..4_000 {
+        pipeline.send(i).unwrap();
+    }
+    let fetch_peak = pipeline
+        .resize_history()
+        .iter()
+        .filter(|(stage, _)| stage == "fetch")
+        .map(|(_, r)| r.to)
+        .max()
+        .unwrap_or(1);
+    let report = pipeline.shutdown();
+    let secs = start.elapsed().as_secs_f64();
+    let (threads, _) = peaks.finish();
+    assert!(
+        report.stages.iter().all(|s| s.completed == 4_000),
+        "{report:?}"
+    );
+    println!(
+        "held-up: 4,000 items in {secs:.3} s; fetch grew to {fetch_peak} workers (of 256); \
+         peak threads {}",
+        threads.saturating_sub(threads0 + 1)
+    );
+}
+
 fn main() {
     let args = args();
     if let [flag, design] = args.as_slice() {
         if flag == "child" {
             return child(design);
         }
+    }
+    if args.first().is_some_and(|a| a == "held-up") {
+        return held_up();
     }
     let rounds: usize = args
         .first()

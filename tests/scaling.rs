@@ -8,7 +8,7 @@
 mod common;
 
 use common::{until, Gate};
-use ebbtide::{block_in_place, metrics::ResizeReason, Pool};
+use ebbtide::{block_in_place, metrics::ResizeReason, Backpressure, Pool};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -349,4 +349,61 @@ fn a_pool_that_shrinks_to_no_workers_runs_what_comes_next() {
         .collect();
     assert!(wrong.is_empty(), "tasks not run exactly once: {wrong:?}");
     assert_eq!(pool.shutdown().completed, (ROUNDS * PER_ROUND) as u64);
+}
+
+#[test]
+fn a_pool_whose_workers_wait_for_room_in_another_does_not_grow() {
+    // `a` feeds `b` as a pipeline stage feeds the next; `b` holds one task
+    // at a gate and one in its queue, so `a`'s tasks wait for room.
+    let a = Pool::builder()
+        .min_workers(1)
+        .max_workers(16)
+        .scaling_interval(Duration::from_millis(2))
+        .build()
+        .unwrap();
+    let b = Pool::builder()
+        .workers(1)
+        .queue_capacity(1)
+        .backpressure(Backpressure::Block)
+        .build()
+        .unwrap();
+    let gate = Gate::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    const TASKS: usize = 40;
+    for _ in 0..TASKS {
+        let (b, gate, ran) = (b.handle(), gate.clone(), ran.clone());
+        a.execute(move || {
+            b.execute(move || {
+                gate.wait();
+                ran.fetch_add(1, SeqCst);
+            })
+            .unwrap();
+        })
+        .unwrap();
+    }
+    until(|| a.metrics().backpressured_workers >= 1);
+    // Every sample from here on sees a worker waiting downstream, with
+    // tasks queued behind it: without the rule the pool grows to 16.
+    samples(&a, 2);
+    let resizes = a.resize_history().len();
+    let workers = a.num_workers();
+    samples(&a, 20);
+    let (history, now, m) = (a.resize_history(), a.num_workers(), a.metrics());
+    // Opened before any assertion, so that a failing one does not leave
+    // the pools' shutdown waiting at the gate.
+    gate.open();
+    assert_eq!(history.len(), resizes, "{history:?}");
+    assert_eq!(now, workers);
+    assert_eq!(
+        m.backpressured_workers, workers,
+        "each worker waits for room"
+    );
+    assert!(m.queued > 0, "work waits behind them");
+    common::idle(&a);
+    common::idle(&b);
+    assert_eq!(ran.load(SeqCst), TASKS);
+    let m = a.metrics();
+    assert_eq!(m.backpressured_workers, 0);
+    assert_eq!(m.counts.completed, TASKS as u64);
+    assert_eq!(b.metrics().counts.completed, TASKS as u64);
 }

@@ -99,7 +99,7 @@ impl Metrics {
     fn write_one(&self, prefix: &str, out: &mut impl fmt::Write) -> fmt::Result {
         let pool = escape_label(&self.name);
         let c = &self.counts;
-        let gauges: [(&str, &str, f64); 18] = [
+        let gauges: [(&str, &str, f64); 19] = [
             ("workers", "Worker threads.", self.workers as f64),
             (
                 "workers_min",
@@ -135,6 +135,11 @@ impl Metrics {
                 "workers_blocked",
                 "Workers blocked in a non-helping wait.",
                 self.blocked_workers as f64,
+            ),
+            (
+                "workers_backpressured",
+                "Workers waiting for room in another pool's full queue.",
+                self.backpressured_workers as f64,
             ),
             (
                 "tasks_queued",
@@ -449,6 +454,7 @@ impl Metrics {
         gauge("workers_busy", self.busy_workers as f64);
         gauge("workers_parked", self.parked as f64);
         gauge("workers_blocked", self.blocked_workers as f64);
+        gauge("workers_backpressured", self.backpressured_workers as f64);
         gauge("tasks_queued", self.queued as f64);
         gauge("keyed_tasks_queued", self.keyed_queued as f64);
         gauge("tasks_running", self.running as f64);

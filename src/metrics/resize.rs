@@ -58,6 +58,11 @@ pub struct Observation {
     pub unsure: usize,
     /// Tasks queued.
     pub queued: usize,
+    /// Workers waiting for room in another pool's full queue (a pipeline
+    /// stage whose next stage is full): the bottleneck is downstream, so
+    /// the pool does not grow while any wait.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub backpressured: usize,
 }
 
 /// Why the pool was resized.

@@ -45,6 +45,10 @@ pub struct Metrics {
     pub searching: usize,
     /// Workers blocked in a wait that does not help (`join_blocking`).
     pub blocked_workers: usize,
+    /// Workers waiting for room in another pool's full queue: a pipeline
+    /// stage held up by the stage after it. The auto-scaler does not grow
+    /// a pool while any of its workers wait so.
+    pub backpressured_workers: usize,
     /// Tasks accepted and not yet started.
     pub queued: usize,
     /// Work reported waiting outside the pool through

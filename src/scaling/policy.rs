@@ -138,7 +138,10 @@ pub(crate) fn decide(
         // A pool shrunk to no workers (`min_workers(0)`): whatever waits,
         // nobody else will run it.
         || (obs.queued > 0 && obs.live == 0);
-    if target > obs.live && pressure {
+    // Workers waiting for room downstream: the pool's output is the
+    // bottleneck, and more workers would only wait beside them.
+    let held_downstream = obs.backpressured > 0;
+    if target > obs.live && pressure && !held_downstream {
         let reason = if waiting > 0 {
             ResizeReason::Blocked
         } else {
@@ -146,7 +149,8 @@ pub(crate) fn decide(
         };
         return (Decision::Grow(target, reason), target, next(None));
     }
-    let in_use = obs.busy as f64 / live as f64;
+    // Those waiting downstream are in a task but do no work of this pool's.
+    let in_use = obs.busy.saturating_sub(obs.backpressured) as f64 / live as f64;
     if in_use < scaling.shrink_below && obs.queued == 0 && obs.live > min && obs.blocked == 0 {
         let since = state.low_since.unwrap_or(now);
         if now.saturating_sub(since) >= scaling.keep_alive {
@@ -178,6 +182,7 @@ pub(crate) fn takes_batches(obs: &Observation) -> Option<bool> {
 pub(crate) fn probe(obs: &Observation, decision: Decision, max: usize) -> bool {
     obs.queued > 0
         && obs.live < max
+        && obs.backpressured == 0
         && (matches!(decision, Decision::Grow(..))
             || (waiting(obs) > 0 && backlog(obs))
             || obs.unsure > 0

@@ -327,6 +327,7 @@ impl Sampler {
             stalled,
             unsure,
             queued,
+            backpressured: registry.backpressured_now(),
         };
         self.at = at;
         self.submitted = counts.submitted;

@@ -236,6 +236,36 @@ fn blocked_workers_with_idle_ones_beside_them_hold_nothing_up() {
 }
 
 #[test]
+fn workers_waiting_for_room_downstream_stop_growth() {
+    // A pipeline stage: its 4 workers asleep, 200 items queued behind
+    // them. Seen as blocking, that grows the pool to drain the queue.
+    let mut o = ran(obs(4, 4, 200), 40, MS);
+    o.arrivals = 40;
+    o.mean_busy = 4.0;
+    o.stalled = 4;
+    o.machine_load = Some(0.05);
+    o.task_cpu_share = Some(0.01);
+    assert!(matches!(decide_now(&o), Decision::Grow(n, _) if n > 4));
+    assert!(probe(&o, Decision::Stay, 512));
+    // But one of them waits for room in the next stage's full queue: the
+    // next stage is the bottleneck, and more workers would wait too.
+    o.backpressured = 1;
+    assert_eq!(decide_now(&o), Decision::Stay);
+    assert!(!probe(&o, Decision::Stay, 512), "nothing to hurry for");
+    // All four waiting downstream and nothing queued: they count as idle
+    // for shrinking, which then waits for `keep_alive` as usual.
+    let mut o = obs(4, 4, 0);
+    o.backpressured = 4;
+    let scaling = ScalingConfig::default();
+    let (d, _, state) = decide(&o, MS, PolicyState::default(), &scaling, LIMITS);
+    assert_eq!(d, Decision::Stay);
+    assert_eq!(state.low_since, Some(MS));
+    let later = MS + scaling.keep_alive;
+    let (d, _, _) = decide(&o, later, state, &scaling, LIMITS);
+    assert_eq!(d, Decision::Shrink(3));
+}
+
+#[test]
 fn announced_blocking_with_a_backlog_adds_workers() {
     // Both workers blocked, work waiting, nothing measured: each
     // blocked worker is replaced (the CPU cap counts them out).

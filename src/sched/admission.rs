@@ -333,11 +333,18 @@ impl Registry {
         };
         let worker = self.own_worker();
         let backoff = Backoff::new();
+        // A worker of another pool waiting here (a pipeline stage feeding
+        // the next) counts as held up downstream in its own pool.
+        // Taken at the first refusal, held to the end of the wait.
+        let mut held_up = None;
         loop {
             match self.try_reserve() {
                 Reserve::Ok => return Ok(self.admit(body, shard)),
                 Reserve::Closed => return Err(SubmitError::ShutDown(body)),
                 Reserve::Full => {}
+            }
+            if worker.is_none() && held_up.is_none() {
+                held_up = Some(self.backpressure_guard());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(self.timed_out(body));
@@ -387,6 +394,7 @@ impl Registry {
             self.room_cv.notify_one();
         }
         drop(guard);
+        drop(held_up);
         match result {
             Ok(()) => Ok(self.admit(body, shard)),
             Err(false) => Err(SubmitError::ShutDown(body)),

@@ -88,6 +88,10 @@ pub(crate) struct Registry {
     pub(super) inside_idle: AtomicUsize,
     /// Workers blocked in a wait that does not help (`join_blocking`).
     pub(super) blocked: AtomicUsize,
+    /// Workers waiting for room in another pool's full queue: the
+    /// bottleneck is downstream, and more workers here would only wait
+    /// too (see `scaling::policy`).
+    pub(super) backpressured: AtomicUsize,
     /// Work waiting outside the pool (a broker's backlog), as reported by
     /// its `Backlog` gauges; the supervisor counts it as queued.
     pub(crate) external: AtomicUsize,
@@ -270,6 +274,7 @@ impl Registry {
             next_waiter_id: AtomicU64::new(0),
             inside_idle: AtomicUsize::new(0),
             blocked: AtomicUsize::new(0),
+            backpressured: AtomicUsize::new(0),
             external: AtomicUsize::new(0),
             held: std::sync::OnceLock::new(),
             abandon: AtomicBool::new(false),

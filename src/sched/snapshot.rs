@@ -18,6 +18,13 @@ impl Registry {
         queued(self.admission.load(SeqCst))
     }
 
+    /// Workers waiting for room in another pool's full queue now.
+    pub(crate) fn backpressured_now(&self) -> usize {
+        // Relaxed: a gauge (see `Registry::backpressure_guard`).
+        self.backpressured
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Tasks queued now (with the work reported waiting outside the pool)
     /// and workers announced as blocked: the supervisor's cheap reading
     /// (no snapshot of every slot and histogram).
@@ -107,6 +114,7 @@ impl Registry {
             parked: self.sleep.parked(),
             searching: self.sleep.searching(),
             blocked_workers: self.blocked.load(SeqCst),
+            backpressured_workers: self.backpressured_now(),
             queued: queued(word),
             external_backlog: self.external.load(SeqCst),
             injector_len: self.injector.len(),

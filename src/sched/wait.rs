@@ -2,6 +2,7 @@
 
 use super::admission::{pending, queued};
 use super::registry::Registry;
+use super::WorkerThread;
 use crate::loom::handshake_fence;
 use crate::loom::sync::atomic::Ordering::SeqCst;
 use crate::loom::sync::Arc;
@@ -93,6 +94,34 @@ impl Registry {
             self.set_state(i, WorkerState::Blocked);
         }
         BlockedGuard(self, worker)
+    }
+}
+
+impl Registry {
+    /// Counts the calling thread, if it is a worker of another pool, as
+    /// waiting for room in this pool's queue, until the guard drops.
+    pub(crate) fn backpressure_guard(&self) -> Option<BackpressureGuard> {
+        let worker = WorkerThread::current().filter(|w| !std::ptr::eq(w.registry(), self))?;
+        let upstream = worker.registry();
+        // Relaxed: a gauge, read by metrics and by the supervisor's
+        // samples, which order nothing by it.
+        upstream
+            .backpressured
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(BackpressureGuard(upstream))
+    }
+}
+
+/// Un-counts a worker waiting for room downstream on drop (see
+/// [`Registry::backpressure_guard`]).
+pub(crate) struct BackpressureGuard(&'static Registry);
+
+impl Drop for BackpressureGuard {
+    fn drop(&mut self) {
+        // Relaxed: as in `backpressure_guard`.
+        self.0
+            .backpressured
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
