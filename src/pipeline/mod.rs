@@ -112,7 +112,9 @@ impl Stage {
 
     /// Between `min` and `max` workers, sized by the pool's supervisor
     /// from this stage's own load (Little's law), so the stage that is
-    /// the bottleneck gets the workers.
+    /// the bottleneck gets the workers. A stage whose workers wait for
+    /// room in the next stage's full buffer does not grow: the next stage
+    /// is the bottleneck (`Metrics::backpressured_workers` counts them).
     pub fn elastic(mut self, min: usize, max: usize) -> Stage {
         self.workers = Workers::Elastic(min, max);
         self
