@@ -175,10 +175,12 @@ pub(crate) fn takes_batches(obs: &Observation) -> Option<bool> {
 }
 
 /// Whether to look again after [`PROBE`] rather than a whole interval: work
-/// waits, the pool may still grow, and it just grew (does the growth
-/// suffice?) or workers wait while more is queued than idle workers can
-/// take, or the tasks' CPU share is still unknown (is the work blocking?). Compute-bound backlogs, once seen as such, and
-/// pools at their maximum are sampled at the normal interval.
+/// waits, the pool may still grow (none of its workers waits for room
+/// downstream), and it just grew (does the growth suffice?), or workers
+/// wait while more is queued than idle workers can take, or the tasks' CPU
+/// share is still unknown (is the work blocking?). Compute-bound backlogs,
+/// once seen as such, and pools at their maximum are sampled at the
+/// normal interval.
 pub(crate) fn probe(obs: &Observation, decision: Decision, max: usize) -> bool {
     obs.queued > 0
         && obs.live < max

@@ -334,8 +334,8 @@ impl Registry {
         let worker = self.own_worker();
         let backoff = Backoff::new();
         // A worker of another pool waiting here (a pipeline stage feeding
-        // the next) counts as held up downstream in its own pool.
-        // Taken at the first refusal, held to the end of the wait.
+        // the next) counts as held up downstream in its own pool: from the
+        // first refusal to the end of the wait.
         let mut held_up = None;
         loop {
             match self.try_reserve() {

@@ -95,9 +95,7 @@ impl Registry {
         }
         BlockedGuard(self, worker)
     }
-}
 
-impl Registry {
     /// Counts the calling thread, if it is a worker of another pool, as
     /// waiting for room in this pool's queue, until the guard drops.
     pub(crate) fn backpressure_guard(&self) -> Option<BackpressureGuard> {
