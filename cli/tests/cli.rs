@@ -17,6 +17,18 @@ fn ebbtide() -> Command {
 }
 
 /// Waits for `child` to exit within [`PATIENCE`], killing it otherwise.
+/// Stops a running `ebbtide worker` as a service manager would (SIGTERM)
+/// and checks that it exits with status 0.
+fn stop_worker(child: Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = finish(child, "worker");
+    assert_eq!(output.status.code(), Some(0));
+}
+
 fn finish(mut child: Child, what: &str) -> Output {
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -696,13 +708,7 @@ fn worker_consumes_what_produce_sends() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(acked_served(), 3000.0);
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let output = finish(child, "worker");
-    assert_eq!(output.status.code(), Some(0));
+    stop_worker(child);
     // The reader thread ends at the pipe's end, which came with the exit.
     let rest: Vec<String> = rx.iter().collect();
     let last = rest.last().expect("the final line");
@@ -869,13 +875,7 @@ fn work_until_acked(server: &broker::Server, stream: &str, extra: &[&str], total
         assert!(Instant::now() < deadline, "not all acked");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let output = finish(child, "worker");
-    assert_eq!(output.status.code(), Some(0));
+    stop_worker(child);
     rx.iter().last().expect("the final line")
 }
 
