@@ -13,12 +13,16 @@
 
 use std::time::Instant;
 
+use crossbeam_utils::CachePadded;
+
 use crate::loom::handshake_fence;
 use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use crate::loom::sync::{Condvar, Mutex};
 
 pub(crate) struct Intake {
-    sending: AtomicUsize,
+    /// On a cache line of its own: every send writes it twice, and the
+    /// stages' workers read the fields beside it (`Shared`) for every item.
+    sending: CachePadded<AtomicUsize>,
     closed: AtomicBool,
     lock: Mutex<()>,
     left: Condvar,
@@ -30,7 +34,7 @@ pub(crate) struct Entry<'a>(&'a Intake);
 impl Intake {
     pub(crate) fn new() -> Self {
         Intake {
-            sending: AtomicUsize::new(0),
+            sending: CachePadded::new(AtomicUsize::new(0)),
             closed: AtomicBool::new(false),
             lock: Mutex::new(()),
             left: Condvar::new(),

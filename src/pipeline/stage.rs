@@ -7,6 +7,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use crossbeam_utils::CachePadded;
+
 use crate::error::{SubmitError, TaskError};
 use crate::pool::Pool;
 use crate::task::job::{Outcome, Runnable};
@@ -22,13 +24,17 @@ use crate::task::job::panic_message;
 /// Every access is `Relaxed`: each count is a tally that orders nothing
 /// else, and a report reads them after the stage's pool has shut down
 /// (which joins its workers, or reports those still running).
+///
+/// `received` and `abandoned` are written by the stage's senders,
+/// `completed` and the failures by its workers: a cache line each, so that
+/// neither side's tally moves the other's line.
 #[derive(Default, Debug)]
 pub(crate) struct StageCounts {
-    pub(crate) received: AtomicU64,
-    pub(crate) completed: AtomicU64,
+    pub(crate) received: CachePadded<AtomicU64>,
+    pub(crate) abandoned: AtomicU64,
+    pub(crate) completed: CachePadded<AtomicU64>,
     pub(crate) failed: AtomicU64,
     pub(crate) panicked: AtomicU64,
-    pub(crate) abandoned: AtomicU64,
 }
 
 /// A stage's body: consumes one item, hands each output to `emit`.
@@ -37,6 +43,10 @@ pub(crate) type Body<O, P> = dyn Fn(O, &mut dyn FnMut(P)) -> Result<(), Box<dyn 
     + Sync;
 
 /// What a stage's item task carries besides the item: one `Arc` a task.
+/// The `Arc`'s counts change with every item, on the sender's thread and
+/// then the worker's; the fields are read by every item. Padded
+/// (`Arc<CachePadded<Ctx>>`), they sit on a cache line the counts do not
+/// move.
 struct Ctx<O, P> {
     body: Arc<Body<O, P>>,
     next: Next<P>,
@@ -50,12 +60,12 @@ struct Ctx<O, P> {
 /// stage refuses it.
 struct ItemTask<O, P> {
     item: O,
-    ctx: Arc<Ctx<O, P>>,
+    ctx: Arc<CachePadded<Ctx<O, P>>>,
 }
 
 impl<O: Send + 'static, P: Send + 'static> Runnable for ItemTask<O, P> {
     fn run(self) -> Outcome {
-        let c = &*self.ctx;
+        let c = &**self.ctx;
         if c.shared.token.is_cancelled() {
             // Cancelled (fail-fast, or `Pipeline::cancel`) before it
             // started: the pool counts it so.
@@ -100,15 +110,15 @@ where
     })?;
     let counts = Arc::new(StageCounts::default());
     let handle = pool.handle();
-    let ctx = Arc::new(Ctx {
+    let ctx = Arc::new(CachePadded::new(Ctx {
         body,
         next,
         counts: Arc::clone(&counts),
         shared: Arc::clone(shared),
         name: spec.name.into(),
-    });
+    }));
     let submit: Next<O> = Arc::new(move |item: O, offer: Offer| {
-        let c = &*ctx;
+        let c = &**ctx;
         // Counted first, so a report never shows an item done that was
         // not received; a send's item handed back is taken off again.
         c.counts.received.fetch_add(1, Relaxed);
