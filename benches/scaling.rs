@@ -10,7 +10,12 @@
 //! burst's start as fast as the machine starts threads, then kept
 //! (`floor_cold_start`): what a pool of that many threads could at best do.
 //!
-//! Run: `cargo bench --bench scaling [-- blocking|cpu|bursty|steady]`
+//! `release`: after 4,000 tasks sleeping 1 ms, how long the pool takes to
+//! give its threads back, with a keep-alive of 1 s (ebbtide's
+//! `keep_alive`, tokio's `thread_keep_alive`), sampled every 10 ms for at
+//! most 20 s.
+//!
+//! Run: `cargo bench --bench scaling [-- blocking|cpu|bursty|steady|release]`
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -597,6 +602,91 @@ fn main() {
 
     if run("steady") {
         steady(cpus);
+    }
+
+    if run("release") {
+        release(cpus);
+    }
+}
+
+/// Threads given back after a load: for ebbtide and tokio, three runs each,
+/// taking turns.
+fn release(cpus: usize) {
+    const KEEP_ALIVE: Duration = Duration::from_secs(1);
+    const LIMIT: Duration = Duration::from_secs(20);
+    println!(
+        "\nrelease: 4,000 tasks sleeping 1 ms, then quiet; keep-alive 1 s; \
+         threads above the pool's resting count over time"
+    );
+    for round in 1..=3 {
+        for kind in ["ebbtide", "tokio_spawn_blocking"] {
+            let base = threads_now();
+            let done = Countdown::new(4_000);
+            let (pool, rt) = match kind {
+                "ebbtide" => {
+                    let pool = ebbtide::Pool::builder()
+                        .min_workers(cpus)
+                        .max_workers(512)
+                        .keep_alive(KEEP_ALIVE)
+                        .build()
+                        .unwrap();
+                    (Some(pool), None)
+                }
+                _ => {
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(cpus)
+                        .max_blocking_threads(512)
+                        .thread_keep_alive(KEEP_ALIVE)
+                        .build()
+                        .unwrap();
+                    (None, Some(rt))
+                }
+            };
+            // The pool at rest: its workers, and its supervisor or driver.
+            std::thread::sleep(Duration::from_millis(50));
+            let rest = threads_now() - base;
+            for _ in 0..4_000 {
+                let d = done.clone();
+                let job = move || {
+                    std::thread::sleep(Duration::from_millis(1));
+                    d.count_down();
+                };
+                match (&pool, &rt) {
+                    (Some(p), _) => p.execute(job).unwrap(),
+                    (_, Some(rt)) => drop(rt.spawn_blocking(job)),
+                    _ => unreachable!(),
+                }
+            }
+            done.wait();
+            let quiet = Instant::now();
+            let peak = threads_now() - base - rest;
+            let mut marks = Vec::new();
+            let mut half = None;
+            let back = loop {
+                let extra = (threads_now() - base).saturating_sub(rest);
+                let at = quiet.elapsed();
+                if half.is_none() && extra * 2 <= peak {
+                    half = Some(at);
+                }
+                if extra == 0 || at >= LIMIT {
+                    break (extra == 0).then_some(at);
+                }
+                if marks.last().map_or(true, |&(_, e)| e != extra) {
+                    marks.push((at, extra));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            let left = (threads_now() - base).saturating_sub(rest);
+            println!(
+                "  round {round} {kind:<22} {peak:>3} threads above rest when quiet; half gone after {}; {}",
+                half.map_or("-".into(), |h| format!("{:.2} s", h.as_secs_f64())),
+                back.map_or(format!("{left} still there after {} s", LIMIT.as_secs()), |b| {
+                    format!("all gone after {:.2} s", b.as_secs_f64())
+                })
+            );
+            drop(pool);
+            drop(rt);
+        }
     }
 }
 

@@ -79,3 +79,26 @@ fn loom_a_stray_turn_reaches_a_live_inbox() {
         drop(pool);
     });
 }
+
+/// A shrink by two workers: the top worker retires and wakes the next,
+/// which retires too, whenever each of them parked; the remaining worker
+/// is untouched. (Without the wake the second waits, parked, forever.)
+#[test]
+fn loom_a_shrink_by_two_retires_both() {
+    model(1, || {
+        let pool = crate::Pool::builder()
+            .min_workers(1)
+            .max_workers(3)
+            .build()
+            .expect("pool builds under loom");
+        let registry = pool.registry.clone();
+        assert!(matches!(Registry::spawn_worker(&registry, 3), Ok(Some(1))));
+        assert!(matches!(Registry::spawn_worker(&registry, 3), Ok(Some(2))));
+        registry.request_retire(1);
+        while registry.live_workers() > 1 {
+            loom::thread::yield_now();
+        }
+        assert_eq!(registry.live_workers(), 1);
+        drop(pool);
+    });
+}

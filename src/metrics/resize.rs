@@ -74,7 +74,8 @@ pub enum ResizeReason {
     Load,
     /// Workers blocked (announced or seen) while work waited.
     Blocked,
-    /// Utilization stayed below the shrink watermark for `keep_alive`.
+    /// Utilization stayed below the shrink watermark for `keep_alive`: the
+    /// pool shrinks to what that quiet spell used.
     Idle,
     /// Growth stopped at the system's thread limit (`limit`: see
     /// `BuildError::ThreadLimit`); the pool keeps working at that size.

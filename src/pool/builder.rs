@@ -251,8 +251,11 @@ impl Builder {
     }
 
     /// How long utilization must stay below the shrink watermark before an
-    /// elastic pool (`min_workers < max_workers`) retires a worker (default
-    /// 10 s; one worker per `keep_alive`). `Duration::MAX` never retires.
+    /// elastic pool (`min_workers < max_workers`) retires workers (default
+    /// 10 s). It then shrinks to what that quiet spell used (its peak of
+    /// workers in use ÷ the target utilization, at least one fewer, never
+    /// below `min_workers`), and waits another `keep_alive` before the
+    /// next shrink. `Duration::MAX` never retires.
     pub fn keep_alive(mut self, d: Duration) -> Self {
         self.scaling.keep_alive = d;
         self

@@ -34,14 +34,19 @@
 //! 4. **Hysteresis.** Grow straight to the target when utilization (the
 //!    mean busy workers over live) is above the grow watermark, the queue
 //!    needs a worker, the tasks that started waited longer than the
-//!    queue-wait target, or blocked or held workers hold up queued work; shrink one worker at a time, only
-//!    after utilization stayed below the shrink watermark for `keep_alive`;
-//!    in between, stay. A steady load inside the band never resizes.
+//!    queue-wait target, or blocked or held workers hold up queued work.
+//!    Shrink only after utilization stayed below the shrink watermark for
+//!    `keep_alive`, and then to what that quiet spell used: the most
+//!    workers in use at any of its samples (or on average over one of its
+//!    intervals) ÷ the target utilization, at least one worker fewer, never
+//!    below min; the next shrink waits another `keep_alive`. In between,
+//!    stay. A steady load inside the band never resizes.
 //!
 //! Retiring a worker never loses a task: the highest-numbered idle worker
 //! hands its deque to the injector and its shards to the remaining workers'
-//! inboxes, gives its deque back to its slot, and leaves; the supervisor
-//! joins it. A key's shard never changes (the shard count is fixed); only
+//! inboxes, gives its deque back to its slot, wakes the next one down if
+//! the shrink reaches it too, and leaves; the supervisor joins it. Growth
+//! cancels whatever of a shrink has not happened yet. A key's shard never changes (the shard count is fixed); only
 //! its home worker does.
 
 mod block;

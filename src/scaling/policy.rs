@@ -19,6 +19,8 @@ pub(crate) struct PolicyState {
     /// Since when (pool time) utilization has stayed below the shrink
     /// watermark.
     pub(crate) low_since: Option<Duration>,
+    /// The most workers in use at any sample since `low_since`.
+    pub(crate) low_peak: usize,
 }
 
 /// The share of all CPUs above which the machine counts as saturated.
@@ -103,7 +105,10 @@ pub(crate) fn decide(
     let live = obs.live.max(1);
     let saturated = saturated(obs);
     let waiting = waiting(obs);
-    let next = |low_since| PolicyState { low_since };
+    let next = |low_since| PolicyState {
+        low_since,
+        low_peak: 0,
+    };
     let working = obs.busy.saturating_sub(waiting);
     let secs = obs.elapsed.as_secs_f64();
     // Little's law, the queue's term, and the held workers.
@@ -150,15 +155,31 @@ pub(crate) fn decide(
         return (Decision::Grow(target, reason), target, next(None));
     }
     // Those waiting downstream are in a task but do no work of this pool's.
-    let in_use = obs.busy.saturating_sub(obs.backpressured) as f64 / live as f64;
+    let busy = obs.busy.saturating_sub(obs.backpressured);
+    let in_use = busy as f64 / live as f64;
     if in_use < scaling.shrink_below && obs.queued == 0 && obs.live > min && obs.blocked == 0 {
-        let since = state.low_since.unwrap_or(now);
+        // The most workers in use since the pool went quiet: at each
+        // sample, or on average over its interval (but the interval that
+        // ends at the first quiet sample was, for all it tells, busy).
+        let (since, peak) = match state.low_since {
+            Some(since) => {
+                let mean = (obs.mean_busy - obs.backpressured as f64).ceil() as usize;
+                (since, state.low_peak.max(busy).max(mean))
+            }
+            None => (now, busy),
+        };
         if now.saturating_sub(since) >= scaling.keep_alive {
-            // One step, then wait another `keep_alive`.
-            let to = obs.live - 1;
+            // To what the quiet spell used, at the target utilization (at
+            // least one worker fewer); then wait another `keep_alive`.
+            let wanted = (peak as f64 / scaling.target_utilization).ceil() as usize;
+            let to = wanted.clamp(min, obs.live - 1);
             return (Decision::Shrink(to), to, next(Some(now)));
         }
-        return (Decision::Stay, obs.live, next(Some(since)));
+        let state = PolicyState {
+            low_since: Some(since),
+            low_peak: peak,
+        };
+        return (Decision::Stay, obs.live, state);
     }
     (Decision::Stay, obs.live, next(None))
 }

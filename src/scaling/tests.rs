@@ -253,7 +253,8 @@ fn workers_waiting_for_room_downstream_stop_growth() {
     assert_eq!(decide_now(&o), Decision::Stay);
     assert!(!probe(&o, Decision::Stay, 512), "nothing to hurry for");
     // All four waiting downstream and nothing queued: they count as idle
-    // for shrinking, which then waits for `keep_alive` as usual.
+    // for shrinking, which then waits for `keep_alive` as usual and goes
+    // to min (none of them did this pool's work).
     let mut o = obs(4, 4, 0);
     o.backpressured = 4;
     let scaling = ScalingConfig::default();
@@ -262,7 +263,7 @@ fn workers_waiting_for_room_downstream_stop_growth() {
     assert_eq!(state.low_since, Some(MS));
     let later = MS + scaling.keep_alive;
     let (d, _, _) = decide(&o, later, state, &scaling, LIMITS);
-    assert_eq!(d, Decision::Shrink(3));
+    assert_eq!(d, Decision::Shrink(2));
 }
 
 #[test]
@@ -320,38 +321,97 @@ fn probes_while_growing_or_unsure_and_not_otherwise() {
 }
 
 #[test]
-fn shrink_waits_for_keep_alive_then_steps_one_at_a_time() {
+fn shrink_waits_for_keep_alive_then_goes_to_what_the_quiet_spell_used() {
     let scaling = ScalingConfig {
         keep_alive: Duration::from_secs(1),
         ..ScalingConfig::default()
     };
-    let o = obs(10, 0, 0);
-    let (d, _, s) = decide(
-        &o,
-        Duration::from_secs(5),
-        PolicyState::default(),
+    let at = |ms: u64| Duration::from_millis(ms);
+    // 20 workers, at most 5 of them busy (4.2 on average over one
+    // interval) while below the watermark: 5 ÷ 0.7 → 8.
+    // The first quiet sample's interval was busy until the quiet began:
+    // only its moment counts.
+    let mut first = obs(20, 3, 0);
+    first.mean_busy = 9.0;
+    let (d, _, s) = decide(&first, at(5_000), PolicyState::default(), &scaling, LIMITS);
+    assert_eq!(d, Decision::Stay);
+    assert_eq!(s.low_peak, 3);
+    let mut quiet = obs(20, 3, 0);
+    quiet.mean_busy = 2.5;
+    let mut peak = obs(20, 5, 0);
+    peak.mean_busy = 4.2;
+    let (d, _, s) = decide(&peak, at(5_400), s, &scaling, LIMITS);
+    assert_eq!(d, Decision::Stay, "below the watermark for only 0.4 s");
+    assert_eq!(s.low_peak, 5);
+    let (d, _, s) = decide(&obs(20, 1, 0), at(5_800), s, &scaling, LIMITS);
+    assert_eq!((d, s.low_peak), (Decision::Stay, 5), "the peak is kept");
+    let (d, target, s) = decide(&quiet, at(6_000), s, &scaling, LIMITS);
+    assert_eq!((d, target), (Decision::Shrink(8), 8));
+    // The next step waits another keep-alive, with a peak of its own.
+    let (d, _, s) = decide(&obs(8, 0, 0), at(6_500), s, &scaling, LIMITS);
+    assert_eq!(
+        (d, s.low_since, s.low_peak),
+        (Decision::Stay, Some(at(6_000)), 0)
+    );
+    let (d, _, _) = decide(&obs(8, 0, 0), at(7_000), s, &scaling, LIMITS);
+    assert_eq!(d, Decision::Shrink(2), "nothing used: down to min");
+    // 2 busy of 7 (under 0.3): 2 ÷ 0.7 → 3; 1 busy of 4 → 2 (min); and
+    // never below min.
+    let (d, _, _) = decide(
+        &obs(7, 2, 0),
+        at(1_100),
+        PolicyState {
+            low_since: Some(at(0)),
+            low_peak: 2,
+        },
         &scaling,
         LIMITS,
     );
-    assert_eq!(d, Decision::Stay);
-    let (d, _, s) = decide(&o, Duration::from_millis(5_500), s, &scaling, LIMITS);
-    assert_eq!(d, Decision::Stay, "below the watermark for only 0.5 s");
-    let (d, _, s) = decide(&o, Duration::from_secs(6), s, &scaling, LIMITS);
-    assert_eq!(d, Decision::Shrink(9));
-    let (d, _, _) = decide(&o, Duration::from_millis(6_500), s, &scaling, LIMITS);
-    assert_eq!(d, Decision::Stay, "the next step waits another keep-alive");
-    // Never below min.
-    let o = obs(2, 0, 0);
+    assert_eq!(d, Decision::Shrink(3));
     let (d, _, _) = decide(
-        &o,
+        &obs(4, 1, 0),
+        at(1_100),
+        PolicyState {
+            low_since: Some(at(0)),
+            low_peak: 0,
+        },
+        &scaling,
+        LIMITS,
+    );
+    assert_eq!(d, Decision::Shrink(2));
+    let (d, _, _) = decide(
+        &obs(2, 0, 0),
         Duration::from_secs(100),
         PolicyState {
             low_since: Some(Duration::ZERO),
+            low_peak: 0,
         },
         &scaling,
         LIMITS,
     );
     assert_eq!(d, Decision::Stay);
+}
+
+#[test]
+fn a_quiet_spell_that_used_most_of_the_pool_takes_one_worker() {
+    // 1 busy of 4 is below the watermark, but a peak of 3 in use ÷ 0.7 is
+    // more than the pool: it still gives back one worker, not none.
+    let scaling = ScalingConfig {
+        keep_alive: Duration::from_secs(1),
+        ..ScalingConfig::default()
+    };
+    let state = PolicyState {
+        low_since: Some(Duration::ZERO),
+        low_peak: 3,
+    };
+    let (d, _, _) = decide(
+        &obs(4, 1, 0),
+        Duration::from_secs(2),
+        state,
+        &scaling,
+        (1, 8, 2),
+    );
+    assert_eq!(d, Decision::Shrink(3));
 }
 
 #[test]

@@ -119,6 +119,9 @@ impl Registry {
         // under the spare-slot lock.
         this.grow_target
             .store(target, std::sync::atomic::Ordering::Relaxed);
+        // A shrink asked for earlier is over: the workers started now, and
+        // those it had not yet retired, stay until the next one.
+        this.retire_at.store(usize::MAX, SeqCst);
         while let Ok(Some(_)) = Registry::spawn_worker(this, target) {}
         this.grow_target
             .store(0, std::sync::atomic::Ordering::Relaxed);
@@ -135,8 +138,9 @@ impl Registry {
         }
     }
 
-    /// Asks the workers at `live..` down to `target` to retire when idle
-    /// (the highest first) and wakes the highest.
+    /// Asks the workers from the highest down to index `target` to retire
+    /// when idle, the highest first, and wakes it; each one that retires
+    /// wakes the next (`finish_retire`).
     pub(crate) fn request_retire(&self, target: usize) {
         self.retire_at.store(target, SeqCst);
         let live = self.live.load(SeqCst);
@@ -190,6 +194,11 @@ impl Registry {
         fence(SeqCst);
         if index > 0 && self.rehome(index, index) {
             self.sleep.notify_one();
+        }
+        // The next worker down, now the highest, retires too if the shrink
+        // reaches it: wake it to see (a parked worker looks only when woken).
+        if index > 0 && self.should_retire(index - 1) {
+            self.sleep.parker(index - 1).unpark();
         }
     }
 
