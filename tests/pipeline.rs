@@ -583,6 +583,18 @@ fn bad_options_are_refused_naming_the_stage_and_option() {
         ),
         (
             Pipeline::<u32>::builder()
+                .sink(Stage::new("s").keep_alive(Duration::ZERO), |_| {})
+                .build(),
+            "stage \"s\": keep_alive = 0s is out of range: expected above zero",
+        ),
+        (
+            Pipeline::<u32>::builder()
+                .sink(Stage::new("s").queue_wait_target(Duration::ZERO), |_| {})
+                .build(),
+            "stage \"s\": queue_wait_target = 0s is out of range: expected above zero",
+        ),
+        (
+            Pipeline::<u32>::builder()
                 .batch(Stage::new("b"), 0, Duration::from_millis(1))
                 .sink(Stage::new("s"), |_| {})
                 .build(),
@@ -603,6 +615,64 @@ fn bad_options_are_refused_naming_the_stage_and_option() {
             Ok(_) => panic!("built despite: {message}"),
         }
     }
+}
+
+/// Each elastic stage sizes itself with its own settings: both grow for
+/// items that block; the second, with a short keep-alive, gives its
+/// workers back once idle, while the first, which never retires
+/// (`Duration::MAX`), keeps them although it went idle earlier. (Were the
+/// settings ignored, both would keep the default 10 s, and the first would
+/// shrink before the second.)
+#[test]
+fn each_elastic_stage_keeps_its_workers_for_its_own_keep_alive() {
+    let (first_gate, second_gate) = (Gate::new(), Gate::new());
+    let done = Arc::new(AtomicUsize::new(0));
+    let (g1, g2, d) = (first_gate.clone(), second_gate.clone(), Arc::clone(&done));
+    let pipeline = Pipeline::<u32>::builder()
+        .map(
+            Stage::new("keeps").elastic(1, 4).keep_alive(Duration::MAX),
+            move |x: u32| {
+                ebbtide::block_in_place(|| g1.wait());
+                x
+            },
+        )
+        .sink(
+            Stage::new("gives")
+                .elastic(1, 4)
+                .keep_alive(Duration::from_millis(30))
+                .queue_wait_target(Duration::from_millis(5)),
+            move |_| {
+                ebbtide::block_in_place(|| g2.wait());
+                d.fetch_add(1, SeqCst);
+            },
+        )
+        .build()
+        .unwrap();
+    for i in 0..16 {
+        pipeline.send(i).unwrap();
+    }
+    until(|| pipeline.metrics()[0].workers == 4);
+    first_gate.open();
+    until(|| pipeline.metrics()[1].workers == 4);
+    second_gate.open();
+    until(|| done.load(SeqCst) == 16);
+    until(|| pipeline.metrics()[1].workers == 1);
+    assert_eq!(
+        pipeline.metrics()[0].workers,
+        4,
+        "the first stage kept its workers"
+    );
+    let history = pipeline.resize_history();
+    let shrinks: Vec<_> = history.iter().filter(|(_, e)| e.to < e.from).collect();
+    assert!(
+        !shrinks.is_empty()
+            && shrinks
+                .iter()
+                .all(|(stage, e)| stage == "gives" && e.to == 1),
+        "{history:?}"
+    );
+    let report = pipeline.shutdown();
+    assert_eq!(report.stages[1].completed, 16);
 }
 
 #[test]

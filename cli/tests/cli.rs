@@ -272,6 +272,10 @@ fn simulate_writes_the_report_for_every_scenario() {
             "600ms",
             "--rate",
             "500/s",
+            "--keep-alive",
+            "250ms",
+            "--queue-wait-target",
+            "5ms",
             "--out",
             out_dir.to_str().unwrap(),
         ]);
@@ -313,6 +317,15 @@ fn simulate_writes_the_report_for_every_scenario() {
             "{scenario}: every arrival completed"
         );
         assert_eq!(s["scenario"], scenario);
+        assert_eq!(
+            (
+                s["keep_alive_seconds"].as_f64(),
+                s["queue_wait_target_ms"].as_f64()
+            ),
+            (Some(0.25), Some(5.0)),
+            "{scenario}: the sizing settings used"
+        );
+        assert!(html.contains("keep-alive 0.250 s, queue-wait\ntarget 5.000 ms"));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -429,6 +442,14 @@ fn bad_input_is_one_clear_error_with_status_2_and_nothing_started() {
         (
             vec!["simulate", "--duration", "ten"],
             "'--duration <DURATION>'",
+        ),
+        (
+            vec!["simulate", "--keep-alive", "0s"],
+            "'--keep-alive <KEEP_ALIVE>': `0s` is zero",
+        ),
+        (
+            vec!["simulate", "--queue-wait-target", "5"],
+            "'--queue-wait-target <QUEUE_WAIT_TARGET>': `5` has no unit",
         ),
         (
             vec!["survive", "--workers", "0"],

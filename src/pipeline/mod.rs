@@ -82,12 +82,15 @@ enum Workers {
     Elastic(usize, usize),
 }
 
-/// A stage's name, workers and buffer.
+/// A stage's name, workers and buffer (and, for an elastic stage, its
+/// pool's sizing settings).
 #[derive(Clone, Debug)]
 pub struct Stage {
     name: String,
     workers: Workers,
     buffer: usize,
+    keep_alive: Option<Duration>,
+    queue_wait_target: Option<Duration>,
 }
 
 /// The default buffer of a stage: items waiting for its workers.
@@ -101,6 +104,8 @@ impl Stage {
             name: name.into(),
             workers: Workers::Fixed(num_cpus::get().max(1)),
             buffer: DEFAULT_BUFFER,
+            keep_alive: None,
+            queue_wait_target: None,
         }
     }
 
@@ -127,6 +132,24 @@ impl Stage {
         self
     }
 
+    /// An elastic stage's keep-alive: how long its workers must stay mostly
+    /// idle before it shrinks (see
+    /// [`Builder::keep_alive`](crate::Builder::keep_alive); default
+    /// 10 s). A fixed stage never shrinks, whatever this says.
+    pub fn keep_alive(mut self, d: Duration) -> Stage {
+        self.keep_alive = Some(d);
+        self
+    }
+
+    /// An elastic stage's queue-wait target: how long its items may wait
+    /// in its buffer before it adds workers (see
+    /// [`Builder::queue_wait_target`](crate::Builder::queue_wait_target);
+    /// default 20 ms).
+    pub fn queue_wait_target(mut self, d: Duration) -> Stage {
+        self.queue_wait_target = Some(d);
+        self
+    }
+
     fn validate(&self) -> Result<(), PipelineError> {
         let bad = |option: &'static str, value: String, expected: &'static str| {
             Err(PipelineError::Invalid {
@@ -144,6 +167,12 @@ impl Stage {
             Workers::Elastic(0, _) => bad("elastic", "min 0".into(), "min at least 1"),
             Workers::Elastic(lo, hi) if lo > hi => {
                 bad("elastic", format!("{lo}..{hi}"), "min at most max")
+            }
+            _ if self.keep_alive.is_some_and(|d| d.is_zero()) => {
+                bad("keep_alive", "0s".into(), "above zero")
+            }
+            _ if self.queue_wait_target.is_some_and(|d| d.is_zero()) => {
+                bad("queue_wait_target", "0s".into(), "above zero")
             }
             _ => Ok(()),
         }

@@ -104,6 +104,14 @@ where
         Workers::Fixed(n) => builder.workers(n),
         Workers::Elastic(lo, hi) => builder.min_workers(lo).max_workers(hi),
     };
+    let builder = match spec.keep_alive {
+        Some(d) => builder.keep_alive(d),
+        None => builder,
+    };
+    let builder = match spec.queue_wait_target {
+        Some(d) => builder.queue_wait_target(d),
+        None => builder,
+    };
     let pool = builder.build().map_err(|e| PipelineError::Pool {
         stage: spec.name.clone(),
         error: e,

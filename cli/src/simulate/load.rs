@@ -59,6 +59,16 @@ pub fn rate_at(scenario: Scenario, base: f64, t: Duration, d: Duration) -> f64 {
     }
 }
 
+/// The arrivals the scenario's rate adds up to over `d` (its integral,
+/// summed in steps of a thousandth of `d`, at each step's midpoint).
+pub fn expected_arrivals(scenario: Scenario, base: f64, d: Duration) -> f64 {
+    const STEPS: u32 = 1_000;
+    let step = d / STEPS;
+    (0..STEPS)
+        .map(|i| rate_at(scenario, base, step * i + step / 2, d) * step.as_secs_f64())
+        .sum()
+}
+
 /// A service time drawn from the distribution, with the given mean.
 pub fn service_time(kind: Service, mean: Duration, rng: &mut Rng) -> Duration {
     let m = mean.as_secs_f64();
@@ -142,6 +152,22 @@ mod tests {
         assert!((at(Scenario::Ramp, 10.0) - 200.0).abs() < 1e-9);
         assert!((at(Scenario::Diurnal, 0.0) - 10.0).abs() < 1e-9);
         assert!((at(Scenario::Diurnal, 5.0) - 200.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn expected_arrivals_add_up_the_scenarios_rate() {
+        let d = Duration::from_secs(10);
+        let n = |s| expected_arrivals(s, 100.0, d);
+        assert!((n(Scenario::Steady) - 1_000.0).abs() < 1e-6);
+        // Five times the base for 15 % of the run: 1,000 × (0.85 + 0.75).
+        assert!(
+            (n(Scenario::Burst) - 1_600.0).abs() < 1e-6,
+            "{}",
+            n(Scenario::Burst)
+        );
+        // A mean rate of 1.1 and 1.05 times the base.
+        assert!((n(Scenario::Ramp) - 1_100.0).abs() < 1e-6);
+        assert!((n(Scenario::Diurnal) - 1_050.0).abs() < 1e-6);
     }
 
     #[test]

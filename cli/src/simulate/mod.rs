@@ -21,7 +21,7 @@ use clap::{Args, ValueEnum};
 use crate::progress::{Progress, Reading};
 use crate::{serve, units};
 use load::{Rng, Task};
-use target::Target;
+use target::{Sizing, Target};
 
 /// How the arrival rate moves over the run.
 #[derive(Clone, Copy, Debug, ValueEnum, serde::Serialize)]
@@ -113,6 +113,14 @@ pub struct SimulateArgs {
     /// The elastic pool's worker range.
     #[arg(long, default_value = "1..64", value_name = "MIN..MAX", value_parser = units::worker_range)]
     pub elastic: (usize, usize),
+    /// How long the pool's (each stage's) workers must stay mostly idle
+    /// before it shrinks, to what that quiet spell used.
+    #[arg(long, default_value = "10s", value_parser = units::positive_duration)]
+    pub keep_alive: Duration,
+    /// How long tasks may wait in the pool's (each stage's) queue before
+    /// it adds workers.
+    #[arg(long, default_value = "20ms", value_parser = units::positive_duration)]
+    pub queue_wait_target: Duration,
     /// Seed of the arrival, service and key draws.
     #[arg(long, default_value = "1")]
     pub seed: u64,
@@ -224,9 +232,14 @@ pub fn run(args: &SimulateArgs, stop: &Arc<AtomicBool>, server: Option<&serve::S
     });
     let (lo, hi) = args.elastic;
     let tally = Arc::new(Tally::default());
+    let sizing = Sizing {
+        workers: (lo, hi),
+        keep_alive: args.keep_alive,
+        queue_wait_target: args.queue_wait_target,
+    };
     let built = match args.scenario {
-        Scenario::Pipeline => Target::pipeline(lo, hi, &tally),
-        _ => Target::pool(lo, hi),
+        Scenario::Pipeline => Target::pipeline(sizing, &tally),
+        _ => Target::pool(sizing),
     };
     let target = match built {
         Ok(t) => Arc::new(t),
@@ -317,7 +330,7 @@ pub fn run(args: &SimulateArgs, stop: &Arc<AtomicBool>, server: Option<&serve::S
     };
 
     let watched = (Arc::clone(&target), Arc::clone(&tally));
-    let expected = (args.rate * args.duration.as_secs_f64()) as u64;
+    let expected = load::expected_arrivals(args.scenario, args.rate, args.duration) as u64;
     let progress = Progress::start(expected, move || {
         let m = watched.0.metrics();
         Reading {

@@ -20,6 +20,10 @@ pub struct Summary {
     pub duration_seconds: f64,
     pub base_rate_per_second: f64,
     pub blocking_fraction: f64,
+    /// The pool's (each stage's) keep-alive, seconds.
+    pub keep_alive_seconds: f64,
+    /// The pool's (each stage's) queue-wait target, milliseconds.
+    pub queue_wait_target_ms: f64,
     pub arrivals: u64,
     pub completed: u64,
     /// λ: arrivals per second over the run.
@@ -82,6 +86,8 @@ impl Summary {
             duration_seconds: secs,
             base_rate_per_second: args.rate,
             blocking_fraction: blocking,
+            keep_alive_seconds: args.keep_alive.as_secs_f64(),
+            queue_wait_target_ms: ms(args.queue_wait_target),
             arrivals,
             completed,
             arrival_rate: lambda,
@@ -363,7 +369,8 @@ table{{border-collapse:collapse}}td,th{{padding:2px 12px;text-align:left}}
 .chart{{margin:1em 0}}</style></head><body>
 <h1>ebbtide simulate: {scenario}</h1>
 <p>{duration:.1} s, base rate {rate}/s, {service} service times of mean {mean:.3} ms,
-{blocking:.0}% blocking, {lo}..{hi} workers. Dashed lines mark resizes.</p>
+{blocking:.0}% blocking, {lo}..{hi} workers, keep-alive {keep_alive:.3} s, queue-wait
+target {wait_target:.3} ms. Dashed lines mark resizes.</p>
 <table id="summary">
 <tr><th>arrivals / completed</th><td>{arrivals} / {completed}</td></tr>
 <tr><th>arrival rate λ</th><td>{lambda:.1}/s</td></tr>
@@ -390,6 +397,8 @@ table{{border-collapse:collapse}}td,th{{padding:2px 12px;text-align:left}}
         blocking = s.blocking_fraction * 100.0,
         lo = args.elastic.0,
         hi = args.elastic.1,
+        keep_alive = args.keep_alive.as_secs_f64(),
+        wait_target = args.queue_wait_target.as_secs_f64() * 1e3,
         arrivals = s.arrivals,
         completed = s.completed,
         lambda = s.arrival_rate,

@@ -19,6 +19,23 @@ pub struct Item {
     started: Option<Instant>,
 }
 
+/// How the pool, or each stage, sizes itself.
+#[derive(Clone, Copy)]
+pub struct Sizing {
+    pub workers: (usize, usize),
+    pub keep_alive: Duration,
+    pub queue_wait_target: Duration,
+}
+
+impl Sizing {
+    fn stage(&self, name: &str) -> Stage {
+        Stage::new(name)
+            .elastic(self.workers.0, self.workers.1)
+            .keep_alive(self.keep_alive)
+            .queue_wait_target(self.queue_wait_target)
+    }
+}
+
 pub enum Target {
     Pool(Pool),
     Pipeline(Arc<Pipeline<Item>>),
@@ -28,20 +45,22 @@ pub enum Target {
 const WRITE: Duration = Duration::from_millis(5);
 
 impl Target {
-    pub fn pool(lo: usize, hi: usize) -> Result<Target, String> {
+    pub fn pool(sizing: Sizing) -> Result<Target, String> {
         Pool::builder()
             .name("simulate")
-            .min_workers(lo)
-            .max_workers(hi)
+            .min_workers(sizing.workers.0)
+            .max_workers(sizing.workers.1)
+            .keep_alive(sizing.keep_alive)
+            .queue_wait_target(sizing.queue_wait_target)
             .build()
             .map(Target::Pool)
             .map_err(|e| e.to_string())
     }
 
-    pub fn pipeline(lo: usize, hi: usize, tally: &Arc<Tally>) -> Result<Target, String> {
+    pub fn pipeline(sizing: Sizing, tally: &Arc<Tally>) -> Result<Target, String> {
         let t = Arc::clone(tally);
         Pipeline::<Item>::builder()
-            .map(Stage::new("parse").elastic(lo, hi), |mut item: Item| {
+            .map(sizing.stage("parse"), |mut item: Item| {
                 item.started = Some(Instant::now());
                 Task {
                     service: item.task.service / 5,
@@ -51,7 +70,7 @@ impl Target {
                 .run();
                 item
             })
-            .map(Stage::new("enrich").elastic(lo, hi), |item: Item| {
+            .map(sizing.stage("enrich"), |item: Item| {
                 Task {
                     blocks: true,
                     ..item.task
@@ -60,16 +79,13 @@ impl Target {
                 item
             })
             .batch(Stage::new("batch"), 100, Duration::from_millis(100))
-            .sink(
-                Stage::new("write").elastic(lo, hi),
-                move |batch: Vec<Item>| {
-                    std::thread::sleep(WRITE);
-                    for item in batch {
-                        let started = item.started.unwrap_or(item.task.arrived);
-                        t.finish(item.task.arrived, started);
-                    }
-                },
-            )
+            .sink(sizing.stage("write"), move |batch: Vec<Item>| {
+                std::thread::sleep(WRITE);
+                for item in batch {
+                    let started = item.started.unwrap_or(item.task.arrived);
+                    t.finish(item.task.arrived, started);
+                }
+            })
             .build()
             .map(|p| Target::Pipeline(Arc::new(p)))
             .map_err(|e| e.to_string())
