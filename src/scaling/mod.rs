@@ -18,11 +18,16 @@
 //! 2. **Little's law.** With λ the rate of new tasks entering service
 //!    (arrivals, less those still queued) and W their mean run time (before
 //!    any task finished: the running tasks' age, a lower bound), the tasks
-//!    in service are L = λ·W and need L ÷ target utilization workers. The
-//!    queue needs Q·W ÷ `queue_wait_target` more: enough to drain it within
-//!    that target. Workers *held* by a task that has run more than 2·W (a
-//!    long block the mean does not foresee) are added on top. Before W can
-//!    be known at all, each waiting worker is replaced.
+//!    in service are L = λ·W and need L ÷ target utilization workers. λ and
+//!    W come from the recent past ([`Recent`](policy::Recent): each earlier
+//!    sample weighed down by e^(−age ÷ 100 ms)), since a probe of a quarter
+//!    of a millisecond sees a handful of tasks; a backlog is sized from the
+//!    latest sample alone. The queue needs Q·W ÷ `queue_wait_target` more:
+//!    enough to drain it within that target. Workers *held* by a task that
+//!    has run more than 2·W (a long block the mean does not foresee) are
+//!    added on top while work waits behind them (once their tasks end they
+//!    are in λ·W already). Before W can be known at all, each waiting
+//!    worker is replaced.
 //! 3. **CPU cap.** The tasks' CPU share s (CPU time ÷ busy time of the
 //!    workers busy most of the interval) caps the pool at CPUs ÷ s (plus the
 //!    announced-blocked workers): compute tasks (s ≈ 1) never get more

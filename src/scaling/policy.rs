@@ -14,13 +14,46 @@ pub(crate) enum Decision {
 }
 
 /// What the policy remembers between decisions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct PolicyState {
     /// Since when (pool time) utilization has stayed below the shrink
     /// watermark.
     pub(crate) low_since: Option<Duration>,
     /// The most workers in use at any sample since `low_since`.
     pub(crate) low_peak: usize,
+    /// The flow over the recent past, for λ and W.
+    pub(crate) recent: Recent,
+}
+
+/// Tasks that entered service and finished over the recent past, each
+/// earlier sample's counts weighed down by e^(−age ÷ [`MEMORY`]): a
+/// probe of a quarter of a millisecond sees a handful of tasks, too few to
+/// size a pool from alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Recent {
+    /// Seconds.
+    pub(crate) elapsed: f64,
+    pub(crate) entered: f64,
+    pub(crate) finished: f64,
+    /// Seconds: the finished tasks' run times.
+    pub(crate) run_time: f64,
+}
+
+/// How far back [`Recent`] remembers (its time constant).
+pub(crate) const MEMORY: Duration = Duration::from_millis(100);
+
+impl Recent {
+    /// The past, faded by `obs`'s interval, with `obs` added.
+    fn after(self, obs: &Observation) -> Recent {
+        let secs = obs.elapsed.as_secs_f64();
+        let keep = (-secs / MEMORY.as_secs_f64()).exp();
+        Recent {
+            elapsed: self.elapsed * keep + secs,
+            entered: self.entered * keep + obs.arrivals.min(obs.started) as f64,
+            finished: self.finished * keep + obs.finished as f64,
+            run_time: self.run_time * keep + obs.run_time.as_secs_f64(),
+        }
+    }
 }
 
 /// The share of all CPUs above which the machine counts as saturated.
@@ -82,11 +115,11 @@ pub(crate) fn classify(in_tasks: Duration, cpu: Duration, sched: Option<(Duratio
     }
 }
 
-/// The mean run time W in seconds: of the tasks that finished in the
-/// interval, else the running tasks' age (a lower bound), else unknown.
-fn mean_run_time(obs: &Observation) -> Option<f64> {
-    if obs.finished > 0 && !obs.run_time.is_zero() {
-        Some(obs.run_time.as_secs_f64() / obs.finished as f64)
+/// The mean run time W in seconds: of the tasks that finished recently,
+/// else the running tasks' age (a lower bound), else unknown.
+fn mean_run_time(obs: &Observation, recent: &Recent) -> Option<f64> {
+    if recent.finished > 0.0 && recent.run_time > 0.0 {
+        Some(recent.run_time / recent.finished)
     } else if !obs.running_age.is_zero() {
         Some(obs.running_age.as_secs_f64())
     } else {
@@ -105,21 +138,32 @@ pub(crate) fn decide(
     let live = obs.live.max(1);
     let saturated = saturated(obs);
     let waiting = waiting(obs);
+    // A backlog is sized from what is seen now: the past, quieter or
+    // with other tasks, would hold its growth back.
+    let past = if backlog(obs) {
+        Recent::default()
+    } else {
+        state.recent
+    };
+    let recent = past.after(obs);
     let next = |low_since| PolicyState {
         low_since,
         low_peak: 0,
+        recent,
     };
     let working = obs.busy.saturating_sub(waiting);
-    let secs = obs.elapsed.as_secs_f64();
     // Little's law, the queue's term, and the held workers.
-    let (needed, drain) = match mean_run_time(obs) {
-        Some(w) if secs > 0.0 => {
+    let (needed, drain) = match mean_run_time(obs, &recent) {
+        Some(w) if recent.elapsed > 0.0 => {
             // λ: arrivals that entered service (those still queued are the
             // queue's, and tasks drained from an older queue are not new).
-            let lambda = obs.arrivals.min(obs.started) as f64 / secs;
+            let lambda = recent.entered / recent.elapsed;
             let drain = obs.queued as f64 * w / scaling.queue_wait_target.as_secs_f64();
             let flow = lambda * w / scaling.target_utilization;
-            ((flow + drain).ceil() as usize + obs.held, drain)
+            // Held workers are in λ·W already once their tasks end; they
+            // need others beside them only while work waits behind them.
+            let held = if backlog(obs) { obs.held } else { 0 };
+            ((flow + drain).ceil() as usize + held, drain)
         }
         // Nothing to size from yet: replace each waiting worker.
         _ if obs.queued > 0 => (live + waiting, 0.0),
@@ -178,6 +222,7 @@ pub(crate) fn decide(
         let state = PolicyState {
             low_since: Some(since),
             low_peak: peak,
+            recent,
         };
         return (Decision::Stay, obs.live, state);
     }

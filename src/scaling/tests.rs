@@ -212,6 +212,47 @@ fn a_worker_held_by_a_long_task_is_added_though_short_tasks_set_w() {
 }
 
 #[test]
+fn a_steady_pool_is_sized_from_the_recent_past_not_a_short_probe() {
+    // 10,000/s of 10 ms blocking tasks (L = 100) seen over 20 ms, on 130
+    // workers: 100/0.7 → 143 (held workers, with nobody waiting behind
+    // them, add nothing).
+    let mut long = ran(obs(130, 100, 0), 200, 10 * MS);
+    long.elapsed = 20 * MS;
+    long.arrivals = 200;
+    long.mean_busy = 100.0;
+    long.held = 14;
+    long.stalled = 100;
+    long.machine_load = Some(0.05);
+    long.task_cpu_share = Some(0.005);
+    let cfg = ScalingConfig::default();
+    let (d, _, s) = decide(&long, MS, PolicyState::default(), &cfg, LIMITS);
+    assert_eq!(d, Decision::Stay, "inside the band");
+    // Then a probe of 250 µs with 3 arrivals and 5 finishes averaging
+    // 11.5 ms, while 112 of the 130 are busy (above the grow watermark).
+    // Alone it reads λ·W = 12,000/s × 11.5 ms = 138 and asks for 198; with
+    // the last 20 ms it reads 100.6 and asks for 144.
+    let mut probe = ran(obs(130, 112, 0), 5, Duration::from_micros(11_500));
+    probe.elapsed = Duration::from_micros(250);
+    probe.arrivals = 3;
+    probe.started = 3;
+    probe.mean_busy = 112.0;
+    probe.held = 14;
+    probe.stalled = 112;
+    probe.machine_load = Some(0.05);
+    probe.task_cpu_share = Some(0.005);
+    let alone = decide(&probe, 2 * MS, PolicyState::default(), &cfg, LIMITS).0;
+    assert_eq!(alone, Decision::Grow(198, ResizeReason::Blocked));
+    let (d, _, _) = decide(&probe, 2 * MS, s, &cfg, LIMITS);
+    assert_eq!(d, Decision::Grow(144, ResizeReason::Blocked));
+    // A backlog is sized from the probe alone, and its held workers count:
+    // 198 + 40 queued × 11.5 ms ÷ 20 ms (23) + 14 held. The quieter past
+    // would hold the growth back.
+    probe.queued = 40;
+    let (d, _, _) = decide(&probe, 2 * MS, s, &cfg, LIMITS);
+    assert_eq!(d, Decision::Grow(235, ResizeReason::Blocked));
+}
+
+#[test]
 fn blocked_workers_with_idle_ones_beside_them_hold_nothing_up() {
     // A stage of 100 workers on 1.3 ms blocking tasks at 55,000/s, 75 %
     // busy, 15 queued for the moment it takes the 25 idle ones to wake:
@@ -363,6 +404,7 @@ fn shrink_waits_for_keep_alive_then_goes_to_what_the_quiet_spell_used() {
         PolicyState {
             low_since: Some(at(0)),
             low_peak: 2,
+            ..PolicyState::default()
         },
         &scaling,
         LIMITS,
@@ -374,6 +416,7 @@ fn shrink_waits_for_keep_alive_then_goes_to_what_the_quiet_spell_used() {
         PolicyState {
             low_since: Some(at(0)),
             low_peak: 0,
+            ..PolicyState::default()
         },
         &scaling,
         LIMITS,
@@ -385,6 +428,7 @@ fn shrink_waits_for_keep_alive_then_goes_to_what_the_quiet_spell_used() {
         PolicyState {
             low_since: Some(Duration::ZERO),
             low_peak: 0,
+            ..PolicyState::default()
         },
         &scaling,
         LIMITS,
@@ -403,6 +447,7 @@ fn a_quiet_spell_that_used_most_of_the_pool_takes_one_worker() {
     let state = PolicyState {
         low_since: Some(Duration::ZERO),
         low_peak: 3,
+        ..PolicyState::default()
     };
     let (d, _, _) = decide(
         &obs(4, 1, 0),
@@ -434,7 +479,7 @@ fn busy_again_resets_the_shrink_clock() {
         &scaling,
         LIMITS,
     );
-    assert_eq!(s, PolicyState::default());
+    assert_eq!((s.low_since, s.low_peak), (None, 0));
     let (d, _, _) = decide(
         &obs(10, 0, 0),
         Duration::from_millis(2_100),
