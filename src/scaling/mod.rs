@@ -21,8 +21,7 @@
 //!    in service are L = λ·W and need L ÷ target utilization workers. λ and
 //!    W come from the recent past ([`Recent`](policy::Recent): each earlier
 //!    sample weighed down by e^(−age ÷ 100 ms)), since a probe of a quarter
-//!    of a millisecond sees a handful of tasks; a backlog is sized from the
-//!    latest sample alone. The queue needs Q·W ÷ `queue_wait_target` more:
+//!    of a millisecond sees a handful of tasks. The queue needs Q·W ÷ `queue_wait_target` more:
 //!    enough to drain it within that target. Workers *held* by a task that
 //!    has run more than 2·W (a long block the mean does not foresee) are
 //!    added on top while work waits behind them (once their tasks end they

@@ -138,14 +138,8 @@ pub(crate) fn decide(
     let live = obs.live.max(1);
     let saturated = saturated(obs);
     let waiting = waiting(obs);
-    // A backlog is sized from what is seen now: the past, quieter or
-    // with other tasks, would hold its growth back.
-    let past = if backlog(obs) {
-        Recent::default()
-    } else {
-        state.recent
-    };
-    let recent = past.after(obs);
+    let recent = state.recent.after(obs);
+    let has_backlog = backlog(obs);
     let next = |low_since| PolicyState {
         low_since,
         low_peak: 0,
@@ -162,7 +156,7 @@ pub(crate) fn decide(
             let flow = lambda * w / scaling.target_utilization;
             // Held workers are in λ·W already once their tasks end; they
             // need others beside them only while work waits behind them.
-            let held = if backlog(obs) { obs.held } else { 0 };
+            let held = if has_backlog { obs.held } else { 0 };
             ((flow + drain).ceil() as usize + held, drain)
         }
         // Nothing to size from yet: replace each waiting worker.

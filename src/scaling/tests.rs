@@ -244,12 +244,14 @@ fn a_steady_pool_is_sized_from_the_recent_past_not_a_short_probe() {
     assert_eq!(alone, Decision::Grow(198, ResizeReason::Blocked));
     let (d, _, _) = decide(&probe, 2 * MS, s, &cfg, LIMITS);
     assert_eq!(d, Decision::Grow(144, ResizeReason::Blocked));
-    // A backlog is sized from the probe alone, and its held workers count:
-    // 198 + 40 queued × 11.5 ms ÷ 20 ms (23) + 14 held. The quieter past
-    // would hold the growth back.
+    // With a backlog the held workers count too: 143.7 + 40 queued ×
+    // 10.04 ms ÷ 20 ms (20.1), rounded up, + 14 held; from the probe alone
+    // it would be 197.1 + 23 + 14.
     probe.queued = 40;
     let (d, _, _) = decide(&probe, 2 * MS, s, &cfg, LIMITS);
-    assert_eq!(d, Decision::Grow(235, ResizeReason::Blocked));
+    assert_eq!(d, Decision::Grow(178, ResizeReason::Blocked));
+    let alone = decide(&probe, 2 * MS, PolicyState::default(), &cfg, LIMITS).0;
+    assert_eq!(alone, Decision::Grow(235, ResizeReason::Blocked));
 }
 
 #[test]
