@@ -14,7 +14,8 @@ use crate::pool::Pool;
 use crate::task::job::{Outcome, Runnable};
 use crate::Backpressure;
 
-use super::{ItemError, KeyFn, Next, Offer, PipelineError, Refused, Shared, Stage, Workers};
+use super::spec::Workers;
+use super::{ItemError, KeyFn, Next, Offer, PipelineError, Refused, Shared, Stage};
 use crate::task::job::panic_message;
 
 /// What a stage did with its items; with its pool's cancelled and
