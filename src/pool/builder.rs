@@ -280,10 +280,10 @@ impl Builder {
     /// pool can still grow (default 20 ms): the supervisor adds the workers
     /// that drain the queue within it (queued × mean run time ÷ this), up to
     /// `max_workers` and to what the CPUs can serve. A shorter target trades
-    /// threads for latency while the CPUs have room to spare; once every
-    /// task's wake-up and switch keeps them busy, more threads do not help
-    /// (on 2 CPUs, 400 workers served a burst of 1,000 two-millisecond
-    /// sleeps no faster than 100).
+    /// threads for latency: on 2 CPUs, bursts of 1,000 two-millisecond
+    /// sleeps ran with about half the p99 latency at 5 ms as at the default,
+    /// on about 380 workers instead of about 100, while the CPUs had room
+    /// for every task's wake-up and switch.
     pub fn queue_wait_target(mut self, d: Duration) -> Self {
         self.scaling.queue_wait_target = d;
         self
