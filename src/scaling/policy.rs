@@ -116,14 +116,20 @@ pub(crate) fn classify(in_tasks: Duration, cpu: Duration, sched: Option<(Duratio
 }
 
 /// The mean run time W in seconds: of the tasks that finished recently,
-/// else the running tasks' age (a lower bound), else unknown.
+/// else the running tasks' age (a lower bound), else unknown. While no
+/// task finishes, the past's W is no news: the running tasks' age, once
+/// longer, replaces it (tasks that ran for microseconds long ago must not
+/// say that those blocked now for milliseconds will soon be done).
 fn mean_run_time(obs: &Observation, recent: &Recent) -> Option<f64> {
+    let age = (!obs.running_age.is_zero()).then(|| obs.running_age.as_secs_f64());
     if recent.finished > 0.0 && recent.run_time > 0.0 {
-        Some(recent.run_time / recent.finished)
-    } else if !obs.running_age.is_zero() {
-        Some(obs.running_age.as_secs_f64())
+        let past = recent.run_time / recent.finished;
+        Some(match age {
+            Some(age) if obs.finished == 0 => past.max(age),
+            _ => past,
+        })
     } else {
-        None
+        age
     }
 }
 

@@ -255,6 +255,28 @@ fn a_steady_pool_is_sized_from_the_recent_past_not_a_short_probe() {
 }
 
 #[test]
+fn a_past_of_short_tasks_does_not_hide_a_block_now() {
+    // Earlier, tasks that ran 10 µs each; now both workers have been
+    // blocked for 5 ms with 38 queued and nothing finishing. The past's W
+    // alone would read the queue as drained in no time (and stay at 2);
+    // the running age says otherwise: 38 × 5 ms ÷ 20 ms → 10 more.
+    let cfg = ScalingConfig::default();
+    let mut past = ran(obs(2, 0, 0), 40, Duration::from_micros(10));
+    past.arrivals = 40;
+    let (_, _, s) = decide(&past, MS, PolicyState::default(), &cfg, LIMITS);
+    let mut now = obs(2, 2, 38);
+    now.blocked = 2;
+    now.mean_busy = 2.0;
+    now.running_age = 5 * MS;
+    now.elapsed = 2 * MS;
+    let (d, _, _) = decide(&now, 200 * MS, s, &cfg, LIMITS);
+    assert!(
+        matches!(d, Decision::Grow(n, ResizeReason::Blocked) if n >= 4),
+        "{d:?}"
+    );
+}
+
+#[test]
 fn blocked_workers_with_idle_ones_beside_them_hold_nothing_up() {
     // A stage of 100 workers on 1.3 ms blocking tasks at 55,000/s, 75 %
     // busy, 15 queued for the moment it takes the 25 idle ones to wake:
