@@ -85,7 +85,8 @@ fn run(registry: &Arc<Registry>) {
                 }
             }
             Decision::Shrink(to) => {
-                registry.request_retire(to);
+                // Recorded first: the workers retire within microseconds,
+                // and whoever sees fewer of them must find the resize.
                 registry.record_resize(ResizeEvent {
                     at: started.elapsed(),
                     from: obs.live,
@@ -93,6 +94,7 @@ fn run(registry: &Arc<Registry>) {
                     reason: ResizeReason::Idle,
                     observation: obs,
                 });
+                registry.request_retire(to);
             }
         }
     }
