@@ -121,7 +121,7 @@ pub(crate) fn classify(in_tasks: Duration, cpu: Duration, sched: Option<(Duratio
 /// longer, replaces it (tasks that ran for microseconds long ago must not
 /// say that those blocked now for milliseconds will soon be done).
 fn mean_run_time(obs: &Observation, recent: &Recent) -> Option<f64> {
-    let age = (!obs.running_age.is_zero()).then(|| obs.running_age.as_secs_f64());
+    let age = (!obs.running_age.is_zero()).then_some(obs.running_age.as_secs_f64());
     if recent.finished > 0.0 && recent.run_time > 0.0 {
         let past = recent.run_time / recent.finished;
         Some(match age {
