@@ -13,9 +13,10 @@
 //! `release`: after 4,000 tasks sleeping 1 ms, how long the pool takes to
 //! give its threads back, with a keep-alive of 1 s (ebbtide's
 //! `keep_alive`, tokio's `thread_keep_alive`), sampled every 10 ms for at
-//! most 20 s.
+//! most 20 s. `release-long`: the same, with one task sleeping 10 s
+//! submitted 50 ms into the quiet.
 //!
-//! Run: `cargo bench --bench scaling [-- blocking|cpu|bursty|steady|release]`
+//! Run: `cargo bench --bench scaling [-- blocking|cpu|bursty|steady|release|release-long]`
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -605,18 +606,27 @@ fn main() {
     }
 
     if run("release") {
-        release(cpus);
+        release(cpus, None);
+    }
+
+    if run("release-long") {
+        release(cpus, Some(Duration::from_secs(10)));
     }
 }
 
 /// Threads given back after a load: for ebbtide and tokio, three runs each,
-/// taking turns.
-fn release(cpus: usize) {
+/// taking turns. `long`: 50 ms into the quiet, one task sleeping that long
+/// (its thread is not counted as one to give back).
+fn release(cpus: usize, long: Option<Duration>) {
     const KEEP_ALIVE: Duration = Duration::from_secs(1);
     const LIMIT: Duration = Duration::from_secs(20);
     println!(
-        "\nrelease: 4,000 tasks sleeping 1 ms, then quiet; keep-alive 1 s; \
-         threads above the pool's resting count over time"
+        "\nrelease: 4,000 tasks sleeping 1 ms, then quiet{}; keep-alive 1 s; \
+         threads above the pool's resting count over time",
+        long.map_or(String::new(), |l| format!(
+            ", but for one task sleeping {} s from 50 ms in",
+            l.as_secs()
+        ))
     );
     for round in 1..=3 {
         for kind in ["ebbtide", "tokio_spawn_blocking"] {
@@ -660,6 +670,22 @@ fn release(cpus: usize) {
             done.wait();
             let quiet = Instant::now();
             let peak = threads_now() - base - rest;
+            // The long task's thread stays: one more at rest while it runs.
+            let rest = rest + usize::from(long.is_some());
+            let long_done = Countdown::new(1);
+            if let Some(long) = long {
+                std::thread::sleep(Duration::from_millis(50));
+                let d = long_done.clone();
+                let job = move || {
+                    std::thread::sleep(long);
+                    d.count_down();
+                };
+                match (&pool, &rt) {
+                    (Some(p), _) => p.execute(job).unwrap(),
+                    (_, Some(rt)) => drop(rt.spawn_blocking(job)),
+                    _ => unreachable!(),
+                }
+            }
             let mut marks = Vec::new();
             let mut half = None;
             let back = loop {
@@ -677,6 +703,9 @@ fn release(cpus: usize) {
                 std::thread::sleep(Duration::from_millis(10));
             };
             let left = (threads_now() - base).saturating_sub(rest);
+            if long.is_some() {
+                long_done.wait();
+            }
             println!(
                 "  round {round} {kind:<22} {peak:>3} threads above rest when quiet; half gone after {}; {}",
                 half.map_or("-".into(), |h| format!("{:.2} s", h.as_secs_f64())),

@@ -68,6 +68,52 @@ fn grows_to_max_under_blocked_load_and_shrinks_back_to_exactly_min() {
 /// task runs exactly once. (Linux keeps the statistics this needs.)
 #[cfg(target_os = "linux")]
 #[test]
+fn a_long_task_from_a_quiet_pool_runs_on_the_lowest_worker_and_holds_no_shrink_up() {
+    // A shrink retires the highest workers, so a long task on one of them
+    // would hold it up; a wake goes to the lowest parked worker.
+    let pool = Pool::builder()
+        .thread_name("low")
+        .min_workers(2)
+        .max_workers(8)
+        .keep_alive(Duration::from_secs(1))
+        .scaling_interval(Duration::from_millis(2))
+        .target_utilization(0.8)
+        .build()
+        .unwrap();
+    let gate = Gate::new();
+    for _ in 0..40 {
+        let g = gate.clone();
+        pool.execute(move || block_in_place(|| g.wait())).unwrap();
+    }
+    until(|| pool.num_workers() == 8);
+    gate.open();
+    common::idle(&pool);
+    // Every worker parked, in whatever order they ran out of work.
+    until(|| pool.metrics().parked == 8);
+    let long = Gate::new();
+    let (ran_on, on) = std::sync::mpsc::channel();
+    let l = long.clone();
+    pool.execute(move || {
+        let _ = ran_on.send(std::thread::current().name().map(str::to_owned));
+        l.wait();
+    })
+    .unwrap();
+    let name = on
+        .recv_timeout(common::PATIENCE)
+        .expect("the long task started");
+    assert_eq!(name.as_deref(), Some("low-0"));
+    // The quiet spell used one worker: the pool goes to its minimum in one
+    // step, around the long task.
+    until(|| pool.num_workers() == 2);
+    let c = pool.metrics().counts;
+    assert_eq!((c.completed, c.resizes_down), (40, 1));
+    long.open();
+    common::idle(&pool);
+    assert_eq!(pool.metrics().counts.completed, 41);
+    assert_eq!(pool.num_workers(), 2);
+}
+
+#[test]
 fn unannounced_blocking_is_seen_and_grows_the_pool() {
     let pool = Pool::builder()
         .min_workers(2)

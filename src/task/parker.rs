@@ -54,6 +54,12 @@ impl Parker {
         *notified = false;
     }
 
+    /// Whether the token is set (a wake-up not yet taken by `park`).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn is_unparked(&self) -> bool {
+        *self.lock()
+    }
+
     /// Sets the token and wakes the parked thread, if any.
     pub(crate) fn unpark(&self) {
         *self.lock() = true;

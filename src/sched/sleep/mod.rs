@@ -27,12 +27,39 @@ fn parked(state: usize) -> usize {
     state >> 16
 }
 
+/// The sleeper list: a bit per worker slot, set while the worker is on
+/// the list. A wake takes the lowest-numbered sleeper, so work gathers on
+/// the low workers and the high ones stay idle: a shrink retires the
+/// highest workers first, and one of them busy holds the shrink up.
 struct Sleepers {
-    /// Indices of parked workers.
-    list: Vec<usize>,
+    /// Bit `i % 64` of word `i / 64`: worker `i` is parked.
+    list: Vec<u64>,
     /// `granted[i]`: worker `i` was taken off the list by `notify_one`,
     /// which counted it as searching on its behalf.
     granted: Vec<bool>,
+}
+
+impl Sleepers {
+    /// Puts worker `index` on the list.
+    fn insert(&mut self, index: usize) {
+        self.list[index / 64] |= 1 << (index % 64);
+    }
+
+    /// Takes worker `index` off the list; returns whether it was on it.
+    fn remove(&mut self, index: usize) -> bool {
+        let (word, bit) = (&mut self.list[index / 64], 1u64 << (index % 64));
+        let was = *word & bit != 0;
+        *word &= !bit;
+        was
+    }
+
+    /// Takes the lowest-numbered parked worker off the list.
+    fn take_lowest(&mut self) -> Option<usize> {
+        let (at, word) = self.list.iter_mut().enumerate().find(|(_, w)| **w != 0)?;
+        let bit = word.trailing_zeros() as usize;
+        *word &= *word - 1;
+        Some(at * 64 + bit)
+    }
 }
 
 /// The sleep/wake coordinator of one pool.
@@ -73,7 +100,7 @@ impl Sleep {
         Sleep {
             state: CachePadded::new(AtomicUsize::new(0)),
             sleepers: Mutex::new(Sleepers {
-                list: Vec::with_capacity(num_workers),
+                list: vec![0; num_workers.div_ceil(64)],
                 granted: vec![false; num_workers],
             }),
             parkers: (0..num_workers)
@@ -129,7 +156,7 @@ impl Sleep {
         // is counted, so the subtraction cannot wrap the low field).
         self.state
             .fetch_add(PARK_ONE - usize::from(is_searching), SeqCst);
-        sleepers.list.push(index);
+        sleepers.insert(index);
         sleepers.granted[index] = false;
     }
 
@@ -138,8 +165,7 @@ impl Sleep {
     /// worker was woken to search (`notify_one` counted it as searching).
     pub(crate) fn after_wake(&self, index: usize) -> bool {
         let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
-        if let Some(pos) = sleepers.list.iter().position(|&i| i == index) {
-            sleepers.list.swap_remove(pos);
+        if sleepers.remove(index) {
             self.state.fetch_sub(PARK_ONE, SeqCst);
             false
         } else {
@@ -195,7 +221,7 @@ impl Sleep {
         if only_if_none_search && !self.should_wake() {
             return false;
         }
-        let Some(index) = sleepers.list.pop() else {
+        let Some(index) = sleepers.take_lowest() else {
             return false;
         };
         // One fewer parked, one more searching.
@@ -226,7 +252,7 @@ impl Sleep {
     /// Wakes every parked worker (shutdown, termination).
     pub(crate) fn wake_all(&self) {
         let mut sleepers = self.sleepers.lock_counted(&self.stats.sleepers);
-        let woken: Vec<usize> = sleepers.list.drain(..).collect();
+        let woken: Vec<usize> = std::iter::from_fn(|| sleepers.take_lowest()).collect();
         for &index in &woken {
             self.state.fetch_sub(PARK_ONE, SeqCst);
             sleepers.granted[index] = false;
@@ -311,6 +337,42 @@ mod tests {
         assert!(s.wake_another());
         assert_eq!(s.searching(), 3);
         assert!(s.after_wake(7));
+    }
+
+    #[test]
+    fn a_wake_takes_the_lowest_numbered_sleeper() {
+        // Over two words of the list: 3, 130, 64, 0 park, in that order.
+        let s = sleep(200, 2);
+        for i in [3, 130, 64, 0] {
+            s.transition_to_parked(i, false);
+        }
+        assert_eq!(s.parked(), 4);
+        let mut woken = Vec::new();
+        while s.wake_another() {
+            let i = (0..200)
+                .find(|&i| s.parker(i).is_unparked())
+                .expect("one unparked");
+            // The woken worker takes its token and its grant.
+            s.parker(i).park();
+            assert!(s.after_wake(i), "woken to search");
+            woken.push(i);
+        }
+        assert_eq!(woken, [0, 3, 64, 130]);
+        assert_eq!((s.parked(), s.searching()), (0, 4));
+    }
+
+    #[test]
+    fn a_sleeper_that_leaves_by_itself_is_off_the_list() {
+        let s = sleep(70, 2);
+        s.transition_to_parked(65, false);
+        s.transition_to_parked(1, false);
+        // Worker 1 re-checks, finds work, and takes itself off the list.
+        assert!(!s.after_wake(1));
+        assert_eq!(s.parked(), 1);
+        assert!(s.wake_another());
+        assert!(s.parker(65).is_unparked());
+        assert!(!s.parker(1).is_unparked());
+        assert!(!s.wake_another(), "nobody left on the list");
     }
 
     #[test]
