@@ -114,6 +114,73 @@ fn a_long_task_from_a_quiet_pool_runs_on_the_lowest_worker_and_holds_no_shrink_u
 }
 
 #[test]
+fn a_shrink_held_up_by_a_busy_worker_is_recorded_once() {
+    // Four workers, each blocked in a task of its own; then every task
+    // ends but the highest worker's, which computes on. The shrink to two
+    // retires from the top, so it waits for that task, however many
+    // keep-alives pass: one shrink, recorded once.
+    let pool = Pool::builder()
+        .thread_name("held")
+        .min_workers(2)
+        .max_workers(4)
+        .keep_alive(Duration::from_millis(30))
+        .scaling_interval(Duration::from_millis(2))
+        .target_utilization(0.8)
+        .build()
+        .unwrap();
+    let gates: Vec<Gate> = (0..4).map(|_| Gate::new()).collect();
+    let computes: Arc<Vec<AtomicU8>> = Arc::new((0..4).map(|_| AtomicU8::new(0)).collect());
+    let (ran_on, on) = std::sync::mpsc::channel();
+    for (task, gate) in gates.iter().enumerate() {
+        let (g, tx, computes) = (gate.clone(), ran_on.clone(), Arc::clone(&computes));
+        pool.execute(move || {
+            let _ = tx.send((task, std::thread::current().name().map(str::to_owned)));
+            block_in_place(|| g.wait());
+            // 1: compute until told to stop (2).
+            let deadline = Instant::now() + common::PATIENCE;
+            while computes[task].load(SeqCst) == 1 {
+                assert!(Instant::now() < deadline, "never told to stop");
+                std::hint::spin_loop();
+            }
+        })
+        .unwrap();
+    }
+    // Each task blocks its worker until its gate opens: four workers.
+    let started: Vec<(usize, Option<String>)> = (0..4)
+        .map(|_| {
+            on.recv_timeout(common::PATIENCE)
+                .expect("every task started")
+        })
+        .collect();
+    let top = started
+        .iter()
+        .find(|(_, name)| name.as_deref() == Some("held-3"))
+        .expect("a task on the fourth worker")
+        .0;
+    computes[top].store(1, SeqCst);
+    gates.iter().for_each(Gate::open);
+    let downs = |pool: &Pool| {
+        let history = pool.resize_history();
+        history
+            .into_iter()
+            .filter(|e| e.to < e.from)
+            .collect::<Vec<_>>()
+    };
+    until(|| !downs(&pool).is_empty());
+    // Several keep-alives with the shrink under way.
+    samples(&pool, 60);
+    assert_eq!(downs(&pool).len(), 1, "{:?}", pool.resize_history());
+    computes[top].store(2, SeqCst);
+    until(|| pool.num_workers() == 2);
+    samples(&pool, 20);
+    let downs = downs(&pool);
+    assert_eq!(downs.len(), 1, "{downs:?}");
+    assert_eq!((downs[0].from, downs[0].to), (4, 2));
+    let c = pool.metrics().counts;
+    assert_eq!((c.completed, c.resizes_down), (4, 1));
+}
+
+#[test]
 fn unannounced_blocking_is_seen_and_grows_the_pool() {
     let pool = Pool::builder()
         .min_workers(2)

@@ -84,6 +84,12 @@ fn run(registry: &Arc<Registry>) {
                     });
                 }
             }
+            Decision::Shrink(to) if registry.shrinking_to().is_some_and(|at| at <= to) => {
+                // A shrink at least this deep is still under way (its
+                // highest worker was busy, or has not yet run): the same
+                // shrink, not a new one to record.
+                registry.wake_highest();
+            }
             Decision::Shrink(to) => {
                 // Recorded first: the workers retire within microseconds,
                 // and whoever sees fewer of them must find the resize.

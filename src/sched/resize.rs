@@ -150,6 +150,22 @@ impl Registry {
         }
     }
 
+    /// The target of a shrink still under way: asked for, and some of the
+    /// workers it retires not yet gone (the highest was busy, or has not
+    /// run since it was woken).
+    pub(crate) fn shrinking_to(&self) -> Option<usize> {
+        let at = self.retire_at.load(SeqCst);
+        (at != usize::MAX && self.live.load(SeqCst) > at.max(self.config.min_workers)).then_some(at)
+    }
+
+    /// Wakes the highest live worker (to look at `should_retire` again).
+    pub(crate) fn wake_highest(&self) {
+        let live = self.live.load(SeqCst);
+        if live > 0 {
+            self.sleep.parker(live - 1).unpark();
+        }
+    }
+
     /// Whether worker `index` should retire now: it is the highest live
     /// worker and above the retirement target (never below `min_workers`).
     pub(crate) fn should_retire(&self, index: usize) -> bool {
