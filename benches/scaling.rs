@@ -14,7 +14,8 @@
 //! give its threads back, with a keep-alive of 1 s (ebbtide's
 //! `keep_alive`, tokio's `thread_keep_alive`), sampled every 10 ms for at
 //! most 20 s. `release-long`: the same, with one task sleeping 10 s
-//! submitted 50 ms into the quiet.
+//! submitted 50 ms into the quiet (for ebbtide also announced, in
+//! `block_in_place`).
 //!
 //! Run: `cargo bench --bench scaling [-- blocking|cpu|bursty|steady|release|release-long]`
 
@@ -629,11 +630,16 @@ fn release(cpus: usize, long: Option<Duration>) {
         ))
     );
     for round in 1..=3 {
-        for kind in ["ebbtide", "tokio_spawn_blocking"] {
+        let kinds: &[&str] = if long.is_some() {
+            &["ebbtide", "ebbtide_block_in_place", "tokio_spawn_blocking"]
+        } else {
+            &["ebbtide", "tokio_spawn_blocking"]
+        };
+        for &kind in kinds {
             let base = threads_now();
             let done = Countdown::new(4_000);
             let (pool, rt) = match kind {
-                "ebbtide" => {
+                "ebbtide" | "ebbtide_block_in_place" => {
                     let pool = ebbtide::Pool::builder()
                         .min_workers(cpus)
                         .max_workers(512)
@@ -676,8 +682,13 @@ fn release(cpus: usize, long: Option<Duration>) {
             if let Some(long) = long {
                 std::thread::sleep(Duration::from_millis(50));
                 let d = long_done.clone();
+                let announce = kind == "ebbtide_block_in_place";
                 let job = move || {
-                    std::thread::sleep(long);
+                    if announce {
+                        ebbtide::block_in_place(|| std::thread::sleep(long));
+                    } else {
+                        std::thread::sleep(long);
+                    }
                     d.count_down();
                 };
                 match (&pool, &rt) {

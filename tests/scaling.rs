@@ -88,8 +88,13 @@ fn a_long_task_from_a_quiet_pool_runs_on_the_lowest_worker_and_holds_no_shrink_u
     until(|| pool.num_workers() == 8);
     gate.open();
     common::idle(&pool);
-    // Every worker parked, in whatever order they ran out of work.
-    until(|| pool.metrics().parked == 8);
+    // Every worker parked, in whatever order they ran out of work (on a
+    // loaded machine the shrink may have begun: its workers leave, and
+    // worker 0 stays parked).
+    until(|| {
+        let m = pool.metrics();
+        m.parked == m.workers
+    });
     let long = Gate::new();
     let (ran_on, on) = std::sync::mpsc::channel();
     let l = long.clone();
@@ -102,15 +107,18 @@ fn a_long_task_from_a_quiet_pool_runs_on_the_lowest_worker_and_holds_no_shrink_u
         .recv_timeout(common::PATIENCE)
         .expect("the long task started");
     assert_eq!(name.as_deref(), Some("low-0"));
-    // The quiet spell used one worker: the pool goes to its minimum in one
-    // step, around the long task.
-    until(|| pool.num_workers() == 2);
-    let c = pool.metrics().counts;
-    assert_eq!((c.completed, c.resizes_down), (40, 1));
+    // The shrink goes around the long task: the pool reaches the size its
+    // last shrink asked for (to what the quiet spell used: 2, or 3 if a
+    // sample on a loaded machine caught a straggler beside the long task).
+    until(|| {
+        let asked = pool.resize_history().last().map(|e| (e.from, e.to));
+        asked.is_some_and(|(from, to)| to < from && pool.num_workers() == to)
+    });
+    assert!(pool.num_workers() <= 3);
+    assert_eq!(pool.metrics().counts.completed, 40);
     long.open();
     common::idle(&pool);
     assert_eq!(pool.metrics().counts.completed, 41);
-    assert_eq!(pool.num_workers(), 2);
 }
 
 #[test]

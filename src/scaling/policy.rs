@@ -201,7 +201,7 @@ pub(crate) fn decide(
     // Those waiting downstream are in a task but do no work of this pool's.
     let busy = obs.busy.saturating_sub(obs.backpressured);
     let in_use = busy as f64 / live as f64;
-    if in_use < scaling.shrink_below && obs.queued == 0 && obs.live > min && obs.blocked == 0 {
+    if in_use < scaling.shrink_below && obs.queued == 0 && obs.live > min {
         // The most workers in use since the pool went quiet: at each
         // sample, or on average over its interval (but the interval that
         // ends at the first quiet sample was, for all it tells, busy).

@@ -461,6 +461,28 @@ fn shrink_waits_for_keep_alive_then_goes_to_what_the_quiet_spell_used() {
 }
 
 #[test]
+fn workers_blocked_in_long_tasks_do_not_keep_the_rest() {
+    // 64 workers grown for a flood; three of them stay blocked (announced)
+    // in tasks that outlast keep_alive. They count as in use: the pool
+    // shrinks to 3 ÷ 0.7 → 5, not to min, and not never (it kept all 64
+    // while any worker was blocked).
+    let scaling = ScalingConfig {
+        keep_alive: Duration::from_secs(1),
+        ..ScalingConfig::default()
+    };
+    let mut o = obs(64, 3, 0);
+    o.blocked = 3;
+    o.mean_busy = 3.0;
+    let at = |ms: u64| Duration::from_millis(ms);
+    let (d, _, s) = decide(&o, at(5_000), PolicyState::default(), &scaling, LIMITS);
+    assert_eq!(d, Decision::Stay);
+    let (d, _, s) = decide(&o, at(5_500), s, &scaling, LIMITS);
+    assert_eq!(d, Decision::Stay);
+    let (d, target, _) = decide(&o, at(6_000), s, &scaling, LIMITS);
+    assert_eq!((d, target), (Decision::Shrink(5), 5));
+}
+
+#[test]
 fn a_quiet_spell_that_used_most_of_the_pool_takes_one_worker() {
     // 1 busy of 4 is below the watermark, but a peak of 3 in use ÷ 0.7 is
     // more than the pool: it still gives back one worker, not none.
