@@ -83,6 +83,12 @@ impl Registry {
             mode == ShutdownMode::Now || self.config.pending_timers == PendingTimers::Abandon;
         self.close_timers(abandon_timers, mode != ShutdownMode::Now);
         let before = self.admission.fetch_or(CLOSED, SeqCst);
+        if mode == ShutdownMode::Now {
+            // Before the held tasks reach the queues: a worker that takes
+            // one now discards it (it once ran one, over its tenant's
+            // limit, before the abandon began).
+            self.abandon.store(true, SeqCst);
+        }
         // Tasks held by tenants go to the queues, past their limits: the
         // drain runs them, an abandon discards them with the rest.
         self.flush_held();
