@@ -42,16 +42,20 @@
 //!    Shrink only after utilization stayed below the shrink watermark for
 //!    `keep_alive`, and then to what that quiet spell used: the most
 //!    workers in use at any of its samples (or on average over one of its
-//!    intervals) ÷ the target utilization, at least one worker fewer, never
-//!    below min; the next shrink waits another `keep_alive`. In between,
-//!    stay. A steady load inside the band never resizes.
+//!    intervals; blocked workers are in use) ÷ the target utilization, at
+//!    least one worker fewer, never below min; the next shrink waits
+//!    another `keep_alive`. In between, stay. A steady load inside the
+//!    band never resizes.
 //!
 //! Retiring a worker never loses a task: the highest-numbered idle worker
 //! hands its deque to the injector and its shards to the remaining workers'
 //! inboxes, gives its deque back to its slot, wakes the next one down if
-//! the shrink reaches it too, and leaves; the supervisor joins it. Growth
-//! cancels whatever of a shrink has not happened yet. A key's shard never changes (the shard count is fixed); only
-//! its home worker does.
+//! the shrink reaches it too, and leaves; the supervisor joins it. Work
+//! for a parked pool wakes the lowest-numbered sleeper, so the workers a
+//! shrink retires are the idle ones. A shrink still under way at the next
+//! decision (its highest worker busy) is not asked or recorded again.
+//! Growth cancels whatever of a shrink has not happened yet. A key's shard
+//! never changes (the shard count is fixed); only its home worker does.
 
 mod block;
 mod policy;
