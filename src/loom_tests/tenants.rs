@@ -98,3 +98,58 @@ fn loom_keyed_order_holds_across_the_unnamed_tenant() {
         assert_eq!(pool.shutdown().completed, 3);
     });
 }
+
+/// `shutdown_now` with a task its tenant holds back (the tenant's one
+/// slot taken by a task still running): the held task is abandoned, never
+/// run, though the second worker may be awake as shutdown moves it to the
+/// queues. (A worker once ran it there, before the abandon began.)
+#[test]
+fn loom_shutdown_now_abandons_a_held_task() {
+    use crate::loom::sync::Condvar;
+    use crate::TenantConfig;
+    model(1, || {
+        let pool = pool(2);
+        pool.configure_tenant(&"t", TenantConfig::new().max_concurrency(1))
+            .unwrap();
+        // (the first task started, it may end)
+        let gate = Arc::new((Mutex::new((false, false)), Condvar::new()));
+        let g = gate.clone();
+        pool.task()
+            .tenant("t")
+            .execute(move || {
+                let (m, cv) = &*g;
+                let mut s = m.lock();
+                s.0 = true;
+                cv.notify_all();
+                while !s.1 {
+                    cv.wait(&mut s);
+                }
+            })
+            .unwrap();
+        {
+            let (m, cv) = &*gate;
+            let mut s = m.lock();
+            while !s.0 {
+                cv.wait(&mut s);
+            }
+        }
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        pool.task()
+            .tenant("t")
+            .execute(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap();
+        let report = pool.shutdown_now();
+        assert_eq!(ran.load(SeqCst), 0, "a held task ran");
+        assert_eq!((report.abandoned, report.still_running), (1, 1));
+        {
+            let (m, cv) = &*gate;
+            m.lock().1 = true;
+            cv.notify_all();
+        }
+        drop(pool);
+        assert_eq!(ran.load(SeqCst), 0);
+    });
+}
