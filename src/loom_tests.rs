@@ -16,6 +16,7 @@ use crate::{Backpressure, Pool, SubmitError, TaskError};
 
 mod pipeline;
 mod retire;
+mod starts;
 mod tenants;
 
 /// Runs a model with a preemption bound: 3 for one-worker models, 2 for

@@ -261,3 +261,57 @@ fn many_submitters_under_block_lose_nothing() {
     assert_eq!(count.load(SeqCst), 30_000);
     assert_eq!(pool.metrics().counts.rejected, 0);
 }
+
+/// A worker of a fixed pool returns the queue places of the tasks it
+/// starts in batches, yet a started task holds no place: the capacity
+/// check, the queue's length and the running count leave it out at once,
+/// while its worker still owes its place.
+#[test]
+fn a_started_task_holds_no_place_while_its_worker_still_owes_it() {
+    let pool = Pool::builder()
+        .workers(1)
+        .queue_capacity(4)
+        .backpressure(Backpressure::Reject)
+        .build()
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    // Three quick tasks and a held one, queued together so that the worker
+    // runs them back to back.
+    pool.pause();
+    for _ in 0..3 {
+        let r = ran.clone();
+        pool.execute(move || {
+            r.fetch_add(1, SeqCst);
+        })
+        .unwrap();
+    }
+    let gate = Gate::new();
+    let started = common::Arrivals::new();
+    let (g, s) = (gate.clone(), started.clone());
+    pool.execute(move || {
+        s.arrive();
+        g.wait();
+    })
+    .unwrap();
+    pool.resume();
+    started.wait_for(1);
+    assert_eq!(ran.load(SeqCst), 3);
+    // Four places are free: four more tasks fit, the fifth is refused.
+    for _ in 0..4 {
+        let r = ran.clone();
+        pool.execute(move || {
+            r.fetch_add(1, SeqCst);
+        })
+        .unwrap_or_else(|_| panic!("a place held by a started task"));
+    }
+    assert!(matches!(pool.execute(|| {}), Err(SubmitError::Full(_))));
+    let m = pool.metrics();
+    assert_eq!((m.queued, m.running), (4, 1));
+    gate.open();
+    pool.wait_idle();
+    assert_eq!(ran.load(SeqCst), 7);
+    let m = pool.metrics();
+    assert_eq!((m.queued, m.running), (0, 0));
+    let c = m.counts;
+    assert_eq!((c.submitted, c.completed, c.rejected), (9, 8, 1));
+}

@@ -14,7 +14,10 @@
 //! | 0..32  | `queued`  | tasks accepted and not yet started or discarded    |
 //!
 //! * submit: CAS `queued += 1, pending += 1` if open and `queued < capacity`;
-//! * start: `queued -= 1`; finish: `pending -= 1`;
+//! * start: `queued -= 1`; finish: `pending -= 1` (a worker pays these
+//!   for several tasks in one `fetch_sub`: after its next start, or in a
+//!   fixed pool in batches, see `starts.rs`; it pays before it parks or
+//!   waits, and a reading that must be exact subtracts what it owes);
 //! * discard (abandon, evict): `queued -= 1, pending -= 1`;
 //! * close: `fetch_or(CLOSED)`. A submission either reserved before the close
 //!   in the word's modification order (and is counted in `pending`, so
@@ -36,8 +39,8 @@ use crate::task::job::{shard_job, JobKind, JobRef, Runnable, TaskJob};
 use std::time::Instant;
 
 pub(super) const CLOSED: u64 = 1 << 63;
-pub(super) const PENDING_ONE: u64 = 1 << 32;
-pub(super) const QUEUED_ONE: u64 = 1;
+pub(crate) const PENDING_ONE: u64 = 1 << 32;
+pub(crate) const QUEUED_ONE: u64 = 1;
 const QUEUED_MASK: u64 = PENDING_ONE - 1;
 
 pub(super) fn queued(word: u64) -> usize {
@@ -101,12 +104,13 @@ impl Registry {
         // submissions were still holding their places.
         // A plain load first: a closed or full pool is refused without
         // touching the word (so transient places are only taken in a race).
+        let capacity = self.config.queue_capacity;
         let word = self.admission.load(SeqCst);
         if closed(word) {
             return Reserve::Closed;
         }
-        if queued(word) >= self.config.queue_capacity {
-            return Reserve::Full;
+        if queued(word) >= capacity {
+            return self.try_reserve_at_capacity();
         }
         // SeqCst: the add takes part in the Dekker-style handshakes with
         // `retire`/`notify_room` (room waiters) and with `shutdown`.
@@ -114,12 +118,49 @@ impl Registry {
         if closed(before) {
             self.retire(QUEUED_ONE + PENDING_ONE);
             Reserve::Closed
-        } else if queued(before) >= self.config.queue_capacity {
+        } else if queued(before) >= capacity {
+            // Filled since the load: refused, as if the places the
+            // workers owe (`starts.rs`) were still queued.
             self.retire(QUEUED_ONE + PENDING_ONE);
             Reserve::Full
         } else {
             Reserve::Ok
         }
+    }
+
+    /// `try_reserve` for a word at capacity, which may count places the
+    /// workers owe for tasks they started (`starts.rs`): the queue is read
+    /// again less those, and the reading made before the add is kept for
+    /// the add's own check.
+    #[cold]
+    #[inline(never)]
+    fn try_reserve_at_capacity(&self) -> Reserve {
+        let capacity = self.config.queue_capacity;
+        let Some(first) = self.read_unpaid() else {
+            return Reserve::Full;
+        };
+        let word = self.admission.load(SeqCst);
+        let second = self.read_unpaid().expect("read above");
+        if closed(word) {
+            return Reserve::Closed;
+        }
+        let owed = crate::sched::starts::settled(&first, &second).0;
+        if queued(word).saturating_sub(owed) >= capacity {
+            return Reserve::Full;
+        }
+        // SeqCst: as in `try_reserve`.
+        let before = self.admission.fetch_add(QUEUED_ONE + PENDING_ONE, SeqCst);
+        if closed(before) {
+            self.retire(QUEUED_ONE + PENDING_ONE);
+            return Reserve::Closed;
+        }
+        // Places owed in `second`, made before the add, and still owed
+        // after it, are counted in `before`.
+        if queued(before).saturating_sub(self.unpaid_since(&second)) >= capacity {
+            self.retire(QUEUED_ONE + PENDING_ONE);
+            return Reserve::Full;
+        }
+        Reserve::Ok
     }
 
     /// Puts an admitted job where a worker will find it and wakes one if
@@ -506,6 +547,14 @@ impl Registry {
         if owed > 0 {
             self.retire(owed * PENDING_ONE);
         }
+    }
+
+    /// Whether an outside thread waits for room in the queue.
+    #[inline]
+    pub(crate) fn has_room_waiters(&self) -> bool {
+        // SeqCst: the load half of a handshake (see `notify_room`, and
+        // `WorkerThread::start_batched`).
+        self.room_waiters.load(SeqCst) > 0
     }
 
     #[inline]

@@ -38,6 +38,7 @@ pub(crate) mod resize;
 pub(crate) mod shutdown;
 pub(crate) mod sleep;
 mod snapshot;
+pub(crate) mod starts;
 pub(crate) mod tenancy;
 pub(crate) mod timers;
 pub(crate) mod wait;

@@ -78,6 +78,12 @@ pub(crate) struct Registry {
     pub(crate) sleep: Sleep,
     /// Outside threads blocked for room (`Backpressure::Block`).
     pub(super) room_waiters: CachePadded<AtomicUsize>,
+    /// What each worker owes the admission word (`starts.rs`).
+    pub(crate) unpaid: super::starts::UnpaidWords,
+    /// Tasks whose start was accounted (a model's view of the truth the
+    /// admission word's readings must not undercount).
+    #[cfg(loom)]
+    pub(crate) starts_seen: AtomicUsize,
     pub(super) room_lock: Mutex<()>,
     pub(super) room_cv: Condvar,
     /// Threads waiting for the pool to become idle (or to drain).
@@ -267,6 +273,9 @@ impl Registry {
             sharder: Sharder::new(config.shards),
             sleep: Sleep::new(workers, 0, max_searching(), std::sync::Arc::clone(&locks)),
             room_waiters: CachePadded::new(AtomicUsize::new(0)),
+            unpaid: super::starts::UnpaidWords::new(config.min_workers, config.max_workers),
+            #[cfg(loom)]
+            starts_seen: AtomicUsize::new(0),
             room_lock: Mutex::new(()),
             room_cv: Condvar::new(),
             idle_waiters: CachePadded::new(AtomicUsize::new(0)),

@@ -1,6 +1,6 @@
 //! The closing sequence: close admission, drain or abandon, join threads.
 
-use super::admission::{closed, pending, queued, CLOSED};
+use super::admission::{closed, pending, CLOSED};
 use super::queue::{GlobalQueue, Steal, StealQueue};
 use super::registry::Registry;
 use super::timers::PendingTimers;
@@ -119,8 +119,8 @@ impl Registry {
         }
         // A reservation refused for `CLOSED` holds a place in both fields
         // until it is undone; the difference counts running tasks only.
-        let word = self.admission.load(SeqCst);
-        if pending(word) == queued(word) && !inside {
+        let (queued, pending) = self.settled_counts();
+        if pending == queued && !inside {
             self.join_threads();
         }
         let report = self.report();
@@ -191,7 +191,7 @@ impl Registry {
                     self.discard_task(job, TaskError::Abandoned, me);
                 }
             }
-            if queued(self.admission.load(SeqCst)) == 0 {
+            if self.queued_now() == 0 {
                 break;
             }
             // A popped task is about to start or be discarded by its worker.

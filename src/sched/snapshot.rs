@@ -1,6 +1,6 @@
 //! Reading the pool without stopping it: metrics snapshots and the dump.
 
-use super::admission::{closed, pending, queued};
+use super::admission::closed;
 use super::breaker::Breaker;
 use super::fair::Served;
 use super::registry::Registry;
@@ -12,10 +12,18 @@ use crate::metrics::{
 use crate::sched::queue::{GlobalQueue, StealQueue};
 
 impl Registry {
-    /// Tasks queued now (one load of the admission word).
+    /// The admission word's `queued`: tasks queued now, and in a pool
+    /// that returns places in batches some started ones (`starts.rs`).
+    #[inline]
+    pub(crate) fn queued_unsettled(&self) -> usize {
+        super::admission::queued(self.admission.load(SeqCst))
+    }
+
+    /// Tasks queued now (less the places the workers still owe, see
+    /// `starts.rs`).
     #[inline]
     pub(crate) fn queued_now(&self) -> usize {
-        queued(self.admission.load(SeqCst))
+        self.settled_counts().0
     }
 
     /// Workers waiting for room in another pool's full queue now.
@@ -30,7 +38,7 @@ impl Registry {
     /// (no snapshot of every slot and histogram).
     pub(crate) fn queued_and_blocked(&self) -> (usize, usize) {
         (
-            queued(self.admission.load(SeqCst)) + self.external.load(SeqCst),
+            self.settled_counts().0 + self.external.load(SeqCst),
             self.blocked.load(SeqCst),
         )
     }
@@ -56,6 +64,7 @@ impl Registry {
     }
 
     pub(crate) fn metrics(&self) -> Metrics {
+        let (queued_now, pending_now) = self.settled_counts();
         let word = self.admission.load(SeqCst);
         let mut counts = self.counters.sum();
         counts.unparks += self.sleep.unparks();
@@ -64,7 +73,7 @@ impl Registry {
             .iter()
             .map(|s| s.len(&self.counters.locks.shard))
             .sum();
-        let running = pending(word).saturating_sub(queued(word));
+        let running = pending_now.saturating_sub(queued_now);
         let busy_workers = if self.config.track_workers {
             self.counters
                 .workers()
@@ -115,7 +124,7 @@ impl Registry {
             searching: self.sleep.searching(),
             blocked_workers: self.blocked.load(SeqCst),
             backpressured_workers: self.backpressured_now(),
-            queued: queued(word),
+            queued: queued_now,
             external_backlog: self.external.load(SeqCst),
             injector_len: self.injector.len(),
             worker_queue_lens: self.live_queues().map(|(deque, _)| deque.len()).collect(),
@@ -150,7 +159,7 @@ impl Registry {
     pub(crate) fn dump(&self) -> PoolDump {
         let now = self.clock.now();
         let ns_per_tick = self.clock.ns_per_tick();
-        let word = self.admission.load(SeqCst);
+        let queued_now = self.queued_now();
         let workers = (0..self.live_workers())
             .map(|i| {
                 let (state, since) = self.counters.worker(i).status.read();
@@ -193,7 +202,7 @@ impl Registry {
             name: self.config.name.clone(),
             workers,
             injector_len: self.injector.len(),
-            queued: queued(word),
+            queued: queued_now,
             tenants,
         }
     }

@@ -110,7 +110,12 @@ impl WorkerThread {
         if self.registry.sleep.transition_from_searching() {
             self.registry.sleep.notify_one();
         }
-        let queued = self.registry.queued_now();
+        // The word alone first: below two there is nothing to fan out to,
+        // and the exact reading (`starts.rs`) reads every worker's line.
+        let queued = match self.registry.queued_unsettled() {
+            n if n < 2 => n,
+            _ => self.registry.queued_now(),
+        };
         for _ in 1..queued.min(3) {
             if !self.registry.sleep.wake_another() {
                 break;

@@ -18,6 +18,7 @@ use crate::loom::sync::atomic::{fence, Ordering::SeqCst};
 use crate::loom::sync::Arc;
 use crate::loom::{thread, thread_local};
 use crate::metrics::{bump_at, LockStats, StatusWord, WorkerState};
+use crate::sched::admission::{PENDING_ONE, QUEUED_ONE};
 use crate::sched::fair::Turns;
 use crate::sched::queue::{Local, LocalQueue};
 use crate::sched::registry::Registry;
@@ -58,6 +59,11 @@ pub(crate) struct WorkerThread {
     /// Finished tasks whose `pending` place is not yet retired (see
     /// `Registry::run_task`).
     owed: Cell<u64>,
+    /// Started tasks whose `queued` place is not yet retired, in a pool
+    /// that returns places in batches (`starts.rs`).
+    owed_starts: Cell<u64>,
+    /// This worker's count of payments (`starts.rs`), shifted.
+    epoch: Cell<u64>,
     /// The tick at which the last task ended, while this worker goes
     /// straight on to the next one; 0 once it searches or parks. Under
     /// the default metrics never 0 when the loop runs a task: a worker
@@ -83,6 +89,8 @@ pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
         searching: Cell::new(false),
         scan_from: Cell::new(usize::MAX),
         owed: Cell::new(0),
+        owed_starts: Cell::new(0),
+        epoch: Cell::new(0),
         last_end: Cell::new(0),
         turns: Turns::new(index * 17),
         deque_empty: Cell::new(false),
@@ -250,8 +258,10 @@ impl WorkerThread {
     ///
     /// The worker owes the `pending` places of its earlier tasks that
     /// finished (`owed`); they are paid here, folded into this task's
-    /// start, so a busy worker touches the admission word once per task.
-    /// This task's place joins the debt, paid before the worker waits,
+    /// start, so a busy worker touches the admission word once per task
+    /// (in a fixed pool, once per `starts::BATCH` tasks: this task's
+    /// `queued` place joins the debt too, see `starts.rs`).
+    /// This task's `pending` place joins the debt, paid before the worker waits,
     /// parks or runs anything but a task.
     ///
     /// `may_hold`: whether a pause may put the task back (not for a keyed
@@ -282,7 +292,8 @@ impl WorkerThread {
             if TOP {
                 self.end_streak();
             }
-            registry.pay(owed);
+            self.owed.set(owed);
+            self.pay_owed();
             registry.hold(job);
             return false;
         }
@@ -290,14 +301,21 @@ impl WorkerThread {
             if TOP {
                 self.end_streak();
             }
-            registry.pay(owed);
+            self.owed.set(owed);
+            self.pay_owed();
             registry.discard_task(job, TaskError::Abandoned, Some(index));
             return false;
         }
         // Cleared while the task runs: a task it waits for, run here
         // meanwhile, must read the clock itself.
         let prev_end = self.last_end.replace(0);
-        registry.start_task(owed);
+        #[cfg(loom)]
+        registry.starts_seen.fetch_add(1, SeqCst);
+        if registry.unpaid.enabled() {
+            self.start_batched(owed);
+        } else {
+            registry.start_task(owed);
+        }
         let config = &registry.config;
         let record = registry.counters.worker(index);
         bump_at(&record.slot.started, Some(index));
@@ -435,9 +453,47 @@ impl WorkerThread {
         }
     }
 
-    /// Retires the places of finished tasks this worker still owes.
+    /// Retires the places this worker still owes: of its finished tasks,
+    /// and (`starts.rs`) of its started ones.
+    #[inline(never)]
     fn pay_owed(&self) {
-        self.registry.pay(self.owed.take());
+        let registry = &*self.registry;
+        let started = self.owed_starts.take();
+        if started == 0 {
+            registry.pay(self.owed.take());
+            return;
+        }
+        let epoch = crate::sched::starts::next_epoch(self.epoch.get());
+        self.epoch.set(epoch);
+        registry.unpaid.paid(self.index, epoch);
+        registry.retire(started * QUEUED_ONE + self.owed.take() * PENDING_ONE);
+        registry.notify_room();
+    }
+
+    /// A task starts in a pool that returns places in batches
+    /// (`starts.rs`): its place joins the debt, which is paid at the
+    /// batch's last start, or at once while anyone waits for room.
+    #[inline(always)]
+    fn start_batched(&self, owed: u64) {
+        let registry = &*self.registry;
+        let started = self.owed_starts.get() + 1;
+        self.owed_starts.set(started);
+        self.owed.set(owed);
+        if started >= crate::sched::starts::BATCH {
+            self.pay_owed();
+            return;
+        }
+        registry
+            .unpaid
+            .owe(self.index, self.epoch.get(), started, owed);
+        // Handshake with `block_for_room`: this worker's `SeqCst` store of
+        // what it owes, then its load of the waiter count; a waiter
+        // registers, then reads the unpaid words. Either it counts this
+        // start's place as free, or this worker sees it and pays now.
+        crate::loom::handshake_fence();
+        if registry.has_room_waiters() {
+            self.pay_owed();
+        }
     }
 
     /// Steps 2–3 of the shard hand-off (see `keyed/shard.rs`): the shard
