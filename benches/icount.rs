@@ -7,7 +7,8 @@
 //! - `spawn`: one outside thread submits 1M tiny tasks (each captures an
 //!   `Arc` and bumps a counter), then waits for all. Pools: `ebbtide`,
 //!   `ebbtide_nometrics` (metrics and histograms off), `channel` (N
-//!   threads on one crossbeam channel of boxed closures), `rayon`
+//!   threads on one crossbeam channel of boxed closures),
+//!   `ebbtide_elastic` (2 to 16 workers, sized by the pool), `rayon`
 //!   (`scope` + `spawn`), `threadpool`.
 //! - `keyed`: 1M tiny keyed tasks over 1,024 keys drawn from Zipf(s = 1).
 //!   Pools: `ebbtide`, `sharded` (one thread and channel per shard).
@@ -51,8 +52,16 @@ fn ebbtide_pool(metrics: bool) -> ebbtide::Pool {
 fn spawn(pool: &str) -> u64 {
     let counter = Arc::new(AtomicU64::new(0));
     match pool {
-        "ebbtide" | "ebbtide_nometrics" => {
-            let p = ebbtide_pool(pool == "ebbtide");
+        "ebbtide" | "ebbtide_nometrics" | "ebbtide_elastic" => {
+            let p = if pool == "ebbtide_elastic" {
+                ebbtide::Pool::builder()
+                    .min_workers(WORKERS)
+                    .max_workers(16)
+                    .build()
+                    .expect("an elastic pool of 2 to 16 workers")
+            } else {
+                ebbtide_pool(pool == "ebbtide")
+            };
             for _ in 0..TASKS {
                 let c = Arc::clone(&counter);
                 p.execute(move || {

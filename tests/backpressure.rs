@@ -262,10 +262,10 @@ fn many_submitters_under_block_lose_nothing() {
     assert_eq!(pool.metrics().counts.rejected, 0);
 }
 
-/// A worker of a fixed pool returns the queue places of the tasks it
-/// starts in batches, yet a started task holds no place: the capacity
-/// check, the queue's length and the running count leave it out at once,
-/// while its worker still owes its place.
+/// A worker returns the queue places of the tasks it starts in batches,
+/// yet a started task holds no place: the capacity check, the queue's
+/// length and the running count leave it out at once, while its worker
+/// still owes its place.
 #[test]
 fn a_started_task_holds_no_place_while_its_worker_still_owes_it() {
     let pool = Pool::builder()

@@ -273,7 +273,7 @@ impl Registry {
             sharder: Sharder::new(config.shards),
             sleep: Sleep::new(workers, 0, max_searching(), std::sync::Arc::clone(&locks)),
             room_waiters: CachePadded::new(AtomicUsize::new(0)),
-            unpaid: super::starts::UnpaidWords::new(config.min_workers, config.max_workers),
+            unpaid: super::starts::UnpaidWords::new(workers),
             #[cfg(loom)]
             starts_seen: AtomicUsize::new(0),
             room_lock: Mutex::new(()),

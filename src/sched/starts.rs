@@ -1,7 +1,7 @@
-//! Queue places returned in batches: a worker of a fixed pool retires the
-//! places of the tasks it starts, and of the tasks it finished, in one
-//! read-modify-write of the admission word every [`BATCH`] starts, not one
-//! a task.
+//! Queue places returned in batches: a worker of a pool of up to 64 worker
+//! slots retires the places of the tasks it starts, and of the tasks it
+//! finished, in one read-modify-write of the admission word every
+//! [`BATCH`] starts, not one a task.
 //!
 //! # Why
 //!
@@ -54,11 +54,13 @@
 //!
 //! # Which pools
 //!
-//! Fixed pools of up to [`MAX_WORKERS`] workers (the default pool among
-//! them). An elastic pool sizes itself from the queue at every submission
-//! (a burst hint) and sample, and would read the unpaid words each time;
-//! a wider pool's exact readings would read too many lines. Both pay at
-//! every start, as before.
+//! Pools of up to [`MAX_WORKERS`] worker slots (`max_workers`), fixed or
+//! elastic: a wider pool's exact readings would read too many lines, and
+//! it pays at every start, as before. An elastic pool's burst hint, read
+//! at every submission, then takes only more than `BATCH` queued tasks a
+//! worker as a sure burst (see `Registry::enqueue_from`); its samples read
+//! the queue exactly. A worker that leaves pays first, and the next one in
+//! its slot counts on from its epoch (`UnpaidWords::first_epoch`).
 
 use super::admission::{pending, queued};
 use super::registry::Registry;
@@ -86,10 +88,10 @@ const COUNT_MASK: u64 = (1 << STARTED_SHIFT) - 1;
 pub(crate) struct UnpaidWords(Box<[CachePadded<AtomicU64>]>);
 
 impl UnpaidWords {
-    /// Words for `workers` workers when the pool returns places in batches
-    /// (fixed, at most [`MAX_WORKERS`]); none otherwise.
-    pub(crate) fn new(min_workers: usize, max_workers: usize) -> Self {
-        let n = if min_workers == max_workers && max_workers <= MAX_WORKERS {
+    /// Words for every worker slot when the pool returns places in
+    /// batches (at most [`MAX_WORKERS`] slots); none otherwise.
+    pub(crate) fn new(max_workers: usize) -> Self {
+        let n = if max_workers <= MAX_WORKERS {
             max_workers
         } else {
             0
@@ -99,6 +101,24 @@ impl UnpaidWords {
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
                 .collect(),
         )
+    }
+
+    /// The epoch a worker starting in slot `index` counts on from: the one
+    /// after its predecessor's last, so a slot an elastic pool reuses never
+    /// shows an epoch it showed before, and a reading that spans the change
+    /// subtracts nothing for it. (The predecessor paid everything before it
+    /// left.)
+    pub(crate) fn first_epoch(&self, index: usize) -> u64 {
+        match self.0.get(index) {
+            // Relaxed: the predecessor's stores happened before this worker
+            // was started (it left, its slot was freed under the registry's
+            // lock, and this worker was spawned into it).
+            Some(word) => {
+                let last = word.load(std::sync::atomic::Ordering::Relaxed);
+                next_epoch(last & !(EPOCH_ONE - 1))
+            }
+            None => 0,
+        }
     }
 
     /// Whether the pool's workers return places in batches.
@@ -231,10 +251,20 @@ mod tests {
     }
 
     #[test]
-    fn only_fixed_pools_up_to_the_limit_return_places_in_batches() {
-        assert!(UnpaidWords::new(4, 4).enabled());
-        assert!(UnpaidWords::new(MAX_WORKERS, MAX_WORKERS).enabled());
-        assert!(!UnpaidWords::new(MAX_WORKERS + 1, MAX_WORKERS + 1).enabled());
-        assert!(!UnpaidWords::new(2, 8).enabled());
+    fn only_pools_up_to_the_limit_return_places_in_batches() {
+        assert!(UnpaidWords::new(4).enabled());
+        assert!(UnpaidWords::new(MAX_WORKERS).enabled());
+        assert!(!UnpaidWords::new(MAX_WORKERS + 1).enabled());
+    }
+
+    #[test]
+    fn a_reused_slot_counts_on_from_its_predecessors_epoch() {
+        let words = UnpaidWords::new(2);
+        assert_eq!(words.first_epoch(0), EPOCH_ONE);
+        words.owe(1, 7 * EPOCH_ONE, 3, 2);
+        assert_eq!(words.first_epoch(1), 8 * EPOCH_ONE);
+        words.paid(1, 9 * EPOCH_ONE);
+        assert_eq!(words.first_epoch(1), 10 * EPOCH_ONE);
+        assert_eq!(UnpaidWords::new(MAX_WORKERS + 1).first_epoch(0), 0);
     }
 }

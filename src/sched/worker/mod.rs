@@ -81,6 +81,7 @@ pub(crate) struct WorkerThread {
 pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
     #[cfg(not(loom))]
     let _abort = crate::sched::abort::AbortOnPanic("a worker");
+    let first_epoch = registry.unpaid.first_epoch(index);
     let worker = WorkerThread {
         parker: Arc::clone(registry.sleep.parker(index)),
         registry,
@@ -90,7 +91,7 @@ pub(crate) fn run(registry: Arc<Registry>, index: usize, local: Local) {
         scan_from: Cell::new(usize::MAX),
         owed: Cell::new(0),
         owed_starts: Cell::new(0),
-        epoch: Cell::new(0),
+        epoch: Cell::new(first_epoch),
         last_end: Cell::new(0),
         turns: Turns::new(index * 17),
         deque_empty: Cell::new(false),
@@ -259,7 +260,7 @@ impl WorkerThread {
     /// The worker owes the `pending` places of its earlier tasks that
     /// finished (`owed`); they are paid here, folded into this task's
     /// start, so a busy worker touches the admission word once per task
-    /// (in a fixed pool, once per `starts::BATCH` tasks: this task's
+    /// (in a pool of up to 64 slots, once per `starts::BATCH` tasks: this task's
     /// `queued` place joins the debt too, see `starts.rs`).
     /// This task's `pending` place joins the debt, paid before the worker waits,
     /// parks or runs anything but a task.
