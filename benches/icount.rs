@@ -8,7 +8,8 @@
 //!   `Arc` and bumps a counter), then waits for all. Pools: `ebbtide`,
 //!   `ebbtide_nometrics` (metrics and histograms off), `channel` (N
 //!   threads on one crossbeam channel of boxed closures),
-//!   `ebbtide_elastic` (2 to 16 workers, sized by the pool), `rayon`
+//!   `ebbtide_elastic` (2 to 16 workers, sized by the pool),
+//!   `ebbtide_wide` (2 to 512 workers, as in `benches/scaling.rs`), `rayon`
 //!   (`scope` + `spawn`), `threadpool`.
 //! - `keyed`: 1M tiny keyed tasks over 1,024 keys drawn from Zipf(s = 1).
 //!   Pools: `ebbtide`, `sharded` (one thread and channel per shard).
@@ -52,15 +53,14 @@ fn ebbtide_pool(metrics: bool) -> ebbtide::Pool {
 fn spawn(pool: &str) -> u64 {
     let counter = Arc::new(AtomicU64::new(0));
     match pool {
-        "ebbtide" | "ebbtide_nometrics" | "ebbtide_elastic" => {
-            let p = if pool == "ebbtide_elastic" {
-                ebbtide::Pool::builder()
+        "ebbtide" | "ebbtide_nometrics" | "ebbtide_elastic" | "ebbtide_wide" => {
+            let p = match pool {
+                "ebbtide_elastic" | "ebbtide_wide" => ebbtide::Pool::builder()
                     .min_workers(WORKERS)
-                    .max_workers(16)
+                    .max_workers(if pool == "ebbtide_wide" { 512 } else { 16 })
                     .build()
-                    .expect("an elastic pool of 2 to 16 workers")
-            } else {
-                ebbtide_pool(pool == "ebbtide")
+                    .expect("an elastic pool"),
+                _ => ebbtide_pool(pool == "ebbtide"),
             };
             for _ in 0..TASKS {
                 let c = Arc::clone(&counter);

@@ -14,7 +14,7 @@ command -v valgrind >/dev/null || { echo "valgrind is required" >&2; exit 1; }
 bin=$(benches/icount-bin.sh)
 
 declare -A pools=(
-  [spawn]="channel ebbtide ebbtide_nometrics ebbtide_elastic rayon threadpool"
+  [spawn]="channel ebbtide ebbtide_nometrics ebbtide_elastic ebbtide_wide rayon threadpool"
   [keyed]="sharded ebbtide"
   [fib]="rayon ebbtide"
   [retry]="spawn spawn_with fallible retry"

@@ -17,7 +17,7 @@ workload=${1:?usage: benches/wall.sh WORKLOAD [RUNS]}
 runs=${2:-7}
 bin=$(benches/icount-bin.sh)
 declare -A pools=(
-  [spawn]="ebbtide ebbtide_nometrics ebbtide_elastic channel rayon threadpool"
+  [spawn]="ebbtide ebbtide_nometrics ebbtide_elastic ebbtide_wide channel rayon threadpool"
   [keyed]="ebbtide sharded"
   [fib]="ebbtide rayon"
 )

@@ -268,15 +268,29 @@ fn many_submitters_under_block_lose_nothing() {
 /// still owes its place.
 #[test]
 fn a_started_task_holds_no_place_while_its_worker_still_owes_it() {
+    started_tasks_hold_no_place(1);
+}
+
+/// The same in a pool wider than the slots whose workers return places in
+/// batches (the first 64): whichever workers start the tasks, those that
+/// pay at every start or those that owe, the queue counts exactly.
+#[test]
+fn started_tasks_hold_no_place_beside_workers_that_pay_at_every_start() {
+    started_tasks_hold_no_place(65);
+}
+
+/// Three quick tasks and a held one start on a pool of `workers` with a
+/// queue of 4; then, paused, it takes exactly four more.
+fn started_tasks_hold_no_place(workers: usize) {
     let pool = Pool::builder()
-        .workers(1)
+        .workers(workers)
         .queue_capacity(4)
         .backpressure(Backpressure::Reject)
         .build()
         .unwrap();
     let ran = Arc::new(AtomicUsize::new(0));
-    // Three quick tasks and a held one, queued together so that the worker
-    // runs them back to back.
+    // Three quick tasks and a held one, queued together so that a worker
+    // may run them back to back.
     pool.pause();
     for _ in 0..3 {
         let r = ran.clone();
@@ -295,8 +309,10 @@ fn a_started_task_holds_no_place_while_its_worker_still_owes_it() {
     .unwrap();
     pool.resume();
     started.wait_for(1);
-    assert_eq!(ran.load(SeqCst), 3);
-    // Four places are free: four more tasks fit, the fifth is refused.
+    until(|| ran.load(SeqCst) == 3);
+    // Paused, no worker starts another task: four places are free, four
+    // more tasks fit, the fifth is refused.
+    pool.pause();
     for _ in 0..4 {
         let r = ran.clone();
         pool.execute(move || {
@@ -307,6 +323,7 @@ fn a_started_task_holds_no_place_while_its_worker_still_owes_it() {
     assert!(matches!(pool.execute(|| {}), Err(SubmitError::Full(_))));
     let m = pool.metrics();
     assert_eq!((m.queued, m.running), (4, 1));
+    pool.resume();
     gate.open();
     pool.wait_idle();
     assert_eq!(ran.load(SeqCst), 7);

@@ -62,3 +62,27 @@ fn loom_a_reading_beside_a_payment_never_undercounts_the_queue() {
         assert_eq!(pool.shutdown().completed, 3);
     });
 }
+
+/// The same reading in a pool whose third worker pays at every start
+/// beside two that pay in batches (the first `BATCHED_SLOTS`, two under
+/// loom): whichever workers start the tasks, the reading never counts
+/// fewer queued than accepted and not started, and counts none at the end.
+#[test]
+fn loom_a_reading_beside_batching_and_paying_workers_never_undercounts_the_queue() {
+    model(1, || {
+        let pool = Pool::builder().workers(3).build().unwrap();
+        for _ in 0..3 {
+            pool.execute(|| {}).unwrap_or_else(|_| panic!("accepted"));
+        }
+        let registry = &pool.registry;
+        let queued = registry.queued_now();
+        let started = registry.starts_seen.load(SeqCst);
+        assert!(
+            queued + started >= 3,
+            "read {queued} queued with only {started} of 3 started"
+        );
+        pool.wait_idle();
+        assert_eq!(registry.queued_now(), 0);
+        assert_eq!(pool.shutdown().completed, 3);
+    });
+}

@@ -15,9 +15,9 @@
 //!
 //! * submit: CAS `queued += 1, pending += 1` if open and `queued < capacity`;
 //! * start: `queued -= 1`; finish: `pending -= 1` (a worker pays these
-//!   for several tasks in one `fetch_sub`: after its next start, or in a
-//!   pool of up to 64 slots in batches, see `starts.rs`; it pays before it parks or
-//!   waits, and a reading that must be exact subtracts what it owes);
+//!   for several tasks in one `fetch_sub`: after its next start, or, in a
+//!   pool's first 64 slots, in batches, see `starts.rs`; it pays before it
+//!   parks or waits, and a reading that must be exact subtracts what it owes);
 //! * discard (abandon, evict): `queued -= 1, pending -= 1`;
 //! * close: `fetch_or(CLOSED)`. A submission either reserved before the close
 //!   in the word's modification order (and is counted in `pending`, so
@@ -193,18 +193,15 @@ impl Registry {
             // sample: no sleeper to wake and nobody idle, or more tasks
             // queued than there are workers (a burst, submitted faster than
             // workers leave the idle state). Relaxed loads: a hint; a missed
-            // nudge waits for the next sample, it loses nothing. When the
-            // workers return places in batches (`starts.rs`), the word may
-            // count up to `BATCH - 1` started tasks a worker as queued: only
-            // more than `BATCH` a worker is then surely a burst (the exact
-            // reading would read every worker's line at every submission).
-            let per_worker = if self.unpaid.enabled() {
-                crate::sched::starts::BATCH as usize
-            } else {
-                1
-            };
-            let burst = queued(self.admission.load(std::sync::atomic::Ordering::Relaxed))
-                > self.live_workers() * per_worker;
+            // nudge waits for the next sample, it loses nothing. The
+            // workers that return places in batches (`starts.rs`) may each
+            // count up to `BATCH - 1` started tasks as queued: only more
+            // than that beyond one task a worker is surely a burst (the
+            // exact reading would read their lines at every submission).
+            let live = self.live_workers();
+            let owed = live.min(self.unpaid.slots()) * (crate::sched::starts::BATCH as usize - 1);
+            let burst =
+                queued(self.admission.load(std::sync::atomic::Ordering::Relaxed)) > live + owed;
             if burst || (!woke && !self.sleep.has_idle()) {
                 self.nudge();
             }

@@ -1,6 +1,6 @@
-//! Queue places returned in batches: a worker of a pool of up to 64 worker
-//! slots retires the places of the tasks it starts, and of the tasks it
-//! finished, in one read-modify-write of the admission word every
+//! Queue places returned in batches: a worker in one of a pool's first 64
+//! worker slots retires the places of the tasks it starts, and of the tasks
+//! it finished, in one read-modify-write of the admission word every
 //! [`BATCH`] starts, not one a task.
 //!
 //! # Why
@@ -52,15 +52,20 @@
 //! queue then reads a little fuller than it is, as a submission racing a
 //! start always could. The capacity bound is never exceeded.
 //!
-//! # Which pools
+//! # Which workers
 //!
-//! Pools of up to [`MAX_WORKERS`] worker slots (`max_workers`), fixed or
-//! elastic: a wider pool's exact readings would read too many lines, and
-//! it pays at every start, as before. An elastic pool's burst hint, read
-//! at every submission, then takes only more than `BATCH` queued tasks a
-//! worker as a sure burst (see `Registry::enqueue_from`); its samples read
-//! the queue exactly. A worker that leaves pays first, and the next one in
-//! its slot counts on from its epoch (`UnpaidWords::first_epoch`).
+//! The workers in a pool's first [`BATCHED_SLOTS`] worker slots, fixed or
+//! elastic: an exact reading reads one line per such slot, twice, so the
+//! readings of a pool grown to hundreds of workers stay as cheap as those
+//! of a pool of 64. A worker in a higher slot pays at every start, as
+//! every worker once did, and owes the word nothing. A pool that runs a
+//! flood of small tasks on a few workers (the sizing keeps compute-bound
+//! work near one worker a CPU) so gets the batches whatever its
+//! `max_workers`. An elastic pool's burst hint, read at every submission,
+//! allows for the places its batching workers may owe (see
+//! `Registry::enqueue_from`); its samples read the queue exactly. A worker
+//! that leaves pays first, and the next one in its slot counts on from its
+//! epoch (`UnpaidWords::first_epoch`).
 
 use super::admission::{pending, queued};
 use super::registry::Registry;
@@ -76,28 +81,29 @@ pub(crate) const BATCH: u64 = 8;
 #[cfg(loom)]
 pub(crate) const BATCH: u64 = 2;
 
-/// The widest pool that returns places in batches.
-pub(crate) const MAX_WORKERS: usize = 64;
+/// The worker slots whose workers return places in batches: the first 64.
+#[cfg(not(loom))]
+pub(crate) const BATCHED_SLOTS: usize = 64;
+/// Under loom, the first two: a model of three workers then has a worker
+/// that pays at every start beside two that pay in batches.
+#[cfg(loom)]
+pub(crate) const BATCHED_SLOTS: usize = 2;
 
 const EPOCH_ONE: u64 = 1 << 32;
 const STARTED_SHIFT: u32 = 16;
 const COUNT_MASK: u64 = (1 << STARTED_SHIFT) - 1;
 
-/// The unpaid words of a pool's workers: one cache line each, written only
-/// by its worker.
+/// The unpaid words of a pool's batching workers (its first
+/// [`BATCHED_SLOTS`] slots): one cache line each, written only by its
+/// worker.
 pub(crate) struct UnpaidWords(Box<[CachePadded<AtomicU64>]>);
 
 impl UnpaidWords {
-    /// Words for every worker slot when the pool returns places in
-    /// batches (at most [`MAX_WORKERS`] slots); none otherwise.
+    /// Words for the first [`BATCHED_SLOTS`] of a pool's `max_workers`
+    /// slots.
     pub(crate) fn new(max_workers: usize) -> Self {
-        let n = if max_workers <= MAX_WORKERS {
-            max_workers
-        } else {
-            0
-        };
         UnpaidWords(
-            (0..n)
+            (0..max_workers.min(BATCHED_SLOTS))
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
                 .collect(),
         )
@@ -121,10 +127,23 @@ impl UnpaidWords {
         }
     }
 
-    /// Whether the pool's workers return places in batches.
+    /// Whether any of the pool's workers return places in batches (all
+    /// pools with a worker slot do; not a pool of none).
     #[inline]
     pub(crate) fn enabled(&self) -> bool {
         !self.0.is_empty()
+    }
+
+    /// Whether the worker in slot `index` returns places in batches.
+    #[inline]
+    pub(crate) fn covers(&self, index: usize) -> bool {
+        index < self.0.len()
+    }
+
+    /// How many slots return places in batches.
+    #[inline]
+    pub(crate) fn slots(&self) -> usize {
+        self.0.len()
     }
 
     /// Worker `index` publishes that it owes `started` and `finished`
@@ -149,7 +168,7 @@ impl UnpaidWords {
     }
 
     fn read(&self) -> Reading {
-        let mut words = [0; MAX_WORKERS];
+        let mut words = [0; BATCHED_SLOTS];
         for (w, unpaid) in words.iter_mut().zip(self.0.iter()) {
             // SeqCst: the second half of a waiter's handshake (see `owe`);
             // for every other reader Acquire would do (it pairs with
@@ -167,7 +186,7 @@ pub(crate) fn next_epoch(epoch: u64) -> u64 {
 }
 
 /// One reading of every worker's unpaid word.
-pub(crate) struct Reading([u64; MAX_WORKERS]);
+pub(crate) struct Reading([u64; BATCHED_SLOTS]);
 
 /// The places owed in `first` by workers that made no payment by `second`
 /// (read later): `(started, finished)`, places the admission word read
@@ -218,7 +237,7 @@ mod tests {
     use super::*;
 
     fn reading(words: &[u64]) -> Reading {
-        let mut r = [0; MAX_WORKERS];
+        let mut r = [0; BATCHED_SLOTS];
         r[..words.len()].copy_from_slice(words);
         Reading(r)
     }
@@ -251,10 +270,14 @@ mod tests {
     }
 
     #[test]
-    fn only_pools_up_to_the_limit_return_places_in_batches() {
-        assert!(UnpaidWords::new(4).enabled());
-        assert!(UnpaidWords::new(MAX_WORKERS).enabled());
-        assert!(!UnpaidWords::new(MAX_WORKERS + 1).enabled());
+    fn the_first_slots_of_any_pool_return_places_in_batches() {
+        let small = UnpaidWords::new(4);
+        assert_eq!(small.slots(), 4);
+        assert!(small.covers(3) && !small.covers(4));
+        let wide = UnpaidWords::new(512);
+        assert_eq!(wide.slots(), BATCHED_SLOTS);
+        assert!(wide.covers(BATCHED_SLOTS - 1) && !wide.covers(BATCHED_SLOTS));
+        assert!(!UnpaidWords::new(0).enabled());
     }
 
     #[test]
@@ -265,6 +288,6 @@ mod tests {
         assert_eq!(words.first_epoch(1), 8 * EPOCH_ONE);
         words.paid(1, 9 * EPOCH_ONE);
         assert_eq!(words.first_epoch(1), 10 * EPOCH_ONE);
-        assert_eq!(UnpaidWords::new(MAX_WORKERS + 1).first_epoch(0), 0);
+        assert_eq!(UnpaidWords::new(512).first_epoch(BATCHED_SLOTS), 0);
     }
 }

@@ -260,8 +260,8 @@ impl WorkerThread {
     /// The worker owes the `pending` places of its earlier tasks that
     /// finished (`owed`); they are paid here, folded into this task's
     /// start, so a busy worker touches the admission word once per task
-    /// (in a pool of up to 64 slots, once per `starts::BATCH` tasks: this task's
-    /// `queued` place joins the debt too, see `starts.rs`).
+    /// (in a pool's first 64 slots, once per `starts::BATCH` tasks: this
+    /// task's `queued` place joins the debt too, see `starts.rs`).
     /// This task's `pending` place joins the debt, paid before the worker waits,
     /// parks or runs anything but a task.
     ///
@@ -312,7 +312,7 @@ impl WorkerThread {
         let prev_end = self.last_end.replace(0);
         #[cfg(loom)]
         registry.starts_seen.fetch_add(1, SeqCst);
-        if registry.unpaid.enabled() {
+        if registry.unpaid.covers(index) {
             self.start_batched(owed);
         } else {
             registry.start_task(owed);
