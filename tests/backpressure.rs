@@ -309,7 +309,12 @@ fn started_tasks_hold_no_place(workers: usize) {
     .unwrap();
     pool.resume();
     started.wait_for(1);
-    until(|| ran.load(SeqCst) == 3);
+    // On a wide pool the quick tasks may run on other workers: each counts
+    // as running until its worker has recorded its end, at its next start
+    // or before it waits for work. (The held task runs on: `running` reads
+    // 1 from then; less only if the reading subtracted too much, which the
+    // submissions below then show.)
+    until(|| ran.load(SeqCst) == 3 && pool.metrics().running <= 1);
     // Paused, no worker starts another task: four places are free, four
     // more tasks fit, the fifth is refused.
     pool.pause();
