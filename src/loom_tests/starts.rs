@@ -45,22 +45,7 @@ fn loom_a_started_task_frees_its_place_for_a_blocked_submitter() {
 /// a full queue take one more).
 #[test]
 fn loom_a_reading_beside_a_payment_never_undercounts_the_queue() {
-    model(2, || {
-        let pool = Pool::builder().workers(1).build().unwrap();
-        for _ in 0..3 {
-            pool.execute(|| {}).unwrap_or_else(|_| panic!("accepted"));
-        }
-        let registry = &pool.registry;
-        let queued = registry.queued_now();
-        let started = registry.starts_seen.load(SeqCst);
-        assert!(
-            queued + started >= 3,
-            "read {queued} queued with only {started} of 3 started"
-        );
-        pool.wait_idle();
-        assert_eq!(registry.queued_now(), 0);
-        assert_eq!(pool.shutdown().completed, 3);
-    });
+    model(2, || reading_beside_three_starts(1));
 }
 
 /// The same reading in a pool whose third worker pays at every start
@@ -69,20 +54,23 @@ fn loom_a_reading_beside_a_payment_never_undercounts_the_queue() {
 /// fewer queued than accepted and not started, and counts none at the end.
 #[test]
 fn loom_a_reading_beside_batching_and_paying_workers_never_undercounts_the_queue() {
-    model(1, || {
-        let pool = Pool::builder().workers(3).build().unwrap();
-        for _ in 0..3 {
-            pool.execute(|| {}).unwrap_or_else(|_| panic!("accepted"));
-        }
-        let registry = &pool.registry;
-        let queued = registry.queued_now();
-        let started = registry.starts_seen.load(SeqCst);
-        assert!(
-            queued + started >= 3,
-            "read {queued} queued with only {started} of 3 started"
-        );
-        pool.wait_idle();
-        assert_eq!(registry.queued_now(), 0);
-        assert_eq!(pool.shutdown().completed, 3);
-    });
+    model(1, || reading_beside_three_starts(3));
+}
+
+/// Three tasks on a pool of `workers`, the queue read while they start.
+fn reading_beside_three_starts(workers: usize) {
+    let pool = Pool::builder().workers(workers).build().unwrap();
+    for _ in 0..3 {
+        pool.execute(|| {}).unwrap_or_else(|_| panic!("accepted"));
+    }
+    let registry = &pool.registry;
+    let queued = registry.queued_now();
+    let started = registry.starts_seen.load(SeqCst);
+    assert!(
+        queued + started >= 3,
+        "read {queued} queued with only {started} of 3 started"
+    );
+    pool.wait_idle();
+    assert_eq!(registry.queued_now(), 0);
+    assert_eq!(pool.shutdown().completed, 3);
 }
