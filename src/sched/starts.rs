@@ -127,13 +127,6 @@ impl UnpaidWords {
         }
     }
 
-    /// Whether any of the pool's workers return places in batches (all
-    /// pools with a worker slot do; not a pool of none).
-    #[inline]
-    pub(crate) fn enabled(&self) -> bool {
-        !self.0.is_empty()
-    }
-
     /// Whether the worker in slot `index` returns places in batches.
     #[inline]
     pub(crate) fn covers(&self, index: usize) -> bool {
@@ -207,10 +200,6 @@ impl Registry {
     /// workers owe (see the module docs): tasks accepted and not started,
     /// and accepted and not finished.
     pub(crate) fn settled_counts(&self) -> (usize, usize) {
-        if !self.unpaid.enabled() {
-            let word = self.admission.load(SeqCst);
-            return (queued(word), pending(word));
-        }
         let first = self.unpaid.read();
         let word = self.admission.load(SeqCst);
         let (started, finished) = settled(&first, &self.unpaid.read());
@@ -220,9 +209,9 @@ impl Registry {
         )
     }
 
-    /// A first reading of the unpaid words, when the pool has them.
-    pub(crate) fn read_unpaid(&self) -> Option<Reading> {
-        self.unpaid.enabled().then(|| self.unpaid.read())
+    /// A first reading of the unpaid words.
+    pub(crate) fn read_unpaid(&self) -> Reading {
+        self.unpaid.read()
     }
 
     /// The started places owed in `first` and still owed now (see
@@ -277,7 +266,6 @@ mod tests {
         let wide = UnpaidWords::new(512);
         assert_eq!(wide.slots(), BATCHED_SLOTS);
         assert!(wide.covers(BATCHED_SLOTS - 1) && !wide.covers(BATCHED_SLOTS));
-        assert!(!UnpaidWords::new(0).enabled());
     }
 
     #[test]
