@@ -59,12 +59,22 @@ impl Chains {
             runs: Arc::default(),
             stop: Arc::default(),
         };
+        let started = Arc::new(AtomicU64::new(0));
         for _ in 0..CHAINS {
             let (p, r, s) = (pool.clone(), chains.runs.clone(), chains.stop.clone());
-            pool.execute(move || link(p, r, s)).unwrap();
+            let started = started.clone();
+            pool.execute(move || {
+                started.fetch_add(1, SeqCst);
+                link(p, r, s)
+            })
+            .unwrap();
         }
-        // Running.
-        common::until(|| chains.total() >= 1_000);
+        // Every chain running. Each first link waits in the injector until
+        // a worker takes it, and an outside task queued behind one waits
+        // for it too: with the submitting thread preempted between two of
+        // these submissions, one worker can run a thousand links of the
+        // first chain before the others are queued.
+        common::until(|| started.load(SeqCst) == CHAINS as u64 && chains.total() >= 1_000);
         chains
     }
 
