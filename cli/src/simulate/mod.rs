@@ -2,9 +2,10 @@
 //! pool. Arrivals are Poisson at a rate the scenario moves over time;
 //! service times follow a distribution; some tasks block (sleep) instead
 //! of computing; keyed scenarios draw keys from a Zipf law. A sampler reads
-//! the pool every 10 ms. The run ends as an HTML report with charts, a CSV
-//! time series and a JSON summary, and a table with the Little's-law check
-//! (time-averaged tasks in the system L against λ·W).
+//! the pool every 10 ms, and once more when the run has ended. The run ends
+//! as an HTML report with charts, a CSV time series and a JSON summary, and
+//! a table with the Little's-law check (time-averaged tasks in the system L
+//! against λ·W).
 
 mod load;
 mod report;
@@ -12,7 +13,10 @@ mod target;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -276,18 +280,32 @@ pub fn run(args: &SimulateArgs, stop: &Arc<AtomicBool>, server: Option<&serve::S
         std::thread::spawn(move || {
             let tick = Duration::from_millis(10);
             let mut next = start + tick;
-            let (mut last_arrived, mut last_finished) = (0, 0);
+            let (mut last_arrived, mut last_finished, mut last_at) = (0, 0, start);
             let mut recent: std::collections::VecDeque<(Vec<u32>, Vec<u32>)> = Default::default();
-            while !done.load(Relaxed) {
+            loop {
+                // One last sample once the run has ended, so that the
+                // series reaches its end however late this thread ran.
+                // Acquire: pairs with the Release store of the flag.
+                let last = done.load(Acquire);
                 let now = Instant::now();
-                if now < next {
+                if !last && now < next {
                     std::thread::sleep(next - now);
                     continue;
                 }
-                next += tick;
+                // A sampler that ran late skips the ticks it missed rather
+                // than taking them back to back, and its rates are over
+                // the time that really passed.
+                while next <= now {
+                    next += tick;
+                }
+                let interval = (now - last_at).as_secs_f64().max(1e-6);
                 let stages = target.metrics();
-                let arrived = tally.arrived.load(Relaxed);
+                // Finished before arrived: every task counts as arrived
+                // before it finishes, so the later reading is normally the
+                // larger (Relaxed promises no order between the two
+                // counters, hence the saturating difference below).
                 let finished = tally.finished.load(Relaxed);
+                let arrived = tally.arrived.load(Relaxed);
                 recent.push_back(std::mem::take(&mut *tally.window.lock().unwrap()));
                 if recent.len() > 10 {
                     recent.pop_front();
@@ -296,16 +314,16 @@ pub fn run(args: &SimulateArgs, stop: &Arc<AtomicBool>, server: Option<&serve::S
                 let times: Vec<u32> = recent.iter().flat_map(|w| w.1.iter().copied()).collect();
                 waits.sort_unstable();
                 let t = (now - start).as_secs_f64();
-                let lambda = (arrived - last_arrived) as f64 / tick.as_secs_f64();
+                let lambda = arrived.saturating_sub(last_arrived) as f64 / interval;
                 let target = load::rate_at(scenario, rate, (now - start).min(duration), duration);
                 samples.lock().unwrap().push(Sample {
                     t,
                     workers: stages.iter().map(|m| m.workers).sum(),
                     busy: stages.iter().map(|m| m.busy_workers).sum(),
                     queued: stages.iter().map(|m| m.queued).sum(),
-                    in_system: arrived - finished,
+                    in_system: arrived.saturating_sub(finished),
                     arrival_rate: lambda,
-                    throughput: (finished - last_finished) as f64 / tick.as_secs_f64(),
+                    throughput: (finished - last_finished) as f64 / interval,
                     offered_workers: target * mean.as_secs_f64(),
                     mean_time_in_system_ms: if times.is_empty() {
                         0.0
@@ -325,6 +343,10 @@ pub fn run(args: &SimulateArgs, stop: &Arc<AtomicBool>, server: Option<&serve::S
                 });
                 last_arrived = arrived;
                 last_finished = finished;
+                last_at = now;
+                if last {
+                    break;
+                }
             }
         })
     };
@@ -385,7 +407,9 @@ pub fn run(args: &SimulateArgs, stop: &Arc<AtomicBool>, server: Option<&serve::S
         std::thread::sleep(Duration::from_millis(1));
     }
     let elapsed = start.elapsed();
-    done_sampling.store(true, Relaxed);
+    // Release: the sampler's last sample, after its Acquire load of the
+    // flag, reads the counts at least as new as the ones read above.
+    done_sampling.store(true, Release);
     let _ = sampler.join();
     progress.finish();
     let (metrics, resizes, accounted) = match Arc::try_unwrap(target) {

@@ -128,12 +128,14 @@ fn one_round(
     };
 
     // Renew.
+    let mut renewed = false;
     for p in held(shared) {
         let part = &shared.parts[p as usize];
         let sent = Instant::now();
         if scripts.renew(c, &s.stream.lease_key(&s.group, p), &s.me, ttl)? {
             *part.valid_until.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(sent + s.lease_ttl - s.margin());
+            renewed = true;
         } else {
             // Taken or expired: stop reading; what is in flight is acked
             // as it finishes (the next owner may run it again).
@@ -142,6 +144,10 @@ fn one_round(
             part.counters.lost.fetch_add(1, SeqCst);
             shared.notify();
         }
+    }
+    if renewed {
+        // A reader that waited for a late renewal reads again.
+        shared.notify();
     }
 
     // Mark the excess for hand-back.

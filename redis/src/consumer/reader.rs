@@ -3,7 +3,7 @@
 //! submits each as a keyed task.
 
 use super::acker::{Done, Outcome};
-use super::shared::Shared;
+use super::shared::{Next, Shared};
 use crate::error::Error;
 use crate::message::{parse_reply, Entry, Message};
 use crate::stream::connect;
@@ -57,7 +57,15 @@ pub(crate) fn run(shared: Arc<Shared>, p: u32, done: Sender<Done>) {
     // blocking read of one (an idle partition holds one slot, not all);
     // after one that found some, read as many as there is room for.
     let mut idle = false;
-    while shared.may_read(p, s.block) {
+    loop {
+        match shared.next_read(p, s.block) {
+            Next::Read => {}
+            Next::Wait => {
+                shared.wait(Duration::from_millis(20));
+                continue;
+            }
+            Next::End => break,
+        }
         let block = idle && replay_after.is_none();
         let n = if block {
             shared.reserve_one(p)

@@ -83,6 +83,42 @@ pub(crate) struct Shared {
     pub(crate) dead_letters: AtomicU64,
 }
 
+/// What a partition's reader does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Read: the partition is held and its lease lasts past the read.
+    Read,
+    /// Wait for the coordinator: the partition is held, but its lease
+    /// ends (less the margin) before the read would. The coordinator
+    /// either renews it, late (a paused process, a starved thread), and
+    /// reading goes on, or finds it lost and frees the partition.
+    Wait,
+    /// End: the partition is not held (lost, or being handed back) or the
+    /// consumer stops.
+    End,
+}
+
+/// The reader's rule, a pure function of what it sees: `state` and
+/// `valid_until` are its partition's, `now` the time, `block` the longest
+/// read. Only the coordinator ends a holding, so a lease that merely
+/// needs renewing never ends the reader: a reader that ended there would
+/// leave a partition whose lease is renewed and which nobody reads.
+pub(crate) fn next_read(
+    stopping: bool,
+    state: u8,
+    valid_until: Option<Instant>,
+    now: Instant,
+    block: Duration,
+) -> Next {
+    if stopping || state != OWNED {
+        Next::End
+    } else if valid_until.is_some_and(|t| now + block < t) {
+        Next::Read
+    } else {
+        Next::Wait
+    }
+}
+
 /// `Shared::dead_letters` before its first reading.
 pub(crate) const UNREAD: u64 = u64::MAX;
 
@@ -124,14 +160,18 @@ impl Shared {
         let _ = self.changed.wait_timeout(g, d);
     }
 
-    /// Whether partition `p` may start a read that lasts up to `block`.
-    pub(crate) fn may_read(&self, p: u32, block: Duration) -> bool {
+    /// What partition `p`'s reader does next (see [`next_read`]) before a
+    /// read that lasts up to `block`.
+    pub(crate) fn next_read(&self, p: u32, block: Duration) -> Next {
         let part = &self.parts[p as usize];
-        if self.stopping.load(SeqCst) || part.state.load(SeqCst) != OWNED {
-            return false;
-        }
         let until = *part.valid_until.lock().unwrap_or_else(|e| e.into_inner());
-        until.is_some_and(|t| Instant::now() + block < t)
+        next_read(
+            self.stopping.load(SeqCst),
+            part.state.load(SeqCst),
+            until,
+            Instant::now(),
+            block,
+        )
     }
 
     /// Reserves up to the free in-flight slots of `p` and of the whole
@@ -215,6 +255,50 @@ impl Shared {
                     )
                 })
                 .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_reads_while_its_lease_lasts_past_the_read() {
+        let now = Instant::now();
+        let block = Duration::from_millis(100);
+        let later = |ms| Some(now + Duration::from_millis(ms));
+        assert_eq!(next_read(false, OWNED, later(101), now, block), Next::Read);
+        assert_eq!(
+            next_read(false, OWNED, later(5_000), now, block),
+            Next::Read
+        );
+    }
+
+    #[test]
+    fn a_reader_whose_lease_is_due_waits_for_the_renewal_instead_of_ending() {
+        let now = Instant::now();
+        let block = Duration::from_millis(100);
+        // Due within the read, due now, and past (a renewal that is late).
+        for until in [
+            now + Duration::from_millis(100),
+            now,
+            now - Duration::from_secs(3),
+        ] {
+            assert_eq!(next_read(false, OWNED, Some(until), now, block), Next::Wait);
+        }
+        assert_eq!(next_read(false, OWNED, None, now, block), Next::Wait);
+    }
+
+    #[test]
+    fn a_reader_ends_only_when_its_partition_is_not_held_or_the_consumer_stops() {
+        let now = Instant::now();
+        let block = Duration::from_millis(100);
+        let fresh = Some(now + Duration::from_secs(5));
+        for until in [fresh, None] {
+            assert_eq!(next_read(true, OWNED, until, now, block), Next::End);
+            assert_eq!(next_read(false, RELEASING, until, now, block), Next::End);
+            assert_eq!(next_read(false, FREE, until, now, block), Next::End);
         }
     }
 }

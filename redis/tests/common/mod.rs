@@ -161,13 +161,18 @@ impl Proc {
         }
     }
 
-    /// SIGTERM, then waits for its graceful stop.
-    pub fn terminate(&mut self) -> String {
+    /// Sends it a signal by name (`TERM`, `STOP`, `CONT`).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([format!("-{name}"), self.child.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM {}", self.child.id());
+        assert!(status.success(), "kill -{name} {}", self.child.id());
+    }
+
+    /// SIGTERM, then waits for its graceful stop.
+    pub fn terminate(&mut self) -> String {
+        self.signal("TERM");
         let line = self.expect_line("stopped", Duration::from_secs(60));
         let _ = self.child.wait();
         line
