@@ -112,7 +112,11 @@ fn kind(i: usize, panic_rate: f64, slow_rate: f64) -> Kind {
     }
 }
 
-/// The lab's own tallies, kept apart from the pool's.
+/// The lab's own tallies, kept apart from the pool's. Relaxed throughout:
+/// they order nothing else, the verdict reads them after the pool has shut
+/// down (which joins its workers), and a second run of a task is caught
+/// whatever the ordering, as read-modify-writes of one counter are totally
+/// ordered.
 struct Lab {
     runs: Vec<AtomicU8>,
     ran_twice: AtomicU64,
@@ -262,6 +266,7 @@ pub fn run(args: &SurviveArgs, stop: &Arc<AtomicBool>, server: Option<&serve::So
             let (lab, pool) = (&lab, &pool);
             s.spawn(move || {
                 let mut i = p;
+                // Relaxed: a request to stop early; it publishes nothing.
                 while i < args.tasks && !stop.load(Relaxed) {
                     let k = kind(i, args.panic_rate, args.slow_rate);
                     lab.closures_made.fetch_add(1, Relaxed);

@@ -103,6 +103,7 @@ unsafe impl Send for Scope<'_, '_> {}
 impl fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scope")
+            // Relaxed: a figure for display.
             .field("pending", &self.base.pending.load(Ordering::Relaxed))
             .field("fifo", &self.base.fifo)
             .finish()

@@ -166,6 +166,7 @@ impl Shard {
                 break BatchEnd::Requeue;
             }
         };
+        // Relaxed: as at the start, for the figures and the dump.
         self.running_on.store(0, Ordering::Relaxed);
         (end, handoff)
     }

@@ -5,7 +5,8 @@ use crate::loom::sync::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Contention of one of the pool's locks.
+/// Contention of one of the pool's locks. Relaxed throughout: two tallies
+/// for the figures, which order nothing else.
 #[derive(Default)]
 pub(crate) struct LockStat {
     contended: AtomicU64,

@@ -62,6 +62,7 @@ fn run(registry: &Arc<Registry>) {
         } else {
             scaling.interval
         };
+        // Relaxed: a gauge for the figures.
         registry
             .target
             .store(target, std::sync::atomic::Ordering::Relaxed);

@@ -127,7 +127,8 @@ pub(crate) struct Registry {
     /// Where the supervisor sleeps between samples; `nudge` wakes it.
     pub(crate) supervisor: Arc<Parker>,
     pub(super) nudged: AtomicBool,
-    /// The worker count the supervisor aims at (a gauge).
+    /// The worker count the supervisor aims at (a gauge for the figures,
+    /// relaxed: nothing is decided on it).
     pub(crate) target: AtomicUsize,
     pub(super) resizes: Mutex<std::collections::VecDeque<crate::metrics::ResizeEvent>>,
     pub(super) threads: Mutex<Threads>,

@@ -118,6 +118,7 @@ impl Registry {
             workers: self.live_workers(),
             min_workers: self.config.min_workers,
             max_workers: self.config.max_workers,
+            // Relaxed: a gauge (see the field).
             target_workers: self.target.load(std::sync::atomic::Ordering::Relaxed),
             busy_workers,
             parked: self.sleep.parked(),
@@ -163,6 +164,7 @@ impl Registry {
         let workers = (0..self.live_workers())
             .map(|i| {
                 let (state, since) = self.counters.worker(i).status.read();
+                // Relaxed: the worker's own count, read for the dump.
                 let task = self
                     .counters
                     .slot(Some(i))

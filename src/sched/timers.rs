@@ -352,6 +352,7 @@ impl Registry {
         match state.wheel.insert(due, entry) {
             Ok(id) => {
                 if let Some(cell) = cell {
+                    // Relaxed: read and written only under this lock.
                     cell.store(id.to_bits(), Relaxed);
                 }
                 self.timers.publish(&state.wheel);

@@ -57,6 +57,8 @@ fn run(registry: &Registry, threshold: Duration) {
             .take(registry.live_workers())
         {
             let (state, since) = registry.counters.worker(i).status.read();
+            // Relaxed: the worker's own count, compared with the last look;
+            // a stale value only delays a report to the next look.
             let task = registry
                 .counters
                 .slot(Some(i))

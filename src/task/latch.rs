@@ -58,6 +58,8 @@ impl WorkerLatch {
 impl Latch for WorkerLatch {
     #[inline]
     fn probe(&self) -> bool {
+        // Acquire: pairs with the release in `set`, so the job's result is
+        // visible once this reads `true`.
         self.set.load(Ordering::Acquire)
     }
 
@@ -92,6 +94,8 @@ impl OwnedLatch {
 impl Latch for OwnedLatch {
     #[inline]
     fn probe(&self) -> bool {
+        // Acquire: pairs with the release in `set`, so the job's result is
+        // visible once this reads `true`.
         self.set.load(Ordering::Acquire)
     }
 

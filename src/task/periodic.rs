@@ -21,7 +21,8 @@ pub(crate) struct PeriodicShared {
     /// Runs so far (relaxed: a count read for display; the slot's value is
     /// exact).
     pub(crate) runs: AtomicU64,
-    /// Due times skipped because a run overran (fixed rate).
+    /// Due times skipped because a run overran (fixed rate; relaxed, as
+    /// `runs`).
     pub(crate) skipped: AtomicU64,
     /// The wheel entry of the next run (see `Wheel::cancel`), recorded by
     /// the pool when it puts the task on the wheel.

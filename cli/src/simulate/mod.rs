@@ -155,7 +155,10 @@ pub struct Sample {
     pub stages: Vec<(usize, usize, usize)>,
 }
 
-/// What tasks report back, shared with the sampler.
+/// What tasks report back, shared with the sampler. The counts are relaxed:
+/// tallies that order nothing else; the sampler's readings may lag by a
+/// task, and the report reads them after the pool has shut down (which
+/// joins its workers).
 #[derive(Default)]
 pub struct Tally {
     arrived: AtomicU64,
@@ -369,6 +372,7 @@ pub fn run(args: &SimulateArgs, stop: &Arc<AtomicBool>, server: Option<&serve::S
     let keys = load::Zipf::new(args.keys, args.zipf);
     let mut due = start;
     let mut submit_errors = 0u64;
+    // Relaxed: a request to stop early; it publishes nothing.
     while !stop.load(Relaxed) {
         let elapsed = due - start;
         if elapsed >= args.duration {

@@ -292,6 +292,7 @@ impl Sleep {
 
     /// Parked workers woken for work so far.
     pub(crate) fn unparks(&self) -> u64 {
+        // Relaxed: a counter for the figures.
         self.unparks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
