@@ -11,7 +11,7 @@
 
 use crate::error::Error;
 use crate::message::{raw_entries, Fields};
-use crate::stream::{connect, Stream, KEY_FIELD, PAYLOAD_FIELD, SENT_FIELD};
+use crate::stream::{Link, Stream, KEY_FIELD, PAYLOAD_FIELD, SENT_FIELD};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The field prefix under which a dead letter keeps the fields of an entry
@@ -141,6 +141,12 @@ pub struct Redriven {
 /// partition as a new message, after the messages sent since, and removed
 /// from the dead letters in the same atomic step.
 ///
+/// A call that fails because the connection broke (a dropped connection, a
+/// failover) returns the error, and the next call connects again (a failure
+/// to connect is then [`Error::Connect`]). A redrive cut off so is either
+/// done or not done, never half: calling it again finds the letter gone
+/// (`None`) or sends it.
+///
 /// ```no_run
 /// use ebbtide_redis::{DeadLetters, Stream};
 /// let mut dead = DeadLetters::connect("redis://127.0.0.1/", Stream::new("orders")?)?;
@@ -152,7 +158,7 @@ pub struct Redriven {
 /// # Ok::<(), ebbtide_redis::Error>(())
 /// ```
 pub struct DeadLetters {
-    con: redis::Connection,
+    link: Link,
     stream: Stream,
     dead: String,
 }
@@ -173,10 +179,10 @@ impl DeadLetters {
     /// [`Error::Connect`] when the URL is bad or the server unreachable;
     /// [`Error::PartitionMismatch`] when the stream has another count.
     pub fn connect(url: &str, stream: Stream) -> Result<Self, Error> {
-        let mut con = connect(url)?;
-        stream.check_partitions(&mut con)?;
+        let mut link = Link::open(url)?;
+        link.run(String::new, |con| Ok(stream.check_partitions(con)))??;
         Ok(DeadLetters {
-            con,
+            link,
             dead: stream.dead_letter_stream(),
             stream,
         })
@@ -187,10 +193,11 @@ impl DeadLetters {
     /// # Errors
     /// [`Error::Redis`].
     pub fn len(&mut self) -> Result<u64, Error> {
-        redis::cmd("XLEN")
-            .arg(&self.dead)
-            .query(&mut self.con)
-            .map_err(|e| Error::redis(format!("counting the entries of {}", self.dead), e))
+        let dead = &self.dead;
+        self.link.run(
+            || format!("counting the entries of {dead}"),
+            |con| redis::cmd("XLEN").arg(dead).query(con),
+        )
     }
 
     /// Whether there are none.
@@ -228,14 +235,19 @@ impl DeadLetters {
     }
 
     fn range(&mut self, start: &str, end: &str, count: usize) -> Result<Vec<DeadLetter>, Error> {
-        let reply: redis::Value = redis::cmd("XRANGE")
-            .arg(&self.dead)
-            .arg(start)
-            .arg(end)
-            .arg("COUNT")
-            .arg(count)
-            .query(&mut self.con)
-            .map_err(|e| Error::redis(format!("reading {}", self.dead), e))?;
+        let dead = &self.dead;
+        let reply: redis::Value = self.link.run(
+            || format!("reading {dead}"),
+            |con| {
+                redis::cmd("XRANGE")
+                    .arg(dead)
+                    .arg(start)
+                    .arg(end)
+                    .arg("COUNT")
+                    .arg(count)
+                    .query(con)
+            },
+        )?;
         let entries = raw_entries(&reply).map_err(|why| {
             Error::redis(
                 format!("reading {}", self.dead),
@@ -266,9 +278,11 @@ impl DeadLetters {
     }
 
     fn send_back(&mut self, letter: &DeadLetter) -> Result<Option<String>, Error> {
-        self.redrive_cmd(letter, now_us())?
-            .query(&mut self.con)
-            .map_err(|e| Error::redis(format!("redriving dead letter {}", letter.id), e))
+        let cmd = self.redrive_cmd(letter, now_us())?;
+        self.link.run(
+            || format!("redriving dead letter {}", letter.id),
+            |con| cmd.query(con),
+        )
     }
 
     /// The script's call that redrives `letter`, stamped sent at `at`. It
@@ -313,9 +327,11 @@ impl DeadLetters {
         for letter in letters {
             pipe.add_command(self.redrive_cmd(letter, at)?);
         }
-        let replies: Vec<Option<String>> = pipe
-            .query(&mut self.con)
-            .map_err(|e| Error::redis(format!("redriving the dead letters of {}", self.dead), e))?;
+        let dead = &self.dead;
+        let replies: Vec<Option<String>> = self.link.run(
+            || format!("redriving the dead letters of {dead}"),
+            |con| pipe.query(con),
+        )?;
         // `None`: redriven or removed meanwhile.
         Ok(replies.iter().filter(|r| r.is_some()).count() as u64)
     }
@@ -383,13 +399,11 @@ impl DeadLetters {
                 .map(|l| l.id.as_str())
                 .collect();
             if !chosen.is_empty() {
-                let n: u64 = redis::cmd("XDEL")
-                    .arg(&this.dead)
-                    .arg(&chosen)
-                    .query(&mut this.con)
-                    .map_err(|e| {
-                        Error::redis(format!("removing dead letters of {}", this.dead), e)
-                    })?;
+                let dead = &this.dead;
+                let n: u64 = this.link.run(
+                    || format!("removing dead letters of {dead}"),
+                    |con| redis::cmd("XDEL").arg(dead).arg(&chosen).query(con),
+                )?;
                 removed += n;
             }
             Ok(())
@@ -420,11 +434,11 @@ impl DeadLetters {
     /// [`Error::Invalid`] when `id` is not an entry ID; [`Error::Redis`].
     pub fn remove(&mut self, id: &str) -> Result<bool, Error> {
         let id = check_entry_id(id)?;
-        let n: u64 = redis::cmd("XDEL")
-            .arg(&self.dead)
-            .arg(id)
-            .query(&mut self.con)
-            .map_err(|e| Error::redis(format!("removing dead letter {id}"), e))?;
+        let dead = &self.dead;
+        let n: u64 = self.link.run(
+            || format!("removing dead letter {id}"),
+            |con| redis::cmd("XDEL").arg(dead).arg(id).query(con),
+        )?;
         Ok(n == 1)
     }
 }

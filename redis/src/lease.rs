@@ -35,6 +35,7 @@ pub(crate) fn to_release(owned: &[u32], share: u32) -> Vec<u32> {
 
 pub(crate) struct Scripts {
     heartbeat: redis::Script,
+    acquire: redis::Script,
     renew: redis::Script,
     release: redis::Script,
     leave: redis::Script,
@@ -53,6 +54,21 @@ impl Scripts {
                  local m = redis.call('ZRANGE', KEYS[1], 0, -1) \
                  table.sort(m) \
                  return m",
+            ),
+            // Free, or already this consumer's: a lease whose taking
+            // succeeded in Redis but whose reply was lost (a dropped
+            // connection), or that an earlier run under the same name held,
+            // is taken at once, not after it expires.
+            acquire: redis::Script::new(
+                "local v = redis.call('GET', KEYS[1]) \
+                 if not v then \
+                   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+                   return 1 \
+                 end \
+                 if v == ARGV[1] then \
+                   return redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
+                 end \
+                 return 0",
             ),
             renew: redis::Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then \
@@ -86,22 +102,22 @@ impl Scripts {
             .map_err(|e| Error::redis("announcing the consumer", e))
     }
 
-    /// Takes a free lease.
+    /// Takes a lease that is free or already `me`'s.
     pub(crate) fn acquire(
+        &self,
         con: &mut redis::Connection,
         lease: &str,
         me: &str,
         ttl_ms: u64,
     ) -> Result<bool, Error> {
-        let set: Option<String> = redis::cmd("SET")
-            .arg(lease)
+        let n: i64 = self
+            .acquire
+            .key(lease)
             .arg(me)
-            .arg("NX")
-            .arg("PX")
             .arg(ttl_ms)
-            .query(con)
+            .invoke(con)
             .map_err(|e| Error::redis("taking a partition lease", e))?;
-        Ok(set.is_some())
+        Ok(n == 1)
     }
 
     /// Extends a lease `me` still holds; `false` when it is someone

@@ -1,7 +1,7 @@
 //! Appending messages to a partitioned stream.
 
 use crate::error::Error;
-use crate::stream::{connect, Stream, KEY_FIELD, PAYLOAD_FIELD, SENT_FIELD};
+use crate::stream::{Link, Stream, KEY_FIELD, PAYLOAD_FIELD, SENT_FIELD};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The default payload limit: 1 MiB.
@@ -17,8 +17,13 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
 /// producer.send_batch((0..1000).map(|i| (format!("customer-{}", i % 50), i.to_string())))?;
 /// # Ok::<(), ebbtide_redis::Error>(())
 /// ```
+///
+/// A call that fails because the connection broke (a dropped connection, a
+/// failover) returns the error, and the next call connects again. Whether
+/// the failed call's messages were appended is then unknown: sending them
+/// again may append some twice.
 pub struct Producer {
-    con: redis::Connection,
+    link: Link,
     stream: Stream,
     max_payload: usize,
     streams: Vec<String>,
@@ -40,13 +45,13 @@ impl Producer {
     /// [`Error::Connect`] when the URL is bad or the server unreachable;
     /// [`Error::PartitionMismatch`] when the stream has another count.
     pub fn connect(url: &str, stream: Stream) -> Result<Self, Error> {
-        let mut con = connect(url)?;
-        stream.check_partitions(&mut con)?;
+        let mut link = Link::open(url)?;
+        link.run(String::new, |con| Ok(stream.check_partitions(con)))??;
         let streams = (0..stream.partition_count())
             .map(|p| stream.partition_stream(p))
             .collect();
         Ok(Producer {
-            con,
+            link,
             stream,
             max_payload: DEFAULT_MAX_PAYLOAD,
             streams,
@@ -67,7 +72,10 @@ impl Producer {
     /// Appends one message; returns its entry ID.
     ///
     /// # Errors
-    /// [`Error::PayloadTooLarge`] (nothing sent); [`Error::Redis`].
+    /// [`Error::PayloadTooLarge`] (nothing sent); [`Error::Redis`] (after a
+    /// broken connection the message may have been appended);
+    /// [`Error::Connect`] when the connection broke earlier and connecting
+    /// again fails.
     pub fn send(
         &mut self,
         key: impl AsRef<[u8]>,
@@ -75,9 +83,9 @@ impl Producer {
     ) -> Result<String, Error> {
         let (key, payload) = (key.as_ref(), payload.as_ref());
         self.check(payload)?;
-        self.entry(key, payload)
-            .query(&mut self.con)
-            .map_err(|e| Error::redis("appending a message", e))
+        let cmd = self.entry(key, payload);
+        self.link
+            .run(|| "appending a message".into(), |con| cmd.query(con))
     }
 
     /// Appends many messages in one round trip per 1,000; returns how many
@@ -86,6 +94,8 @@ impl Producer {
     ///
     /// # Errors
     /// As [`send`](Self::send); messages of earlier round trips were sent.
+    /// After a broken connection, those of the failed round trip may have
+    /// been sent.
     pub fn send_batch<K, P, I>(&mut self, items: I) -> Result<usize, Error>
     where
         K: AsRef<[u8]>,
@@ -104,8 +114,10 @@ impl Producer {
                 pipe.add_command(self.entry(key.as_ref(), payload.as_ref()))
                     .ignore();
             }
-            pipe.query::<()>(&mut self.con)
-                .map_err(|e| Error::redis("appending a batch of messages", e))?;
+            self.link.run(
+                || "appending a batch of messages".into(),
+                |con| pipe.query::<()>(con),
+            )?;
             sent += chunk.len();
         }
         Ok(sent)

@@ -148,6 +148,57 @@ pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
+/// A connection that is opened again at the next call after it broke (a
+/// dropped connection, a failover, a timed-out reply). The call that broke
+/// it fails; the next one reconnects. A connection that saw an I/O error
+/// or a timeout is never used again: a late reply would answer the next
+/// command.
+pub(crate) struct Link {
+    url: String,
+    con: Option<redis::Connection>,
+}
+
+impl Link {
+    /// Connects now, so that a bad URL or an unreachable server is an
+    /// error at once.
+    pub(crate) fn open(url: &str) -> Result<Self, Error> {
+        Ok(Link {
+            url: url.to_string(),
+            con: Some(connect(url)?),
+        })
+    }
+
+    /// Runs `run` on the connection, reconnecting first if the last one
+    /// broke. Its error is `Error::Redis` about `doing`, or `Error::Connect`
+    /// when reconnecting fails.
+    pub(crate) fn run<T>(
+        &mut self,
+        doing: impl FnOnce() -> String,
+        run: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, Error> {
+        let con = match self.con.as_mut() {
+            Some(con) => con,
+            None => self.con.insert(connect(&self.url)?),
+        };
+        match run(con) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if broken(&e, con) {
+                    self.con = None;
+                }
+                Err(Error::redis(doing(), e))
+            }
+        }
+    }
+}
+
+/// Whether `e` left `con` unusable: closed, or an I/O error or a timeout
+/// after which a reply may still be on its way.
+pub(crate) fn broken(e: &redis::RedisError, con: &redis::Connection) -> bool {
+    use redis::ConnectionLike;
+    !con.is_open() || e.is_io_error() || e.is_timeout() || e.is_unrecoverable_error()
+}
+
 /// Opens a connection, naming the URL when it fails.
 pub(crate) fn connect(url: &str) -> Result<redis::Connection, Error> {
     let client = redis::Client::open(url).map_err(|source| Error::Connect {

@@ -24,7 +24,7 @@ fn main() {
         child();
         return;
     }
-    let scenarios: [(&str, Scenario); 10] = [
+    let scenarios: [(&str, Scenario); 14] = [
         ("bad_input", bad_input),
         ("dead_letters", dead_letters),
         ("dead_letter_cap", dead_letter_cap),
@@ -34,6 +34,10 @@ fn main() {
         ("poison", poison),
         ("graceful_scaling", graceful_scaling),
         ("pause", pause),
+        ("dropped_connections", dropped_connections),
+        ("dropped_acks", dropped_acks),
+        ("clients_reconnect", clients_reconnect),
+        ("own_leases", own_leases),
         ("crash", crash),
     ];
     let filters: Vec<String> = std::env::args()
@@ -613,6 +617,256 @@ fn pause(server: &Server) {
     let recs = records(&dir);
     let dups = check_order(&recs, 40, 100, None);
     assert_eq!((recs.len(), dups), (4_000, 0), "every message exactly once");
+}
+
+/// The broker drops every client connection, again and again, while a
+/// consumer has messages in flight (a failover, a proxy restart, a
+/// network blip): the consumer reconnects and goes on, and runs every
+/// message exactly once and in order. Each reader, after a failed read,
+/// reads again only what was delivered after the last entry it had
+/// already handed on; the entries before it are still in flight.
+fn dropped_connections(server: &Server) {
+    let stream = Stream::new("dropped").unwrap().partitions(4).unwrap();
+    let dir = TempDir::new("dropped");
+    let opts = ChildOpts {
+        in_flight: 64,
+        per_partition: 16,
+        ttl_ms: 5_000,
+        delay_us: 500,
+        workers: 4,
+    };
+    let a = spawn(server, &dir, "a", &stream, &opts);
+    let mut con = server.con();
+    wait_for_owners(&mut con, &stream, 1);
+    produce_seqs(server, &stream, 40, 1..=100);
+    let mut kills = 0u64;
+    // Drop every connection but this one each 50 ms while the consumer
+    // works through the 4,000 messages (2 s of handler time at least).
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(50));
+        kills += redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query::<u64>(&mut con)
+            .expect("CLIENT KILL");
+    }
+    all_acked(server, &stream, 4_000, Duration::from_secs(60));
+    let line = a.finish();
+    println!("  dropped connections: {kills} dropped in 1.5 s; 4,000 messages\n  a: {line}");
+    assert!(kills > 0, "connections were dropped");
+    // The lease outlives every outage here: nothing is taken over.
+    assert!(line.contains("lost=0"), "{line}");
+    let recs = records(&dir);
+    let dups = check_order(&recs, 40, 100, None);
+    assert_eq!((recs.len(), dups), (4_000, 0), "every message exactly once");
+}
+
+/// Connections dropped every few milliseconds while half the messages go
+/// to the dead letters: a dead letter is appended with its entry's ack in
+/// one atomic step that does nothing once the entry is acked, so an ack
+/// batch sent again after a lost reply appends no letter twice. Every
+/// message runs once; exactly the failing ones are dead letters, once each.
+fn dropped_acks(server: &Server) {
+    let stream = Stream::new("dropped-acks").unwrap().partitions(4).unwrap();
+    produce(server, &stream, 400, 10);
+    let runs = Arc::new(Mutex::new(HashMap::<(String, u32), u32>::new()));
+    let r2 = Arc::clone(&runs);
+    let consumer = Consumer::builder(&server.url, stream.clone())
+        .group("g")
+        .in_flight(64)
+        .block(Duration::from_millis(20))
+        .retry(ebbtide::RetryPolicy::fixed(Duration::from_millis(1)).max_attempts(1))
+        .start(move |m| {
+            let key = String::from_utf8_lossy(m.key()).into_owned();
+            let seq: u32 = String::from_utf8_lossy(m.payload()).parse().unwrap();
+            *r2.lock().unwrap().entry((key, seq)).or_insert(0) += 1;
+            // Slow enough that the drops land while messages are in flight.
+            std::thread::sleep(Duration::from_micros(200));
+            if seq % 2 == 1 {
+                Err(format!("odd {seq}"))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+    // One connection both drops the others and watches the acks.
+    let mut con = server.con();
+    let mut kills = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked(&mut con, stream.name(), 4, "g") < 4_000
+        || pending_now(&mut con, stream.name(), 4, "g") > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for 4,000 acks"
+        );
+        kills += redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query::<u64>(&mut con)
+            .expect("CLIENT KILL");
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let m = consumer.stop().unwrap().total();
+    assert!(kills > 0, "connections were dropped");
+    let runs = runs.lock().unwrap();
+    assert_eq!(runs.len(), 4_000, "messages run");
+    assert!(runs.values().all(|&n| n == 1), "every message ran once");
+    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream.dead_letter_stream())
+        .arg("-")
+        .arg("+")
+        .query(&mut con)
+        .unwrap();
+    let mut letters = HashMap::<(String, String), u32>::new();
+    for e in &dead.ids {
+        let get = |f: &str| match e.map.get(f) {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("dead letter {}: field {f} is {other:?}", e.id),
+        };
+        assert_eq!(get("error"), format!("odd {}", get("payload")));
+        *letters.entry((get("key"), get("payload"))).or_insert(0) += 1;
+    }
+    let twice = letters.values().filter(|&&n| n > 1).count();
+    assert_eq!(
+        (dead.ids.len(), letters.len(), twice),
+        (2_000, 2_000, 0),
+        "each odd message a dead letter exactly once"
+    );
+    assert!(letters
+        .keys()
+        .all(|(_, seq)| seq.parse::<u32>().unwrap() % 2 == 1));
+    assert_eq!((m.acked, m.dead_lettered), (4_000, 2_000));
+    println!("  dropped acks: {kills} connections dropped; 2,000 dead letters, none twice");
+}
+
+/// A producer and a dead-letter client whose connections the broker
+/// dropped: the next call fails, naming what it was doing, and the one
+/// after connects again and works. Nothing of the failed calls was
+/// appended (the broker closed the connections before they were sent).
+fn clients_reconnect(server: &Server) {
+    let stream = Stream::new("reconnect").unwrap().partitions(2).unwrap();
+    let mut producer = Producer::connect(&server.url, stream.clone()).unwrap();
+    let mut dead = DeadLetters::connect(&server.url, stream.clone()).unwrap();
+    let mut con = server.con();
+    let mut drop_all = || -> u64 {
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query(&mut con)
+            .expect("CLIENT KILL")
+    };
+    producer.send("k", "1").unwrap();
+    assert_eq!(
+        drop_all(),
+        2,
+        "the producer's and the dead letters' connections"
+    );
+    match producer.send("k", "lost") {
+        Err(Error::Redis { doing, .. }) => assert_eq!(doing, "appending a message"),
+        other => panic!("a send on a dropped connection: {other:?}"),
+    }
+    producer.send("k", "2").unwrap();
+    assert_eq!(producer.send_batch([("k", "3"), ("j", "1")]).unwrap(), 2);
+    match dead.len() {
+        Err(Error::Redis { doing, .. }) => {
+            assert_eq!(
+                doing,
+                format!("counting the entries of {}", stream.dead_letter_stream())
+            )
+        }
+        other => panic!("a call on a dropped connection: {other:?}"),
+    }
+    assert_eq!(dead.len().unwrap(), 0);
+    // Again, with a batch.
+    assert_eq!(drop_all(), 2);
+    assert!(producer.send_batch([("k", "lost")]).is_err());
+    assert_eq!(producer.send_batch([("k", "4")]).unwrap(), 1);
+    assert!(dead.list(None, 10).is_err());
+    assert!(dead.list(None, 10).unwrap().is_empty());
+    let mut con = server.con();
+    let mut payloads = Vec::new();
+    for p in 0..2 {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream.partition_stream(p))
+            .arg("-")
+            .arg("+")
+            .query(&mut con)
+            .unwrap();
+        for e in &reply.ids {
+            let get = |f: &str| match e.map.get(f) {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                other => panic!("entry {}: field {f} is {other:?}", e.id),
+            };
+            payloads.push(format!("{}{}", get("key"), get("payload")));
+        }
+    }
+    payloads.sort();
+    assert_eq!(payloads, ["j1", "k1", "k2", "k3", "k4"]);
+    println!("  clients reconnect: the call after a dropped connection fails, the next one works");
+}
+
+/// A consumer takes at once a lease that is already its own: one whose
+/// taking succeeded in Redis but whose reply a dropped connection lost, or
+/// one an earlier run under the same name held. A lease another consumer
+/// holds it leaves alone until that one is gone.
+fn own_leases(server: &Server) {
+    let stream = Stream::new("own").unwrap().partitions(2).unwrap();
+    let mut con = server.con();
+    // As an earlier run would have left them: partition 0 held by this
+    // consumer's name, partition 1 by another's, each for two minutes.
+    let lease = |p: u32| format!("{}:lease:g:{p}", stream.name());
+    for (p, holder) in [(0, "r"), (1, "other")] {
+        let _: () = redis::cmd("SET")
+            .arg(lease(p))
+            .arg(holder)
+            .arg("PX")
+            .arg(120_000)
+            .query(&mut con)
+            .unwrap();
+    }
+    produce(server, &stream, 20, 5);
+    let on_0 = (0..20)
+        .filter(|k| stream.partition_of(format!("k{k}").as_bytes()) == 0)
+        .count() as u64
+        * 5;
+    assert!(on_0 > 0 && on_0 < 100, "both partitions have messages");
+    let consumer = Consumer::builder(&server.url, stream.clone())
+        .group("g")
+        .name("r")
+        .start(|_| Ok::<(), String>(()))
+        .unwrap();
+    // Long before the two minutes are up.
+    wait_until(
+        "partition 0's messages acked",
+        Duration::from_secs(30),
+        || acked(&mut con, stream.name(), 2, "g") == on_0,
+    );
+    let holder = |con: &mut redis::Connection, p: u32| -> Option<String> {
+        redis::cmd("GET").arg(lease(p)).query(con).unwrap()
+    };
+    assert_eq!(holder(&mut con, 1).as_deref(), Some("other"));
+    assert_eq!(
+        acked(&mut con, stream.name(), 2, "g"),
+        on_0,
+        "partition 1 unread"
+    );
+    // The other consumer is gone (its lease expired): partition 1 is taken.
+    let _: () = redis::cmd("DEL").arg(lease(1)).query(&mut con).unwrap();
+    all_acked(server, &stream, 100, Duration::from_secs(30));
+    assert_eq!(holder(&mut con, 1).as_deref(), Some("r"));
+    let m = consumer.stop().unwrap().total();
+    assert_eq!((m.acked, m.acquired, m.redelivered), (100, 2, 0));
+    println!("  own leases: its own taken at once, another's left until it was gone");
 }
 
 /// 100 of 10,000 messages always fail, 5 attempts: exactly those 100 are

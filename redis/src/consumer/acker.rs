@@ -127,7 +127,25 @@ fn trim(shared: &Shared, trimmer: &mut Trimmer, con: &mut redis::Connection, all
     );
 }
 
-/// One round trip: the dead letters appended, then every entry acked.
+/// Acks one entry and, only if that acked it (it was still pending),
+/// appends its dead letter, in one atomic step. So a batch sent again after
+/// a reply was lost (a dropped connection) appends no dead letter twice,
+/// and a letter never exists for an entry still pending, nor an acked
+/// entry without its letter. KEYS: the partition stream, the dead-letter
+/// stream. ARGV: the group, the entry's ID, the cap (`MAXLEN`, or empty),
+/// then the letter's fields and values.
+const DEAD_LETTER: &str = "\
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+if ARGV[3] == '' then
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+else
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', unpack(ARGV, 4))
+end
+return 1";
+
+/// One round trip: every dead letter appended with its entry's ack (an
+/// atomic step each), then the other entries acked. Sent again as it is
+/// after an error: every step can be repeated.
 fn flush(shared: &Shared, con: &mut redis::Connection, batch: &[Done]) -> redis::RedisResult<()> {
     let s = &shared.settings;
     let dead = s.stream.dead_letter_stream();
@@ -144,13 +162,20 @@ fn flush(shared: &Shared, con: &mut redis::Connection, batch: &[Done]) -> redis:
             Outcome::Invalid { reason, .. } => (Some(reason), 0),
         };
         if let Some(error) = error {
-            let cmd = pipe.cmd("XADD").arg(&dead);
-            if let Some(n) = s.dead_letter_max_len {
-                // The oldest go first, once there are more than `n`.
-                cmd.arg("MAXLEN").arg(n);
-            }
+            let cmd = pipe
+                .cmd("EVAL")
+                .arg(DEAD_LETTER)
+                .arg(2)
+                .arg(&source)
+                .arg(&dead)
+                .arg(&s.group)
+                .arg(&d.id);
+            // The oldest go first, once there are more than `n`.
+            match s.dead_letter_max_len {
+                Some(n) => cmd.arg(n),
+                None => cmd.arg(""),
+            };
             let cmd = cmd
-                .arg("*")
                 .arg("source")
                 .arg(&source)
                 .arg("id")
@@ -180,8 +205,9 @@ fn flush(shared: &Shared, con: &mut redis::Connection, batch: &[Done]) -> redis:
                 Outcome::Acked => {}
             }
             cmd.ignore();
+        } else {
+            by_partition.entry(d.partition).or_default().push(&d.id);
         }
-        by_partition.entry(d.partition).or_default().push(&d.id);
     }
     for (p, ids) in by_partition {
         pipe.cmd("XACK")

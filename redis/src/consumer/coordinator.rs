@@ -208,7 +208,7 @@ fn one_round(
                 continue;
             }
             let sent = Instant::now();
-            if !Scripts::acquire(c, &s.stream.lease_key(&s.group, p), &s.me, ttl)? {
+            if !scripts.acquire(c, &s.stream.lease_key(&s.group, p), &s.me, ttl)? {
                 continue;
             }
             // The group exists before its first lag reading.

@@ -53,6 +53,12 @@ pub(crate) fn run(shared: Arc<Shared>, p: u32, done: Sender<Done>) {
     // Pending entries first: `Some(after)` reads what this partition's
     // consumer read before and did not ack; `None` reads new entries.
     let mut replay_after = Some("0-0".to_string());
+    // The last entry handed on (submitted, or sent to the acker): every
+    // entry up to it is in flight or acked. After a failed read, only the
+    // entries after it are read again from the pending list: those the
+    // failed read may have had delivered. Reading from 0 instead would run
+    // the in-flight ones a second time, behind later messages of their key.
+    let mut handed: Option<String> = None;
     // After a read that found nothing, wait for the next message with a
     // blocking read of one (an idle partition holds one slot, not all);
     // after one that found some, read as many as there is room for.
@@ -108,10 +114,11 @@ pub(crate) fn run(shared: Arc<Shared>, p: u32, done: Sender<Done>) {
         let entries = match entries {
             Ok(e) => e,
             Err(_) => {
-                // Reconnect; what was read and not acked is read again
-                // from the pending list.
+                // Reconnect; what the failed read had delivered is read
+                // again from the pending list, after the last entry
+                // handed on.
                 con = None;
-                replay_after = Some("0-0".to_string());
+                replay_after = Some(handed.clone().unwrap_or_else(|| "0-0".to_string()));
                 shared.unreserve(p, n);
                 shared.wait(Duration::from_millis(100));
                 continue;
@@ -127,9 +134,14 @@ pub(crate) fn run(shared: Arc<Shared>, p: u32, done: Sender<Done>) {
             }
         }
         for entry in entries {
+            let id = match &entry {
+                Ok(m) => m.id.clone(),
+                Err(bad) => bad.id.clone(),
+            };
             if !dispatch(&shared, p, entry, &done) {
                 return;
             }
+            handed = Some(id);
         }
     }
 }
