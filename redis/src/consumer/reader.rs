@@ -126,22 +126,21 @@ pub(crate) fn run(shared: Arc<Shared>, p: u32, done: Sender<Done>) {
         };
         shared.unreserve(p, n - entries.len().min(n));
         idle = entries.is_empty();
+        let last = entries.last().map(|e| match e {
+            Ok(m) => m.id.clone(),
+            Err(bad) => bad.id.clone(),
+        });
         if replay_after.is_some() {
-            match entries.last() {
-                None => replay_after = None,
-                Some(Ok(m)) => replay_after = Some(m.id.clone()),
-                Some(Err(m)) => replay_after = Some(m.id.clone()),
-            }
+            replay_after = last.clone();
         }
         for entry in entries {
-            let id = match &entry {
-                Ok(m) => m.id.clone(),
-                Err(bad) => bad.id.clone(),
-            };
             if !dispatch(&shared, p, entry, &done) {
+                // The reader ends: nothing is read after this.
                 return;
             }
-            handed = Some(id);
+        }
+        if last.is_some() {
+            handed = last;
         }
     }
 }
