@@ -492,6 +492,37 @@ fn builder_mistakes_are_errors_naming_the_setting() {
             ..
         }
     ));
+    // Durations past what the pool's clocks add up: refused, where they
+    // used to end the process from the supervisor or a worker.
+    let e = err(Pool::builder()
+        .min_workers(1)
+        .max_workers(4)
+        .scaling_interval(Duration::MAX));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "invalid scaling_interval = {:?}: expected at most MAX_DELAY (365 days)",
+            Duration::MAX
+        )
+    );
+    let e = err(Pool::builder()
+        .workers(2)
+        .circuit_breaker(ebbtide::BreakerConfig::new().cool_down(Duration::MAX)));
+    assert!(
+        matches!(
+            e,
+            BuildError::Invalid {
+                field: "circuit_breaker.cool_down",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(Pool::builder()
+        .workers(1)
+        .circuit_breaker(ebbtide::BreakerConfig::new().cool_down(ebbtide::MAX_DELAY))
+        .build()
+        .is_ok());
     // Defaults and consistent combinations build; an elastic pool starts
     // at its minimum.
     let pool = Pool::builder()
@@ -572,4 +603,65 @@ fn one_task_does_not_wake_every_sleeper() {
         (1..=2).contains(&woken),
         "{woken} of 8 sleepers woken for one task"
     );
+}
+
+/// A timeout or a wait of `Duration::MAX` (past what an `Instant` holds)
+/// is no bound at all: the task runs, the wait lasts as long as it takes,
+/// the shutdown drains. None of them panics.
+#[test]
+fn bounds_past_the_clock_are_no_bounds() {
+    let pool = Pool::builder().workers(2).build().unwrap();
+    let forever = Duration::MAX;
+    let h = pool.task().timeout(forever).spawn(|| 1).unwrap();
+    assert_eq!(h.join().unwrap(), 1);
+    let h = pool
+        .task()
+        .timeout(forever)
+        .spawn_with(|cx| Ok(cx.deadline().is_none()))
+        .unwrap();
+    assert!(h.join().unwrap(), "no deadline");
+    let h = pool.task().wait_for_room(forever).spawn(|| 2).unwrap();
+    assert_eq!(h.join().unwrap(), 2);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let h = pool
+        .spawn(move || {
+            rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            3
+        })
+        .unwrap();
+    let joiner = std::thread::spawn(move || h.join_timeout(forever).map_err(drop));
+    tx.send(()).unwrap();
+    assert_eq!(joiner.join().unwrap().unwrap().unwrap(), 3);
+    let mut group = pool.group::<u32, String>().timeout(forever);
+    group.spawn(|_| Ok(4));
+    assert_eq!(group.wait().unwrap(), [4]);
+    let done = Arc::new(AtomicUsize::new(0));
+    for _ in 0..100 {
+        let d = Arc::clone(&done);
+        pool.execute(move || {
+            d.fetch_add(1, SeqCst);
+        })
+        .unwrap();
+    }
+    let report = pool.shutdown_timeout(forever);
+    assert_eq!((report.abandoned, report.still_running), (0, 0));
+    assert_eq!(done.load(SeqCst), 100);
+    assert_eq!(report.completed, 105);
+
+    use ebbtide::pipeline::{Pipeline, Stage};
+    let sum = Arc::new(AtomicUsize::new(0));
+    let s = Arc::clone(&sum);
+    let pipeline = Pipeline::<usize>::builder()
+        .map(Stage::new("double"), |x| x * 2)
+        .sink(Stage::new("add"), move |x| {
+            s.fetch_add(x, SeqCst);
+        })
+        .build()
+        .unwrap();
+    for x in 1..=10 {
+        pipeline.send_timeout(x, forever).unwrap();
+    }
+    let report = pipeline.shutdown_timeout(forever);
+    assert_eq!(sum.load(SeqCst), 110);
+    assert!(report.stages.iter().all(|s| s.abandoned == 0), "{report:?}");
 }

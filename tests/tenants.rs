@@ -478,8 +478,15 @@ fn bad_tenant_settings_and_options_are_named() {
     }
     assert_eq!(
         RateLimit::new(0.0, 1).unwrap_err().to_string(),
-        "invalid rate_limit.rate = 0.0: expected a finite number of tasks per second above 0"
+        "invalid rate_limit.rate = 0.0: expected a finite number of tasks per second, \
+         at least one task in MAX_DELAY (365 days)"
     );
+    // A rate so low that a token's wait is past the clock: refused, where
+    // it used to end the process from the worker that computed the wait.
+    assert!(RateLimit::new(1e-300, 1).is_err());
+    let per_year = 1.0 / ebbtide::MAX_DELAY.as_secs_f64();
+    assert!(RateLimit::new(per_year, 1).is_ok());
+    assert!(RateLimit::new(per_year * 0.99, 1).is_err());
     assert!(RateLimit::new(f64::NAN, 1)
         .unwrap_err()
         .to_string()

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -137,6 +137,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let ok = match cli.command.unwrap_or(Command::Survive(Default::default())) {
         Command::Survive(args) => {
+            if args.panic_rate + args.slow_rate > 1.0 {
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!(
+                            "--panic-rate ({}%) and --slow-rate ({}%) add up to more than 100%",
+                            args.panic_rate * 100.0,
+                            args.slow_rate * 100.0
+                        ),
+                    )
+                    .exit();
+            }
             let stop = interrupts();
             let server = metrics_server(args.metrics_addr);
             let ok = survive::run(&args, &stop, server.as_ref().map(|(_, s)| s));

@@ -251,6 +251,75 @@ fn interrupted_by(signal: &str) {
     assert_eq!(row(&out, "task closures leaked"), 0);
 }
 
+/// A load the program cannot produce or the pool cannot carry still ends:
+/// a generator that cannot submit as fast as `--rate` stops at the run's
+/// end and says so; arrivals unfinished `--drain` after the last one are
+/// abandoned, and the run fails, its report written.
+#[test]
+fn simulate_ends_on_a_load_it_cannot_make_or_carry() {
+    let dir = std::env::temp_dir().join(format!("ebbtide-overload-{}", std::process::id()));
+    let out_dir = dir.join("behind");
+    let (code, out, err) = run(&[
+        "simulate",
+        "--rate",
+        "1e9/s",
+        "--duration",
+        "300ms",
+        "--service-mean",
+        "1us",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("warning: the generator could not submit as fast as --rate asked"),
+        "{out}"
+    );
+    let summary = std::fs::read_to_string(out_dir.join("summary.json")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let summary = &summary["summary"];
+    assert_eq!(summary["generator_fell_behind"], true);
+    assert_eq!(summary["arrivals"], summary["completed"]);
+
+    // About 1,500 arrivals of 5 ms of CPU each on one worker: seconds of
+    // work, abandoned 100 ms after the last arrival.
+    let out_dir = dir.join("abandoned");
+    let (code, out, err) = run(&[
+        "simulate",
+        "--rate",
+        "5000/s",
+        "--duration",
+        "300ms",
+        "--service",
+        "fixed",
+        "--service-mean",
+        "5ms",
+        "--elastic",
+        "1..1",
+        "--drain",
+        "100ms",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        out.contains(
+            "FAILED: accepted arrivals had not finished 100.0 ms after the last one (--drain)"
+        ),
+        "{out}"
+    );
+    assert!(out_dir.join("report.html").exists());
+    let summary = std::fs::read_to_string(out_dir.join("summary.json")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let summary = &summary["summary"];
+    let (arrivals, completed) = (
+        summary["arrivals"].as_u64().unwrap(),
+        summary["completed"].as_u64().unwrap(),
+    );
+    assert!(completed < arrivals, "{completed} of {arrivals}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn simulate_writes_the_report_for_every_scenario() {
     let dir = std::env::temp_dir().join(format!("ebbtide-simulate-{}", std::process::id()));
@@ -463,6 +532,10 @@ fn bad_input_is_one_clear_error_with_status_2_and_nothing_started() {
         (
             vec!["survive", "--workers", "0"],
             "'--workers <WORKERS>': `0` is zero",
+        ),
+        (
+            vec!["survive", "--panic-rate", "60%", "--slow-rate", "60%"],
+            "--panic-rate (60%) and --slow-rate (60%) add up to more than 100%",
         ),
         (
             vec!["survive", "--elastic", "8..2"],

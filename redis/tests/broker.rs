@@ -24,7 +24,7 @@ fn main() {
         child();
         return;
     }
-    let scenarios: [(&str, Scenario); 14] = [
+    let scenarios: [(&str, Scenario); 15] = [
         ("bad_input", bad_input),
         ("dead_letters", dead_letters),
         ("dead_letter_cap", dead_letter_cap),
@@ -38,6 +38,7 @@ fn main() {
         ("dropped_acks", dropped_acks),
         ("clients_reconnect", clients_reconnect),
         ("own_leases", own_leases),
+        ("unbounded_drain", unbounded_drain),
         ("crash", crash),
     ];
     let filters: Vec<String> = std::env::args()
@@ -867,6 +868,42 @@ fn own_leases(server: &Server) {
     let m = consumer.stop().unwrap().total();
     assert_eq!((m.acked, m.acquired, m.redelivered), (100, 2, 0));
     println!("  own leases: its own taken at once, another's left until it was gone");
+}
+
+/// `drain_timeout(Duration::MAX)`: a stop that drains however long it
+/// takes. The stop returns once everything read was acked, and hands every
+/// partition back.
+fn unbounded_drain(server: &Server) {
+    let stream = Stream::new("unbounded").unwrap().partitions(2).unwrap();
+    produce(server, &stream, 10, 10);
+    let consumer = Consumer::builder(&server.url, stream.clone())
+        .group("g")
+        .drain_timeout(Duration::MAX)
+        .start(|_| {
+            std::thread::sleep(Duration::from_millis(1));
+            Ok::<(), String>(())
+        })
+        .unwrap();
+    let mut con = server.con();
+    wait_until("a first ack", Duration::from_secs(30), || {
+        acked(&mut con, stream.name(), 2, "g") > 0
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(consumer.stop());
+    });
+    let m = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("stop returned")
+        .expect("a clean stop")
+        .total();
+    assert_eq!(m.acquired, m.released, "every partition handed back");
+    assert_eq!(pending_now(&mut con, stream.name(), 2, "g"), 0);
+    assert_eq!(acked(&mut con, stream.name(), 2, "g"), m.acked);
+    println!(
+        "  unbounded drain: stopped after {} acked, nothing pending",
+        m.acked
+    );
 }
 
 /// 100 of 10,000 messages always fail, 5 attempts: exactly those 100 are

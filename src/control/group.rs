@@ -244,7 +244,8 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
 
     /// A deadline `d` after each task's `spawn`: a task still waiting (in
     /// the group or the pool's queue) at its deadline never starts
-    /// (`Task(TimedOut)`); a running one sees `cx.is_cancelled()`.
+    /// (`Task(TimedOut)`); a running one sees `cx.is_cancelled()`. A `d`
+    /// too far off for the clock (`Duration::MAX`) sets no deadline.
     ///
     /// # Panics
     /// If called after the first `spawn`.
@@ -342,7 +343,8 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
         let deadline = self
             .shared
             .timeout
-            .map_or(Deadline::None, |d| Deadline::At(Instant::now() + d));
+            .and_then(|d| Instant::now().checked_add(d))
+            .map_or(Deadline::None, Deadline::At);
         let shared = Arc::clone(&self.shared);
         let submit: Pending = Box::new(move || {
             let ticket = Ticket(Arc::clone(&shared), cost);

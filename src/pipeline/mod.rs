@@ -423,9 +423,12 @@ impl<I: Send + 'static> Pipeline<I> {
     }
 
     /// As [`shutdown`](Self::shutdown), but past `timeout` (for the whole
-    /// pipeline) what is still queued is abandoned, counted per stage.
+    /// pipeline) what is still queued is abandoned, counted per stage. A
+    /// `timeout` too far off for the clock (`Duration::MAX`) is
+    /// [`shutdown`](Self::shutdown).
     pub fn shutdown_timeout(&self, timeout: Duration) -> PipelineReport {
-        self.close(Some(Instant::now() + timeout))
+        // A timeout past what an `Instant` holds drains everything.
+        self.close(Instant::now().checked_add(timeout))
     }
 
     fn close(&self, deadline: Option<Instant>) -> PipelineReport {

@@ -263,6 +263,7 @@ impl Builder {
 
     /// How often the supervisor of an elastic pool samples the pool
     /// (default 20 ms; submissions that find no idle worker wake it early).
+    /// At most [`MAX_DELAY`](crate::MAX_DELAY).
     pub fn scaling_interval(mut self, d: Duration) -> Self {
         self.scaling.interval = d;
         self
@@ -495,6 +496,13 @@ impl Builder {
         let s = &self.scaling;
         if s.interval.is_zero() {
             return Err(invalid("scaling_interval", &"0s", "a positive duration"));
+        }
+        if s.interval > crate::MAX_DELAY {
+            return Err(invalid(
+                "scaling_interval",
+                &format!("{:?}", s.interval),
+                "at most MAX_DELAY (365 days)",
+            ));
         }
         if s.keep_alive.is_zero() {
             return Err(invalid("keep_alive", &"0s", "a positive duration"));

@@ -90,9 +90,14 @@ impl Pool {
     /// closure is dropped and its handle resolves to
     /// [`TaskError::Abandoned`](crate::TaskError::Abandoned)). Tasks running
     /// then are counted in `still_running`; the call does not wait for them.
+    /// A `timeout` too far off for the clock (`Duration::MAX`) is
+    /// [`shutdown`](Self::shutdown).
     pub fn shutdown_timeout(&self, timeout: Duration) -> ShutdownReport {
-        self.registry
-            .shutdown(ShutdownMode::Deadline(Instant::now() + timeout))
+        // A timeout past what an `Instant` holds drains everything.
+        let mode = Instant::now()
+            .checked_add(timeout)
+            .map_or(ShutdownMode::Drain, ShutdownMode::Deadline);
+        self.registry.shutdown(mode)
     }
 
     /// Abandons every queued task now and lets running tasks finish (they

@@ -17,7 +17,11 @@ impl TaskBuilder<'_> {
     pub(super) fn wait(&self) -> Wait {
         match self.room {
             None => Wait::Policy,
-            Some(d) => Wait::Until(Instant::now() + d),
+            // A wait past what an `Instant` holds is the policy's own
+            // wait, as long as it takes.
+            Some(d) => Instant::now()
+                .checked_add(d)
+                .map_or(Wait::Policy, Wait::Until),
         }
     }
 

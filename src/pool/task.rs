@@ -224,7 +224,8 @@ impl<'p> TaskBuilder<'p> {
     /// while it is queued never starts: its handle says
     /// [`TaskError::TimedOut`]. A running task sees its context's
     /// `is_cancelled()` turn true; a value returned late is still
-    /// delivered and counted in `Counts::deadline_missed`.
+    /// delivered and counted in `Counts::deadline_missed`. A `d` too far
+    /// off for the clock (`Duration::MAX`) sets no deadline.
     pub fn timeout(mut self, d: Duration) -> Self {
         self.options().timeout = Some(d);
         self
@@ -324,7 +325,8 @@ impl<'p> TaskBuilder<'p> {
 
     /// Under [`Backpressure::Block`](crate::Backpressure::Block), waits at
     /// most `d` for room; then the submission fails with
-    /// [`SubmitError::Timeout`]. Other policies ignore it.
+    /// [`SubmitError::Timeout`]. Other policies ignore it. A `d` too far
+    /// off for the clock (`Duration::MAX`) waits as long as it takes.
     pub fn wait_for_room(mut self, d: Duration) -> Self {
         self.room = Some(d);
         self

@@ -85,7 +85,8 @@ impl BreakerConfig {
         self
     }
 
-    /// How long the breaker stays open before it lets trials through.
+    /// How long the breaker stays open before it lets trials through (at
+    /// most [`MAX_DELAY`](crate::MAX_DELAY)).
     pub fn cool_down(mut self, d: Duration) -> Self {
         self.cool_down = d;
         self
@@ -124,6 +125,12 @@ impl BreakerConfig {
                 "circuit_breaker.failure_rate",
                 self.failure_rate.to_string(),
                 "between 0.0 and 1.0",
+            ))
+        } else if self.cool_down > crate::MAX_DELAY {
+            Some((
+                "circuit_breaker.cool_down",
+                format!("{:?}", self.cool_down),
+                "at most MAX_DELAY (365 days)",
             ))
         } else if self.trial_calls == 0 {
             Some(("circuit_breaker.trial_calls", "0".into(), "at least 1"))

@@ -64,13 +64,14 @@ impl RateLimit {
     /// `rate` tasks a second with bursts of up to `burst`.
     ///
     /// # Errors
-    /// A rate that is not a finite number above 0, or a burst of 0.
+    /// A rate that is not a finite number, or below one task in
+    /// [`MAX_DELAY`](crate::MAX_DELAY) (365 days), or a burst of 0.
     pub fn new(rate: f64, burst: u32) -> Result<Self, InvalidOption> {
-        if !(rate.is_finite() && rate > 0.0) {
+        if !(rate.is_finite() && rate * crate::MAX_DELAY.as_secs_f64() >= 1.0) {
             return Err(InvalidOption::new(
                 "rate_limit.rate",
                 rate,
-                "a finite number of tasks per second above 0",
+                "a finite number of tasks per second, at least one task in MAX_DELAY (365 days)",
             ));
         }
         if burst == 0 {

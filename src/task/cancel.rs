@@ -266,7 +266,10 @@ impl TaskOptions {
         match (self.deadline, self.timeout, self.start_at_run) {
             (Some(at), _, _) => Deadline::At(at),
             (None, Some(t), true) => Deadline::AfterStart(t),
-            (None, Some(t), false) => Deadline::At(Instant::now() + t),
+            // A timeout past what an `Instant` holds is no deadline.
+            (None, Some(t), false) => Instant::now()
+                .checked_add(t)
+                .map_or(Deadline::None, Deadline::At),
             (None, None, _) => Deadline::None,
         }
     }
@@ -288,7 +291,7 @@ pub(crate) fn may_start(
         Deadline::None => Ok(None),
         Deadline::At(at) if now >= at => Err(TaskError::TimedOut),
         Deadline::At(at) => Ok(Some(at)),
-        Deadline::AfterStart(t) => Ok(Some(now + t)),
+        Deadline::AfterStart(t) => Ok(now.checked_add(t)),
     }
 }
 

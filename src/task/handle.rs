@@ -126,16 +126,19 @@ impl<T> JoinHandle<T> {
 
     /// Waits at most `timeout` for the task. Returns `Ok(result)` when it
     /// finished, or `Err(self)` to wait again later. It blocks the calling
-    /// thread without helping (also on a worker), so it returns on time.
+    /// thread without helping (also on a worker), so it returns on time. A
+    /// `timeout` too far off for the clock (`Duration::MAX`) waits as long
+    /// as it takes.
     ///
     /// # Errors
     /// `Err(self)` when the timeout passed first.
     pub fn join_timeout(self, timeout: Duration) -> Result<Result<T, TaskError>, Self> {
-        let deadline = Instant::now() + timeout;
+        // A timeout past what an `Instant` holds waits as long as it takes.
+        let deadline = Instant::now().checked_add(timeout);
         let parker = thread_parker();
         if !self.slot.is_done() && self.slot.register(Waiter::Parker(Arc::clone(&parker))) {
             while !self.slot.is_done() {
-                if Instant::now() >= deadline {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
                     let mut inner = self.slot.inner.lock();
                     if inner.result.is_none() {
                         inner.waiter = Waiter::None;
@@ -144,7 +147,10 @@ impl<T> JoinHandle<T> {
                     }
                     break;
                 }
-                parker.park_until(deadline);
+                match deadline {
+                    Some(d) => parker.park_until(d),
+                    None => parker.park(),
+                }
             }
         }
         Ok(self

@@ -43,7 +43,12 @@ impl Bucket {
     pub(crate) fn next_token(&self, limit: &RateLimit) -> Instant {
         let want = (limit.rate / 1000.0).clamp(1.0, f64::from(limit.burst));
         let missing = (want - self.tokens).max(0.0);
-        self.at + Duration::from_secs_f64(missing / limit.rate)
+        // At most a token's time, which `RateLimit::new` bounds by
+        // `MAX_DELAY`; saturating all the same, as a clock sum must not
+        // panic on a worker.
+        let wait = Duration::try_from_secs_f64(missing / limit.rate)
+            .map_or(crate::MAX_DELAY, |d| d.min(crate::MAX_DELAY));
+        self.at.checked_add(wait).unwrap_or(self.at)
     }
 
     /// Whether it is full at `now` (an idle tenant with a full bucket can

@@ -92,6 +92,10 @@ pub struct SimulateArgs {
     /// How long arrivals go on.
     #[arg(long, default_value = "10s", value_parser = units::positive_duration)]
     pub duration: Duration,
+    /// How long after the last arrival the run waits for accepted arrivals
+    /// to finish; then it abandons those not started and fails.
+    #[arg(long, default_value = "60s", value_parser = units::duration)]
+    pub drain: Duration,
     /// Where the report goes.
     #[arg(long, default_value = "ebbtide-report")]
     pub out: PathBuf,
@@ -372,10 +376,18 @@ pub fn run(args: &SimulateArgs, stop: &Arc<AtomicBool>, server: Option<&serve::S
     let keys = load::Zipf::new(args.keys, args.zipf);
     let mut due = start;
     let mut submit_errors = 0u64;
+    // Whether the generator could not submit as fast as the rate asked and
+    // stopped at the run's end with arrivals still due.
+    let mut fell_behind = false;
     // Relaxed: a request to stop early; it publishes nothing.
     while !stop.load(Relaxed) {
         let elapsed = due - start;
         if elapsed >= args.duration {
+            break;
+        }
+        let now = Instant::now();
+        if now - start >= args.duration && now - due > Duration::from_millis(10) {
+            fell_behind = true;
             break;
         }
         let lambda = load::rate_at(args.scenario, args.rate, elapsed, args.duration);
@@ -405,11 +417,14 @@ pub fn run(args: &SimulateArgs, stop: &Arc<AtomicBool>, server: Option<&serve::S
     }
     let interrupted = stop.load(Relaxed);
     // Every accepted arrival finishes (a pipeline's last batch within its
-    // 100 ms); a minute more is the bound before the run is judged.
-    let bound = Instant::now() + Duration::from_secs(60);
-    while tally.finished.load(Relaxed) < tally.arrived.load(Relaxed) && Instant::now() < bound {
+    // 100 ms); `--drain` more is the bound before the run is judged.
+    let bound = Instant::now() + args.drain;
+    let unfinished = || tally.finished.load(Relaxed) < tally.arrived.load(Relaxed);
+    while unfinished() && Instant::now() < bound {
         std::thread::sleep(Duration::from_millis(1));
     }
+    // Past the bound, what has not started is abandoned: the run ends.
+    let abandon = unfinished();
     let elapsed = start.elapsed();
     // Release: the sampler's last sample, after its Acquire load of the
     // flag, reads the counts at least as new as the ones read above.
@@ -417,7 +432,7 @@ pub fn run(args: &SimulateArgs, stop: &Arc<AtomicBool>, server: Option<&serve::S
     let _ = sampler.join();
     progress.finish();
     let (metrics, resizes, accounted) = match Arc::try_unwrap(target) {
-        Ok(target) => target.finish(),
+        Ok(target) => target.finish(abandon),
         // The sampler and the progress thread, which held the other
         // handles, have ended; nothing else keeps one.
         Err(_) => unreachable!("the target has one owner once sampling stopped"),
@@ -433,6 +448,7 @@ pub fn run(args: &SimulateArgs, stop: &Arc<AtomicBool>, server: Option<&serve::S
         &metrics,
         &resizes,
         interrupted,
+        fell_behind,
     );
     summary.print();
     match report::write(&args.out, args, &summary, &samples, &resizes) {
@@ -446,6 +462,14 @@ pub fn run(args: &SimulateArgs, stop: &Arc<AtomicBool>, server: Option<&serve::S
             eprintln!("error: writing the report to {}: {e}", args.out.display());
             return false;
         }
+    }
+    if abandon {
+        println!(
+            "FAILED: accepted arrivals had not finished {} after the last one (--drain); \
+             those not started were abandoned (the pool could not keep up with the load)",
+            units::show(args.drain)
+        );
+        return false;
     }
     if submit_errors > 0 || !accounted {
         println!(

@@ -17,6 +17,10 @@ use super::{Sample, Scenario, SimulateArgs, Tally};
 pub struct Summary {
     pub scenario: Scenario,
     pub interrupted: bool,
+    /// The generator could not submit as fast as the rate asked: it
+    /// stopped at the run's end with arrivals still due, so the figures
+    /// are of a lighter load than asked.
+    pub generator_fell_behind: bool,
     pub duration_seconds: f64,
     pub base_rate_per_second: f64,
     pub blocking_fraction: f64,
@@ -70,6 +74,7 @@ impl Summary {
         stages: &[Metrics],
         resizes: &[(String, ResizeEvent)],
         interrupted: bool,
+        generator_fell_behind: bool,
     ) -> Summary {
         let metrics = &stages[0];
         let arrivals = tally.arrived.load(Relaxed);
@@ -83,6 +88,7 @@ impl Summary {
         Summary {
             scenario: args.scenario,
             interrupted,
+            generator_fell_behind,
             duration_seconds: secs,
             base_rate_per_second: args.rate,
             blocking_fraction: blocking,
@@ -168,6 +174,13 @@ impl Summary {
             ),
         );
         row("resizes", self.resizes.to_string());
+        if self.generator_fell_behind {
+            println!(
+                "\n  warning: the generator could not submit as fast as --rate asked and stopped at \
+                 the run's end; these figures are of a lighter load ({:.0}/s) than asked",
+                self.arrival_rate
+            );
+        }
         if !self.stages.is_empty() {
             println!();
             println!(

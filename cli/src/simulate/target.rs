@@ -137,11 +137,39 @@ impl Target {
         }
     }
 
-    /// Lets every accepted arrival finish; returns the final metrics, the
-    /// resizes (with their stage's name) and whether every accepted
-    /// arrival is accounted for.
-    pub fn finish(self) -> (Vec<Metrics>, Vec<(String, ResizeEvent)>, bool) {
+    /// Lets every accepted arrival finish, or with `abandon` (they did not
+    /// finish within the run's bound) abandons what has not started;
+    /// returns the final metrics, the resizes (with their stage's name)
+    /// and whether every accepted arrival is accounted for (ran, or was
+    /// abandoned or still running when abandoned).
+    pub fn finish(self, abandon: bool) -> (Vec<Metrics>, Vec<(String, ResizeEvent)>, bool) {
         match self {
+            Target::Pool(pool) if abandon => {
+                let resizes = pool
+                    .resize_history()
+                    .into_iter()
+                    .map(|r| ("simulate".to_string(), r))
+                    .collect();
+                let metrics = vec![pool.metrics()];
+                let r = pool.shutdown_now();
+                let ended = r.completed + r.panicked + r.abandoned + r.still_running;
+                (metrics, resizes, ended == r.submitted)
+            }
+            Target::Pipeline(p) if abandon => {
+                let resizes = p.resize_history();
+                let report = p.shutdown_timeout(Duration::ZERO);
+                let metrics = p.metrics();
+                let ok = report.stages.iter().all(|s| {
+                    s.received
+                        == s.completed
+                            + s.abandoned
+                            + s.cancelled
+                            + s.failed
+                            + s.panicked
+                            + s.still_running
+                });
+                (metrics, resizes, ok)
+            }
             Target::Pool(pool) => {
                 pool.wait_idle();
                 let resizes = pool

@@ -33,7 +33,8 @@ pub(crate) fn run(shared: Arc<Shared>, done: Sender<Done>, backlog: ebbtide::Bac
         // A broker that cannot be reached while stopping: give up after
         // the drain timeout and a lease's length; the leases expire on
         // their own and what is unacked stays pending for the next owner.
-        if stop_since.is_some_and(|t| t.elapsed() >= s.drain_timeout + s.lease_ttl) {
+        // (Saturating: a drain timeout of `Duration::MAX` never gives up.)
+        if stop_since.is_some_and(|t| t.elapsed() >= s.drain_timeout.saturating_add(s.lease_ttl)) {
             for part in &shared.parts {
                 part.state.store(FREE, SeqCst);
             }
