@@ -220,10 +220,16 @@ fn one_round(
             part.seen.store(true, SeqCst);
             part.counters.acquired.fetch_add(1, SeqCst);
             let (sh, tx) = (Arc::clone(shared), done.clone());
-            let thread = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("ebbtide-redis-p{p}"))
-                .spawn(move || reader::run(sh, p, tx))
-                .expect("spawn a partition reader");
+                .spawn(move || reader::run(sh, p, tx));
+            let Ok(thread) = spawned else {
+                // No thread for a reader (the process is at its limit):
+                // hand the partition back at the next round rather than
+                // hold it unread; a later round may take it again.
+                part.state.store(RELEASING, SeqCst);
+                continue;
+            };
             if let Some(old) = part
                 .reader
                 .lock()
