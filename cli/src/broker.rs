@@ -239,7 +239,10 @@ pub fn produce(args: &ProduceArgs, stop: &AtomicBool) -> bool {
         let n = chunk.min(args.messages - sent);
         let items = (sent..sent + n).map(|i| (format!("key-{}", i % args.keys), &payload[..]));
         if let Err(e) = producer.send_batch(items) {
-            return fail(&e.to_string());
+            return fail(&format!(
+                "{e}; {sent} messages were sent before it, and the failed batch of {n} \
+                 may have been sent in part"
+            ));
         }
         sent += n;
         if let Some(rate) = args.rate {

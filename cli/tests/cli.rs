@@ -749,6 +749,83 @@ fn produce(server: &broker::Server, stream: &str, messages: usize, keys: usize) 
     out
 }
 
+/// A broker that drops `produce`'s connection mid-run: it stops with an
+/// error that says how many messages were sent before it, and that many
+/// (or up to one batch more) are in the stream.
+#[test]
+fn produce_says_how_far_it_got_when_its_connection_drops() {
+    let Some(server) = redis_server() else {
+        return;
+    };
+    let child = ebbtide()
+        .args([
+            "produce",
+            "--redis",
+            &server.url,
+            "--stream",
+            "cut",
+            "--partitions",
+            "2",
+            "--messages",
+            "1000000",
+            "--rate",
+            "2000/s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the program starts");
+    let mut con = server.con();
+    let in_stream = |con: &mut redis::Connection| -> u64 {
+        (0..2)
+            .map(|p| {
+                redis::cmd("XLEN")
+                    .arg(format!("cut:{p}"))
+                    .query::<u64>(con)
+                    .unwrap()
+            })
+            .sum()
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while in_stream(&mut con) < 100 {
+        assert!(Instant::now() < deadline, "produce sent nothing");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let dropped: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(dropped, 1, "produce's connection");
+    let out = finish(child, "produce");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // "…; N messages were sent before it, and the failed batch of M may
+    // have been sent in part"
+    let sent: u64 = err
+        .split("; ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("how many were sent, in: {err}"));
+    let batch: u64 = err
+        .split("the failed batch of ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the failed batch, in: {err}"));
+    assert!(err.starts_with("error: "), "{err}");
+    let n = in_stream(&mut con);
+    assert!(
+        sent >= 100 && (sent..=sent + batch).contains(&n),
+        "{sent} + {batch}: {n}"
+    );
+}
+
 /// `produce` feeds a stream and `worker` consumes it: every message acked
 /// (read back from Redis and from `/metrics`), and SIGTERM drains and
 /// hands the partitions back.
