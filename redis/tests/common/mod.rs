@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     child: Child,
     pub url: String,
+    port: u16,
+    persistent: bool,
     _dir: TempDir,
 }
 
@@ -23,6 +25,18 @@ impl Server {
     /// Starts redis-server on a free port, without persistence; `None`
     /// when it is not installed.
     pub fn start() -> Option<Server> {
+        Server::start_with(false)
+    }
+
+    /// Starts redis-server on a free port with an append-only file synced
+    /// at every write (an acknowledged write survives a crash), so that
+    /// [`restart`](Self::restart) finds what it held; `None` when it is
+    /// not installed.
+    pub fn start_persistent() -> Option<Server> {
+        Server::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Option<Server> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -36,37 +50,40 @@ impl Server {
                 .and_then(|l| l.local_addr())
                 .expect("a free port")
                 .port();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--dir", dir.path.to_str().expect("a UTF-8 path")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start redis-server");
-            let url = format!("redis://127.0.0.1:{port}/");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // the port was taken meanwhile: try another
-                }
-                let ok = redis::Client::open(url.as_str())
-                    .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-                if ok.is_ok() {
-                    // The server owns its directory from here on.
-                    return Some(Server {
-                        child,
-                        url,
-                        _dir: dir,
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            // `None`: the port was taken meanwhile; try another.
+            if let Some(child) = launch(port, &dir, persistent) {
+                return Some(Server {
+                    child,
+                    url: format!("redis://127.0.0.1:{port}/"),
+                    port,
+                    persistent,
+                    _dir: dir,
+                });
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("redis-server did not start on a free port in 5 tries");
+    }
+
+    /// Kills the server (SIGKILL: a crash, nothing flushed on the way
+    /// out), waits `down`, and starts it again on the same port and
+    /// directory. A persistent server comes back with what it held.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = launch(self.port, &self._dir, self.persistent) {
+                self.child = child;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start again on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn con(&self) -> redis::Connection {
@@ -74,6 +91,42 @@ impl Server {
             .and_then(|c| c.get_connection())
             .expect("connect to the test's redis-server")
     }
+}
+
+/// Starts redis-server on `port` in `dir` and waits until it answers;
+/// `None` if it exited first (the port is taken).
+fn launch(port: u16, dir: &TempDir, persistent: bool) -> Option<Child> {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1", "--save", ""])
+        .args(["--dir", dir.path.to_str().expect("a UTF-8 path")]);
+    if persistent {
+        cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+    } else {
+        cmd.args(["--appendonly", "no"]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let url = format!("redis://127.0.0.1:{port}/");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        let ok = redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+        if ok.is_ok() {
+            return Some(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 impl Drop for Server {
