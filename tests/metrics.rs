@@ -417,6 +417,56 @@ fn prometheus_label_values_are_escaped() {
         text.contains("x_workers{pool=\"a\\\\b \\\"c\\\"\\nd\"} 1\n"),
         "{text}"
     );
+    // A batch stage's name is a label value too.
+    let pipeline = ebbtide::pipeline::Pipeline::<u32>::builder()
+        .batch(
+            ebbtide::pipeline::Stage::new("b\"q"),
+            10,
+            std::time::Duration::from_secs(60),
+        )
+        .sink(ebbtide::pipeline::Stage::new("s"), |_: Vec<u32>| {})
+        .build()
+        .unwrap();
+    pipeline.send(1).unwrap();
+    let text = pipeline.to_prometheus("x");
+    assert!(
+        text.contains("x_batch_items_buffered{stage=\"b\\\"q\"} 1\n"),
+        "{text}"
+    );
+    pipeline.shutdown();
+}
+
+/// A prefix with characters a metric name cannot hold is made a valid
+/// name, in every export: the text still parses, under the names said.
+#[test]
+fn prometheus_names_are_valid_whatever_the_prefix() {
+    use ebbtide::metrics::prometheus_prefix;
+    assert_eq!(prometheus_prefix("app:v1_x"), "app:v1_x");
+    assert_eq!(prometheus_prefix("my-app.v2"), "my_app_v2");
+    assert_eq!(prometheus_prefix("9lives"), "_9lives");
+    assert_eq!(prometheus_prefix("é"), "_");
+    let pool = Pool::builder().name("p").workers(1).build().unwrap();
+    pool.spawn(|| ()).unwrap().join().unwrap();
+    pool.wait_idle();
+    let text = pool.metrics().to_prometheus("my-app.v2");
+    let scrape = parse(&text);
+    assert_eq!(
+        value(sample(&scrape, "my_app_v2_tasks_completed_total", None)),
+        1.0
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .all(|s| s.metric.starts_with("my_app_v2_")),
+        "{text}"
+    );
+    let mut all = String::new();
+    ebbtide::metrics::Metrics::write_prometheus_all(&[pool.metrics()], "0x", &mut all).unwrap();
+    assert!(parse(&all)
+        .samples
+        .iter()
+        .all(|s| s.metric.starts_with("_0x_")));
 }
 
 #[test]

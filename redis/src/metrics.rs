@@ -132,8 +132,10 @@ impl ConsumerMetrics {
     }
 
     /// Prometheus text: one series per partition, labelled with the
-    /// stream, group, consumer and partition; names start with `prefix`.
+    /// stream, group, consumer and partition; names start with `prefix`
+    /// (made a valid name as [`ebbtide::metrics::prometheus_prefix`] does).
     pub fn to_prometheus(&self, prefix: &str) -> String {
+        let prefix = &*ebbtide::metrics::prometheus_prefix(prefix);
         type Get = fn(&PartitionMetrics) -> u64;
         let series: [(&str, &str, &str, Get); 12] = [
             (
@@ -317,5 +319,10 @@ mod tests {
             ..m
         };
         assert!(!unread.to_prometheus("x").contains("dead_letters{"));
+        // A prefix a metric name cannot hold is made one.
+        let text = unread.to_prometheus("my-app");
+        assert!(text.lines().all(|l| l.starts_with("my_app_redis_")
+            || l.starts_with("# HELP my_app_redis_")
+            || l.starts_with("# TYPE my_app_redis_")));
     }
 }

@@ -5,7 +5,8 @@ use std::fmt;
 
 impl Metrics {
     /// The snapshot in the Prometheus text exposition format (0.0.4):
-    /// every name starts with `prefix`, every sample has a `pool` label,
+    /// every name starts with `prefix` (as [`prometheus_prefix`] makes it
+    /// a valid name), every sample has a `pool` label,
     /// counters end in `_total`, durations are in seconds, and the two
     /// histograms have `_bucket{le=…}` (at octave boundaries), `_sum` and
     /// `_count` series.
@@ -97,6 +98,7 @@ impl Metrics {
     }
 
     fn write_one(&self, prefix: &str, out: &mut impl fmt::Write) -> fmt::Result {
+        let prefix = &*prometheus_prefix(prefix);
         let pool = escape_label(&self.name);
         let c = &self.counts;
         let gauges: [(&str, &str, f64); 19] = [
@@ -519,8 +521,34 @@ impl Metrics {
     }
 }
 
+/// `prefix` as the Prometheus text exports write it: each character a
+/// metric name cannot hold becomes `_` (a name is ASCII letters, digits,
+/// `_` and `:`, not starting with a digit), so that a prefix such as
+/// `"my-app"` gives `my_app_workers`, never a text a scraper refuses.
+///
+/// ```
+/// use ebbtide::metrics::prometheus_prefix;
+/// assert_eq!(prometheus_prefix("ebbtide"), "ebbtide");
+/// assert_eq!(prometheus_prefix("my-app.v2"), "my_app_v2");
+/// assert_eq!(prometheus_prefix("2nd"), "_2nd");
+/// ```
+pub fn prometheus_prefix(prefix: &str) -> std::borrow::Cow<'_, str> {
+    let valid = |i: usize, c: char| {
+        c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+    };
+    if prefix.chars().enumerate().all(|(i, c)| valid(i, c)) {
+        return std::borrow::Cow::Borrowed(prefix);
+    }
+    let mut out = String::with_capacity(prefix.len() + 1);
+    if prefix.starts_with(|c: char| c.is_ascii_digit()) {
+        out.push('_');
+    }
+    out.extend(prefix.chars().map(|c| if valid(1, c) { c } else { '_' }));
+    std::borrow::Cow::Owned(out)
+}
+
 /// Escapes a Prometheus label value (backslash, double quote, newline).
-fn escape_label(value: &str) -> String {
+pub(crate) fn escape_label(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for ch in value.chars() {
         match ch {

@@ -32,6 +32,8 @@ pub(crate) mod timing;
 pub use counters::Counts;
 pub(crate) use counters::{add_at, bump, bump_at, Counters, Slot};
 pub use dump::{PoolDump, StallReport, TenantDump, WorkerDump};
+pub(crate) use export::escape_label;
+pub use export::prometheus_prefix;
 pub(crate) use histogram::AtomicHistogram;
 pub use histogram::Histogram;
 pub use locks::LockContention;

@@ -532,10 +532,12 @@ impl<I: Send + 'static> Pipeline<I> {
             })
             .collect();
         if !batches.is_empty() {
+            let prefix = crate::metrics::prometheus_prefix(prefix);
             out.push_str(&format!(
                 "# HELP {prefix}_batch_items_buffered Items waiting in a batch stage's open batches.\n# TYPE {prefix}_batch_items_buffered gauge\n"
             ));
             for (name, n) in batches {
+                let name = crate::metrics::escape_label(name);
                 out.push_str(&format!(
                     "{prefix}_batch_items_buffered{{stage=\"{name}\"}} {n}\n"
                 ));
