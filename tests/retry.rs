@@ -353,24 +353,48 @@ fn group_tasks_are_counted_take_deadlines_and_have_their_own_breaker() {
     let mut after = pool.group::<u32, String>();
     after.spawn(|_| Ok(1));
     assert_eq!(after.wait(), Ok(vec![1]));
-    // A deadline passes while the task waits behind the group's limit.
-    let gate = Arc::new(Mutex::new(()));
-    let held = gate.lock().unwrap();
-    let mut timed = pool
-        .group::<u32, String>()
-        .limit(1)
-        .fail_fast(false)
-        .timeout(MS);
-    let g = Arc::clone(&gate);
-    timed.spawn(move |_| {
-        drop(g.lock().unwrap());
-        Ok(1)
-    });
-    timed.spawn(|_| Ok(2));
-    let deadline = Instant::now() + 2 * MS;
-    until(|| Instant::now() > deadline);
-    drop(held);
-    let r = timed.wait_all();
+    // A deadline passes while the task waits behind the group's limit:
+    // the second task is spawned only once the first holds the group's
+    // one place, which it gives up only after the second's deadline. (The
+    // first has the same deadline; on a machine too busy to start it in
+    // time, the round is tried again.)
+    let timeout = 20 * MS;
+    let mut rounds = 0;
+    let r = loop {
+        rounds += 1;
+        assert!(
+            rounds <= 50,
+            "the first task never started within its deadline"
+        );
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut timed = pool
+            .group::<u32, String>()
+            .limit(1)
+            .fail_fast(false)
+            .timeout(timeout);
+        let (g, s) = (Arc::clone(&gate), Arc::clone(&started));
+        timed.spawn(move |_| {
+            s.store(1, SeqCst);
+            drop(g.lock().unwrap());
+            Ok(1)
+        });
+        // Started, or timed out in the queue (it then never starts).
+        let spawned = Instant::now();
+        until(|| started.load(SeqCst) == 1 || spawned.elapsed() > 2 * timeout);
+        if started.load(SeqCst) == 0 {
+            drop(held);
+            let _ = timed.wait_all();
+            continue;
+        }
+        timed.spawn(|_| Ok(2));
+        let deadline = Instant::now() + 2 * timeout;
+        until(|| Instant::now() > deadline);
+        drop(held);
+        break timed.wait_all();
+    };
+    assert_eq!(r[0], Ok(1));
     assert_eq!(r[1], Err(GroupError::Task(TaskError::TimedOut)));
     let bad = pool
         .group::<u32, String>()
