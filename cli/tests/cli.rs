@@ -792,15 +792,7 @@ fn produce_says_how_far_it_got_when_its_connection_drops() {
         assert!(Instant::now() < deadline, "produce sent nothing");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let dropped: u64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .query(&mut con)
-        .unwrap();
-    assert_eq!(dropped, 1, "produce's connection");
+    assert_eq!(broker::drop_clients(&mut con), 1, "produce's connection");
     let out = finish(child, "produce");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{acked, pending_now, Proc, Server, TempDir};
+use common::{acked, drop_clients, entries, pending_now, Proc, Server, TempDir};
 use ebbtide_redis::{Consumer, DeadLetter, DeadLetters, Error, Producer, Stream};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -646,14 +646,7 @@ fn dropped_connections(server: &Server) {
     // works through the 4,000 messages (2 s of handler time at least).
     for _ in 0..30 {
         std::thread::sleep(Duration::from_millis(50));
-        kills += redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("normal")
-            .arg("SKIPME")
-            .arg("yes")
-            .query::<u64>(&mut con)
-            .expect("CLIENT KILL");
+        kills += drop_clients(&mut con);
     }
     all_acked(server, &stream, 4_000, Duration::from_secs(60));
     let line = a.finish();
@@ -712,14 +705,7 @@ fn dropped_acks(server: &Server) {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        kills += redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("normal")
-            .arg("SKIPME")
-            .arg("yes")
-            .query::<u64>(&mut con)
-            .expect("CLIENT KILL");
+        kills += drop_clients(&mut con);
         std::thread::sleep(Duration::from_millis(3));
     }
     let m = consumer.stop().unwrap().total();
@@ -727,24 +713,17 @@ fn dropped_acks(server: &Server) {
     let runs = runs.lock().unwrap();
     assert_eq!(runs.len(), 4_000, "messages run");
     assert!(runs.values().all(|&n| n == 1), "every message ran once");
-    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream.dead_letter_stream())
-        .arg("-")
-        .arg("+")
-        .query(&mut con)
-        .unwrap();
+    let dead = entries(&mut con, &stream.dead_letter_stream());
     let mut letters = HashMap::<(String, String), u32>::new();
-    for e in &dead.ids {
-        let get = |f: &str| match e.map.get(f) {
-            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-            other => panic!("dead letter {}: field {f} is {other:?}", e.id),
-        };
-        assert_eq!(get("error"), format!("odd {}", get("payload")));
-        *letters.entry((get("key"), get("payload"))).or_insert(0) += 1;
+    for (_, f) in &dead {
+        assert_eq!(f["error"], format!("odd {}", f["payload"]));
+        *letters
+            .entry((f["key"].clone(), f["payload"].clone()))
+            .or_insert(0) += 1;
     }
     let twice = letters.values().filter(|&&n| n > 1).count();
     assert_eq!(
-        (dead.ids.len(), letters.len(), twice),
+        (dead.len(), letters.len(), twice),
         (2_000, 2_000, 0),
         "each odd message a dead letter exactly once"
     );
@@ -764,16 +743,7 @@ fn clients_reconnect(server: &Server) {
     let mut producer = Producer::connect(&server.url, stream.clone()).unwrap();
     let mut dead = DeadLetters::connect(&server.url, stream.clone()).unwrap();
     let mut con = server.con();
-    let mut drop_all = || -> u64 {
-        redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("normal")
-            .arg("SKIPME")
-            .arg("yes")
-            .query(&mut con)
-            .expect("CLIENT KILL")
-    };
+    let mut drop_all = || drop_clients(&mut con);
     producer.send("k", "1").unwrap();
     assert_eq!(
         drop_all(),
@@ -803,22 +773,10 @@ fn clients_reconnect(server: &Server) {
     assert!(dead.list(None, 10).is_err());
     assert!(dead.list(None, 10).unwrap().is_empty());
     let mut con = server.con();
-    let mut payloads = Vec::new();
-    for p in 0..2 {
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(stream.partition_stream(p))
-            .arg("-")
-            .arg("+")
-            .query(&mut con)
-            .unwrap();
-        for e in &reply.ids {
-            let get = |f: &str| match e.map.get(f) {
-                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-                other => panic!("entry {}: field {f} is {other:?}", e.id),
-            };
-            payloads.push(format!("{}{}", get("key"), get("payload")));
-        }
-    }
+    let mut payloads: Vec<String> = (0..2)
+        .flat_map(|p| entries(&mut con, &stream.partition_stream(p)))
+        .map(|(_, f)| format!("{}{}", f["key"], f["payload"]))
+        .collect();
     payloads.sort();
     assert_eq!(payloads, ["j1", "k1", "k2", "k3", "k4"]);
     println!("  clients reconnect: the call after a dropped connection fails, the next one works");
@@ -1028,26 +986,17 @@ fn poison(server: &Server) {
         assert_eq!(*n, want, "{key}/{seq}: attempts");
     }
     let mut con = server.con();
-    let dead: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream.dead_letter_stream())
-        .arg("-")
-        .arg("+")
-        .query(&mut con)
-        .unwrap();
+    let dead = entries(&mut con, &stream.dead_letter_stream());
     let mut dead_pairs = HashSet::new();
-    for e in &dead.ids {
-        let get = |f: &str| match e.map.get(f) {
-            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-            other => panic!("dead letter {}: field {f} is {other:?}", e.id),
-        };
-        assert_eq!(get("attempts"), "5");
-        assert_eq!(get("error"), format!("poison message of {}", get("key")));
-        dead_pairs.insert((get("key"), get("payload")));
+    for (_, f) in &dead {
+        assert_eq!(f["attempts"], "5");
+        assert_eq!(f["error"], format!("poison message of {}", f["key"]));
+        dead_pairs.insert((f["key"].clone(), f["payload"].clone()));
     }
     let want: HashSet<(String, String)> = (0..10)
         .flat_map(|k| (1..=10).map(move |s| (format!("k{k}"), s.to_string())))
         .collect();
-    assert_eq!(dead.ids.len(), 100);
+    assert_eq!(dead.len(), 100);
     assert_eq!(dead_pairs, want);
     assert_eq!((m.acked, m.dead_lettered, m.retried), (10_000, 100, 400));
     println!("  poison: 100 dead letters after 5 attempts each; {independent_total} messages of unrelated keys completed while they retried");

@@ -144,52 +144,43 @@ impl Target {
     /// abandoned or still running when abandoned).
     pub fn finish(self, abandon: bool) -> (Vec<Metrics>, Vec<(String, ResizeEvent)>, bool) {
         match self {
-            Target::Pool(pool) if abandon => {
-                let resizes = pool
-                    .resize_history()
-                    .into_iter()
-                    .map(|r| ("simulate".to_string(), r))
-                    .collect();
-                let metrics = vec![pool.metrics()];
-                let r = pool.shutdown_now();
-                let ended = r.completed + r.panicked + r.abandoned + r.still_running;
-                (metrics, resizes, ended == r.submitted)
-            }
-            Target::Pipeline(p) if abandon => {
-                let resizes = p.resize_history();
-                let report = p.shutdown_timeout(Duration::ZERO);
-                let metrics = p.metrics();
-                let ok = report.stages.iter().all(|s| {
-                    s.received
-                        == s.completed
-                            + s.abandoned
-                            + s.cancelled
-                            + s.failed
-                            + s.panicked
-                            + s.still_running
-                });
-                (metrics, resizes, ok)
-            }
             Target::Pool(pool) => {
-                pool.wait_idle();
+                if !abandon {
+                    pool.wait_idle();
+                }
                 let resizes = pool
                     .resize_history()
                     .into_iter()
                     .map(|r| ("simulate".to_string(), r))
                     .collect();
                 let metrics = vec![pool.metrics()];
-                let r = pool.shutdown();
-                (metrics, resizes, r.completed + r.panicked == r.submitted)
+                let r = if abandon {
+                    pool.shutdown_now()
+                } else {
+                    pool.shutdown()
+                };
+                // Drained, nothing may be abandoned or still running.
+                let unfinished = if abandon {
+                    r.abandoned + r.still_running
+                } else {
+                    0
+                };
+                let accounted = r.completed + r.panicked + unfinished == r.submitted;
+                (metrics, resizes, accounted)
             }
             Target::Pipeline(p) => {
                 let resizes = p.resize_history();
-                let report = p.shutdown();
+                let report = if abandon {
+                    p.shutdown_timeout(Duration::ZERO)
+                } else {
+                    p.shutdown()
+                };
                 let metrics = p.metrics();
-                let ok = report.stages.iter().all(|s| {
-                    s.abandoned + s.cancelled + s.failed + s.panicked + s.still_running == 0
-                        && s.received == s.completed
+                let accounted = report.stages.iter().all(|s| {
+                    let other = s.abandoned + s.cancelled + s.failed + s.panicked + s.still_running;
+                    s.received == s.completed + other && (abandon || other == 0)
                 });
-                (metrics, resizes, ok)
+                (metrics, resizes, accounted)
             }
         }
     }

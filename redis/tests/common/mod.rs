@@ -354,3 +354,47 @@ pub fn pending_now(con: &mut redis::Connection, stream: &str, partitions: u32, g
         })
         .sum()
 }
+
+/// Drops every client connection of the server but `con`'s own (as a
+/// failover or a proxy restart would); returns how many it dropped.
+pub fn drop_clients(con: &mut redis::Connection) -> u64 {
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(con)
+        .expect("CLIENT KILL")
+}
+
+/// The entries of stream `key`, oldest first: each entry's ID and its
+/// fields as text (a field that is not a string is an error).
+pub fn entries(
+    con: &mut redis::Connection,
+    key: &str,
+) -> Vec<(String, std::collections::HashMap<String, String>)> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(con)
+        .expect("XRANGE");
+    reply
+        .ids
+        .into_iter()
+        .map(|e| {
+            let fields = e
+                .map
+                .iter()
+                .map(|(k, v)| match v {
+                    redis::Value::BulkString(b) => {
+                        (k.clone(), String::from_utf8_lossy(b).into_owned())
+                    }
+                    other => panic!("entry {} of {key}: field {k} is {other:?}", e.id),
+                })
+                .collect();
+            (e.id, fields)
+        })
+        .collect()
+}
