@@ -184,7 +184,12 @@ fn main() -> ExitCode {
                 headroom: a.headroom,
                 target_util: a.target_util,
             };
-            let answer = size::answer(&q);
+            let answer = match size::answer(&q) {
+                Ok(answer) => answer,
+                Err(e) => Cli::command()
+                    .error(clap::error::ErrorKind::ValueValidation, e)
+                    .exit(),
+            };
             if a.json {
                 println!(
                     "{}",

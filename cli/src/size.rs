@@ -47,14 +47,29 @@ fn ceil(x: f64) -> u64 {
     }
 }
 
-pub fn answer(q: &Question) -> Answer {
+/// The most workers an answer counts exactly (2^53, where `f64` stops
+/// holding every whole number); a load past it is a mistake in the flags.
+pub const MAX_WORKERS: f64 = 9_007_199_254_740_992.0;
+
+/// # Errors
+/// When the load needs more than [`MAX_WORKERS`] workers in all, naming
+/// the figures that lead there.
+pub fn answer(q: &Question) -> Result<Answer, String> {
     let w = q.latency.as_secs_f64();
     let l = q.rate * w;
     let per = l / q.instances as f64;
+    let most = (per * (1.0 + q.headroom)).max(q.target_util.map_or(0.0, |u| per / u));
+    if most * q.instances as f64 > MAX_WORKERS {
+        return Err(format!(
+            "{:e}/s × {} s needs more than 2^53 workers: check --rate and --latency",
+            q.rate,
+            num(w)
+        ));
+    }
     let with_headroom = ceil(per * (1.0 + q.headroom)).max(1);
     let at_util = q.target_util.map(|u| ceil(per / u).max(1));
     let per_instance = with_headroom.max(at_util.unwrap_or(0));
-    Answer {
+    Ok(Answer {
         rate_per_second: q.rate,
         latency_seconds: w,
         in_flight: l,
@@ -66,7 +81,7 @@ pub fn answer(q: &Question) -> Answer {
         workers_at_target_utilisation: at_util,
         recommended_workers_per_instance: per_instance,
         recommended_workers_total: per_instance * q.instances as u64,
-    }
+    })
 }
 
 /// A number without trailing zeros (`400`, `142.86`).
@@ -137,7 +152,7 @@ mod tests {
             headroom: 0.2,
             target_util: None,
         };
-        let a = answer(&q);
+        let a = answer(&q).unwrap();
         assert_eq!(a.in_flight, 400.0);
         assert_eq!(a.in_flight_per_instance, 100.0);
         assert_eq!(a.workers_with_headroom, 120);
@@ -161,7 +176,7 @@ mod tests {
             headroom: 0.2,
             target_util: Some(0.7),
         };
-        let a = answer(&q);
+        let a = answer(&q).unwrap();
         assert_eq!(a.workers_at_target_utilisation, Some(143)); // 100 / 0.7 = 142.86
         assert_eq!(a.recommended_workers_per_instance, 143);
         // A tiny load still needs one worker.
@@ -172,6 +187,16 @@ mod tests {
             headroom: 0.0,
             target_util: None,
         };
-        assert_eq!(answer(&q).recommended_workers_per_instance, 1);
+        assert_eq!(answer(&q).unwrap().recommended_workers_per_instance, 1);
+        // A load past what can be counted is refused, naming its figures.
+        let q = Question {
+            rate: 1e308,
+            latency: Duration::from_millis(10),
+            instances: 1,
+            headroom: 0.2,
+            target_util: None,
+        };
+        let e = answer(&q).unwrap_err();
+        assert!(e.contains("needs more than 2^53 workers"), "{e}");
     }
 }

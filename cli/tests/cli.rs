@@ -534,6 +534,10 @@ fn bad_input_is_one_clear_error_with_status_2_and_nothing_started() {
             "'--workers <WORKERS>': `0` is zero",
         ),
         (
+            vec!["size", "--rate", "1e308/s", "--latency", "10ms"],
+            "1e308/s × 0.01 s needs more than 2^53 workers: check --rate and --latency",
+        ),
+        (
             vec!["survive", "--panic-rate", "60%", "--slow-rate", "60%"],
             "--panic-rate (60%) and --slow-rate (60%) add up to more than 100%",
         ),
