@@ -295,6 +295,18 @@ fn records(dir: &TempDir) -> Vec<Record> {
 /// names the killed consumer) a return to an earlier one right after that
 /// consumer's last record, replaying an unacked suffix. Returns the
 /// number of duplicates.
+/// Every message of `keys` keys × `per_key` ran exactly once and in its
+/// key's order, by the records the consumers left in `dir`.
+fn exactly_once_in_order(dir: &TempDir, keys: usize, per_key: u32) {
+    let recs = records(dir);
+    let dups = check_order(&recs, keys, per_key, None);
+    assert_eq!(
+        (recs.len(), dups),
+        (keys * per_key as usize, 0),
+        "every message exactly once"
+    );
+}
+
 fn check_order(recs: &[Record], keys: usize, per_key: u32, killed: Option<&str>) -> usize {
     let mut by_key: HashMap<&str, Vec<&Record>> = HashMap::new();
     for r in recs {
@@ -544,13 +556,8 @@ fn graceful_scaling(server: &Server) {
     let a_stop = a.terminate();
     all_acked(server, &stream, total, Duration::from_secs(80));
     let (b_stop, c_stop) = (b.finish(), c.finish());
+    exactly_once_in_order(&dir, 400, 100);
     let recs = records(&dir);
-    let dups = check_order(&recs, 400, 100, None);
-    assert_eq!(
-        (recs.len(), dups),
-        (total as usize, 0),
-        "every message exactly once"
-    );
     let by = |n: &str| recs.iter().filter(|r| r.by == n).count();
     println!(
         "  graceful: a {} (then stopped), b {}, c {} (joined at 30 %); 0 lost, 0 duplicates\n  a: {a_stop}\n  b: {b_stop}\n  c: {c_stop}",
@@ -616,9 +623,7 @@ fn pause(server: &Server) {
     // machine it may come after the lease ended; the consumer then takes
     // the partitions again, with new readers.
     assert!(line.contains("redelivered=0"), "{line}");
-    let recs = records(&dir);
-    let dups = check_order(&recs, 40, 100, None);
-    assert_eq!((recs.len(), dups), (4_000, 0), "every message exactly once");
+    exactly_once_in_order(&dir, 40, 100);
 }
 
 /// The broker drops every client connection, again and again, while a
@@ -654,9 +659,7 @@ fn dropped_connections(server: &Server) {
     assert!(kills > 0, "connections were dropped");
     // The lease outlives every outage here: nothing is taken over.
     assert!(line.contains("lost=0"), "{line}");
-    let recs = records(&dir);
-    let dups = check_order(&recs, 40, 100, None);
-    assert_eq!((recs.len(), dups), (4_000, 0), "every message exactly once");
+    exactly_once_in_order(&dir, 40, 100);
 }
 
 /// Connections dropped every few milliseconds while half the messages go
@@ -902,9 +905,7 @@ fn broker_restart(_shared: &Server) {
     println!("  broker restart: crashed at 500 of 2,000 acked, back after 300 ms; 4,000 messages\n  a: {line}");
     // The leases outlived the outage: nothing was taken over.
     assert!(line.contains("lost=0"), "{line}");
-    let recs = records(&dir);
-    let dups = check_order(&recs, 40, 100, None);
-    assert_eq!((recs.len(), dups), (4_000, 0), "every message exactly once");
+    exactly_once_in_order(&dir, 40, 100);
 }
 
 /// 100 of 10,000 messages always fail, 5 attempts: exactly those 100 are
