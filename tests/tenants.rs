@@ -879,3 +879,118 @@ fn a_keyed_state_task_runs_behind_the_earlier_tasks_of_its_shard() {
     assert_eq!(*log.lock().unwrap(), ["low", "state"]);
     assert_eq!(pool.shutdown().completed, 3);
 }
+
+/// A tenant's new limits take hold at once, not when its next task ends
+/// or its old refill comes due: raising a concurrency cap starts waiting
+/// tasks now; lifting a slow rate limit lets its queue through without
+/// the clock moving.
+#[test]
+fn a_reconfigured_tenants_new_limits_take_hold_at_once() {
+    let time = ManualTime::new();
+    let pool = time.pool(4).build().unwrap();
+    pool.configure_tenant(&"capped", TenantConfig::new().max_concurrency(1))
+        .unwrap();
+    let gate = Gate::new();
+    let arrivals = Arrivals::new();
+    for _ in 0..3 {
+        let (g, a) = (gate.clone(), arrivals.clone());
+        pool.task()
+            .tenant("capped")
+            .execute(move || {
+                a.arrive();
+                g.wait();
+            })
+            .unwrap();
+    }
+    arrivals.wait_for(1);
+    let m = pool.metrics();
+    assert_eq!(
+        (tenant(&m, "capped").running, tenant(&m, "capped").queued),
+        (1, 2)
+    );
+    // The running task holds its worker; the raise alone starts the rest.
+    pool.configure_tenant(&"capped", TenantConfig::new().max_concurrency(3))
+        .unwrap();
+    arrivals.wait_for(3);
+
+    let hourly = RateLimit::new(1.0 / 3600.0, 1).unwrap();
+    pool.configure_tenant(&"slow", TenantConfig::new().rate_limit(hourly))
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..4 {
+        let r = Arc::clone(&ran);
+        pool.task()
+            .tenant("slow")
+            .execute(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap();
+    }
+    until(|| ran.load(SeqCst) == 1 && tenant(&pool.metrics(), "slow").queued == 3);
+    // A faster rate refills the bucket: its burst goes now.
+    let fast = RateLimit::new(10.0, 2).unwrap();
+    pool.configure_tenant(&"slow", TenantConfig::new().rate_limit(fast))
+        .unwrap();
+    until(|| ran.load(SeqCst) == 3);
+    // No limit at all: the last one goes too, the clock never having moved.
+    pool.configure_tenant(&"slow", TenantConfig::new()).unwrap();
+    until(|| ran.load(SeqCst) == 4);
+
+    gate.open();
+    common::idle(&pool);
+    let report = pool.shutdown();
+    assert_eq!((report.submitted, report.completed), (7, 7));
+}
+
+/// A task accepted with a cost its tenant's limit allowed then, and
+/// queued while the limit is lowered below that cost, still runs: alone,
+/// once nothing else of its tenant runs, taking the whole capacity.
+#[test]
+fn a_task_costlier_than_a_lowered_limit_runs_alone() {
+    let pool = Pool::builder().workers(4).build().unwrap();
+    pool.configure_tenant(&"t", TenantConfig::new().max_concurrency(8))
+        .unwrap();
+    let (first, heavy) = (Gate::new(), Gate::new());
+    let arrivals = Arrivals::new();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let task = |name: &'static str, gate: Option<Gate>| {
+        let (a, l) = (arrivals.clone(), Arc::clone(&log));
+        move || {
+            l.lock().unwrap().push(name);
+            a.arrive();
+            if let Some(g) = gate {
+                g.wait();
+            }
+        }
+    };
+    pool.task()
+        .tenant("t")
+        .execute(task("light", Some(first.clone())))
+        .unwrap();
+    arrivals.wait_for(1);
+    // 1 + 8 > 8: the heavy task waits for the light one.
+    pool.task()
+        .tenant("t")
+        .cost(8)
+        .execute(task("heavy", Some(heavy.clone())))
+        .unwrap();
+    pool.configure_tenant(&"t", TenantConfig::new().max_concurrency(4))
+        .unwrap();
+    // Behind the heavy one in its tenant's queue.
+    pool.task()
+        .tenant("t")
+        .execute(task("after", None))
+        .unwrap();
+    assert_eq!(tenant(&pool.metrics(), "t").queued, 2);
+    first.open();
+    arrivals.wait_for(2);
+    until(|| {
+        let m = pool.metrics();
+        (tenant(&m, "t").running, tenant(&m, "t").queued) == (8, 1)
+    });
+    heavy.open();
+    arrivals.wait_for(3);
+    common::idle(&pool);
+    assert_eq!(*log.lock().unwrap(), ["light", "heavy", "after"]);
+    assert_eq!(pool.shutdown().completed, 3);
+}

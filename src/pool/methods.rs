@@ -357,8 +357,14 @@ macro_rules! pool_methods {
         /// Sets the settings of tenant `tenant` (see
         /// [`TaskBuilder::tenant`](crate::TaskBuilder::tenant)): its weight,
         /// concurrency limit, rate limit, queue and aging. A configured
-        /// tenant is kept while idle; changing its rate limit refills its
-        /// bucket.
+        /// tenant is kept while idle. The settings hold at once for what
+        /// the tenant has queued: a raised concurrency limit starts waiting
+        /// tasks now, and a changed rate limit refills its bucket, so that
+        /// a faster rate (or none) lets tasks through without waiting for
+        /// the old rate's refill. A queued task whose
+        /// [`cost`](crate::TaskBuilder::cost) is above a lowered
+        /// concurrency limit still runs: alone, when nothing else of its
+        /// tenant runs.
         ///
         /// ```
         /// use ebbtide::{Pool, RateLimit, TenantConfig};

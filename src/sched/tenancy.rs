@@ -141,7 +141,8 @@ impl TenantConfig {
     }
 
     /// The most cost units of its tasks running at once (a task's
-    /// [`cost`](crate::TaskBuilder::cost) is 1 unless given).
+    /// [`cost`](crate::TaskBuilder::cost) is 1 unless given). A task
+    /// queued before the limit was lowered below its cost runs alone.
     pub fn max_concurrency(mut self, units: u32) -> Self {
         self.max_concurrency = Some(units);
         self

@@ -197,10 +197,27 @@ impl Tenants {
         let t = st.slots.get_mut(&i).expect("a live tenant");
         if t.config.rate != config.rate {
             t.bucket = config.rate.as_ref().map(|r| Bucket::full(r, now));
+            // Its refill under the old rate no longer applies: the new
+            // bucket is full. (The old timer, when it fires, finds the
+            // tenant back in the ring; `pick` re-checks the bucket.)
+            t.refilling = false;
         }
         t.figures.weight = config.weight;
         t.config = config;
         t.configured = true;
+        // The new limits hold now, not when its next task ends or its old
+        // refill comes due: back in the ring with what it has queued, and
+        // through what the window allows.
+        if t.queued > 0 && !t.in_ring && !t.refilling {
+            t.in_ring = true;
+            st.ring.push_back(i);
+        }
+        let out = st.pump(this, registry, now);
+        let start_driver = st.needs_driver();
+        drop(st);
+        // A larger queue capacity: submitters blocked for room look again.
+        this.room.notify_all();
+        this.after(registry, out, start_driver);
         Ok(())
     }
 
@@ -235,10 +252,13 @@ impl Tenants {
         let this = Self::of(registry);
         let id = ask.tenant.clone().unwrap_or_else(TenantId::unnamed);
         let st = this.state.lock();
-        let cap = st
+        let config = st
             .slots
             .get(&id.hash)
-            .map_or(this.defaults.max_concurrency, |t| t.config.max_concurrency);
+            .map(|t| &t.config)
+            .or_else(|| st.transient.get(&id.hash))
+            .unwrap_or(&this.defaults);
+        let cap = config.max_concurrency;
         match cap {
             Some(cap) if ask.cost > cap => Err(InvalidOption::new(
                 "cost",

@@ -297,10 +297,7 @@ impl State {
                 continue;
             };
             let cost = t.lanes[lane].front().expect("a non-empty lane").cost;
-            if t.config
-                .max_concurrency
-                .is_some_and(|cap| t.running + cost > cap)
-            {
+            if over_capacity(t.running, cost, t.config.max_concurrency) {
                 // Back when one of its tasks ends.
                 t.in_ring = false;
                 self.ring.pop_front();
@@ -396,6 +393,14 @@ impl State {
     }
 }
 
+/// Whether a task of `cost` must wait while `running` units of its tenant
+/// run under `cap`. A task costlier than the cap (accepted before the cap
+/// was lowered) runs alone: when nothing else of its tenant runs, and
+/// nothing else does while it runs. It would otherwise never start.
+pub(super) fn over_capacity(running: u32, cost: u32, cap: Option<u32>) -> bool {
+    cap.is_some_and(|cap| running > 0 && u64::from(running) + u64::from(cost) > u64::from(cap))
+}
+
 /// The lane of a keyed task that asks for lane `asked` (0 is the highest)
 /// while the latest waiting task of its shard, if any, is in `latest`: the
 /// lower of the two, so that it cannot pass that task. Lanes go highest
@@ -407,7 +412,32 @@ pub(super) fn keyed_lane(asked: usize, latest: Option<usize>) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::keyed_lane;
+    use super::{keyed_lane, over_capacity};
+
+    #[test]
+    fn a_task_waits_only_while_its_cost_would_pass_a_cap_others_hold() {
+        // (running, cost, cap) → must wait.
+        let cases = [
+            (0, 1, None, false),
+            (7, 9, None, false),
+            (0, 8, Some(8), false),
+            (1, 7, Some(8), false),
+            (1, 8, Some(8), true),
+            (8, 1, Some(8), true),
+            // Costlier than the cap: alone, and nothing beside it.
+            (0, 9, Some(4), false),
+            (1, 9, Some(4), true),
+            (9, 1, Some(4), true),
+            (u32::MAX, u32::MAX, Some(u32::MAX), true),
+        ];
+        for (running, cost, cap, waits) in cases {
+            assert_eq!(
+                over_capacity(running, cost, cap),
+                waits,
+                "{running} running, cost {cost}, cap {cap:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_keyed_task_takes_its_lane_unless_an_earlier_one_of_its_shard_waits_lower() {
