@@ -224,9 +224,16 @@ impl Schedule {
                     return (next, 0);
                 }
                 // Missed `k` due times: the next is the first after now.
-                let behind = now.duration_since(next).as_nanos() / p.as_nanos();
-                let skipped = behind as u64 + 1;
-                (next + p * (skipped as u32), skipped)
+                // In nanoseconds: a short period far behind misses more
+                // than `u32::MAX` times, which `Duration * u32` cannot
+                // count (it wrapped, and put the next run in the past).
+                let period = p.as_nanos();
+                let behind = now.duration_since(next).as_nanos() / period;
+                let skipped = behind + 1;
+                // At most `now - next + period`: within the clock's range.
+                let ahead = u64::try_from(skipped * period).unwrap_or(u64::MAX);
+                let skipped = u64::try_from(skipped).unwrap_or(u64::MAX);
+                (next + Duration::from_nanos(ahead), skipped)
             }
         }
     }
@@ -330,5 +337,13 @@ mod tests {
         assert_eq!(rate.next_after(t0, t0 + 35 * MS), (t0 + 40 * MS, 3));
         let delay = Schedule::FixedDelay(10 * MS);
         assert_eq!(delay.next_after(t0, t0 + 35 * MS), (t0 + 45 * MS, 0));
+        // A nanosecond period ten seconds behind: ten billion due times
+        // missed, more than a `u32` counts; the next is the first after now.
+        let ns = Schedule::FixedRate(Duration::from_nanos(1));
+        let now = t0 + Duration::from_secs(10);
+        assert_eq!(
+            ns.next_after(t0, now),
+            (now + Duration::from_nanos(1), 10_000_000_000)
+        );
     }
 }
