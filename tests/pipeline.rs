@@ -607,10 +607,30 @@ fn bad_options_are_refused_naming_the_stage_and_option() {
                 .build(),
             "stage \"b\": max_wait = 0s is out of range: expected above zero",
         ),
+        (
+            // Its timer could not be set: batches would leave only full.
+            Pipeline::<u32>::builder()
+                .batch(Stage::new("b"), 10, Duration::from_secs(400 * 86_400))
+                .sink(Stage::new("s"), |_| {})
+                .build(),
+            "stage \"b\": max_wait = 34560000s is out of range: expected at most MAX_DELAY (365 days)",
+        ),
+        (
+            // Two stages of one name: their metrics could not be told apart.
+            Pipeline::<u32>::builder()
+                .map(Stage::new("parse"), |x| x)
+                .batch(Stage::new("b"), 10, Duration::from_millis(1))
+                .flat_map(Stage::new("parse"), |v| v)
+                .sink(Stage::new("s"), |_| {})
+                .build(),
+            "two stages are named \"parse\": each stage needs a name of its own",
+        ),
     ];
     for (built, message) in cases {
         match built {
-            Err(e @ PipelineError::Invalid { .. }) => assert_eq!(e.to_string(), message),
+            Err(e @ (PipelineError::Invalid { .. } | PipelineError::DuplicateStage { .. })) => {
+                assert_eq!(e.to_string(), message)
+            }
             Err(other) => panic!("{other}"),
             Ok(_) => panic!("built despite: {message}"),
         }

@@ -107,6 +107,9 @@ pub struct PipelineBuilder<I, O> {
     fail_fast: bool,
     on_error: Option<ErrorSink>,
     clock: Option<Clock>,
+    /// The stages' names so far, in order (each must be its own: the
+    /// metrics and reports tell the stages apart by name).
+    names: Vec<String>,
 }
 
 impl<I: Send + 'static> Pipeline<I> {
@@ -118,17 +121,20 @@ impl<I: Send + 'static> Pipeline<I> {
             fail_fast: false,
             on_error: None,
             clock: None,
+            names: Vec::new(),
         }
     }
 }
 
 impl<I: Send + 'static, O: Send + 'static> PipelineBuilder<I, O> {
     fn then<P: Send + 'static>(
-        self,
+        mut self,
+        name: &str,
         add: impl FnOnce(Option<KeyFn<O>>, Next<P>, &mut Parts) -> Result<Next<O>, PipelineError>
             + 'static,
     ) -> PipelineBuilder<I, P> {
         let (link, key) = (self.link, self.key);
+        self.names.push(name.to_string());
         PipelineBuilder {
             link: Box::new(move |next: Next<P>, parts: &mut Parts| {
                 let into_stage = add(key, next, parts)?;
@@ -138,11 +144,13 @@ impl<I: Send + 'static, O: Send + 'static> PipelineBuilder<I, O> {
             fail_fast: self.fail_fast,
             on_error: self.on_error,
             clock: self.clock,
+            names: self.names,
         }
     }
 
     fn stage<P: Send + 'static>(self, spec: Stage, body: Arc<Body<O, P>>) -> PipelineBuilder<I, P> {
-        self.then(move |key, next, parts| {
+        let name = spec.name.clone();
+        self.then(&name, move |key, next, parts| {
             spec.validate()?;
             let (submit, pool, counts) = pool_stage(spec, key, body, next, &parts.shared)?;
             parts.parts.push(Part::Pool { pool, counts });
@@ -234,7 +242,8 @@ impl<I: Send + 'static, O: Send + 'static> PipelineBuilder<I, O> {
         max_items: usize,
         max_wait: Duration,
     ) -> PipelineBuilder<I, Vec<O>> {
-        self.then(move |key, next, parts| {
+        let name = stage.name.clone();
+        self.then(&name, move |key, next, parts| {
             let bad = |option, value: String, expected| PipelineError::Invalid {
                 stage: stage.name.clone(),
                 option,
@@ -246,6 +255,15 @@ impl<I: Send + 'static, O: Send + 'static> PipelineBuilder<I, O> {
             }
             if max_wait.is_zero() {
                 return Err(bad("max_wait", "0s".into(), "above zero"));
+            }
+            if max_wait > crate::MAX_DELAY {
+                // Its timer could not be set: a partial batch would wait
+                // for more items, never for the time.
+                return Err(bad(
+                    "max_wait",
+                    format!("{max_wait:?}"),
+                    "at most MAX_DELAY (365 days)",
+                ));
             }
             let mut timer = Pool::builder()
                 .name(format!("{}-timer", stage.name))
@@ -311,9 +329,18 @@ impl<I: Send + 'static> PipelineBuilder<I, ()> {
     ///
     /// # Errors
     /// [`PipelineError::Invalid`] for a buffer, worker count, batch size or
-    /// batch time of 0 (naming the stage and option), or a stage whose pool
-    /// cannot be built.
+    /// batch time of 0, or a batch time above
+    /// [`MAX_DELAY`](crate::MAX_DELAY) (naming the stage and option);
+    /// [`PipelineError::DuplicateStage`] for two stages of one name;
+    /// [`PipelineError::Pool`] for a stage whose pool cannot be built.
     pub fn build(self) -> Result<Pipeline<I>, PipelineError> {
+        for (at, name) in self.names.iter().enumerate() {
+            if self.names[..at].contains(name) {
+                return Err(PipelineError::DuplicateStage {
+                    stage: name.clone(),
+                });
+            }
+        }
         let shared = Arc::new(Shared::new(self.fail_fast, self.on_error));
         let mut parts = Parts {
             shared: Arc::clone(&shared),

@@ -19,6 +19,12 @@ pub enum PipelineError {
         /// What is accepted.
         expected: &'static str,
     },
+    /// Two stages of the pipeline have one name (the metrics, the
+    /// reports and the errors tell the stages apart by name).
+    DuplicateStage {
+        /// The name.
+        stage: String,
+    },
     /// A stage's pool could not be built.
     Pool {
         /// The stage.
@@ -40,6 +46,10 @@ impl fmt::Display for PipelineError {
                 f,
                 "stage {stage:?}: {option} = {value} is out of range: expected {expected}"
             ),
+            PipelineError::DuplicateStage { stage } => write!(
+                f,
+                "two stages are named {stage:?}: each stage needs a name of its own"
+            ),
             PipelineError::Pool { stage, error } => {
                 write!(f, "stage {stage:?}: its pool could not be built: {error}")
             }
@@ -51,7 +61,7 @@ impl std::error::Error for PipelineError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             PipelineError::Pool { error, .. } => Some(error),
-            PipelineError::Invalid { .. } => None,
+            PipelineError::Invalid { .. } | PipelineError::DuplicateStage { .. } => None,
         }
     }
 }
