@@ -119,7 +119,8 @@ macro_rules! pool_methods {
         }
 
         /// Blocks until no task is queued or running; the pool stays usable (a
-        /// barrier between batches).
+        /// barrier between batches). On a [`pause`](Self::pause)d pool with
+        /// tasks queued it waits for [`resume`](Self::resume).
         ///
         /// Called from a task of this pool, it waits for every *other* task
         /// (tasks that are themselves in `wait_idle` do not count) and runs
