@@ -683,6 +683,28 @@ fn a_groups_costed_tasks_never_exceed_its_limit() {
     assert!(max.load(SeqCst) <= 8, "{} units at once", max.load(SeqCst));
 }
 
+/// A group without a limit takes any cost: two tasks of `usize::MAX`
+/// units each (together past what a `usize` counts) run one after the
+/// other, the second once the first has left the pool.
+#[test]
+fn costs_past_a_usize_together_take_turns_in_a_group() {
+    let pool = Pool::builder().workers(2).build().unwrap();
+    let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut group = pool.group::<u32, String>();
+    for i in 0..2u32 {
+        let (n, m) = (Arc::clone(&now), Arc::clone(&max));
+        group
+            .spawn_with_cost(usize::MAX, move |_| {
+                m.fetch_max(n.fetch_add(1, SeqCst) + 1, SeqCst);
+                n.fetch_sub(1, SeqCst);
+                Ok(i)
+            })
+            .unwrap();
+    }
+    assert_eq!(group.wait(), Ok(vec![0, 1]));
+    assert_eq!(max.load(SeqCst), 1);
+}
+
 /// A group's rate limit holds its tasks in its own tenant's queue.
 #[test]
 fn a_groups_rate_limit_holds_its_tasks_until_the_refill() {

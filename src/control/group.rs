@@ -101,7 +101,9 @@ impl Shared {
     /// until enough units come back.
     fn admit(self: &Arc<Self>, cost: usize, submit: Pending) {
         let mut gate = self.gate.lock();
-        if gate.waiting.is_empty() && gate.in_pool + cost <= self.limit {
+        // `in_pool <= limit` always: the subtraction cannot wrap, and a
+        // cost near `usize::MAX` cannot overflow the sum.
+        if gate.waiting.is_empty() && cost <= self.limit - gate.in_pool {
             gate.in_pool += cost;
             drop(gate);
             submit();
@@ -118,7 +120,7 @@ impl Shared {
             let mut gate = self.gate.lock();
             gate.in_pool -= cost;
             while let Some(&(c, _)) = gate.waiting.front() {
-                if gate.in_pool + c > self.limit {
+                if c > self.limit - gate.in_pool {
                     break;
                 }
                 gate.in_pool += c;
