@@ -588,6 +588,28 @@ fn handles_can_be_awaited_without_blocking_the_runtime() {
     assert_eq!(result, Ok("done"));
 }
 
+/// A handle polled again after it gave its result says so with a panic,
+/// instead of staying pending for good (the result is gone).
+#[test]
+fn a_handle_polled_after_its_result_panics_instead_of_hanging() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let pool = Pool::builder().workers(1).build().unwrap();
+    let mut handle = pool.spawn(|| 7).unwrap();
+    common::idle(&pool);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut handle = std::pin::Pin::new(&mut handle);
+    assert_eq!(handle.as_mut().poll(&mut cx), Poll::Ready(Ok(7)));
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = handle.as_mut().poll(&mut cx);
+    }))
+    .unwrap_err();
+    assert_eq!(
+        again.downcast_ref::<&str>(),
+        Some(&"a JoinHandle was polled after it completed")
+    );
+}
+
 #[test]
 fn one_task_does_not_wake_every_sleeper() {
     let pool = Pool::builder().workers(8).build().unwrap();

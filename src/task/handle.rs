@@ -160,6 +160,9 @@ impl<T> JoinHandle<T> {
     }
 }
 
+/// # Panics
+/// Polled again after it returned `Ready` (its result is gone): a panic
+/// that says so, where the poll would otherwise stay pending for good.
 impl<T> Future for JoinHandle<T> {
     type Output = Result<T, TaskError>;
 
@@ -168,6 +171,12 @@ impl<T> Future for JoinHandle<T> {
         if let Some(result) = inner.result.take() {
             return Poll::Ready(result);
         }
+        // The result is stored before `done` is set, both under this lock:
+        // done with no result means a poll already took it.
+        assert!(
+            !self.slot.is_done(),
+            "a JoinHandle was polled after it completed"
+        );
         inner.waiter = Waiter::Waker(cx.waker().clone());
         Poll::Pending
     }
