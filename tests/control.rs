@@ -390,6 +390,119 @@ fn the_breaker_opens_rejects_half_opens_and_closes() {
     assert_eq!(c.submitted, c.completed + c.panicked + c.rejected);
 }
 
+/// A one-trial breaker, opened by one failure, its clock moved past the
+/// cool-down: the next submission is its trial.
+fn half_open_pool(now: &Arc<Mutex<Instant>>, rate_limited: bool) -> Pool {
+    quiet_expected_panics();
+    let clock = Arc::clone(now);
+    let config = BreakerConfig::new()
+        .window(2)
+        .min_calls(1)
+        .failure_rate(0.5)
+        .cool_down(Duration::from_secs(30))
+        .trial_calls(1)
+        .clock(move || *clock.lock().unwrap());
+    let mut builder = Pool::builder().workers(1).circuit_breaker(config);
+    if rate_limited {
+        builder = builder.rate_limit(ebbtide::RateLimit::new(1e6, 1_000).unwrap());
+    }
+    let pool = builder.build().unwrap();
+    assert!(pool.spawn(|| panic!("{MARK}")).unwrap().join().is_err());
+    common::idle(&pool);
+    assert_eq!(pool.metrics().breaker, Some(BreakerState::Open));
+    *now.lock().unwrap() += Duration::from_secs(31);
+    pool
+}
+
+/// The next plain task is let through as the trial, and closes the breaker.
+fn closes(pool: &Pool) {
+    assert_eq!(pool.spawn(|| 5).unwrap().join(), Ok(5));
+    common::idle(pool);
+    assert_eq!(pool.metrics().breaker, Some(BreakerState::Closed));
+}
+
+/// A half-open breaker's trial that ends with no outcome gives its place
+/// back, and one submitted to run at an instant already past takes one
+/// place, not two: in both cases the breaker used to stay half-open and
+/// refuse every submission for good.
+#[test]
+fn trials_that_end_without_an_outcome_give_their_place_back() {
+    let now = Arc::new(Mutex::new(Instant::now()));
+
+    let pool = half_open_pool(&now, false);
+    let token = CancelToken::new();
+    token.cancel();
+    let trial = pool.task().cancel_token(&token).spawn(|| ()).unwrap();
+    assert_eq!(trial.join(), Err(TaskError::Cancelled));
+    common::idle(&pool);
+    assert_eq!(pool.metrics().breaker, Some(BreakerState::HalfOpen));
+    closes(&pool);
+
+    let pool = half_open_pool(&now, false);
+    let past = Instant::now() - Duration::from_secs(1);
+    assert_eq!(pool.task().at(past).spawn(|| 6).unwrap().join(), Ok(6));
+    common::idle(&pool);
+    assert_eq!(pool.metrics().breaker, Some(BreakerState::Closed));
+
+    // A trial the breaker never hears the end of (a periodic task's runs
+    // are no outcomes): once a cool-down passes with no trial let through
+    // or ended, one more goes.
+    let pool = half_open_pool(&now, false);
+    let periodic = pool
+        .task()
+        .periodic(
+            ebbtide::Schedule::FixedRate(Duration::from_secs(3600)),
+            |_| {},
+        )
+        .unwrap();
+    assert!(pool.spawn(|| ()).unwrap_err().is_breaker_open());
+    *now.lock().unwrap() += Duration::from_secs(29);
+    assert!(pool.spawn(|| ()).unwrap_err().is_breaker_open());
+    *now.lock().unwrap() += Duration::from_secs(1);
+    closes(&pool);
+    periodic.cancel();
+    let report = pool.shutdown();
+    assert_eq!(report.rejected, 2);
+}
+
+/// Tasks that go through a tenant's queue (a tenant, a priority, or any
+/// task of a pool with a rate limit) pass the breaker like the others:
+/// they used to be let through while it was open.
+#[test]
+fn the_breaker_refuses_tasks_bound_for_a_tenants_queue() {
+    let now = Arc::new(Mutex::new(Instant::now()));
+    let pool = half_open_pool(&now, false);
+    *now.lock().unwrap() -= Duration::from_secs(31);
+    let e = pool.task().tenant("acme").spawn(|| ()).unwrap_err();
+    assert!(e.is_breaker_open(), "{e}");
+    let e = pool
+        .task()
+        .priority(ebbtide::Priority::High)
+        .execute(|| ())
+        .unwrap_err();
+    assert!(e.is_breaker_open(), "{e}");
+    // Cool-down over: a tenant's task is the trial, and closes it.
+    *now.lock().unwrap() += Duration::from_secs(31);
+    assert_eq!(
+        pool.task().tenant("acme").spawn(|| 1).unwrap().join(),
+        Ok(1)
+    );
+    common::idle(&pool);
+    assert_eq!(pool.metrics().breaker, Some(BreakerState::Closed));
+
+    let pool = half_open_pool(&now, true);
+    *now.lock().unwrap() -= Duration::from_secs(31);
+    let e = pool.spawn(|| ()).unwrap_err();
+    assert!(e.is_breaker_open(), "{e}");
+    *now.lock().unwrap() += Duration::from_secs(31);
+    closes(&pool);
+    let c = pool.metrics().counts;
+    assert_eq!(
+        (c.submitted, c.completed, c.panicked, c.rejected),
+        (3, 1, 1, 1)
+    );
+}
+
 #[test]
 fn bad_breaker_settings_are_build_errors() {
     let e = Pool::builder()

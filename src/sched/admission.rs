@@ -303,7 +303,30 @@ impl Registry {
         if self.breaker_refuses() {
             return Err(SubmitError::BreakerOpen(body));
         }
-        self.submit_open(body, wait, shard)
+        self.submit_past_breaker(body, wait, shard)
+    }
+
+    /// Submits a task the circuit breaker let through: refused now, it
+    /// gives its trial place back.
+    pub(crate) fn submit_past_breaker<R: Runnable>(
+        &self,
+        body: R,
+        wait: Wait,
+        shard: Option<usize>,
+    ) -> Result<Admitted, SubmitError<R>> {
+        let submitted = self.submit_open(body, wait, shard);
+        if submitted.is_err() {
+            self.breaker_no_outcome();
+        }
+        submitted
+    }
+
+    /// A task the circuit breaker (if any) let through ended with no
+    /// outcome, or was refused after it passed.
+    pub(crate) fn breaker_no_outcome(&self) {
+        if let Some(breaker) = &self.breaker {
+            breaker.no_outcome();
+        }
     }
 
     /// Whether the circuit breaker (if any) refuses a submission now; a

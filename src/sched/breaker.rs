@@ -11,6 +11,14 @@
 //! Outcomes: a task that returns counts as a success; one that panics or
 //! times out as a failure; a cancelled one as neither. Outcomes of tasks
 //! accepted before the breaker opened are ignored while it is open.
+//!
+//! A trial that ends with neither (cancelled, abandoned, or refused by a
+//! full queue after the breaker let it through) gives its place back
+//! (`no_outcome`). One that never ends in an outcome the breaker hears of
+//! (dropped by backpressure, a periodic task, one still running) is taken
+//! as lost once a cool-down passes with no trial let through or ended: one
+//! more trial goes then. Without both, spent places kept the breaker
+//! half-open, refusing every submission, for good.
 
 use crate::metrics::BreakerState;
 use crate::time::clock::GuardedClock;
@@ -142,8 +150,16 @@ impl BreakerConfig {
 
 enum State {
     Closed,
-    Open { until: Instant },
-    HalfOpen { admitted: usize, succeeded: usize },
+    Open {
+        until: Instant,
+    },
+    /// `outstanding` trials let through and not ended, `succeeded` ended
+    /// well; `since`: the last trial let through or ended.
+    HalfOpen {
+        outstanding: usize,
+        succeeded: usize,
+        since: Instant,
+    },
 }
 
 struct Inner {
@@ -192,10 +208,12 @@ impl Breaker {
         match inner.state {
             State::Closed => true,
             State::Open { until } => {
-                if self.now() >= until {
+                let now = self.now();
+                if now >= until {
                     inner.state = State::HalfOpen {
-                        admitted: 1,
+                        outstanding: 1,
                         succeeded: 0,
+                        since: now,
                     };
                     changed(BreakerState::HalfOpen);
                     true
@@ -204,15 +222,40 @@ impl Breaker {
                 }
             }
             State::HalfOpen {
-                ref mut admitted, ..
+                ref mut outstanding,
+                succeeded,
+                ref mut since,
             } => {
-                if *admitted < self.config.trial_calls {
-                    *admitted += 1;
+                let now = self.now();
+                if *outstanding + succeeded < self.config.trial_calls {
+                    *outstanding += 1;
+                    *since = now;
+                    true
+                } else if now.saturating_duration_since(*since) >= self.config.cool_down {
+                    // No trial let through or ended for a cool-down: one
+                    // outstanding is taken as lost, and this one goes.
+                    *since = now;
                     true
                 } else {
                     false
                 }
             }
+        }
+    }
+
+    /// A task the breaker let through ended with no outcome (cancelled,
+    /// abandoned, refused after it passed): a half-open breaker gives its
+    /// trial place back.
+    pub(crate) fn no_outcome(&self) {
+        let mut inner = self.inner.lock();
+        if let State::HalfOpen {
+            ref mut outstanding,
+            ref mut since,
+            ..
+        } = inner.state
+        {
+            *outstanding = outstanding.saturating_sub(1);
+            *since = self.now();
         }
     }
 
@@ -239,8 +282,14 @@ impl Breaker {
             }
             State::Open { .. } => {}
             State::HalfOpen {
-                ref mut succeeded, ..
+                ref mut outstanding,
+                ref mut succeeded,
+                ref mut since,
             } => {
+                // An outcome of a task let through before the breaker
+                // opened counts as a trial's: it may find none outstanding.
+                *outstanding = outstanding.saturating_sub(1);
+                *since = self.now();
                 if !success {
                     inner.state = State::Open {
                         until: self.now() + self.config.cool_down,

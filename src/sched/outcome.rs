@@ -61,7 +61,9 @@ impl Registry {
                 | Outcome::Failed
                 | Outcome::DeadLettered(_) => breaker.record(false),
                 Outcome::Again(again) if again.retry => breaker.record(false),
-                Outcome::Again(_) | Outcome::Cancelled | Outcome::Abandoned => {}
+                Outcome::Cancelled | Outcome::Abandoned => breaker.no_outcome(),
+                // A periodic task's run: not a trial's end (see `Breaker`).
+                Outcome::Again(_) => {}
             }
         }
         match outcome {

@@ -185,11 +185,17 @@ impl Registry {
         let due = timers.clock.tick_of(at);
         let mut state = timers.state.lock();
         if state.closed || self.is_closed() {
+            drop(state);
+            self.breaker_no_outcome();
             return Err(SubmitError::ShutDown(body));
         }
         if due <= state.wheel.elapsed() && hold.is_none() {
             drop(state);
-            return self.submit(body, Wait::Policy, shard).map(drop);
+            // Past the breaker already: not through it a second time (a
+            // half-open breaker's one trial place would refuse it).
+            return self
+                .submit_past_breaker(body, Wait::Policy, shard)
+                .map(drop);
         }
         let slot = self.counters.slot(self.own_worker_index());
         // Counted before it can end (see `Counters::sum_settled`).

@@ -270,8 +270,26 @@ impl Tenants {
     }
 
     /// Accepts `body` into its tenant's queue, then lets through what the
-    /// window allows.
+    /// window allows. The pool's circuit breaker, if any, is passed first,
+    /// as by every task.
     pub(crate) fn submit<R: Runnable>(
+        registry: &Arc<Registry>,
+        body: R,
+        ask: Ask,
+        wait: Wait,
+    ) -> Result<(), SubmitError<R>> {
+        if registry.breaker_refuses() {
+            return Err(SubmitError::BreakerOpen(body));
+        }
+        let submitted = Self::hold(registry, body, ask, wait);
+        if submitted.is_err() {
+            registry.breaker_no_outcome();
+        }
+        submitted
+    }
+
+    /// `submit` past the breaker.
+    fn hold<R: Runnable>(
         registry: &Arc<Registry>,
         body: R,
         ask: Ask,
