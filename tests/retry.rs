@@ -422,3 +422,62 @@ fn bad_retry_policies_are_refused_with_the_option_named() {
     assert_eq!(e.invalid_option().unwrap().option(), "retry");
     assert_eq!(pool.metrics().counts.submitted, 0);
 }
+
+/// Cancelling the handle of a task that waits for its retry (an hour
+/// away) ends it now: the handle resolves to `Cancelled`, `cancel` says it
+/// stopped the task, and a keyed task's key goes on to its next task at
+/// once. (Before, `cancel` returned `false` and the handle and the key
+/// waited the hour.)
+#[test]
+fn cancelling_a_task_that_waits_for_its_retry_ends_it_now() {
+    let pool = Pool::builder().workers(2).build().unwrap();
+    let hour = RetryPolicy::fixed(Duration::from_secs(3600)).max_attempts(3);
+    for keyed in [true, false] {
+        let attempts = Arrivals::new();
+        let a = attempts.clone();
+        let task = if keyed {
+            pool.task().key(&7)
+        } else {
+            pool.task()
+        };
+        let handle = task
+            .retry(hour.clone())
+            .spawn_fallible(move |_| {
+                a.arrive();
+                Err::<(), _>("down")
+            })
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (l, behind) = (Arc::clone(&log), Arrivals::new());
+        let b = behind.clone();
+        if keyed {
+            // Waits behind the retry in its key's order.
+            pool.task()
+                .key(&7)
+                .execute(move || {
+                    l.lock().unwrap().push("behind");
+                    b.arrive();
+                })
+                .unwrap();
+        }
+        attempts.wait_for(1);
+        // The first attempt failed and its retry is on the wheel.
+        until(|| pool.metrics().timers_pending == 1);
+        assert!(log.lock().unwrap().is_empty(), "the key is held");
+        assert!(handle.cancel(), "the waiting retry was stopped");
+        assert_eq!(handle.join(), Err(TaskError::Cancelled));
+        if keyed {
+            behind.wait_for(1);
+            assert_eq!(*log.lock().unwrap(), ["behind"]);
+        }
+        common::idle(&pool);
+        let m = pool.metrics();
+        assert_eq!(m.timers_pending, 0);
+        assert_identity(&m);
+    }
+    let report = pool.shutdown();
+    assert_eq!(
+        (report.submitted, report.cancelled, report.completed),
+        (3, 2, 1)
+    );
+}

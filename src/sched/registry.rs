@@ -160,7 +160,7 @@ pub(crate) struct Registry {
     /// abandons work.
     pub(crate) token: CancelToken,
     pub(super) breaker: Option<Breaker>,
-    /// Delayed, periodic and retrying tasks (`timers.rs`).
+    /// Delayed, periodic and retrying tasks (`timers/`).
     pub(crate) timers: super::timers::Timers,
     /// Dead letters kept for inspection and replay (bounded).
     pub(super) dead_letters: Mutex<std::collections::VecDeque<crate::task::DeadLetter>>,

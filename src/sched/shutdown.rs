@@ -77,7 +77,7 @@ impl Registry {
     /// the worker threads once nothing is pending. Idempotent; concurrent
     /// callers all return once the pool is down.
     pub(crate) fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
-        // The wheel closes first (see `timers.rs`): the tasks it runs now
+        // The wheel closes first (see `timers/mod.rs`): the tasks it runs now
         // take their places while admission is still open.
         let abandon_timers =
             mode == ShutdownMode::Now || self.config.pending_timers == PendingTimers::Abandon;

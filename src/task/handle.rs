@@ -56,6 +56,9 @@ impl<T> JoinHandle<T> {
 
     /// Cancels the task. Not started yet: it will never run, and the
     /// handle resolves to [`TaskError::Cancelled`] at once (returns `true`).
+    /// Waiting for a retry (a fallible task between attempts): the retry
+    /// comes due now and ends the task as `Cancelled` without running, so
+    /// a keyed task's later tasks go on (returns `true`).
     /// Running (or done): a task started with a context
     /// ([`spawn_with`](crate::TaskBuilder::spawn_with)) sees
     /// `is_cancelled()` turn true; any other task runs to its end (returns
@@ -70,11 +73,10 @@ impl<T> JoinHandle<T> {
         if prevented {
             self.slot.complete(Err(TaskError::Cancelled));
         }
-        if self.slot.token.is_some() {
-            // A task with a context sees it (a plain one cannot).
-            self.slot.request_cancel();
-        }
-        prevented
+        // A task with a context sees it (a plain one cannot); one waiting
+        // for a retry is hurried to its end.
+        let hurried = self.slot.token.is_some() && self.slot.request_cancel();
+        prevented || hurried
     }
 
     /// Waits for the task and returns its value.

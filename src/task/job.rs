@@ -258,7 +258,19 @@ pub(crate) struct Again {
     /// The tenant's queue the job goes back to when due (a tenant task's
     /// retry), instead of the pool's queues.
     pub(crate) hold: Option<Box<Hold>>,
+    /// A retry's means to be hurried by its handle's `cancel` while it
+    /// waits (see [`RetryWait`]).
+    pub(crate) wait: Option<RetryWait>,
 }
+
+/// Hands a waiting retry's task the function that hurries the retry (its
+/// handle's `cancel` calls it; it returns whether the retry was still
+/// waiting). Returns `false`, without keeping the function, when the
+/// cancellation came first: the caller hurries the retry itself.
+pub(crate) type RetryWait = Box<dyn FnOnce(Hurry) -> bool + Send>;
+
+/// Hurries a waiting retry; `true` if it was still waiting.
+pub(crate) type Hurry = Box<dyn FnOnce() -> bool + Send>;
 
 /// Where a job due on the timing wheel waits next: its tenant's queue
 /// (see `tenants`). Plain data: the tenant's identity, its lane, its cost.

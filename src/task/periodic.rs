@@ -98,6 +98,7 @@ where
             retry: false,
             cell: Some(cell),
             hold: None,
+            wait: None,
         }))
     }
 

@@ -70,6 +70,10 @@ where
 {
     fn run(mut self) -> Outcome {
         let first = self.plan.as_ref().map_or(true, |p| p.attempts.is_empty());
+        if !first {
+            // Due: no longer waiting, nothing to hurry.
+            self.slot.retry_due();
+        }
         if first && !self.slot.try_start() {
             // `JoinHandle::cancel` came first and resolved the handle.
             self.discard_quietly();
@@ -173,12 +177,14 @@ where
             let policy = plan.policy.as_ref().expect("retries have a policy");
             let delay = policy.delay_after(attempt, splitmix(&mut plan.seed));
             self.plan = Some(plan);
+            let slot = Arc::clone(&self.slot);
             return Outcome::Again(Box::new(Again {
                 at: now + delay,
                 job: TaskJob::into_job_ref(self),
                 retry: true,
                 cell: None,
                 hold: None,
+                wait: Some(Box::new(move |hurry| slot.await_retry(hurry))),
             }));
         }
         let Plan {

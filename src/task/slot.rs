@@ -26,6 +26,9 @@ pub(crate) struct SlotInner<V> {
     /// The task's own cancellation token, made on first need (its
     /// context's `token()`), under this lock (see `request_cancel`).
     token: Option<crate::task::CancelToken>,
+    /// While the task waits for a retry: what hurries it when the handle
+    /// cancels (see `await_retry`).
+    hurry: Option<super::job::Hurry>,
 }
 
 pub(crate) const QUEUED: u8 = 0;
@@ -62,6 +65,7 @@ impl<V> Slot<V> {
                 result: None,
                 waiter: Waiter::None,
                 token: None,
+                hurry: None,
             }),
             shard: None,
         }
@@ -114,11 +118,38 @@ impl<V> Slot<V> {
     /// lock and read under it by `own_token`: whichever takes the lock
     /// second sees the other's work, so a token made at any time is
     /// cancelled.
-    pub(crate) fn request_cancel(&self) {
+    ///
+    /// A task waiting for a retry is hurried: its retry comes due now, and
+    /// its attempt, seeing the cancellation, ends it. Returns whether it
+    /// was.
+    pub(crate) fn request_cancel(&self) -> bool {
         self.cancel.store(true, Ordering::SeqCst);
-        if let Some(token) = &self.inner.lock().token {
-            token.cancel();
+        let hurry = {
+            let mut inner = self.inner.lock();
+            if let Some(token) = &inner.token {
+                token.cancel();
+            }
+            inner.hurry.take()
+        };
+        hurry.is_some_and(|hurry| hurry())
+    }
+
+    /// The task waits on the timing wheel for a retry: keeps `hurry` for
+    /// the handle's `cancel`. `false` (not kept) if the cancellation came
+    /// first. The flag is set before the lock in `request_cancel` and read
+    /// under it here, so one of the two sees the other.
+    pub(crate) fn await_retry(&self, hurry: super::job::Hurry) -> bool {
+        let mut inner = self.inner.lock();
+        if self.cancel.load(Ordering::SeqCst) {
+            return false;
         }
+        inner.hurry = Some(hurry);
+        true
+    }
+
+    /// The retry came due: nothing to hurry any more.
+    pub(crate) fn retry_due(&self) {
+        drop(self.inner.lock().hurry.take());
     }
 
     /// Whether the handle's `cancel` was called.

@@ -2,7 +2,7 @@
 //! retrying tasks, the clock it reads, and the pure retry policy.
 //!
 //! Nothing here runs a thread or touches a pool: the scheduler's timer
-//! driver (`sched/timers.rs`) owns a [`wheel::Wheel`] and moves due tasks
+//! driver (`sched/timers/`) owns a [`wheel::Wheel`] and moves due tasks
 //! into the pool's queues; task bodies (`task/retry.rs`,
 //! `task/periodic.rs`) compute their next due instant with a
 //! [`clock::TimerClock`] and a [`backoff::RetryPolicy`].

@@ -27,6 +27,8 @@
 //! than that wakes it. With a user's clock it polls every millisecond of
 //! real time, since it cannot sleep until a user's instant.
 
+mod driver;
+
 use super::admission::{PENDING_ONE, QUEUED_ONE};
 use super::registry::Registry;
 use super::Wait;
@@ -207,7 +209,7 @@ impl Registry {
             retry: false,
             extra: Extra::of(cell, hold),
         };
-        if let Some(entry) = self.insert_locked(&mut state, due, entry) {
+        if let Err(entry) = self.insert_locked(&mut state, due, entry) {
             // Unreachable (checked above), but never lose a task.
             self.fire_now(state, entry);
         }
@@ -224,6 +226,7 @@ impl Registry {
             retry,
             cell,
             hold,
+            wait,
         } = again;
         let held = retry && shard.is_some();
         let entry = Entry {
@@ -258,12 +261,57 @@ impl Registry {
             due = due.max(state.wheel.elapsed() + 1);
         }
         match self.insert_locked(&mut state, due, entry) {
-            None => held,
-            Some(entry) => {
+            Ok(id) => {
+                drop(state);
+                if let Some(wait) = wait {
+                    self.await_retry(id, wait);
+                }
+                held
+            }
+            Err(entry) => {
                 self.fire_now(state, entry);
                 false
             }
         }
+    }
+
+    /// Hands a retry waiting on the wheel as `id` the means to be hurried
+    /// by its handle's `cancel`. Cancelled already (after its attempt's
+    /// last look): hurried now.
+    #[cfg(not(loom))]
+    fn await_retry(&self, id: TimerId, wait: crate::task::job::RetryWait) {
+        let weak = self.this.get().cloned();
+        let hurry = move || {
+            weak.and_then(|w| w.upgrade())
+                .is_some_and(|registry| registry.hurry_retry(id))
+        };
+        if !wait(Box::new(hurry.clone())) {
+            hurry();
+        }
+    }
+
+    /// Under loom a retry waits for its time, as it would uncancelled.
+    #[cfg(loom)]
+    fn await_retry(&self, _id: TimerId, _wait: crate::task::job::RetryWait) {}
+
+    /// A waiting retry whose handle was cancelled: due at the next tick
+    /// instead, so that the driver fires it now, and its attempt, seeing
+    /// the cancellation, ends the task there (a keyed retry's shard goes
+    /// on as when any retry comes due; it is never released from here,
+    /// where the batch that held it may still be ending). `false` if it is
+    /// no longer on the wheel (due, or run).
+    #[cfg(not(loom))]
+    fn hurry_retry(&self, id: TimerId) -> bool {
+        let mut state = self.timers.state.lock();
+        let Some(entry) = state.wheel.cancel(id) else {
+            return false;
+        };
+        let due = state.wheel.elapsed() + 1;
+        if let Err(entry) = self.insert_locked(&mut state, due, entry) {
+            // Not reached: the next tick is never due yet.
+            self.fire_now(state, entry);
+        }
+        true
     }
 
     /// Takes a periodic task's next run off the wheel (its handle's
@@ -353,7 +401,7 @@ impl Registry {
         state: &mut crate::loom::sync::MutexGuard<'_, State>,
         due: u64,
         entry: Entry,
-    ) -> Option<Entry> {
+    ) -> Result<TimerId, Entry> {
         let cell = entry.cell().cloned();
         match state.wheel.insert(due, entry) {
             Ok(id) => {
@@ -369,9 +417,9 @@ impl Registry {
                 if !state.started {
                     state.started = self.start_timer_driver();
                 }
-                None
+                Ok(id)
             }
-            Err(Refused::Due(entry)) => Some(entry),
+            Err(Refused::Due(entry)) => Err(entry),
             Err(Refused::TooFar(entry)) => {
                 // Delays are validated against `MAX_DELAY`, far inside the
                 // wheel's span; should one slip through, it waits the span.
@@ -486,138 +534,6 @@ impl Registry {
         turn.stamp(now);
         self.push_inbox(index % self.live_workers().max(1), turn, now);
         self.sleep.notify_one();
-    }
-
-    /// Fires every entry due by the clock now; returns how many.
-    #[cfg_attr(loom, allow(dead_code))]
-    pub(crate) fn poll_timers(&self) -> usize {
-        let state = self.timers.state.lock();
-        self.fire_due(state)
-    }
-
-    /// A worker about to park: if a timer is due (by the hint), fires what
-    /// is due unless someone else (the driver) is at the wheel. Returns
-    /// whether it fired anything. A pool that never used its wheel pays one
-    /// relaxed load.
-    #[inline]
-    pub(crate) fn poll_if_due(&self) -> bool {
-        let next = self.timers.next_due.load(Relaxed);
-        next != u64::MAX && self.poll_due_now(next)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn poll_due_now(&self, next: u64) -> bool {
-        let clock = &self.timers.clock;
-        if clock.elapsed_ticks(clock.now()) < next {
-            return false;
-        }
-        match self.timers.state.try_lock() {
-            Some(state) => self.fire_due(state) > 0,
-            None => false,
-        }
-    }
-
-    /// Fires every entry due by the clock now, the wheel's lock held on
-    /// entry; then moves part of the next block down the wheel (after the
-    /// firing, so that it delays no due task).
-    fn fire_due(&self, mut state: crate::loom::sync::MutexGuard<'_, State>) -> usize {
-        let timers = &self.timers;
-        if state.closed {
-            return 0;
-        }
-        let now = timers.clock.now();
-        let tick = timers.clock.elapsed_ticks(now);
-        let mut due = Vec::new();
-        state.wheel.poll(tick, |at, entry| due.push((at, entry)));
-        if due.is_empty() {
-            state.wheel.precascade();
-            timers.publish(&state.wheel);
-            return 0;
-        }
-        timers.publish(&state.wheel);
-        // The places, under the lock: before any close (see module docs).
-        self.admission
-            .fetch_add(due.len() as u64 * (QUEUED_ONE + PENDING_ONE), SeqCst);
-        drop(state);
-        let fired = due.len();
-        let slot = self.counters.slot(None);
-        for (at, entry) in due {
-            let late = now.saturating_duration_since(timers.clock.instant_of(at));
-            timers.lateness.record(late.as_nanos() as u64);
-            self.fire(entry);
-        }
-        // Release: as `bump` (a counter summed with acquire).
-        slot.timers_fired
-            .fetch_add(fired as u64, std::sync::atomic::Ordering::Release);
-        let mut state = timers.state.lock();
-        state.wheel.precascade();
-        timers.publish(&state.wheel);
-        fired
-    }
-
-    /// The driver's loop: fire what is due, sleep until the next deadline.
-    #[cfg(not(loom))]
-    pub(crate) fn drive_timers(&self) {
-        let timers = &self.timers;
-        loop {
-            if self.poll_timers() > 0 {
-                continue;
-            }
-            let mut state = timers.state.lock();
-            if state.closed {
-                return;
-            }
-            let next = state.wheel.next_deadline();
-            if next.is_some_and(|t| t <= timers.clock.elapsed_ticks(timers.clock.now())) {
-                continue;
-            }
-            state.sleeping_until = Some(next.unwrap_or(u64::MAX));
-            // Empty: sleep until an insert wakes it. A user's clock cannot
-            // be slept on: poll it every millisecond of real time.
-            let wake = next.map(|t| {
-                if timers.clock.is_manual() {
-                    Instant::now() + std::time::Duration::from_millis(1)
-                } else {
-                    timers.clock.instant_of(t)
-                }
-            });
-            match wake {
-                Some(at) => {
-                    timers.cv.wait_until(&mut state, at);
-                }
-                None => timers.cv.wait(&mut state),
-            }
-            state.sleeping_until = None;
-        }
-    }
-
-    /// Starts the driver thread; `false` if it could not be started (the
-    /// next insert tries again; entries wait on the wheel meanwhile).
-    #[cfg(not(loom))]
-    fn start_timer_driver(&self) -> bool {
-        let Some(registry) = self.this.get().and_then(std::sync::Weak::upgrade) else {
-            return false;
-        };
-        let spawned = std::thread::Builder::new()
-            .name(format!("{}-timers", self.config.thread_name))
-            .spawn(move || {
-                let _abort = super::abort::AbortOnPanic("the timer thread");
-                registry.drive_timers();
-            });
-        match spawned {
-            Ok(handle) => {
-                self.add_thread(handle);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Under loom the models poll the wheel themselves.
-    #[cfg(loom)]
-    fn start_timer_driver(&self) -> bool {
-        true
     }
 }
 
