@@ -23,8 +23,35 @@ use std::sync::atomic::Ordering;
 pub(crate) struct SlotInner<V> {
     pub(crate) result: Option<V>,
     pub(crate) waiter: Waiter,
+    /// What few tasks need, boxed: every task has a slot, and a larger
+    /// one crosses an allocator size class (a spawn with a handle cost 73
+    /// instructions more when the hurry below was a field here). Dropped
+    /// by hand: a look inline, the drop out of line only when there is
+    /// one (the drop glue of the `Option` was a call on every task).
+    extra: std::mem::ManuallyDrop<Option<Box<SlotExtra>>>,
+}
+
+impl<V> Drop for SlotInner<V> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.extra.is_some() {
+            // SAFETY: `extra` is not used again: this is its owner's drop.
+            drop_extra(unsafe { std::mem::ManuallyDrop::take(&mut self.extra) });
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_extra(extra: Option<Box<SlotExtra>>) {
+    drop(extra);
+}
+
+/// The rarely needed part of a slot.
+#[derive(Default)]
+struct SlotExtra {
     /// The task's own cancellation token, made on first need (its
-    /// context's `token()`), under this lock (see `request_cancel`).
+    /// context's `token()`), under the slot's lock (see `request_cancel`).
     token: Option<crate::task::CancelToken>,
     /// While the task waits for a retry: what hurries it when the handle
     /// cancels (see `await_retry`).
@@ -64,8 +91,7 @@ impl<V> Slot<V> {
             inner: Mutex::new(SlotInner {
                 result: None,
                 waiter: Waiter::None,
-                token: None,
-                hurry: None,
+                extra: std::mem::ManuallyDrop::new(None),
             }),
             shard: None,
         }
@@ -126,10 +152,12 @@ impl<V> Slot<V> {
         self.cancel.store(true, Ordering::SeqCst);
         let hurry = {
             let mut inner = self.inner.lock();
-            if let Some(token) = &inner.token {
-                token.cancel();
-            }
-            inner.hurry.take()
+            inner.extra.as_mut().and_then(|extra| {
+                if let Some(token) = &extra.token {
+                    token.cancel();
+                }
+                extra.hurry.take()
+            })
         };
         hurry.is_some_and(|hurry| hurry())
     }
@@ -143,13 +171,19 @@ impl<V> Slot<V> {
         if self.cancel.load(Ordering::SeqCst) {
             return false;
         }
-        inner.hurry = Some(hurry);
+        inner.extra.get_or_insert_with(Box::default).hurry = Some(hurry);
         true
     }
 
     /// The retry came due: nothing to hurry any more.
     pub(crate) fn retry_due(&self) {
-        drop(self.inner.lock().hurry.take());
+        let hurry = self
+            .inner
+            .lock()
+            .extra
+            .as_mut()
+            .and_then(|extra| extra.hurry.take());
+        drop(hurry);
     }
 
     /// Whether the handle's `cancel` was called.
@@ -163,7 +197,7 @@ impl<V> Slot<V> {
     /// call and cancelled at once if the handle's `cancel` came first.
     pub(crate) fn own_token(&self) -> crate::task::CancelToken {
         let mut inner = self.inner.lock();
-        if let Some(token) = &inner.token {
+        if let Some(token) = inner.extra.as_ref().and_then(|extra| extra.token.as_ref()) {
             return token.clone();
         }
         let token = match &self.token {
@@ -173,7 +207,7 @@ impl<V> Slot<V> {
         if self.cancel.load(Ordering::SeqCst) {
             token.cancel();
         }
-        inner.token = Some(token.clone());
+        inner.extra.get_or_insert_with(Box::default).token = Some(token.clone());
         token
     }
 
