@@ -209,7 +209,7 @@ impl Registry {
             retry: false,
             extra: Extra::of(cell, hold),
         };
-        if let Err(entry) = self.insert_locked(&mut state, due, entry) {
+        if let Err(entry) = self.insert_locked(&mut state, due, entry, None) {
             // Unreachable (checked above), but never lose a task.
             self.fire_now(state, entry);
         }
@@ -260,14 +260,8 @@ impl Registry {
             // inside the batch that is ending.
             due = due.max(state.wheel.elapsed() + 1);
         }
-        match self.insert_locked(&mut state, due, entry) {
-            Ok(id) => {
-                drop(state);
-                if let Some(wait) = wait {
-                    self.await_retry(id, wait);
-                }
-                held
-            }
+        match self.insert_locked(&mut state, due, entry, wait) {
+            Ok(_) => held,
             Err(entry) => {
                 self.fire_now(state, entry);
                 false
@@ -275,24 +269,49 @@ impl Registry {
         }
     }
 
-    /// Hands a retry waiting on the wheel as `id` the means to be hurried
-    /// by its handle's `cancel`. Cancelled already (after its attempt's
-    /// last look): hurried now.
+    /// Hands a retry just put on the wheel as `id` the means to be
+    /// hurried by its handle's `cancel`; returns its id. Called under the
+    /// wheel's lock, before the wheel's gauge shows the entry: whoever saw
+    /// the retry waiting and then cancelled finds it hurriable (the lock
+    /// order is the wheel's, then the slot's; `cancel` takes the slot's
+    /// alone, then hurries). Cancelled already (while its attempt ended,
+    /// after that attempt's last look at its token): due at the next tick
+    /// instead, for the driver to fire (never fired here, where the batch
+    /// that holds its shard may still be ending).
     #[cfg(not(loom))]
-    fn await_retry(&self, id: TimerId, wait: crate::task::job::RetryWait) {
+    fn await_retry(
+        &self,
+        state: &mut crate::loom::sync::MutexGuard<'_, State>,
+        id: TimerId,
+        wait: crate::task::job::RetryWait,
+    ) -> Option<(TimerId, u64)> {
         let weak = self.this.get().cloned();
         let hurry = move || {
             weak.and_then(|w| w.upgrade())
                 .is_some_and(|registry| registry.hurry_retry(id))
         };
-        if !wait(Box::new(hurry.clone())) {
-            hurry();
+        if wait(Box::new(hurry)) {
+            return None;
         }
+        let entry = state.wheel.cancel(id).expect("just inserted");
+        let due = state.wheel.elapsed() + 1;
+        let id = state
+            .wheel
+            .insert(due, entry)
+            .unwrap_or_else(|_| unreachable!("the next tick is neither due nor too far"));
+        Some((id, due))
     }
 
     /// Under loom a retry waits for its time, as it would uncancelled.
     #[cfg(loom)]
-    fn await_retry(&self, _id: TimerId, _wait: crate::task::job::RetryWait) {}
+    fn await_retry(
+        &self,
+        _state: &mut crate::loom::sync::MutexGuard<'_, State>,
+        _id: TimerId,
+        _wait: crate::task::job::RetryWait,
+    ) -> Option<(TimerId, u64)> {
+        None
+    }
 
     /// A waiting retry whose handle was cancelled: due at the next tick
     /// instead, so that the driver fires it now, and its attempt, seeing
@@ -307,7 +326,7 @@ impl Registry {
             return false;
         };
         let due = state.wheel.elapsed() + 1;
-        if let Err(entry) = self.insert_locked(&mut state, due, entry) {
+        if let Err(entry) = self.insert_locked(&mut state, due, entry, None) {
             // Not reached: the next tick is never due yet.
             self.fire_now(state, entry);
         }
@@ -395,16 +414,21 @@ impl Registry {
         }
     }
 
-    /// Inserts `entry` at `due`; hands it back when it is due already.
+    /// Inserts `entry` at `due`; hands it back when it is due already. A
+    /// retry's `wait` gets the means to be hurried (`await_retry`).
     fn insert_locked(
         &self,
         state: &mut crate::loom::sync::MutexGuard<'_, State>,
         due: u64,
         entry: Entry,
+        wait: Option<crate::task::job::RetryWait>,
     ) -> Result<TimerId, Entry> {
         let cell = entry.cell().cloned();
         match state.wheel.insert(due, entry) {
             Ok(id) => {
+                let (id, due) = wait
+                    .and_then(|wait| self.await_retry(state, id, wait))
+                    .unwrap_or((id, due));
                 if let Some(cell) = cell {
                     // Relaxed: read and written only under this lock.
                     cell.store(id.to_bits(), Relaxed);
@@ -424,7 +448,7 @@ impl Registry {
                 // Delays are validated against `MAX_DELAY`, far inside the
                 // wheel's span; should one slip through, it waits the span.
                 let farthest = state.wheel.elapsed() + crate::time::wheel::SPAN - 1;
-                self.insert_locked(state, farthest, entry)
+                self.insert_locked(state, farthest, entry, wait)
             }
         }
     }
