@@ -312,8 +312,10 @@ impl<'p> TaskBuilder<'p> {
     /// an error, the worker is free and the next attempt waits on the
     /// timing wheel for the policy's delay. A keyed task that is waiting
     /// to retry holds its key: later tasks of its shard wait, in order;
-    /// other shards run on. After the last attempt the task goes to the
-    /// pool's dead letters. So does an attempt that fails once the task is
+    /// other shards run on. Its handle's
+    /// [`cancel`](crate::JoinHandle::cancel) while it waits ends it at once
+    /// as `Cancelled`, and its key goes on. After the last attempt the task
+    /// goes to the pool's dead letters. So does an attempt that fails once the task is
     /// cancelled (its handle, its token, its deadline, or `shutdown_now`):
     /// it is not tried again, and its dead letter holds the attempts made.
     /// A policy that contradicts itself, or `retry` on a task that cannot
