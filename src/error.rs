@@ -202,7 +202,8 @@ pub enum TaskError {
     /// `shutdown_now` also signals to running tasks; a task it catches
     /// unstarted is `Abandoned`).
     Cancelled,
-    /// The task never ran: its group's circuit breaker was open.
+    /// The task never ran: its group's circuit breaker, or its pool's
+    /// for a group's task, was open.
     BreakerOpen,
 }
 
@@ -217,7 +218,7 @@ impl fmt::Display for TaskError {
             TaskError::TimedOut => f.write_str("task timed out: its deadline passed"),
             TaskError::Cancelled => f.write_str("task cancelled"),
             TaskError::BreakerOpen => {
-                f.write_str("task refused: its group's circuit breaker is open")
+                f.write_str("task refused: a circuit breaker (its group's or its pool's) is open")
             }
             TaskError::WouldDeadlock => f.write_str(
                 "wait refused: a keyed task waited for a later task of its own shard, \

@@ -503,6 +503,32 @@ fn the_breaker_refuses_tasks_bound_for_a_tenants_queue() {
     );
 }
 
+/// A group's task refused by its pool's open breaker ends as
+/// `BreakerOpen`, as one refused by the group's own breaker does (it was
+/// reported as `Dropped`, as if backpressure had dropped it).
+#[test]
+fn a_group_task_refused_by_its_pools_breaker_says_so() {
+    let now = Arc::new(Mutex::new(Instant::now()));
+    let pool = half_open_pool(&now, false);
+    *now.lock().unwrap() -= Duration::from_secs(31);
+    let mut group = pool.group::<u32, String>();
+    group.spawn(|_| Ok(1));
+    assert_eq!(
+        group.wait_all(),
+        [Err(GroupError::Task(TaskError::BreakerOpen))]
+    );
+    // Its rate-limited groups' tasks go through a tenant's queue: the same.
+    let mut group = pool
+        .group::<u32, String>()
+        .rate_limit(ebbtide::RateLimit::new(1e6, 100).unwrap());
+    group.spawn(|_| Ok(2));
+    assert_eq!(
+        group.wait_all(),
+        [Err(GroupError::Task(TaskError::BreakerOpen))]
+    );
+    assert_eq!(pool.metrics().counts.rejected, 2);
+}
+
 #[test]
 fn bad_breaker_settings_are_build_errors() {
     let e = Pool::builder()

@@ -292,9 +292,10 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
     }
 
     /// Adds a task. It runs with a [`TaskContext`] whose token is a child
-    /// of the group's. A task the pool refuses (after shutdown, or a full
-    /// queue under `Reject`/`DropNewest`) ends as `Task(Abandoned)` or
-    /// `Task(Dropped)`.
+    /// of the group's. A task the pool refuses (after shutdown, a full
+    /// queue under `Reject`/`DropNewest`, or the pool's open circuit
+    /// breaker) ends as `Task(Abandoned)`, `Task(Dropped)` or
+    /// `Task(BreakerOpen)`.
     pub fn spawn<F>(&mut self, f: F)
     where
         F: FnOnce(&TaskContext) -> Result<T, E> + Send + 'static,
@@ -402,6 +403,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
             if let Err(refused) = submitted {
                 let why = match refused {
                     SubmitError::ShutDown(_) => TaskError::Abandoned,
+                    SubmitError::BreakerOpen(_) => TaskError::BreakerOpen,
                     _ => TaskError::Dropped,
                 };
                 // Dropping the task drops its ticket: the next one goes.
