@@ -18,6 +18,7 @@ mod pipeline;
 mod retire;
 mod starts;
 mod tenants;
+mod tokens;
 
 /// Runs a model with a preemption bound: 3 for one-worker models, 2 for
 /// two-worker ones (three threads at bound 3 take minutes; bound 2 already

@@ -481,3 +481,56 @@ fn cancelling_a_task_that_waits_for_its_retry_ends_it_now() {
         (3, 2, 1)
     );
 }
+
+/// A retry waiting under a token (the builder's `cancel_token`) ends as
+/// soon as the token, or one it was made from, is cancelled, not at its
+/// due time an hour away; a keyed one lets its key's later tasks run.
+#[test]
+fn a_cancelled_token_ends_a_waiting_retry_now() {
+    let pool = Pool::builder().workers(2).build().unwrap();
+    let hour = RetryPolicy::fixed(Duration::from_secs(3600)).max_attempts(3);
+    for keyed in [true, false] {
+        let parent = ebbtide::CancelToken::new();
+        let token = parent.child();
+        let attempts = Arrivals::new();
+        let a = attempts.clone();
+        let task = if keyed {
+            pool.task().key(&7)
+        } else {
+            pool.task()
+        };
+        let handle = task
+            .cancel_token(&token)
+            .retry(hour.clone())
+            .spawn_fallible(move |_| {
+                a.arrive();
+                Err::<(), _>("down")
+            })
+            .unwrap();
+        let behind = Arrivals::new();
+        let b = behind.clone();
+        if keyed {
+            pool.task().key(&7).execute(move || b.arrive()).unwrap();
+        }
+        attempts.wait_for(1);
+        until(|| pool.metrics().timers_pending == 1);
+        parent.cancel();
+        assert_eq!(
+            handle.join_timeout(common::PATIENCE).ok(),
+            Some(Err(TaskError::Cancelled))
+        );
+        if keyed {
+            behind.wait_for(1);
+        }
+        common::idle(&pool);
+        let m = pool.metrics();
+        assert_eq!(m.timers_pending, 0);
+        assert_eq!(m.counts.app_errors, if keyed { 1 } else { 2 });
+        assert_identity(&m);
+    }
+    let report = pool.shutdown();
+    assert_eq!(
+        (report.submitted, report.cancelled, report.completed),
+        (3, 2, 1)
+    );
+}

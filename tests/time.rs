@@ -355,3 +355,134 @@ fn bad_timing_input_is_refused_with_the_option_named() {
     assert_eq!((m.counts.submitted, m.counts.delayed), (0, 0));
     let _ = PATIENCE;
 }
+
+/// A token cancelled while its tasks wait on the wheel ends them now, not
+/// at their due time: the clock never moves here. Tasks under another
+/// token keep waiting, and a task given a token cancelled already never
+/// waits.
+#[test]
+fn a_cancelled_token_ends_its_tasks_on_the_wheel_now() {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let time = ManualTime::new();
+    let pool = time.pool(2).build().unwrap();
+    let parent = ebbtide::CancelToken::new();
+    let token = parent.child();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let drops = Arc::new(AtomicUsize::new(0));
+    let task = || {
+        let (ran, dropped) = (Arc::clone(&ran), common::DropCounter(Arc::clone(&drops)));
+        move || {
+            let _dropped = &dropped;
+            ran.fetch_add(1, SeqCst)
+        }
+    };
+    let delayed = pool
+        .task()
+        .delay(HOUR)
+        .cancel_token(&token)
+        .spawn(task())
+        .unwrap();
+    let t = task();
+    pool.task()
+        .key(&3)
+        .at(time.now() + HOUR)
+        .cancel_token(&token)
+        .execute(move || {
+            t();
+        })
+        .unwrap();
+    let t = task();
+    let periodic = pool
+        .task()
+        .delay(HOUR)
+        .cancel_token(&token)
+        .periodic(Schedule::FixedRate(HOUR), move |_| {
+            t();
+        })
+        .unwrap();
+    let other = ebbtide::CancelToken::new();
+    let kept = pool
+        .task()
+        .delay(HOUR)
+        .cancel_token(&other)
+        .spawn(|| 5)
+        .unwrap();
+    assert_eq!(pool.metrics().timers_pending, 4);
+    parent.cancel();
+    assert_eq!(
+        delayed.join_timeout(PATIENCE).ok(),
+        Some(Err(TaskError::Cancelled))
+    );
+    until(|| periodic.is_finished());
+    assert_eq!(periodic.join(), Ok(0));
+    until(|| pool.metrics().counts.cancelled == 3);
+    assert_eq!(
+        pool.metrics().timers_pending,
+        1,
+        "the other token's task waits"
+    );
+    assert_eq!(drops.load(SeqCst), 3, "each closure dropped once, unrun");
+    // Given a token cancelled already: ended now, never on the wheel.
+    let late = pool
+        .task()
+        .delay(HOUR)
+        .cancel_token(&token)
+        .spawn(task())
+        .unwrap();
+    assert_eq!(
+        late.join_timeout(PATIENCE).ok(),
+        Some(Err(TaskError::Cancelled))
+    );
+    until(|| pool.metrics().counts.cancelled == 4);
+    assert_eq!(drops.load(SeqCst), 4);
+    assert_eq!(ran.load(SeqCst), 0);
+    let m = pool.metrics();
+    assert_eq!(m.timers_pending, 1);
+    assert_identity(&m);
+    other.cancel();
+    assert_eq!(
+        kept.join_timeout(PATIENCE).ok(),
+        Some(Err(TaskError::Cancelled))
+    );
+    let report = pool.shutdown();
+    assert_eq!((report.submitted, report.cancelled), (5, 5));
+    assert_eq!(report.timers_abandoned, 0);
+}
+
+/// The token a running task hands to work it starts (`cx.token()`) ends
+/// that work on the wheel when the task's handle is cancelled, even after
+/// the task returned.
+#[test]
+fn cancelling_a_task_ends_the_delayed_work_it_started_under_its_token() {
+    let time = ManualTime::new();
+    let pool = Arc::new(time.pool(2).build().unwrap());
+    let p = Arc::clone(&pool);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let starter = pool
+        .task()
+        .spawn_with(move |cx| {
+            let child = p
+                .task()
+                .delay(Duration::from_secs(3600))
+                .cancel_token(cx.token())
+                .spawn(|| 1)
+                .unwrap();
+            tx.send(child).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    let child = rx.recv_timeout(PATIENCE).unwrap();
+    until(|| starter.is_finished());
+    assert_eq!(pool.metrics().timers_pending, 1);
+    assert!(!child.is_finished());
+    assert!(!starter.cancel(), "the starter had finished");
+    assert_eq!(
+        child.join_timeout(PATIENCE).ok(),
+        Some(Err(TaskError::Cancelled))
+    );
+    assert_eq!(starter.join_timeout(PATIENCE).ok(), Some(Ok(())));
+    common::idle(&pool);
+    let m = pool.metrics();
+    assert_eq!((m.timers_pending, m.counts.cancelled), (0, 1));
+    assert_identity(&m);
+}

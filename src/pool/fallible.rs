@@ -181,10 +181,14 @@ impl TaskBuilder<'_> {
             name: options.name.clone(),
         };
         let cell = std::sync::Arc::clone(&shared.timer);
-        match self
-            .registry
-            .schedule_new(body, first, self.shard, Some(cell), None)
-        {
+        match self.registry.schedule_new(
+            body,
+            first,
+            self.shard,
+            Some(cell),
+            None,
+            shared.slot.token.as_ref(),
+        ) {
             Ok(()) => Ok(PeriodicHandle {
                 registry: Arc::clone(self.registry),
                 handle: JoinHandle::new(Arc::clone(&shared.slot)),

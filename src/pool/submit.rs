@@ -60,6 +60,8 @@ impl TaskBuilder<'_> {
     #[inline(never)]
     fn submit_with_options<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
         let at = self.options.as_ref().and_then(|o| o.at);
+        // Watched while the task waits on the wheel.
+        let token = self.options.as_ref().and_then(|o| o.parent.as_ref());
         if self.routed() {
             let mut ask = self
                 .share
@@ -71,14 +73,17 @@ impl TaskBuilder<'_> {
                 // On the wheel until due, then into its tenant's queue.
                 Some(at) => {
                     let hold = ask.hold(&ask.tenant_id());
+                    let hold = Some(Box::new(hold));
                     self.registry
-                        .schedule_new(body, at, self.shard, None, Some(Box::new(hold)))
+                        .schedule_new(body, at, self.shard, None, hold, token)
                 }
                 None => Tenants::submit(self.registry, body, ask, wait),
             };
         }
         match at {
-            Some(at) => self.registry.schedule_new(body, at, self.shard, None, None),
+            Some(at) => self
+                .registry
+                .schedule_new(body, at, self.shard, None, None, token),
             None => self.registry.submit(body, wait, self.shard).map(drop),
         }
     }
@@ -219,14 +224,18 @@ impl TaskBuilder<'_> {
     }
 
     /// The options, taken out of the builder; a task due later keeps its
-    /// instant in the builder for `submit`.
+    /// instant, and the token the wheel watches while it waits, in the
+    /// builder for `submit`.
     pub(super) fn take_options(&mut self) -> TaskOptions {
         let options = self
             .options
             .take()
             .map_or_else(TaskOptions::default, |o| *o);
         if let Some(at) = options.at {
-            self.options().at = Some(at);
+            let parent = options.parent.clone();
+            let kept = self.options();
+            kept.at = Some(at);
+            kept.parent = parent;
         }
         options
     }

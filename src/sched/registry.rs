@@ -255,7 +255,7 @@ impl Registry {
             served: Served::new(workers),
             ceiling: Mutex::new(None),
             watchdog: Arc::new(Parker::default()),
-            token: CancelToken::new(),
+            token: CancelToken::quiet(),
             breaker: config.breaker.clone().map(Breaker::new),
             timers: super::timers::Timers::new(crate::time::clock::TimerClock::new(
                 config.timer_clock.clone(),

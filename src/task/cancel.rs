@@ -18,18 +18,37 @@
 use super::job::{panic_message, Outcome, Runnable};
 use super::slot::TaskSlot;
 use crate::error::TaskError;
+use crate::loom::sync::atomic::{AtomicBool, Ordering};
+use crate::loom::sync::Mutex;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 struct Node {
     cancelled: AtomicBool,
     /// The token this one was made from: cancelling it cancels this one.
     parent: Option<CancelToken>,
+    /// Who is told when this token is cancelled (see [`CancelToken::watch`]),
+    /// or `None` for a token that tells no one (the pool's own).
+    watchers: Option<Mutex<Vec<Weak<dyn Watcher>>>>,
 }
+
+/// Told when a token it watches is cancelled: what waits for a long time
+/// and would otherwise learn of the cancellation only when it next looks
+/// (a task on the timing wheel).
+pub(crate) trait Watcher: Send + Sync {
+    /// The token, or one of its ancestors, was cancelled. May be called
+    /// more than once (once per watched ancestor cancelled), and from the
+    /// cancelling thread with no lock of the token's held.
+    fn cancelled(&self);
+}
+
+/// A watcher list at this length and full is pruned of the watchers gone
+/// before it grows: a long-lived token watched by many short waits keeps
+/// at most about twice the live ones.
+const PRUNE_AT: usize = 8;
 
 /// A cancellation flag that forms a tree: cancelling a token cancels every
 /// token made from it with [`child`](Self::child), now and later. The pool
@@ -39,7 +58,10 @@ struct Node {
 /// has its own child.
 ///
 /// A child looks up its ancestors when asked (a few loads, as deep as the
-/// tree), so making one takes no lock and cancelling one visits nothing.
+/// tree), so making one takes no lock. Cancelling one tells only what the
+/// pool set to watch it: tasks waiting on the timing wheel (a delay, a
+/// retry's backoff, a periodic task's next run), which end at once instead
+/// of at their due time.
 #[derive(Clone)]
 pub struct CancelToken(Arc<Node>);
 
@@ -60,25 +82,86 @@ impl Default for CancelToken {
 impl CancelToken {
     /// A new, uncancelled root token.
     pub fn new() -> Self {
+        Self::with(None, true)
+    }
+
+    /// A root token that tells no [watcher](Self::watch) when cancelled:
+    /// the pool's own, cancelled only by shutdown after it emptied the
+    /// timing wheel itself (so nothing is kept for it).
+    pub(crate) fn quiet() -> Self {
+        Self::with(None, false)
+    }
+
+    /// Whether cancelling this token tells no one (see [`quiet`](Self::quiet)).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.0.watchers.is_none()
+    }
+
+    fn with(parent: Option<CancelToken>, watched: bool) -> Self {
         CancelToken(Arc::new(Node {
             cancelled: AtomicBool::new(false),
-            parent: None,
+            parent,
+            watchers: watched.then(|| Mutex::new(Vec::new())),
         }))
     }
 
     /// A token cancelled when this one is (at once, if it already is).
     pub fn child(&self) -> CancelToken {
-        CancelToken(Arc::new(Node {
-            cancelled: AtomicBool::new(false),
-            parent: Some(self.clone()),
-        }))
+        Self::with(Some(self.clone()), true)
     }
 
-    /// Cancels this token and all its descendants. Idempotent.
+    /// Cancels this token and all its descendants. Idempotent. Tasks of a
+    /// pool waiting on its timing wheel under this token end now (see
+    /// [`TaskBuilder::cancel_token`](crate::TaskBuilder::cancel_token)).
     pub fn cancel(&self) {
         // Release: a task that sees the flag (acquire) sees what the
-        // canceller did before cancelling.
+        // canceller did before cancelling. The flag is set before the
+        // watchers' lock and read under it by `watch`: whichever of the
+        // two takes the lock second sees the other's work, so a watcher is
+        // either told here or told by `watch`'s `false` (no lost wake-up;
+        // the loom model `loom_token_watch_races_cancel`).
         self.0.cancelled.store(true, Ordering::Release);
+        let Some(watchers) = &self.0.watchers else {
+            return;
+        };
+        let told = std::mem::take(&mut *watchers.lock());
+        // Told with the lock let go: a watcher takes its pool's locks.
+        for watcher in told {
+            if let Some(watcher) = watcher.upgrade() {
+                watcher.cancelled();
+            }
+        }
+    }
+
+    /// Keeps `watcher` to be told when this token or one of its ancestors
+    /// is cancelled; held weakly, so dropping the watcher forgets it.
+    /// Returns `false` if this token or an ancestor is cancelled already
+    /// (the caller acts on it itself; the watcher may still be told by a
+    /// token it was kept on on the way up). A quiet ancestor ends the walk.
+    pub(crate) fn watch(&self, watcher: &Arc<dyn Watcher>) -> bool {
+        let mut node = &self.0;
+        loop {
+            let Some(watchers) = &node.watchers else {
+                return true;
+            };
+            {
+                let mut list = watchers.lock();
+                // Acquire: pairs with the release in `cancel` (the lock
+                // orders the two as well; see there).
+                if node.cancelled.load(Ordering::Acquire) {
+                    return false;
+                }
+                if list.len() >= PRUNE_AT && list.len() == list.capacity() {
+                    list.retain(|w| w.strong_count() > 0);
+                }
+                list.push(Arc::downgrade(watcher));
+            }
+            match &node.parent {
+                Some(parent) => node = &parent.0,
+                None => return true,
+            }
+        }
     }
 
     /// Whether this token or an ancestor is cancelled.

@@ -261,6 +261,9 @@ pub(crate) struct Again {
     /// A retry's means to be hurried by its handle's `cancel` while it
     /// waits (see [`RetryWait`]).
     pub(crate) wait: Option<RetryWait>,
+    /// The token that cancels the task from above, for the wheel to watch
+    /// while the task waits (see `CancelToken::watch`).
+    pub(crate) token: Option<super::CancelToken>,
 }
 
 /// Hands a waiting retry's task the function that hurries the retry (its

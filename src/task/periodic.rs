@@ -92,6 +92,7 @@ where
         self.shared.skipped.fetch_add(skipped, Relaxed);
         self.due = next;
         let cell = std::sync::Arc::clone(&self.shared.timer);
+        let token = self.shared.slot.token.clone();
         Outcome::Again(Box::new(Again {
             job: TaskJob::into_job_ref(self),
             at: next,
@@ -99,6 +100,7 @@ where
             cell: Some(cell),
             hold: None,
             wait: None,
+            token,
         }))
     }
 

@@ -184,6 +184,7 @@ where
                 retry: true,
                 cell: None,
                 hold: None,
+                token: slot.token.clone(),
                 wait: Some(Box::new(move |hurry| slot.await_retry(hurry))),
             }));
         }

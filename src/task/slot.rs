@@ -150,15 +150,18 @@ impl<V> Slot<V> {
     /// was.
     pub(crate) fn request_cancel(&self) -> bool {
         self.cancel.store(true, Ordering::SeqCst);
-        let hurry = {
+        let (token, hurry) = {
             let mut inner = self.inner.lock();
-            inner.extra.as_mut().and_then(|extra| {
-                if let Some(token) = &extra.token {
-                    token.cancel();
-                }
-                extra.hurry.take()
-            })
+            match inner.extra.as_mut() {
+                Some(extra) => (extra.token.clone(), extra.hurry.take()),
+                None => (None, None),
+            }
         };
+        // Cancelled with the slot's lock let go: the token's watchers take
+        // the timing wheel's lock, which is taken before this one.
+        if let Some(token) = token {
+            token.cancel();
+        }
         hurry.is_some_and(|hurry| hurry())
     }
 

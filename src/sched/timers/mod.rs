@@ -27,7 +27,10 @@
 //! than that wakes it. With a user's clock it polls every millisecond of
 //! real time, since it cannot sleep until a user's instant.
 
+mod cancel;
 mod driver;
+
+use cancel::TimerWatch;
 
 use super::admission::{PENDING_ONE, QUEUED_ONE};
 use super::registry::Registry;
@@ -36,7 +39,9 @@ use crate::error::{SubmitError, TaskError};
 use crate::loom::sync::atomic::Ordering::SeqCst;
 use crate::loom::sync::{Condvar, Mutex};
 use crate::metrics::{bump, AtomicHistogram};
+use crate::task::cancel::Watcher;
 use crate::task::job::{Again, Hold, JobRef, Runnable, TaskJob};
+use crate::task::CancelToken;
 use crate::time::clock::TimerClock;
 use crate::time::wheel::{Refused, TimerId, Wheel};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -57,20 +62,29 @@ pub(crate) struct Entry {
 }
 
 /// What few entries carry.
-enum Extra {
+#[derive(Default)]
+struct Extra {
     /// Where to record the entry's id (periodic tasks, for `cancel`).
-    Cell(StdArc<AtomicU64>),
+    cell: Option<StdArc<AtomicU64>>,
     /// The tenant's queue it goes to when due, not the pool's queues.
-    Hold(Hold),
+    hold: Option<Hold>,
+    /// What ends the entry when its task's token is cancelled.
+    watch: Option<StdArc<TimerWatch>>,
 }
 
 impl Extra {
-    fn of(cell: Option<StdArc<AtomicU64>>, hold: Option<Box<Hold>>) -> Option<Box<Extra>> {
-        match (cell, hold) {
-            (Some(cell), _) => Some(Box::new(Extra::Cell(cell))),
-            (None, Some(hold)) => Some(Box::new(Extra::Hold(*hold))),
-            (None, None) => None,
-        }
+    fn of(
+        cell: Option<StdArc<AtomicU64>>,
+        hold: Option<Box<Hold>>,
+        watch: Option<StdArc<TimerWatch>>,
+    ) -> Option<Box<Extra>> {
+        (cell.is_some() || hold.is_some() || watch.is_some()).then(|| {
+            Box::new(Extra {
+                cell,
+                hold: hold.map(|h| *h),
+                watch,
+            })
+        })
     }
 }
 
@@ -80,10 +94,11 @@ impl Entry {
     }
 
     fn cell(&self) -> Option<&StdArc<AtomicU64>> {
-        match self.extra.as_deref() {
-            Some(Extra::Cell(cell)) => Some(cell),
-            _ => None,
-        }
+        self.extra.as_deref().and_then(|e| e.cell.as_ref())
+    }
+
+    fn watch(&self) -> Option<&StdArc<TimerWatch>> {
+        self.extra.as_deref().and_then(|e| e.watch.as_ref())
     }
 }
 
@@ -179,6 +194,7 @@ impl Registry {
         shard: Option<usize>,
         cell: Option<StdArc<AtomicU64>>,
         hold: Option<Box<Hold>>,
+        token: Option<&CancelToken>,
     ) -> Result<(), SubmitError<R>> {
         if self.breaker_refuses() {
             return Err(SubmitError::BreakerOpen(body));
@@ -191,7 +207,9 @@ impl Registry {
             self.breaker_no_outcome();
             return Err(SubmitError::ShutDown(body));
         }
-        if due <= state.wheel.elapsed() && hold.is_none() {
+        // A token cancelled already: ended by a worker now, not at its time.
+        let cancelled = token.is_some_and(CancelToken::is_cancelled);
+        if (due <= state.wheel.elapsed() || cancelled) && hold.is_none() {
             drop(state);
             // Past the breaker already: not through it a second time (a
             // half-open breaker's one trial place would refuse it).
@@ -207,9 +225,9 @@ impl Registry {
             job: TaskJob::into_job_ref(body),
             shard: shard.map_or(NO_SHARD, |s| s as u32),
             retry: false,
-            extra: Extra::of(cell, hold),
+            extra: Extra::of(cell, hold, self.timer_watch(token)),
         };
-        if let Err(entry) = self.insert_locked(&mut state, due, entry, None) {
+        if let Err(entry) = self.insert_locked(&mut state, due, entry, None, token) {
             // Unreachable (checked above), but never lose a task.
             self.fire_now(state, entry);
         }
@@ -227,13 +245,14 @@ impl Registry {
             cell,
             hold,
             wait,
+            token,
         } = again;
         let held = retry && shard.is_some();
         let entry = Entry {
             job,
             shard: shard.map_or(NO_SHARD, |s| s as u32),
             retry,
-            extra: Extra::of(cell, hold),
+            extra: Extra::of(cell, hold, self.timer_watch(token.as_ref())),
         };
         let mut state = self.timers.state.lock();
         // Relaxed: `cancel_timer` writes the mark under this same lock.
@@ -260,105 +279,12 @@ impl Registry {
             // inside the batch that is ending.
             due = due.max(state.wheel.elapsed() + 1);
         }
-        match self.insert_locked(&mut state, due, entry, wait) {
+        match self.insert_locked(&mut state, due, entry, wait, token.as_ref()) {
             Ok(_) => held,
             Err(entry) => {
                 self.fire_now(state, entry);
                 false
             }
-        }
-    }
-
-    /// Hands a retry just put on the wheel as `id` the means to be
-    /// hurried by its handle's `cancel`; returns its id. Called under the
-    /// wheel's lock, before the wheel's gauge shows the entry: whoever saw
-    /// the retry waiting and then cancelled finds it hurriable (the lock
-    /// order is the wheel's, then the slot's; `cancel` takes the slot's
-    /// alone, then hurries). Cancelled already (while its attempt ended,
-    /// after that attempt's last look at its token): due at the next tick
-    /// instead, for the driver to fire (never fired here, where the batch
-    /// that holds its shard may still be ending).
-    #[cfg(not(loom))]
-    fn await_retry(
-        &self,
-        state: &mut crate::loom::sync::MutexGuard<'_, State>,
-        id: TimerId,
-        wait: crate::task::job::RetryWait,
-    ) -> Option<(TimerId, u64)> {
-        let weak = self.this.get().cloned();
-        let hurry = move || {
-            weak.and_then(|w| w.upgrade())
-                .is_some_and(|registry| registry.hurry_retry(id))
-        };
-        if wait(Box::new(hurry)) {
-            return None;
-        }
-        let entry = state.wheel.cancel(id).expect("just inserted");
-        let due = state.wheel.elapsed() + 1;
-        let id = state
-            .wheel
-            .insert(due, entry)
-            .unwrap_or_else(|_| unreachable!("the next tick is neither due nor too far"));
-        Some((id, due))
-    }
-
-    /// Under loom a retry waits for its time, as it would uncancelled.
-    #[cfg(loom)]
-    fn await_retry(
-        &self,
-        _state: &mut crate::loom::sync::MutexGuard<'_, State>,
-        _id: TimerId,
-        _wait: crate::task::job::RetryWait,
-    ) -> Option<(TimerId, u64)> {
-        None
-    }
-
-    /// A waiting retry whose handle was cancelled: due at the next tick
-    /// instead, so that the driver fires it now, and its attempt, seeing
-    /// the cancellation, ends the task there (a keyed retry's shard goes
-    /// on as when any retry comes due; it is never released from here,
-    /// where the batch that held it may still be ending). `false` if it is
-    /// no longer on the wheel (due, or run).
-    #[cfg(not(loom))]
-    fn hurry_retry(&self, id: TimerId) -> bool {
-        let mut state = self.timers.state.lock();
-        let Some(entry) = state.wheel.cancel(id) else {
-            return false;
-        };
-        let due = state.wheel.elapsed() + 1;
-        if let Err(entry) = self.insert_locked(&mut state, due, entry, None) {
-            // Not reached: the next tick is never due yet.
-            self.fire_now(state, entry);
-        }
-        true
-    }
-
-    /// Takes a periodic task's next run off the wheel (its handle's
-    /// `cancel`). Returns whether it was there.
-    ///
-    /// The cell is marked [`CANCELLED`] under the wheel's lock: a run
-    /// going on now (its entry off the wheel) then stops in `reschedule`
-    /// instead of going back on the wheel, however late it looked at its
-    /// token.
-    pub(crate) fn cancel_timer(&self, cell: &AtomicU64) -> bool {
-        let removed = {
-            let mut state = self.timers.state.lock();
-            // Relaxed: read and written only under this lock.
-            let id = cell.swap(CANCELLED, Relaxed);
-            let removed = (id != u64::MAX && id != CANCELLED)
-                .then(|| state.wheel.cancel(TimerId::from_bits(id)))
-                .flatten();
-            self.timers.publish(&state.wheel);
-            removed
-        };
-        match removed {
-            Some(entry) => {
-                // Counted first: whoever sees the handle resolve sees it.
-                bump(&self.counters.slot(self.own_worker_index()).cancelled);
-                entry.job.discard(TaskError::Cancelled);
-                true
-            }
-            None => false,
         }
     }
 
@@ -415,23 +341,41 @@ impl Registry {
     }
 
     /// Inserts `entry` at `due`; hands it back when it is due already. A
-    /// retry's `wait` gets the means to be hurried (`await_retry`).
+    /// retry's `wait` gets the means to be hurried (`await_retry`); an
+    /// entry with a watch is kept by `token` (cancelled already: due at the
+    /// next tick instead, for the driver to end, never here, where the
+    /// batch that holds its shard may still be ending).
     fn insert_locked(
         &self,
         state: &mut crate::loom::sync::MutexGuard<'_, State>,
         due: u64,
         entry: Entry,
         wait: Option<crate::task::job::RetryWait>,
+        token: Option<&CancelToken>,
     ) -> Result<TimerId, Entry> {
         let cell = entry.cell().cloned();
+        let watch = entry.watch().cloned();
         match state.wheel.insert(due, entry) {
             Ok(id) => {
-                let (id, due) = wait
-                    .and_then(|wait| self.await_retry(state, id, wait))
-                    .unwrap_or((id, due));
+                let watcher = watch.clone().map(|w| w as StdArc<dyn Watcher>);
+                let (id, due) = match (token, watcher) {
+                    // Kept under the wheel's lock, before the wheel's gauge
+                    // shows the entry; a cancel that comes now waits for
+                    // the lock, and finds the id recorded below.
+                    (Some(token), Some(watcher)) if !token.watch(&watcher) => {
+                        Self::retime_locked(state, id)
+                    }
+                    _ => wait
+                        .and_then(|wait| self.await_retry(state, id, wait))
+                        .unwrap_or((id, due)),
+                };
                 if let Some(cell) = cell {
                     // Relaxed: read and written only under this lock.
                     cell.store(id.to_bits(), Relaxed);
+                }
+                if let Some(watch) = watch {
+                    // Relaxed: read and written only under this lock.
+                    watch.id.store(id.to_bits(), Relaxed);
                 }
                 self.timers.publish(&state.wheel);
                 match state.sleeping_until {
@@ -448,7 +392,7 @@ impl Registry {
                 // Delays are validated against `MAX_DELAY`, far inside the
                 // wheel's span; should one slip through, it waits the span.
                 let farthest = state.wheel.elapsed() + crate::time::wheel::SPAN - 1;
-                self.insert_locked(state, farthest, entry, wait)
+                self.insert_locked(state, farthest, entry, wait, token)
             }
         }
     }
@@ -462,45 +406,38 @@ impl Registry {
 
     /// Puts a due entry (its places taken) where a worker finds it.
     fn fire(&self, entry: Entry) {
-        let shard = entry.shard();
-        let entry = match (entry.extra.map(|e| *e), self.held()) {
-            // Back to its tenant's queue, with the places just taken.
-            (Some(Extra::Hold(hold)), Some(held)) => match held.hold(entry.job, shard, hold) {
-                None => return,
-                Some((job, _)) => Entry {
-                    job,
-                    extra: None,
-                    ..entry
-                },
-            },
-            // A keyed task due while earlier tasks of its shard without a
-            // tenant wait in the unnamed tenant's queue: behind them, so
-            // that it takes its key's place as of now.
-            (None, Some(held)) if !entry.retry && shard.is_some_and(|s| held.holds_shard(s)) => {
-                match held.hold(entry.job, shard, held.unnamed_keyed_hold()) {
+        let (shard, retry) = (entry.shard(), entry.retry);
+        let mut job = entry.job;
+        // Off the wheel: its cell and watch are done with.
+        let hold = entry.extra.and_then(|extra| extra.hold);
+        if let Some(held) = self.held() {
+            let hold = match hold {
+                // Back to its tenant's queue, with the places just taken.
+                Some(hold) => Some(hold),
+                // A keyed task due while earlier tasks of its shard
+                // without a tenant wait in the unnamed tenant's queue:
+                // behind them, so that it takes its key's place as of now.
+                None if !retry && shard.is_some_and(|s| held.holds_shard(s)) => {
+                    Some(held.unnamed_keyed_hold())
+                }
+                None => None,
+            };
+            if let Some(hold) = hold {
+                match held.hold(job, shard, hold) {
                     None => return,
-                    Some((job, _)) => Entry {
-                        job,
-                        extra: None,
-                        ..entry
-                    },
+                    Some((back, _)) => job = back,
                 }
             }
-            (extra, _) => Entry {
-                extra: extra.map(Box::new),
-                ..entry
-            },
-        };
+        }
         match shard {
-            Some(index) if entry.retry => {
+            Some(index) if retry => {
                 // The held shard takes its retry first, and a new turn.
-                let mut job = entry.job;
                 let now = self.stamp();
                 job.stamp(now);
                 self.shards[index].push_front(job, &self.counters.locks.shard);
                 self.schedule_turn(index, now);
             }
-            _ => self.enqueue(entry.job, shard),
+            _ => self.enqueue(job, shard),
         }
     }
 
