@@ -253,6 +253,24 @@ impl<'p> TaskBuilder<'p> {
     /// at its due time: a delayed or periodic task is taken off the wheel
     /// (its handle resolves to `Cancelled`, or, periodic, to its runs so
     /// far), and a waiting retry comes due at the next tick to end there.
+    ///
+    /// ```
+    /// use ebbtide::{CancelToken, Pool, TaskError};
+    /// use std::time::Duration;
+    ///
+    /// let pool = Pool::builder().workers(1).build()?;
+    /// let token = CancelToken::new();
+    /// let later = pool
+    ///     .task()
+    ///     .delay(Duration::from_secs(3600))
+    ///     .cancel_token(&token)
+    ///     .spawn(|| "an hour from now")?;
+    /// token.cancel();
+    /// // Ended now, not in an hour.
+    /// let result = later.join_timeout(Duration::from_secs(60)).ok();
+    /// assert_eq!(result, Some(Err(TaskError::Cancelled)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn cancel_token(mut self, token: &CancelToken) -> Self {
         self.options().parent = Some(token.clone());
         self
