@@ -1016,3 +1016,51 @@ fn a_task_costlier_than_a_lowered_limit_runs_alone() {
     assert_eq!(*log.lock().unwrap(), ["light", "heavy", "after"]);
     assert_eq!(pool.shutdown().completed, 3);
 }
+
+/// Tasks cancelled while they wait for their tenant's rate limit take no
+/// rate token: at the next refill they all end, and the live task behind
+/// them takes the token. (They used to take one token each, so that the
+/// live task waited one refill for each cancelled task ahead of it.)
+#[test]
+fn cancelled_tasks_take_no_rate_token() {
+    let time = ManualTime::new();
+    let pool = time.pool(2).build().unwrap();
+    let limit = RateLimit::new(1.0, 1).unwrap();
+    pool.configure_tenant(&"r", TenantConfig::new().rate_limit(limit))
+        .unwrap();
+    let first = pool.task().tenant("r").spawn(|| 0).unwrap();
+    assert_eq!(first.join_timeout(common::PATIENCE).ok(), Some(Ok(0)));
+    // The bucket is empty: these wait for the refill at one second.
+    let token = ebbtide::CancelToken::new();
+    let by_token: Vec<_> = (0..4)
+        .map(|i| {
+            pool.task()
+                .tenant("r")
+                .cancel_token(&token)
+                .spawn(move || i)
+                .unwrap()
+        })
+        .collect();
+    let by_handle = pool.task().tenant("r").spawn(|| 5).unwrap();
+    let live = pool.task().tenant("r").spawn(|| 6).unwrap();
+    until(|| tenant(&pool.metrics(), "r").queued == 6);
+    token.cancel();
+    assert!(by_handle.cancel());
+    time.advance(Duration::from_secs(1));
+    assert_eq!(live.join_timeout(common::PATIENCE).ok(), Some(Ok(6)));
+    for handle in by_token {
+        assert_eq!(
+            handle.join_timeout(common::PATIENCE).ok(),
+            Some(Err(TaskError::Cancelled))
+        );
+    }
+    common::idle(&pool);
+    let m = pool.metrics();
+    let r = tenant(&m, "r");
+    assert_eq!(
+        (r.queued, r.running, r.dispatched, r.completed),
+        (0, 0, 7, 7)
+    );
+    assert_eq!(m.counts.cancelled, 5);
+    assert_identity(&m);
+}

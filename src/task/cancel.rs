@@ -544,4 +544,8 @@ where
         let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
         slot.complete(Err(why));
     }
+
+    fn cancelled(&self) -> bool {
+        self.slot.cancelled_before_start()
+    }
 }

@@ -67,6 +67,13 @@ pub(crate) struct JobVTable {
     run: unsafe fn(*mut InlineBuf) -> Outcome,
     /// Disposes of the job unrun, resolving its handle with `why`.
     discard: unsafe fn(*mut InlineBuf, TaskError),
+    /// Whether the task is cancelled already: it would end unrun.
+    cancelled: unsafe fn(*const InlineBuf) -> bool,
+}
+
+/// The `cancelled` of jobs that cannot tell.
+unsafe fn never_cancelled(_: *const InlineBuf) -> bool {
+    false
 }
 
 impl JobVTable {
@@ -81,6 +88,19 @@ impl JobVTable {
             stack: false,
             run,
             discard,
+            cancelled: never_cancelled,
+        }
+    }
+
+    /// As `new`, for tasks that can tell whether they are cancelled.
+    const fn new_task(
+        run: unsafe fn(*mut InlineBuf) -> Outcome,
+        discard: unsafe fn(*mut InlineBuf, TaskError),
+        cancelled: unsafe fn(*const InlineBuf) -> bool,
+    ) -> Self {
+        JobVTable {
+            cancelled,
+            ..Self::new(JobKind::Task, run, discard)
         }
     }
 
@@ -205,6 +225,15 @@ impl JobRef {
         unsafe { (this.vtable.run)(&mut this.data) }
     }
 
+    /// Whether the task is cancelled already (its handle's `cancel`, its
+    /// token): it would end unrun, as `Cancelled`. `false` for jobs that
+    /// cannot tell (plain `execute` tasks, internal jobs).
+    pub(crate) fn is_cancelled(&self) -> bool {
+        // SAFETY: the storage holds the state `vtable` expects (constructor
+        // contract); `cancelled` only reads it through a shared pointer.
+        unsafe { (self.vtable.cancelled)(&self.data) }
+    }
+
     /// Discards the job without running it (consuming it).
     #[inline]
     pub(crate) fn discard(self, why: TaskError) {
@@ -300,6 +329,12 @@ pub(crate) trait Runnable: Send + 'static {
     fn run(self) -> Outcome;
     /// Drops the task unrun; `why` resolves its handle if it has one.
     fn discard(self, why: TaskError);
+    /// Whether it is cancelled already, so that it would end unrun (a
+    /// queue that charges for a task lets it pass free). `false` unless
+    /// the body can tell.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// A queued job is itself a task body: a job back from the timing wheel is
@@ -311,6 +346,10 @@ impl Runnable for JobRef {
 
     fn discard(self, why: TaskError) {
         JobRef::discard(self, why);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
     }
 }
 
@@ -334,8 +373,13 @@ pub(crate) struct TaskJob<R>(PhantomData<R>);
 impl<R: Runnable> TaskJob<R> {
     const FITS: bool = size_of::<R>() <= INLINE_BYTES && align_of::<R>() <= 8;
 
-    const INLINE: JobVTable = JobVTable::new(JobKind::Task, Self::run_inline, Self::discard_inline);
-    const BOXED: JobVTable = JobVTable::new(JobKind::Task, Self::run_boxed, Self::discard_boxed);
+    const INLINE: JobVTable = JobVTable::new_task(
+        Self::run_inline,
+        Self::discard_inline,
+        Self::cancelled_inline,
+    );
+    const BOXED: JobVTable =
+        JobVTable::new_task(Self::run_boxed, Self::discard_boxed, Self::cancelled_boxed);
 
     /// Wraps `body` as a queued task.
     #[inline]
@@ -375,6 +419,20 @@ impl<R: Runnable> TaskJob<R> {
     unsafe fn discard_boxed(data: *mut InlineBuf, why: TaskError) {
         // SAFETY: as in `run_boxed`.
         unsafe { ptr::read(data.cast::<Box<R>>()) }.discard(why)
+    }
+
+    /// # Safety
+    /// `data` holds an `R` written by `into_job_ref`, not yet read out.
+    unsafe fn cancelled_inline(data: *const InlineBuf) -> bool {
+        // SAFETY: by the contract; a shared borrow, nothing moved.
+        unsafe { &*data.cast::<R>() }.cancelled()
+    }
+
+    /// # Safety
+    /// `data` holds a `Box<R>` written by `into_job_ref`, not yet read out.
+    unsafe fn cancelled_boxed(data: *const InlineBuf) -> bool {
+        // SAFETY: by the contract; a shared borrow, nothing moved.
+        unsafe { &*data.cast::<Box<R>>() }.cancelled()
     }
 }
 

@@ -130,6 +130,10 @@ where
         self.slot.complete(Err(why));
         self.discard_quietly();
     }
+
+    fn cancelled(&self) -> bool {
+        self.slot.cancelled_before_start()
+    }
 }
 
 impl<F, P, T, E> Fallible<F, P, T, E>

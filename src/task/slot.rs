@@ -189,6 +189,16 @@ impl<V> Slot<V> {
         drop(hurry);
     }
 
+    /// Whether the task, not started yet, would end unrun as cancelled:
+    /// its handle's `cancel` was called, or its token from above is
+    /// cancelled.
+    pub(crate) fn cancelled_before_start(&self) -> bool {
+        // Acquire: pairs with the handle's `cancel`, as in `try_start`.
+        self.start.load(Ordering::Acquire) == CANCELLED
+            || self.cancel_requested()
+            || self.token.as_ref().is_some_and(|t| t.is_cancelled())
+    }
+
     /// Whether the handle's `cancel` was called.
     #[inline]
     pub(crate) fn cancel_requested(&self) -> bool {
@@ -341,6 +351,10 @@ where
         let Spawn { f, slot } = self;
         let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(f)));
         slot.complete(Err(why));
+    }
+
+    fn cancelled(&self) -> bool {
+        self.slot.cancelled_before_start()
     }
 }
 

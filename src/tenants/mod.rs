@@ -618,4 +618,8 @@ impl<R: Runnable> Runnable for Tenanted<R> {
         self.body.discard(why);
         self.ticket.end(Outcome::Done);
     }
+
+    fn cancelled(&self) -> bool {
+        self.body.cancelled()
+    }
 }

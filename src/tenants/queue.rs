@@ -296,44 +296,52 @@ impl State {
                 self.ring.pop_front();
                 continue;
             };
-            let cost = t.lanes[lane].front().expect("a non-empty lane").cost;
-            if over_capacity(t.running, cost, t.config.max_concurrency) {
-                // Back when one of its tasks ends.
-                t.in_ring = false;
-                self.ring.pop_front();
-                continue;
-            }
-            if let (Some(b), Some(r)) = (&mut t.bucket, &t.config.rate) {
-                if !b.ready(r, now) {
-                    let at = b.next_token(r);
+            let front = t.lanes[lane].front().expect("a non-empty lane");
+            let cost = front.cost;
+            // A task cancelled already ends unrun as soon as a worker takes
+            // it: through now, charged nothing (no rate token, no deficit),
+            // whatever the limits. Its cost is counted running until it
+            // ends, as every let-through task's, so that its ticket's
+            // return balances.
+            let free = front.job.is_cancelled() && t.running.checked_add(cost).is_some();
+            if !free {
+                if over_capacity(t.running, cost, t.config.max_concurrency) {
+                    // Back when one of its tasks ends.
                     t.in_ring = false;
-                    t.refilling = true;
-                    t.figures.rate_limited += 1;
-                    let generation = t.generation;
                     self.ring.pop_front();
-                    self.timers.push(Reverse((at, Due::Tenant(i, generation))));
                     continue;
                 }
-            }
-            if let (Some(b), Some(r)) = (&mut self.pool_bucket, &this.pool_rate) {
-                if !b.ready(r, now) {
-                    if !self.pool_refilling {
-                        self.pool_refilling = true;
+                if let (Some(b), Some(r)) = (&mut t.bucket, &t.config.rate) {
+                    if !b.ready(r, now) {
+                        let at = b.next_token(r);
+                        t.in_ring = false;
+                        t.refilling = true;
                         t.figures.rate_limited += 1;
-                        self.timers.push(Reverse((b.next_token(r), Due::Pool)));
+                        let generation = t.generation;
+                        self.ring.pop_front();
+                        self.timers.push(Reverse((at, Due::Tenant(i, generation))));
+                        continue;
                     }
-                    return None;
                 }
-            }
-            if t.deficit < u64::from(cost) {
-                t.deficit += u64::from(t.config.weight);
-                self.ring.rotate_left(1);
-                continue;
+                if let (Some(b), Some(r)) = (&mut self.pool_bucket, &this.pool_rate) {
+                    if !b.ready(r, now) {
+                        if !self.pool_refilling {
+                            self.pool_refilling = true;
+                            t.figures.rate_limited += 1;
+                            self.timers.push(Reverse((b.next_token(r), Due::Pool)));
+                        }
+                        return None;
+                    }
+                }
+                if t.deficit < u64::from(cost) {
+                    t.deficit += u64::from(t.config.weight);
+                    self.ring.rotate_left(1);
+                    continue;
+                }
             }
             // Through.
             let w = t.lanes[lane].pop_front().expect("a non-empty lane");
             t.left(&w);
-            t.deficit -= u64::from(cost);
             t.queued -= 1;
             t.figures.queued -= 1;
             t.running += cost;
@@ -342,16 +350,19 @@ impl State {
             t.figures
                 .queue_wait
                 .record_ns(now.saturating_duration_since(w.since).as_nanos() as u64);
-            if let (Some(b), Some(_)) = (&mut t.bucket, &t.config.rate) {
-                b.take();
+            if !free {
+                t.deficit -= u64::from(cost);
+                if let (Some(b), Some(_)) = (&mut t.bucket, &t.config.rate) {
+                    b.take();
+                }
+                if let Some(b) = &mut self.pool_bucket {
+                    b.take();
+                }
             }
             if t.queued == 0 {
                 t.in_ring = false;
                 t.deficit = 0;
                 self.ring.pop_front();
-            }
-            if let Some(b) = &mut self.pool_bucket {
-                b.take();
             }
             return Some(w);
         }
