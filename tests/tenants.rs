@@ -9,7 +9,9 @@
 mod common;
 
 use common::{assert_identity, until, Arrivals, Gate, ManualTime};
-use ebbtide::{Backpressure, Pool, Priority, RateLimit, SubmitError, TaskError, TenantConfig};
+use ebbtide::{
+    Backpressure, GroupError, Pool, Priority, RateLimit, SubmitError, TaskError, TenantConfig,
+};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -1018,9 +1020,11 @@ fn a_task_costlier_than_a_lowered_limit_runs_alone() {
 }
 
 /// Tasks cancelled while they wait for their tenant's rate limit take no
-/// rate token: at the next refill they all end, and the live task behind
-/// them takes the token. (They used to take one token each, so that the
-/// live task waited one refill for each cancelled task ahead of it.)
+/// rate token: those cancelled by their token leave at once, the one
+/// cancelled by its handle goes through free at the refill, and the live
+/// task behind them takes the token. (They used to take one token each,
+/// so that the live task waited one refill for each cancelled task ahead
+/// of it.)
 #[test]
 fn cancelled_tasks_take_no_rate_token() {
     let time = ManualTime::new();
@@ -1062,5 +1066,109 @@ fn cancelled_tasks_take_no_rate_token() {
         (0, 0, 7, 7)
     );
     assert_eq!(m.counts.cancelled, 5);
+    assert_identity(&m);
+}
+
+/// A task waiting for its tenant's refill (an hour away) whose token is
+/// cancelled leaves the queue at once and ends unrun; the live task ahead
+/// of it keeps waiting.
+#[test]
+fn a_cancelled_token_takes_its_task_out_of_a_waiting_tenants_queue() {
+    let time = ManualTime::new();
+    let pool = time.pool(2).build().unwrap();
+    let hourly = RateLimit::new(1.0 / 3600.0, 1).unwrap();
+    pool.configure_tenant(&"r", TenantConfig::new().rate_limit(hourly))
+        .unwrap();
+    let first = pool.task().tenant("r").spawn(|| 0).unwrap();
+    assert_eq!(first.join_timeout(common::PATIENCE).ok(), Some(Ok(0)));
+    let live = pool.task().tenant("r").spawn(|| 1).unwrap();
+    let token = ebbtide::CancelToken::new();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let behind: Vec<_> = (0..3)
+        .map(|_| {
+            let dropped = common::DropCounter(Arc::clone(&drops));
+            pool.task()
+                .tenant("r")
+                .cancel_token(&token.child())
+                .spawn(move || {
+                    let _dropped = &dropped;
+                    2
+                })
+                .unwrap()
+        })
+        .collect();
+    until(|| tenant(&pool.metrics(), "r").queued == 4);
+    token.cancel();
+    for handle in behind {
+        assert_eq!(
+            handle.join_timeout(common::PATIENCE).ok(),
+            Some(Err(TaskError::Cancelled))
+        );
+    }
+    until(|| pool.metrics().counts.cancelled == 3);
+    assert_eq!(drops.load(SeqCst), 3, "each closure dropped once, unrun");
+    // Given a token cancelled already: out at once too.
+    let late = pool
+        .task()
+        .tenant("r")
+        .cancel_token(&token)
+        .spawn(|| 3)
+        .unwrap();
+    assert_eq!(
+        late.join_timeout(common::PATIENCE).ok(),
+        Some(Err(TaskError::Cancelled))
+    );
+    until(|| pool.metrics().counts.cancelled == 4);
+    let m = pool.metrics();
+    let r = tenant(&m, "r");
+    assert_eq!((r.queued, r.dispatched), (1, 5), "the live task waits");
+    assert!(!live.is_finished());
+    assert_identity(&m);
+    let report = pool.shutdown_now();
+    assert_eq!(
+        live.join_timeout(common::PATIENCE).ok(),
+        Some(Err(TaskError::Abandoned))
+    );
+    assert_eq!(
+        (report.completed, report.cancelled, report.abandoned),
+        (1, 4, 1),
+        "{report:?}"
+    );
+}
+
+/// A fail-fast group under an hourly rate limit: when its first task
+/// fails, the tasks waiting for the refill end at once, not in an hour.
+#[test]
+fn a_failing_rate_limited_group_ends_its_waiting_tasks_at_once() {
+    let time = ManualTime::new();
+    let pool = time.pool(2).build().unwrap();
+    let mut group = pool
+        .group::<u32, String>()
+        .rate_limit(RateLimit::new(1.0 / 3600.0, 1).unwrap());
+    let gate = Gate::new();
+    let g = gate.clone();
+    group.spawn(move |_| {
+        g.wait();
+        Err("down".to_string())
+    });
+    for i in 0..3 {
+        group.spawn(move |_| Ok(i));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(group.wait_all()).unwrap());
+    gate.open();
+    let results = rx.recv_timeout(common::PATIENCE).unwrap();
+    assert_eq!(
+        results,
+        [
+            Err(GroupError::Failed("down".to_string())),
+            Err(GroupError::Task(TaskError::Cancelled)),
+            Err(GroupError::Task(TaskError::Cancelled)),
+            Err(GroupError::Task(TaskError::Cancelled)),
+        ]
+    );
+    common::idle(&pool);
+    let m = pool.metrics();
+    assert_eq!(m.counts.cancelled, 3);
     assert_identity(&m);
 }

@@ -397,6 +397,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
                         shard: None,
                     },
                     Wait::Policy,
+                    Some(&shared.token),
                 ),
                 None => shared.pool.submit(task, Wait::Policy, None).map(drop),
             };

@@ -120,7 +120,13 @@ impl<S: Send + 'static> Keyed<S> {
     /// cost), so that the shard keeps its order.
     fn submit<R: Runnable>(&self, task: R, shard: usize) -> Result<(), SubmitError<R>> {
         if self.pool.shard_held(shard) {
-            return Tenants::submit(&self.pool, task, Ask::plain(Some(shard)), Wait::Policy);
+            return Tenants::submit(
+                &self.pool,
+                task,
+                Ask::plain(Some(shard)),
+                Wait::Policy,
+                None,
+            );
         }
         self.pool.submit(task, Wait::Policy, Some(shard)).map(drop)
     }

@@ -60,7 +60,8 @@ impl TaskBuilder<'_> {
     #[inline(never)]
     fn submit_with_options<R: Runnable>(&self, body: R, wait: Wait) -> Result<(), SubmitError<R>> {
         let at = self.options.as_ref().and_then(|o| o.at);
-        // Watched while the task waits on the wheel.
+        // Watched while the task waits on the wheel or in a tenant's
+        // queue.
         let token = self.options.as_ref().and_then(|o| o.parent.as_ref());
         if self.routed() {
             let mut ask = self
@@ -77,7 +78,7 @@ impl TaskBuilder<'_> {
                     self.registry
                         .schedule_new(body, at, self.shard, None, hold, token)
                 }
-                None => Tenants::submit(self.registry, body, ask, wait),
+                None => Tenants::submit(self.registry, body, ask, wait, token),
             };
         }
         match at {
@@ -224,17 +225,17 @@ impl TaskBuilder<'_> {
     }
 
     /// The options, taken out of the builder; a task due later keeps its
-    /// instant, and the token the wheel watches while it waits, in the
-    /// builder for `submit`.
+    /// instant, and one that waits (on the wheel, or in a tenant's queue)
+    /// the token watched meanwhile, in the builder for `submit`.
     pub(super) fn take_options(&mut self) -> TaskOptions {
         let options = self
             .options
             .take()
             .map_or_else(TaskOptions::default, |o| *o);
-        if let Some(at) = options.at {
-            let parent = options.parent.clone();
+        if options.at.is_some() || (options.parent.is_some() && self.routed()) {
+            let (at, parent) = (options.at, options.parent.clone());
             let kept = self.options();
-            kept.at = Some(at);
+            kept.at = at;
             kept.parent = parent;
         }
         options

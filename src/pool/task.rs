@@ -253,6 +253,10 @@ impl<'p> TaskBuilder<'p> {
     /// at its due time: a delayed or periodic task is taken off the wheel
     /// (its handle resolves to `Cancelled`, or, periodic, to its runs so
     /// far), and a waiting retry comes due at the next tick to end there.
+    /// A task waiting in its tenant's queue (for a rate limit's refill,
+    /// say) leaves it at once and ends unrun, taking no rate token; a keyed
+    /// one keeps its place in its key's order and goes through, free, at
+    /// its turn.
     ///
     /// ```
     /// use ebbtide::{CancelToken, Pool, TaskError};

@@ -60,8 +60,9 @@ const PRUNE_AT: usize = 8;
 /// A child looks up its ancestors when asked (a few loads, as deep as the
 /// tree), so making one takes no lock. Cancelling one tells only what the
 /// pool set to watch it: tasks waiting on the timing wheel (a delay, a
-/// retry's backoff, a periodic task's next run), which end at once instead
-/// of at their due time.
+/// retry's backoff, a periodic task's next run) or in a tenant's queue
+/// (for a rate limit's refill, say), which end at once instead of at
+/// their due time or their turn.
 #[derive(Clone)]
 pub struct CancelToken(Arc<Node>);
 
@@ -112,7 +113,8 @@ impl CancelToken {
     }
 
     /// Cancels this token and all its descendants. Idempotent. Tasks of a
-    /// pool waiting on its timing wheel under this token end now (see
+    /// pool waiting under this token on its timing wheel, or in a tenant's
+    /// queue, end now (see
     /// [`TaskBuilder::cancel_token`](crate::TaskBuilder::cancel_token)).
     pub fn cancel(&self) {
         // Release: a task that sees the flag (acquire) sees what the

@@ -93,6 +93,7 @@ impl Held for Tenants {
                 seq: 0,
                 bare: Some(Box::new(hold)),
                 counted: self.count_in(i, shard),
+                watch: None,
             },
         );
         self.pump_held(st, now);

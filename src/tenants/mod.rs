@@ -32,6 +32,7 @@
 //! timing wheel's driver does.
 
 mod bucket;
+mod cancel;
 #[cfg(not(loom))]
 mod driver;
 mod held;
@@ -46,6 +47,7 @@ use crate::sched::held::HeldRefusal;
 use crate::sched::tenancy::{Priority, RateLimit, TenantConfig};
 use crate::sched::{Registry, Wait};
 use crate::task::job::{Hold, Outcome, Runnable, TaskJob};
+use crate::task::CancelToken;
 use crate::time::clock::TimerClock;
 use bucket::Bucket;
 use queue::{State, Waiting};
@@ -277,11 +279,12 @@ impl Tenants {
         body: R,
         ask: Ask,
         wait: Wait,
+        token: Option<&CancelToken>,
     ) -> Result<(), SubmitError<R>> {
         if registry.breaker_refuses() {
             return Err(SubmitError::BreakerOpen(body));
         }
-        let submitted = Self::hold(registry, body, ask, wait);
+        let submitted = Self::hold(registry, body, ask, wait, token);
         if submitted.is_err() {
             registry.breaker_no_outcome();
         }
@@ -294,6 +297,7 @@ impl Tenants {
         body: R,
         ask: Ask,
         wait: Wait,
+        token: Option<&CancelToken>,
     ) -> Result<(), SubmitError<R>> {
         let this = Self::of(registry);
         let now = this.clock.now();
@@ -433,7 +437,7 @@ impl Tenants {
         };
         let job = TaskJob::into_job_ref(Tenanted { body, ticket });
         let counted = this.count_in(i, ask.shard);
-        st.push(
+        let lane = st.push(
             i,
             ask.priority.lane(),
             Waiting {
@@ -444,9 +448,15 @@ impl Tenants {
                 seq: 0,
                 bare: None,
                 counted,
+                watch: None,
             },
         );
-        let out = st.pump(this, registry, now);
+        // A keyed task keeps its place in its key's order.
+        let cancelled = token
+            .filter(|_| ask.shard.is_none())
+            .and_then(|token| this.watch_last(&mut st, i, lane, token, now));
+        let mut out = st.pump(this, registry, now);
+        out.extend(cancelled);
         let start_driver = st.needs_driver();
         drop(st);
         if let Some((_, w)) = evict {

@@ -27,6 +27,11 @@ pub(super) struct Waiting {
     /// A keyed task of the unnamed tenant, counted in
     /// `Tenants::unnamed_keyed` until it is in its shard.
     pub(super) counted: bool,
+    /// What takes it out when its token is cancelled (see `cancel.rs`).
+    /// Only held, never read: the token holds it weakly, and dropping it
+    /// with the task forgets it.
+    #[allow(dead_code)]
+    pub(super) watch: Option<std::sync::Arc<super::cancel::TenantWatch>>,
 }
 
 pub(super) struct Tenant {
@@ -101,6 +106,20 @@ impl Tenant {
         *latest = lane;
         *waiting += 1;
         lane
+    }
+
+    /// `w` left its lane to go through: counted out of the queue, its
+    /// cost running until its ticket comes back.
+    fn went_through(&mut self, w: &Waiting, now: Instant) {
+        self.left(w);
+        self.queued -= 1;
+        self.figures.queued -= 1;
+        self.running += w.cost;
+        self.figures.running = u64::from(self.running);
+        self.figures.dispatched += 1;
+        self.figures
+            .queue_wait
+            .record_ns(now.saturating_duration_since(w.since).as_nanos() as u64);
     }
 
     /// `w` left its lane (let through, evicted or taken back at shutdown).
@@ -185,7 +204,8 @@ impl State {
 
     /// Queues `w` in lane `lane` of tenant `i` (its arrival number given
     /// here), and puts the tenant in the ring unless it waits for a limit.
-    pub(super) fn push(&mut self, i: u64, lane: usize, mut w: Waiting) {
+    /// Returns the lane it went in (a keyed task's may be lower).
+    pub(super) fn push(&mut self, i: u64, lane: usize, mut w: Waiting) -> usize {
         let t = self.slots.get_mut(&i).expect("a live tenant");
         w.seq = t.arrivals;
         let lane = t.lane_for(lane, w.shard);
@@ -197,6 +217,39 @@ impl State {
             t.in_ring = true;
             self.ring.push_back(i);
         }
+        lane
+    }
+
+    /// Takes task `seq` out of lane `lane` of tenant `i` (of generation
+    /// `generation`), its token cancelled: through now, free, as `pick`
+    /// lets a cancelled task through. `None` if it is not there any more
+    /// (let through, or its tenant forgotten), or if its cost would
+    /// overflow its tenant's running count (it then waits its turn).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(super) fn take_cancelled(
+        &mut self,
+        i: u64,
+        generation: u64,
+        lane: usize,
+        seq: u64,
+        now: Instant,
+    ) -> Option<Waiting> {
+        if self.closed {
+            // Shutdown took the queues back.
+            return None;
+        }
+        let t = self
+            .slots
+            .get_mut(&i)
+            .filter(|t| t.generation == generation)?;
+        // A lane is in arrival order: pushed at the back, and put back
+        // at the front only by the eviction that took it from there.
+        let at = t.lanes[lane].binary_search_by_key(&seq, |w| w.seq).ok()?;
+        t.running.checked_add(t.lanes[lane][at].cost)?;
+        let w = t.lanes[lane].remove(at).expect("found above");
+        t.went_through(&w, now);
+        self.in_window += 1;
+        Some(w)
     }
 
     /// Forgets slot `i`'s tenant if it is idle; an idle one whose bucket
@@ -341,15 +394,7 @@ impl State {
             }
             // Through.
             let w = t.lanes[lane].pop_front().expect("a non-empty lane");
-            t.left(&w);
-            t.queued -= 1;
-            t.figures.queued -= 1;
-            t.running += cost;
-            t.figures.running = u64::from(t.running);
-            t.figures.dispatched += 1;
-            t.figures
-                .queue_wait
-                .record_ns(now.saturating_duration_since(w.since).as_nanos() as u64);
+            t.went_through(&w, now);
             if !free {
                 t.deficit -= u64::from(cost);
                 if let (Some(b), Some(_)) = (&mut t.bucket, &t.config.rate) {
