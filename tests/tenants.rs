@@ -1172,3 +1172,49 @@ fn a_failing_rate_limited_group_ends_its_waiting_tasks_at_once() {
     assert_eq!(m.counts.cancelled, 3);
     assert_identity(&m);
 }
+
+/// A tenant whose last waiting task its token took out, while the tenant
+/// waited in the fair ring for the window, leaves the ring with it: once
+/// that task has ended the tenant is idle and forgotten, and the pool goes
+/// on. (It used to stay in the ring; the next look at the ring found a
+/// forgotten tenant, and the worker's panic aborted the process.)
+#[test]
+fn a_tenant_emptied_by_a_cancelled_token_leaves_the_ring() {
+    let pool = Pool::builder().workers(1).build().unwrap();
+    let gate = Gate::new();
+    let started = Arrivals::new();
+    let (g, s) = (gate.clone(), started.clone());
+    // Fills the window of one: what comes next waits in its tenant's
+    // queue, its tenant in the ring.
+    let blocker = pool
+        .task()
+        .tenant("a")
+        .spawn(move || {
+            s.arrive();
+            g.wait();
+        })
+        .unwrap();
+    started.wait_for(1);
+    let token = ebbtide::CancelToken::new();
+    let waiting = pool
+        .task()
+        .tenant("t")
+        .cancel_token(&token)
+        .spawn(|| 1)
+        .unwrap();
+    assert_eq!(tenant(&pool.metrics(), "t").queued, 1);
+    token.cancel();
+    assert_eq!(tenant(&pool.metrics(), "t").queued, 0);
+    gate.open();
+    assert_eq!(blocker.join_timeout(common::PATIENCE).ok(), Some(Ok(())));
+    assert_eq!(
+        waiting.join_timeout(common::PATIENCE).ok(),
+        Some(Err(TaskError::Cancelled))
+    );
+    common::idle(&pool);
+    // The pool goes on, for the forgotten tenant too.
+    let again = pool.task().tenant("t").spawn(|| 2).unwrap();
+    assert_eq!(again.join_timeout(common::PATIENCE).ok(), Some(Ok(2)));
+    let report = pool.shutdown();
+    assert_eq!((report.completed, report.cancelled), (2, 1));
+}

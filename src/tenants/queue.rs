@@ -248,6 +248,16 @@ impl State {
         t.running.checked_add(t.lanes[lane][at].cost)?;
         let w = t.lanes[lane].remove(at).expect("found above");
         t.went_through(&w, now);
+        if t.queued == 0 && t.in_ring {
+            // Out of the ring with its last task, as `pick` takes it out:
+            // an idle tenant may be forgotten, and the ring holds only
+            // live ones.
+            t.in_ring = false;
+            t.deficit = 0;
+            if let Some(at) = self.ring.iter().position(|&r| r == i) {
+                self.ring.remove(at);
+            }
+        }
         self.in_window += 1;
         Some(w)
     }
