@@ -3,7 +3,7 @@
 //! and any entry whose task's token is cancelled (see the parent module's
 //! docs and `CancelToken::watch`).
 
-use super::{State, CANCELLED};
+use super::{Entry, State, CANCELLED};
 use crate::error::TaskError;
 use crate::metrics::bump;
 use crate::sched::registry::Registry;
@@ -108,11 +108,7 @@ impl Registry {
             return;
         };
         if entry.retry {
-            let due = state.wheel.elapsed() + 1;
-            if let Err(entry) = self.insert_locked(&mut state, due, entry, None, None) {
-                // Not reached: the next tick is never due yet.
-                self.fire_now(state, entry);
-            }
+            self.due_next_tick(state, entry);
             return;
         }
         let periodic = entry.cell().is_some();
@@ -155,12 +151,18 @@ impl Registry {
         let Some(entry) = state.wheel.cancel(id) else {
             return false;
         };
+        self.due_next_tick(state, entry);
+        true
+    }
+
+    /// Puts an entry taken off the wheel back at the next tick, for the
+    /// driver to fire.
+    fn due_next_tick(&self, mut state: crate::loom::sync::MutexGuard<'_, State>, entry: Entry) {
         let due = state.wheel.elapsed() + 1;
         if let Err(entry) = self.insert_locked(&mut state, due, entry, None, None) {
             // Not reached: the next tick is never due yet.
             self.fire_now(state, entry);
         }
-        true
     }
 
     /// Takes a periodic task's next run off the wheel (its handle's
