@@ -458,7 +458,13 @@ fn run_case(workers: usize, timers: PendingTimers, limits: &Limits, ops: &[Op], 
             Op::WaitIdle => {
                 // A keyed task waiting to retry holds its shard, and the
                 // shard's later tasks stay queued until the clock moves on.
-                if !paused {
+                // Under a pool rate limit each periodic run waits for a
+                // token: periodic tasks that ask for more runs than the
+                // rate gives always have one queued, and the pool is
+                // never idle while they live.
+                let outpaced =
+                    limits.rate.is_some() && periodic.iter().any(|p| !p.handle.is_finished());
+                if !paused && !outpaced {
                     let done = AtomicBool::new(false);
                     std::thread::scope(|s| {
                         s.spawn(|| {

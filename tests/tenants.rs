@@ -266,6 +266,37 @@ fn a_pool_rate_limit_holds_tasks_without_a_tenant() {
     assert_eq!((report.completed, ran.load(SeqCst)), (3, 3));
 }
 
+/// A pool's rate limit holds delayed tasks too, when they come due, even
+/// before any other task made the pool's tenants.
+#[test]
+fn a_pool_rate_limit_holds_delayed_tasks_when_they_come_due() {
+    let time = ManualTime::new();
+    let pool = time
+        .pool(2)
+        .rate_limit(RateLimit::new(1.0, 1).unwrap())
+        .build()
+        .unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let r = Arc::clone(&ran);
+        pool.task()
+            .delay(10 * MS)
+            .execute(move || {
+                r.fetch_add(1, SeqCst);
+            })
+            .unwrap();
+    }
+    time.advance(10 * MS);
+    until(|| {
+        let m = pool.metrics();
+        m.timers_pending == 0 && m.queued == 2 && ran.load(SeqCst) == 1
+    });
+    time.advance(Duration::from_secs(1));
+    until(|| ran.load(SeqCst) == 2 && pool.metrics().queued == 1);
+    let report = pool.shutdown();
+    assert_eq!((report.completed, ran.load(SeqCst)), (3, 3));
+}
+
 #[test]
 fn a_low_task_starts_within_its_aging_bound_under_high_ones() {
     let time = ManualTime::new();
@@ -502,21 +533,24 @@ fn bad_tenant_settings_and_options_are_named() {
         "invalid priority = \"urgent\": expected high, normal or low"
     );
     assert_eq!("LOW".parse::<Priority>(), Ok(Priority::Low));
-    let e = pool
-        .task()
-        .tenant("x")
-        .periodic(
-            ebbtide::Schedule::FixedRate(Duration::from_millis(5)),
-            |_| {},
-        )
-        .unwrap_err();
-    assert!(
-        e.invalid_option()
-            .unwrap()
-            .to_string()
-            .starts_with("invalid tenant"),
-        "{e}"
-    );
+    // A periodic task's cost is checked as a one-shot task's.
+    pool.configure_tenant(&"x", TenantConfig::new().max_concurrency(2))
+        .unwrap();
+    for (cost, why) in [
+        (0, "invalid cost = 0: expected at least 1"),
+        (
+            3,
+            "invalid cost = 3: expected at most its tenant's max_concurrency",
+        ),
+    ] {
+        let e = pool
+            .task()
+            .tenant("x")
+            .cost(cost)
+            .periodic(ebbtide::Schedule::FixedRate(5 * MS), |_| {})
+            .unwrap_err();
+        assert_eq!(e.invalid_option().unwrap().to_string(), why);
+    }
     let e = Pool::builder()
         .tenant_defaults(TenantConfig::new().weight(0))
         .build()
@@ -1217,4 +1251,145 @@ fn a_tenant_emptied_by_a_cancelled_token_leaves_the_ring() {
     assert_eq!(again.join_timeout(common::PATIENCE).ok(), Some(Ok(2)));
     let report = pool.shutdown();
     assert_eq!((report.completed, report.cancelled), (2, 1));
+}
+
+/// A periodic task of a tenant: each run, when due, waits in its tenant's
+/// queue and takes its turn and a rate token there like any task of the
+/// tenant.
+#[test]
+fn a_periodic_tasks_runs_wait_for_their_tenants_rate() {
+    let time = ManualTime::new();
+    let pool = time.pool(2).build().unwrap();
+    let limit = RateLimit::new(1.0, 1).unwrap();
+    pool.configure_tenant(&"p", TenantConfig::new().rate_limit(limit))
+        .unwrap();
+    let runs = Arrivals::new();
+    let r = runs.clone();
+    let periodic = pool
+        .task()
+        .tenant("p")
+        .priority(Priority::High)
+        .periodic(ebbtide::Schedule::FixedDelay(100 * MS), move |_| r.arrive())
+        .unwrap();
+    runs.wait_for(1);
+    until(|| pool.metrics().timers_pending == 1);
+    time.advance(100 * MS);
+    // Due, but the bucket refills only at one second.
+    until(|| {
+        let m = pool.metrics();
+        m.timers_pending == 0 && tenant(&m, "p").queued == 1 && tenant(&m, "p").rate_limited >= 1
+    });
+    assert_eq!(periodic.runs(), 1);
+    time.advance(900 * MS);
+    runs.wait_for(2);
+    until(|| pool.metrics().timers_pending == 1);
+    periodic.cancel();
+    assert_eq!(periodic.join(), Ok(2));
+    common::idle(&pool);
+    let m = pool.metrics();
+    let p = tenant(&m, "p");
+    assert_eq!((p.dispatched, p.queued, p.running), (2, 0, 0));
+    assert_eq!((m.counts.cancelled, m.timers_pending), (1, 0));
+    assert_identity(&m);
+}
+
+/// A pool's rate limit holds a periodic task's runs, and a cancelled one
+/// waiting for the refill ends at once, without waiting for it.
+#[test]
+fn a_pool_rate_limit_holds_periodic_runs_and_cancel_ends_a_waiting_one() {
+    let time = ManualTime::new();
+    let hourly = RateLimit::new(1.0 / 3600.0, 1).unwrap();
+    let pool = time.pool(2).rate_limit(hourly).build().unwrap();
+    let runs = Arrivals::new();
+    let r = runs.clone();
+    let periodic = pool
+        .task()
+        .periodic(ebbtide::Schedule::FixedRate(10 * MS), move |_| r.arrive())
+        .unwrap();
+    runs.wait_for(1);
+    time.advance(10 * MS);
+    until(|| {
+        let m = pool.metrics();
+        m.timers_pending == 0 && m.queued == 1
+    });
+    assert_eq!(periodic.runs(), 1);
+    // Ended now, not at the refill an hour away.
+    periodic.cancel();
+    assert_eq!(
+        periodic_result(periodic),
+        Some(Ok(1)),
+        "the waiting run ends the task"
+    );
+    common::idle(&pool);
+    let m = pool.metrics();
+    assert_eq!((m.queued, m.counts.cancelled), (0, 1));
+    assert_identity(&m);
+}
+
+/// Joins a periodic task from another thread, within the tests' patience.
+fn periodic_result(periodic: ebbtide::PeriodicHandle) -> Option<Result<u64, TaskError>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(periodic.join()));
+    rx.recv_timeout(common::PATIENCE).ok()
+}
+
+/// Tasks back from the timing wheel (a delayed task, a retry) waiting in
+/// their tenant's queue for a refill an hour away end at once when their
+/// token is cancelled, and take no rate token.
+#[test]
+fn a_cancelled_token_takes_a_due_timer_out_of_its_tenants_queue() {
+    let time = ManualTime::new();
+    let pool = time.pool(2).build().unwrap();
+    let hourly = RateLimit::new(1.0 / 3600.0, 1).unwrap();
+    pool.configure_tenant(&"h", TenantConfig::new().rate_limit(hourly))
+        .unwrap();
+    let token = ebbtide::CancelToken::new();
+    let attempts = Arrivals::new();
+    let a = attempts.clone();
+    // The retry's first attempt takes the only token.
+    let retried = pool
+        .task()
+        .tenant("h")
+        .cancel_token(&token)
+        .retry(ebbtide::RetryPolicy::fixed(10 * MS).max_attempts(3))
+        .spawn_fallible(move |_| {
+            a.arrive();
+            Err::<(), _>("down")
+        })
+        .unwrap();
+    attempts.wait_for(1);
+    let delayed = pool
+        .task()
+        .tenant("h")
+        .cancel_token(&token)
+        .delay(10 * MS)
+        .spawn(|| "ran")
+        .unwrap();
+    let live = pool.task().tenant("h").delay(10 * MS).spawn(|| 9).unwrap();
+    until(|| pool.metrics().timers_pending == 3);
+    time.advance(10 * MS);
+    until(|| {
+        let m = pool.metrics();
+        m.timers_pending == 0 && tenant(&m, "h").queued == 3
+    });
+    token.cancel();
+    assert_eq!(
+        delayed.join_timeout(common::PATIENCE).ok(),
+        Some(Err(TaskError::Cancelled))
+    );
+    assert_eq!(
+        retried.join_timeout(common::PATIENCE).ok(),
+        Some(Err(TaskError::Cancelled))
+    );
+    until(|| tenant(&pool.metrics(), "h").queued == 1);
+    assert_eq!(attempts.seen(), 1);
+    // The live task behind them waits for the refill, and gets its token.
+    time.advance(Duration::from_secs(3600));
+    assert_eq!(live.join_timeout(common::PATIENCE).ok(), Some(Ok(9)));
+    common::idle(&pool);
+    let m = pool.metrics();
+    let h = tenant(&m, "h");
+    assert_eq!((h.queued, h.running, h.dispatched), (0, 0, 4));
+    assert_eq!(m.counts.cancelled, 2);
+    assert_identity(&m);
 }

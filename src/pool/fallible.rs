@@ -131,7 +131,15 @@ impl TaskBuilder<'_> {
     /// while a run overran are skipped (counted in
     /// [`PeriodicHandle::skipped`]), never run in a bunch; at a fixed delay
     /// each run is due `period` after the previous one finished. Keyed, its
-    /// runs queue behind its shard's tasks like any keyed task.
+    /// runs queue behind its shard's tasks like any keyed task. With a
+    /// [`tenant`](Self::tenant), [`priority`](Self::priority) or
+    /// [`cost`](Self::cost), or on a pool with a
+    /// [`rate_limit`](crate::Builder::rate_limit), each run, when due, waits
+    /// in its tenant's queue for its turn and a rate token: a schedule
+    /// faster than the rate runs at the rate (at a fixed rate, the due
+    /// times missed meanwhile are skipped), and then always has a run
+    /// waiting, so [`wait_idle`](crate::Pool::wait_idle) waits until it
+    /// is cancelled.
     ///
     /// ```
     /// use std::sync::atomic::{AtomicU32, Ordering};
@@ -155,8 +163,9 @@ impl TaskBuilder<'_> {
     ///
     /// # Errors
     /// As [`execute`](Self::execute); [`SubmitError::Invalid`] for a zero
-    /// period, one beyond [`MAX_DELAY`](crate::MAX_DELAY), or options a
-    /// periodic task cannot take (`retry`, `timeout`, `deadline`).
+    /// period, one beyond [`MAX_DELAY`](crate::MAX_DELAY), a cost its
+    /// tenant refuses, or options a periodic task cannot take (`retry`,
+    /// `timeout`, `deadline`).
     pub fn periodic<F>(mut self, schedule: Schedule, f: F) -> Result<PeriodicHandle, SubmitError<F>>
     where
         F: FnMut(&TaskContext) + Send + 'static,
@@ -172,6 +181,8 @@ impl TaskBuilder<'_> {
         let shared = Arc::new(PeriodicShared::new(self.token(&options).child()));
         let clock = self.registry.timers.clock.clone();
         let first = options.at.unwrap_or_else(|| clock.now());
+        // Each run waits in its tenant's queue when due, if it has one.
+        let hold = self.hold();
         let body = Periodic {
             f,
             schedule,
@@ -179,6 +190,7 @@ impl TaskBuilder<'_> {
             shared: Arc::clone(&shared),
             clock,
             name: options.name.clone(),
+            hold: hold.clone(),
         };
         let cell = std::sync::Arc::clone(&shared.timer);
         match self.registry.schedule_new(
@@ -186,7 +198,7 @@ impl TaskBuilder<'_> {
             first,
             self.shard,
             Some(cell),
-            None,
+            hold.map(Box::new),
             shared.slot.token.as_ref(),
         ) {
             Ok(()) => Ok(PeriodicHandle {
@@ -199,13 +211,6 @@ impl TaskBuilder<'_> {
     }
 
     fn periodic_invalid(&self, schedule: &Schedule) -> Option<InvalidOption> {
-        if self.has_share() {
-            return Some(InvalidOption::new(
-                "tenant",
-                "a periodic task",
-                "a one-shot task (a tenant, priority or cost applies when a task is queued)",
-            ));
-        }
         schedule.validate().err().or_else(|| {
             let options = self.options_ref()?;
             (options.timeout.is_some() || options.deadline.is_some()).then(|| {

@@ -42,9 +42,22 @@ impl TaskBuilder<'_> {
         self.registry.submit(body, wait, self.shard).map(drop)
     }
 
-    /// Whether a tenant, priority or cost was given.
-    pub(super) fn has_share(&self) -> bool {
-        self.share.is_some()
+    /// Where the task waits when it comes off the timing wheel: its
+    /// tenant's queue, if it has a tenant, a priority or a cost, or the
+    /// pool a rate limit (the tenants are made now, so that the wheel finds
+    /// them); else `None`, the pool's queues.
+    pub(super) fn hold(&self) -> Option<crate::task::job::Hold> {
+        if self.share.is_none() && self.registry.config.rate_limit.is_none() {
+            return None;
+        }
+        let mut ask = self
+            .share
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(|| Ask::plain(None));
+        ask.shard = self.shard;
+        Tenants::of(self.registry);
+        Some(ask.hold(&ask.tenant_id()))
     }
 
     /// Whether the task goes through the tenants' queues: it has a tenant,
@@ -73,8 +86,7 @@ impl TaskBuilder<'_> {
             return match at {
                 // On the wheel until due, then into its tenant's queue.
                 Some(at) => {
-                    let hold = ask.hold(&ask.tenant_id());
-                    let hold = Some(Box::new(hold));
+                    let hold = self.hold().map(Box::new);
                     self.registry
                         .schedule_new(body, at, self.shard, None, hold, token)
                 }

@@ -127,8 +127,7 @@ impl<'p> TaskBuilder<'p> {
     /// keep their order inside a tenant. A [`delay`](Self::delay)ed task
     /// waits on the timing wheel, then in its tenant's queue; so does each
     /// retry of a fallible task (a keyed task's retry holds its shard
-    /// instead). A [`periodic`](Self::periodic) task cannot have a tenant
-    /// (the call fails with [`SubmitError::Invalid`]).
+    /// instead) and each run of a [`periodic`](Self::periodic) task.
     ///
     /// ```
     /// use ebbtide::{Pool, TenantConfig};

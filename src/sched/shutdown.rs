@@ -69,6 +69,9 @@ pub struct ShutdownReport {
     /// shutdown called from inside one of the pool's own tasks, tasks still
     /// queued or running (that call cannot wait for them). A task ending
     /// while the report is taken is counted here or as ended, never both.
+    /// A task ends, for this count, when its worker records its end, just
+    /// after its handle resolved: to see a joined task counted as ended by
+    /// `shutdown_now`, call `wait_idle` first.
     pub still_running: u64,
 }
 

@@ -305,13 +305,24 @@ pub(crate) type RetryWait = Box<dyn FnOnce(Hurry) -> bool + Send>;
 pub(crate) type Hurry = Box<dyn FnOnce() -> bool + Send>;
 
 /// Where a job due on the timing wheel waits next: its tenant's queue
-/// (see `tenants`). Plain data: the tenant's identity, its lane, its cost.
+/// (see `tenants`): the tenant's identity, its lane, its cost, and the
+/// token the queue watches while the job waits there.
 #[derive(Clone, Debug)]
 pub(crate) struct Hold {
     pub(crate) tenant: u64,
     pub(crate) name: std::sync::Arc<str>,
     pub(crate) lane: u8,
     pub(crate) cost: u32,
+    /// Set when the job goes onto the wheel (its task's token, if any).
+    pub(crate) token: Option<super::CancelToken>,
+}
+
+impl Hold {
+    /// This hold, watching `token`.
+    pub(crate) fn watching(mut self: Box<Self>, token: Option<&super::CancelToken>) -> Box<Self> {
+        self.token = token.cloned();
+        self
+    }
 }
 
 impl From<Result<(), PanicPayload>> for Outcome {

@@ -3,7 +3,7 @@
 //! it is cancelled (its handle, its token, shutdown) or panics.
 
 use super::cancel::{run_named, TaskContext};
-use super::job::{panic_message, Again, Outcome, Runnable, TaskJob};
+use super::job::{panic_message, Again, Hold, Outcome, Runnable, TaskJob};
 use super::slot::TaskSlot;
 use crate::error::TaskError;
 use crate::loom::sync::Arc;
@@ -54,6 +54,9 @@ pub(crate) struct Periodic<F> {
     pub(crate) shared: Arc<PeriodicShared>,
     pub(crate) clock: TimerClock,
     pub(crate) name: Option<std::sync::Arc<str>>,
+    /// The tenant's queue each run waits in when due (a task with a
+    /// tenant, priority or cost, or any task of a rate-limited pool).
+    pub(crate) hold: Option<Hold>,
 }
 
 impl<F> Runnable for Periodic<F>
@@ -93,12 +96,13 @@ where
         self.due = next;
         let cell = std::sync::Arc::clone(&self.shared.timer);
         let token = self.shared.slot.token.clone();
+        let hold = self.hold.clone().map(Box::new);
         Outcome::Again(Box::new(Again {
             job: TaskJob::into_job_ref(self),
             at: next,
             retry: false,
             cell: Some(cell),
-            hold: None,
+            hold,
             wait: None,
             token,
         }))
@@ -109,6 +113,10 @@ where
         // the normal end of a periodic task.
         self.shared.stop();
         self.drop_quietly();
+    }
+
+    fn cancelled(&self) -> bool {
+        self.shared.slot.cancelled_before_start()
     }
 }
 

@@ -1,8 +1,9 @@
 //! A waiting task whose token is cancelled leaves its tenant's queue at
 //! once, let through free to end unrun, instead of waiting for its
-//! tenant's turn (a refill an hour away under an hourly rate). Keyed tasks
-//! keep their place (their key's order), and so do tasks back from the
-//! timing wheel; both still go through free when their turn comes.
+//! tenant's turn (a refill an hour away under an hourly rate); so does a
+//! task back from the timing wheel (a delayed task, a retry, a periodic
+//! run), whose token came with its `Hold`. Keyed tasks keep their place
+//! (their key's order) and still go through free when their turn comes.
 
 use super::queue::{State, Waiting};
 use super::Tenants;

@@ -3,7 +3,7 @@
 //! back to its tenant's queue, and a keyed task without a tenant asks
 //! whether its shard has tasks waiting in the unnamed tenant's queue.
 
-use super::queue::{Tenant, Waiting};
+use super::queue::{State, Tenant, Waiting};
 use super::{Ask, TenantId, Tenants, KEYED};
 use crate::loom::sync::atomic::Ordering::SeqCst;
 use crate::metrics::TenantMetrics;
@@ -12,6 +12,7 @@ use crate::task::job::{Hold, JobRef};
 use std::any::Any;
 use std::cmp::Reverse;
 use std::sync::Arc as StdArc;
+use std::time::Instant;
 
 impl Held for Tenants {
     fn take_all(&self) -> Vec<Taken> {
@@ -66,7 +67,7 @@ impl Held for Tenants {
         &self,
         job: JobRef,
         shard: Option<usize>,
-        hold: Hold,
+        mut hold: Hold,
     ) -> Option<(JobRef, Option<usize>)> {
         let now = self.clock.now();
         let mut st = self.state.lock();
@@ -82,7 +83,8 @@ impl Held for Tenants {
         let t = st.slots.get_mut(&i).expect("a live tenant");
         t.figures.submitted += 1;
         let lane = usize::from(hold.lane & !KEYED);
-        st.push(
+        let token = hold.token.take();
+        let lane = st.push(
             i,
             lane,
             Waiting {
@@ -96,7 +98,12 @@ impl Held for Tenants {
                 watch: None,
             },
         );
-        self.pump_held(st, now);
+        // Watched while it waits, as a task submitted to the queue is; a
+        // keyed one keeps its place in its key's order.
+        let taken = token
+            .filter(|_| shard.is_none())
+            .and_then(|token| self.watch_last(&mut st, i, lane, &token, now));
+        self.pump_held(st, now, taken);
         None
     }
 
@@ -115,5 +122,40 @@ impl Held for Tenants {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+impl Tenants {
+    /// Lets through what a job back from the wheel allows, from a caller
+    /// without the pool's `Arc` (the timer driver's `fire`).
+    /// `taken`: a job its cancelled token already took out again.
+    #[cfg(not(loom))]
+    fn pump_held(
+        &self,
+        mut st: crate::loom::sync::MutexGuard<'_, State>,
+        now: Instant,
+        taken: Option<Waiting>,
+    ) {
+        let Some(registry) = self.registry.upgrade() else {
+            return;
+        };
+        let mut out = st.pump(self, &registry, now);
+        out.extend(taken);
+        let start_driver = st.needs_driver();
+        drop(st);
+        self.after(&registry, out, start_driver);
+    }
+
+    /// Under loom there is no `Weak`: the job waits for the next
+    /// submission or end to let it through.
+    /// (Nothing is taken out by a token under loom: see `watch_last`.)
+    #[cfg(loom)]
+    fn pump_held(
+        &self,
+        _st: crate::loom::sync::MutexGuard<'_, State>,
+        _now: Instant,
+        taken: Option<Waiting>,
+    ) {
+        debug_assert!(taken.is_none());
     }
 }

@@ -53,7 +53,6 @@ use bucket::Bucket;
 use queue::{State, Waiting};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc as StdArc;
-use std::time::Instant;
 
 /// The unnamed tenant: tasks with a priority but no tenant, and every
 /// task of a pool with a rate limit.
@@ -136,6 +135,7 @@ impl Ask {
             name: StdArc::clone(&id.name),
             lane: self.priority.lane() as u8 | if self.shard.is_some() { KEYED } else { 0 },
             cost: self.cost,
+            token: None,
         }
     }
 
@@ -491,24 +491,6 @@ impl Tenants {
         drop(st);
         this.after(registry, out, start_driver);
     }
-
-    /// Lets through what a job back from the wheel allows, from a caller
-    /// without the pool's `Arc` (the timer driver's `fire`).
-    #[cfg(not(loom))]
-    fn pump_held(&self, mut st: crate::loom::sync::MutexGuard<'_, State>, now: Instant) {
-        let Some(registry) = self.registry.upgrade() else {
-            return;
-        };
-        let out = st.pump(self, &registry, now);
-        let start_driver = st.needs_driver();
-        drop(st);
-        self.after(&registry, out, start_driver);
-    }
-
-    /// Under loom there is no `Weak`: the job waits for the next
-    /// submission or end to let it through.
-    #[cfg(loom)]
-    fn pump_held(&self, _st: crate::loom::sync::MutexGuard<'_, State>, _now: Instant) {}
 
     /// Queues what the pump let through, outside the lock; starts the
     /// refill driver if it is needed and not running.

@@ -108,6 +108,10 @@ impl Arrivals {
         *self.0 .0.lock().unwrap() += 1;
         self.0 .1.notify_all();
     }
+    /// How many arrived so far.
+    pub fn seen(&self) -> usize {
+        *self.0 .0.lock().unwrap()
+    }
     pub fn wait_for(&self, n: usize) {
         let count = self.0 .0.lock().unwrap();
         drop(wait_on(&self.0 .1, count, &format!("{n} arrivals"), |c| {

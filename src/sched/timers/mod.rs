@@ -225,7 +225,12 @@ impl Registry {
             job: TaskJob::into_job_ref(body),
             shard: shard.map_or(NO_SHARD, |s| s as u32),
             retry: false,
-            extra: Extra::of(cell, hold, self.timer_watch(token)),
+            // Its tenant's queue watches the token too, once it is due.
+            extra: Extra::of(
+                cell,
+                hold.map(|h| h.watching(token)),
+                self.timer_watch(token),
+            ),
         };
         if let Err(entry) = self.insert_locked(&mut state, due, entry, None, token) {
             // Unreachable (checked above), but never lose a task.
@@ -252,7 +257,11 @@ impl Registry {
             job,
             shard: shard.map_or(NO_SHARD, |s| s as u32),
             retry,
-            extra: Extra::of(cell, hold, self.timer_watch(token.as_ref())),
+            extra: Extra::of(
+                cell,
+                hold.map(|h| h.watching(token.as_ref())),
+                self.timer_watch(token.as_ref()),
+            ),
         };
         let mut state = self.timers.state.lock();
         // Relaxed: `cancel_timer` writes the mark under this same lock.
