@@ -1393,3 +1393,54 @@ fn a_cancelled_token_takes_a_due_timer_out_of_its_tenants_queue() {
     assert_eq!(m.counts.cancelled, 2);
     assert_identity(&m);
 }
+
+/// A pool's rate limit holds a group's tasks and `keyed_state` tasks too:
+/// they wait in the unnamed tenant's queue for their tokens, a shard's
+/// tasks in their order.
+#[test]
+fn a_pool_rate_limit_holds_group_and_keyed_state_tasks() {
+    let time = ManualTime::new();
+    let pool = time
+        .pool(2)
+        .rate_limit(RateLimit::new(1.0, 1).unwrap())
+        .build()
+        .unwrap();
+    let started = Arrivals::new();
+    let mut group = pool.group::<usize, ()>();
+    for i in 0..2 {
+        let s = started.clone();
+        group.spawn(move |_| {
+            s.arrive();
+            Ok(i)
+        });
+    }
+    let states = pool.keyed_state(|_| Vec::new());
+    for i in 0..2 {
+        let s = started.clone();
+        states
+            .execute(&"k", move |seen: &mut Vec<usize>| {
+                seen.push(i);
+                s.arrive();
+            })
+            .unwrap();
+    }
+    // One token at a time: one task started, three wait for a refill.
+    until(|| started.seen() == 1 && pool.metrics().queued == 3);
+    for n in 2..=4 {
+        time.advance(Duration::from_secs(1));
+        until(|| started.seen() == n && pool.metrics().queued == 4 - n);
+    }
+    assert_eq!(group.wait(), Ok(vec![0, 1]));
+    common::idle(&pool);
+    let seen: Vec<usize> = states
+        .into_states()
+        .unwrap_or_else(|_| panic!("no task is left"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    assert_eq!(seen, vec![0, 1]);
+    let m = pool.metrics();
+    assert_eq!(m.counts.completed, 4);
+    assert_identity(&m);
+}

@@ -386,12 +386,18 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
                 slot: LoomArc::clone(&slot),
                 plan,
             };
-            let submitted = match &shared.tenant {
-                Some(id) => crate::tenants::Tenants::submit(
+            // Through the group's own tenant, or, under the pool's rate
+            // limit, the unnamed one.
+            let tenant = match &shared.tenant {
+                Some(id) => Some(Some(id.clone())),
+                None => shared.pool.config.rate_limit.map(|_| None),
+            };
+            let submitted = match tenant {
+                Some(tenant) => crate::tenants::Tenants::submit(
                     &shared.pool,
                     task,
                     crate::tenants::Ask {
-                        tenant: Some(id.clone()),
+                        tenant,
                         priority: crate::Priority::Normal,
                         cost: 1,
                         shard: None,

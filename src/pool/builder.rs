@@ -410,6 +410,11 @@ impl Builder {
     /// (those without a tenant in an unnamed one), not on a worker; the
     /// refill lets them through. Non-blocking `try_` submissions that find
     /// no token fail with [`SubmitError::RateLimited`](crate::SubmitError::RateLimited).
+    /// Every way of submitting a task counts: delayed tasks, retries and
+    /// periodic runs when due, a group's tasks and
+    /// [`keyed_state`](crate::PoolHandle::keyed_state) tasks. Fork-join work
+    /// (`join`, `install`, a `scope`'s tasks, data-parallel loops) does not:
+    /// its caller waits for it, and holding it back would hold the caller.
     pub fn rate_limit(mut self, limit: crate::RateLimit) -> Self {
         self.rate_limit = Some(limit);
         self

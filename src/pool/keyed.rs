@@ -115,11 +115,12 @@ impl<S: Send + 'static> Keyed<S> {
         }
     }
 
-    /// Into `shard`: straight there, or behind earlier tasks of the shard
-    /// that wait in the unnamed tenant's queue (they have a priority or a
-    /// cost), so that the shard keeps its order.
+    /// Into `shard`: straight there, or through the unnamed tenant's queue
+    /// when the pool has a rate limit, or behind earlier tasks of the shard
+    /// that wait there (they have a priority or a cost), so that the shard
+    /// keeps its order.
     fn submit<R: Runnable>(&self, task: R, shard: usize) -> Result<(), SubmitError<R>> {
-        if self.pool.shard_held(shard) {
+        if self.pool.config.rate_limit.is_some() || self.pool.shard_held(shard) {
             return Tenants::submit(
                 &self.pool,
                 task,
