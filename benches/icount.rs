@@ -16,8 +16,11 @@
 //! - `fib`: fib(27) with a `join` at every node. Pools: `ebbtide`,
 //!   `rayon`.
 //! - `retry`: 1M tiny tasks that succeed at once, each with a handle
-//!   (dropped): `spawn` (plain), `spawn_with` (a context), `fallible`
+//!   (dropped): `spawn` (plain), `spawn_with` (a context), `token` (a
+//!   context under one token of the caller's), `fallible`
 //!   (`spawn_fallible`), `retry` (`retry(..).spawn_fallible`), on ebbtide.
+//! - `group`: 1M tiny tasks of one task group, then `wait_all`. Pool:
+//!   `ebbtide`.
 //! - `sum`, `collect`, `sort`, `stable`, `mandel`: the data-parallel
 //!   workloads of `benches/par.rs` (sum of squares over 0..100M, map +
 //!   collect of 10M, unstable and stable sorts of 10M random `u64`s,
@@ -167,6 +170,19 @@ fn retry(variant: &str) -> u64 {
     counter.load(Relaxed)
 }
 
+/// 1M tiny tasks of one task group (`pool.group()`), then `wait_all`.
+fn group() -> u64 {
+    let counter = Arc::new(AtomicU64::new(0));
+    let p = ebbtide_pool(true);
+    let mut g = p.group::<u64, ()>();
+    for _ in 0..TASKS {
+        let c = Arc::clone(&counter);
+        g.spawn(move |_| Ok(c.fetch_add(1, Relaxed)));
+    }
+    let ok = g.wait_all().into_iter().filter(Result::is_ok).count() as u64;
+    counter.load(Relaxed) ^ ok
+}
+
 fn data_parallel(workload: &str, pool: &str) -> u64 {
     use common::par::{on_ebbtide as e, on_rayon as r, random_u64s, MANDEL_H, MANDEL_W};
     let ebb = match pool {
@@ -256,6 +272,7 @@ fn main() {
         "keyed" => keyed(pool),
         "fib" => fork_join(pool),
         "retry" => retry(pool),
+        "group" => group(),
         other => data_parallel(other, pool),
     };
     println!("{workload} {pool} checksum {sum}");

@@ -17,14 +17,15 @@ declare -A pools=(
   [spawn]="channel ebbtide ebbtide_nometrics ebbtide_elastic ebbtide_wide rayon threadpool"
   [keyed]="sharded ebbtide"
   [fib]="rayon ebbtide"
-  [retry]="spawn spawn_with fallible retry"
+  [retry]="spawn spawn_with token fallible retry"
+  [group]="ebbtide"
   [sum]="rayon ebbtide"
   [collect]="rayon ebbtide"
   [sort]="rayon ebbtide"
   [stable]="rayon ebbtide"
   [mandel]="rayon ebbtide"
 )
-declare -A units=([spawn]=1000000 [keyed]=1000000 [fib]=317810 [retry]=1000000
+declare -A units=([spawn]=1000000 [keyed]=1000000 [fib]=317810 [retry]=1000000 [group]=1000000
   [sum]=100000000 [collect]=10000000 [sort]=10000000 [stable]=10000000 [mandel]=786432)
 workloads=("$@")
 [ ${#workloads[@]} -gt 0 ] || workloads=(spawn keyed fib)

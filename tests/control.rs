@@ -263,6 +263,68 @@ fn nested_groups_are_cancelled_with_their_parent() {
     assert_eq!(ran.load(SeqCst), 0);
 }
 
+/// Cancelling a token resolves, at once, the handles of the tasks under
+/// it that have not started, wherever they wait: behind a busy worker, in
+/// a paused pool, in a group's own queue. Each ends unrun, and is counted,
+/// when a worker takes it.
+#[test]
+fn a_cancelled_token_resolves_its_queued_tasks_handles_at_once() {
+    for paused in [false, true] {
+        let pool = Pool::builder().workers(1).build().unwrap();
+        let gate = block_workers(&pool, 1);
+        if paused {
+            pool.pause();
+        }
+        let ran = Arc::new(AtomicUsize::new(0));
+        let token = CancelToken::new();
+        let (r1, r2) = (ran.clone(), ran.clone());
+        let with = pool
+            .task()
+            .cancel_token(&token)
+            .spawn_with(move |_| Ok(r1.fetch_add(1, SeqCst)))
+            .unwrap();
+        let fallible = pool
+            .task()
+            .cancel_token(&token)
+            .retry(ebbtide::RetryPolicy::fixed(Duration::from_millis(1)))
+            .spawn_fallible(move |_| Ok::<_, String>(r2.fetch_add(1, SeqCst)))
+            .unwrap();
+        // A group of limit 1: its second task waits in the group's queue.
+        let mut group = pool.group::<usize, ()>().limit(1);
+        for _ in 0..2 {
+            let r = ran.clone();
+            group.spawn(move |_| Ok(r.fetch_add(1, SeqCst)));
+        }
+        let other = pool
+            .task()
+            .cancel_token(&CancelToken::new())
+            .spawn_with(|_| Ok(7))
+            .unwrap();
+        token.cancel();
+        group.token().cancel();
+        assert_eq!(
+            with.join_timeout(PATIENCE).ok(),
+            Some(Err(TaskError::Cancelled))
+        );
+        let fallible = fallible.join_timeout(PATIENCE).ok();
+        assert_eq!(fallible, Some(Err(TaskError::Cancelled)));
+        assert_eq!(group.wait(), Err(GroupError::Task(TaskError::Cancelled)));
+        // Nothing started meanwhile: the worker is still held.
+        assert_eq!(ran.load(SeqCst), 0);
+        assert!(!other.is_finished());
+        gate.open();
+        if paused {
+            pool.resume();
+        }
+        assert_eq!(other.join_timeout(PATIENCE).ok(), Some(Ok(7)));
+        common::idle(&pool);
+        assert_eq!(ran.load(SeqCst), 0);
+        let m = pool.metrics();
+        assert_eq!((m.counts.cancelled, m.counts.completed), (4, 2));
+        assert_identity(&m);
+    }
+}
+
 #[test]
 fn pause_holds_exactly_the_queued_tasks_and_resume_runs_them() {
     let pool = Pool::builder().workers(2).build().unwrap();

@@ -3,7 +3,7 @@
 //! delayed on a manual clock, fail and retry, panic, or carry a cancel
 //! token; tenants with random concurrency caps, queue limits and full-queue
 //! policies, and sometimes a pool rate limit; periodic tasks, keyed or
-//! not, some of which panic; random clock steps, cancellations, pauses and
+//! not, of a tenant or not, some of which panic; random clock steps, cancellations, pauses and
 //! waits between them; ended by one of the shutdowns under either
 //! `PendingTimers` policy.
 //!
@@ -66,10 +66,11 @@ enum Op {
     Advance(u64),
     CancelHandle(usize),
     CancelToken(usize),
-    /// A periodic task, keyed or not, at a fixed rate or delay of
-    /// `period` ms, whose run `panic_at` (if any) panics.
+    /// A periodic task, keyed or not, of a tenant or not, at a fixed rate
+    /// or delay of `period` ms, whose run `panic_at` (if any) panics.
     Periodic {
         key: Option<u8>,
+        tenant: Option<u8>,
         rate: bool,
         period: u64,
         panic_at: Option<u64>,
@@ -126,11 +127,18 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..48).prop_map(Op::CancelToken),
         1 => (
             prop::option::of(0u8..3),
+            prop::option::weighted(0.3, 0u8..3),
             any::<bool>(),
             prop_oneof![Just(1u64), Just(5)],
             prop::option::weighted(0.2, 1u64..4),
         )
-            .prop_map(|(key, rate, period, panic_at)| Op::Periodic { key, rate, period, panic_at }),
+            .prop_map(|(key, tenant, rate, period, panic_at)| Op::Periodic {
+                key,
+                tenant,
+                rate,
+                period,
+                panic_at
+            }),
         1 => (0usize..4).prop_map(Op::CancelPeriodic),
         1 => Just(Op::Pause),
         1 => Just(Op::Resume),
@@ -408,6 +416,7 @@ fn run_case(workers: usize, timers: PendingTimers, limits: &Limits, ops: &[Op], 
             }
             Op::Periodic {
                 key,
+                tenant,
                 rate,
                 period,
                 panic_at,
@@ -424,6 +433,9 @@ fn run_case(workers: usize, timers: PendingTimers, limits: &Limits, ops: &[Op], 
                 let mut builder = pool.task().name(format!("periodic {id}"));
                 if let Some(k) = key {
                     builder = builder.key(k);
+                }
+                if let Some(t) = tenant {
+                    builder = builder.tenant(&format!("tenant {t}"));
                 }
                 let panic_at = *panic_at;
                 let handle = builder

@@ -44,8 +44,9 @@ impl Countdown {
 
 /// Submits one tiny task that succeeds at once, with a handle (dropped), in
 /// one of the forms whose costs the benchmarks compare: `spawn` (plain),
-/// `spawn_with` (a context), `fallible` (`spawn_fallible`), `retry` (with a
-/// retry policy).
+/// `spawn_with` (a context), `token` (a context under a token of the
+/// caller's, one for every task), `fallible` (`spawn_fallible`), `retry`
+/// (with a retry policy).
 pub fn submit_variant(
     pool: &ebbtide::Pool,
     variant: &str,
@@ -61,6 +62,16 @@ pub fn submit_variant(
                 .spawn_with(move |_| Ok(c.fetch_add(1, Relaxed)))
                 .unwrap(),
         ),
+        "token" => {
+            static TOKEN: std::sync::OnceLock<ebbtide::CancelToken> = std::sync::OnceLock::new();
+            let token = TOKEN.get_or_init(ebbtide::CancelToken::new);
+            drop(
+                pool.task()
+                    .cancel_token(token)
+                    .spawn_with(move |_| Ok(c.fetch_add(1, Relaxed)))
+                    .unwrap(),
+            )
+        }
         "fallible" => drop(
             pool.task()
                 .spawn_fallible(move |_| Ok::<_, &str>(c.fetch_add(1, Relaxed)))

@@ -281,7 +281,10 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
         self.shared.breaker.as_ref().map(Breaker::state)
     }
 
-    /// The group's cancellation token (cancel it to cancel the group).
+    /// The group's cancellation token. Cancelling it cancels the group:
+    /// tasks not started yet never run and their results are
+    /// `Task(Cancelled)` at once, however busy the pool; running ones see
+    /// `cx.is_cancelled()`.
     pub fn token(&self) -> &CancelToken {
         &self.shared.token
     }
@@ -343,6 +346,9 @@ impl<T: Send + 'static, E: Send + 'static> TaskGroup<T, E> {
                 return;
             }
         }
+        // Cancelling the group resolves the handle of a task not started
+        // yet at once, wherever it waits.
+        crate::task::slot::watch_token(&slot);
         let deadline = self
             .shared
             .timeout

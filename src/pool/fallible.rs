@@ -104,7 +104,10 @@ impl TaskBuilder<'_> {
             plan,
         };
         match self.submit(body, wait) {
-            Ok(()) => Ok(JoinHandle::new(slot)),
+            Ok(()) => {
+                crate::task::slot::watch_token(&slot);
+                Ok(JoinHandle::new(slot))
+            }
             Err(e) => Err(e.map(|b| b.f)),
         }
     }

@@ -59,10 +59,12 @@ const PRUNE_AT: usize = 8;
 ///
 /// A child looks up its ancestors when asked (a few loads, as deep as the
 /// tree), so making one takes no lock. Cancelling one tells only what the
-/// pool set to watch it: tasks waiting on the timing wheel (a delay, a
-/// retry's backoff, a periodic task's next run) or in a tenant's queue
-/// (for a rate limit's refill, say), which end at once instead of at
-/// their due time or their turn.
+/// pool set to watch it: the handles of tasks under it that have not
+/// started (they resolve to [`TaskError::Cancelled`](crate::TaskError::Cancelled)
+/// at once, however busy or paused the pool), and tasks waiting on the
+/// timing wheel (a delay, a retry's backoff, a periodic task's next run)
+/// or in a tenant's queue (for a rate limit's refill, say), which end at
+/// once instead of at their due time or their turn.
 #[derive(Clone)]
 pub struct CancelToken(Arc<Node>);
 
@@ -95,6 +97,7 @@ impl CancelToken {
 
     /// Whether cancelling this token tells no one (see [`quiet`](Self::quiet)).
     #[cfg_attr(loom, allow(dead_code))]
+    #[inline]
     pub(crate) fn is_quiet(&self) -> bool {
         self.0.watchers.is_none()
     }
@@ -142,11 +145,23 @@ impl CancelToken {
     /// (the caller acts on it itself; the watcher may still be told by a
     /// token it was kept on on the way up). A quiet ancestor ends the walk.
     pub(crate) fn watch(&self, watcher: &Arc<dyn Watcher>) -> bool {
+        self.watch_weak(Arc::downgrade(watcher))
+    }
+
+    /// [`watch`](Self::watch), given the weak reference to keep (one
+    /// taken with no strong reference made for it).
+    pub(crate) fn watch_weak(&self, watcher: Weak<dyn Watcher>) -> bool {
         let mut node = &self.0;
+        let Some(mut watchers) = node.watchers.as_ref() else {
+            return true;
+        };
         loop {
-            let Some(watchers) = &node.watchers else {
-                return true;
-            };
+            // The next ancestor that keeps watchers (a quiet root keeps
+            // none): kept there too, so that its cancellation tells this one.
+            let next = node
+                .parent
+                .as_ref()
+                .and_then(|p| p.0.watchers.as_ref().map(|w| (&p.0, w)));
             {
                 let mut list = watchers.lock();
                 // Acquire: pairs with the release in `cancel` (the lock
@@ -157,12 +172,13 @@ impl CancelToken {
                 if list.len() >= PRUNE_AT && list.len() == list.capacity() {
                     list.retain(|w| w.strong_count() > 0);
                 }
-                list.push(Arc::downgrade(watcher));
+                if next.is_none() {
+                    list.push(watcher);
+                    return true;
+                }
+                list.push(watcher.clone());
             }
-            match &node.parent {
-                Some(parent) => node = &parent.0,
-                None => return true,
-            }
+            (node, watchers) = next.expect("checked above");
         }
     }
 

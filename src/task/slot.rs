@@ -309,6 +309,51 @@ impl<V> Slot<V> {
 /// The slot of a spawned task.
 pub(crate) type TaskSlot<T> = Slot<Result<T, TaskError>>;
 
+/// A slot watching its token: cancelled before its task started, it
+/// resolves its handle at once, as the handle's own `cancel` does, wherever
+/// the task waits (behind busy workers, in a paused pool, in a group's
+/// queue); the task ends unrun when a worker takes it.
+#[cfg(not(loom))]
+impl<T: Send + 'static> super::cancel::Watcher for TaskSlot<T> {
+    fn cancelled(&self) {
+        // AcqRel: pairs with `try_start`, as in the handle's `cancel`.
+        if self
+            .start
+            .compare_exchange(QUEUED, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.complete(Err(TaskError::Cancelled));
+        }
+    }
+}
+
+/// Makes `slot` watch its token (see the `Watcher` impl above), unless the
+/// token is the pool's own, which tells no one: a task accepted under a
+/// user's or a group's token. A token cancelled already resolves the
+/// handle now.
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn watch_token<T: Send + 'static>(slot: &Arc<TaskSlot<T>>) {
+    if let Some(token) = &slot.token {
+        if !token.is_quiet() {
+            watch_slot(slot, token);
+        }
+    }
+}
+
+#[cfg(not(loom))]
+#[inline(never)]
+fn watch_slot<T: Send + 'static>(slot: &Arc<TaskSlot<T>>, token: &crate::task::CancelToken) {
+    let watcher: std::sync::Weak<dyn super::cancel::Watcher> = Arc::downgrade(slot) as _;
+    if !token.watch_weak(watcher) {
+        super::cancel::Watcher::cancelled(&**slot);
+    }
+}
+
+/// Under loom a queued task learns of its token when a worker takes it.
+#[cfg(loom)]
+pub(crate) fn watch_token<T: Send + 'static>(_slot: &Arc<TaskSlot<T>>) {}
+
 /// Hands a task's value, or its panic as `TaskError::Panicked`, to its
 /// slot, and returns the outcome the worker counts (with the payload for
 /// the panic handler).
