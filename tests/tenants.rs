@@ -242,59 +242,41 @@ fn rate_limited_tasks_start_no_faster_than_the_bucket_allows() {
     assert_eq!((report.completed, report.rejected), (7, 1));
 }
 
+/// A pool's rate limit holds tasks without a tenant; delayed ones too,
+/// when they come due, even before any other task made the pool's tenants.
 #[test]
-fn a_pool_rate_limit_holds_tasks_without_a_tenant() {
-    let time = ManualTime::new();
-    let pool = time
-        .pool(2)
-        .rate_limit(RateLimit::new(1.0, 1).unwrap())
-        .build()
-        .unwrap();
-    let ran = Arc::new(AtomicUsize::new(0));
-    for _ in 0..3 {
-        let r = Arc::clone(&ran);
-        pool.execute(move || {
-            r.fetch_add(1, SeqCst);
-        })
-        .unwrap();
-    }
-    until(|| ran.load(SeqCst) == 1 && pool.metrics().queued == 2);
-    time.advance(Duration::from_secs(1));
-    until(|| ran.load(SeqCst) == 2 && pool.metrics().queued == 1);
-    // Shutdown drains what waits, past the limit.
-    let report = pool.shutdown();
-    assert_eq!((report.completed, ran.load(SeqCst)), (3, 3));
-}
-
-/// A pool's rate limit holds delayed tasks too, when they come due, even
-/// before any other task made the pool's tenants.
-#[test]
-fn a_pool_rate_limit_holds_delayed_tasks_when_they_come_due() {
-    let time = ManualTime::new();
-    let pool = time
-        .pool(2)
-        .rate_limit(RateLimit::new(1.0, 1).unwrap())
-        .build()
-        .unwrap();
-    let ran = Arc::new(AtomicUsize::new(0));
-    for _ in 0..3 {
-        let r = Arc::clone(&ran);
-        pool.task()
-            .delay(10 * MS)
-            .execute(move || {
+fn a_pool_rate_limit_holds_tasks_without_a_tenant_delayed_or_not() {
+    for delayed in [false, true] {
+        let time = ManualTime::new();
+        let pool = time
+            .pool(2)
+            .rate_limit(RateLimit::new(1.0, 1).unwrap())
+            .build()
+            .unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let r = Arc::clone(&ran);
+            let task = if delayed {
+                pool.task().delay(10 * MS)
+            } else {
+                pool.task()
+            };
+            task.execute(move || {
                 r.fetch_add(1, SeqCst);
             })
             .unwrap();
+        }
+        time.advance(10 * MS);
+        until(|| {
+            let m = pool.metrics();
+            m.timers_pending == 0 && m.queued == 2 && ran.load(SeqCst) == 1
+        });
+        time.advance(Duration::from_secs(1));
+        until(|| ran.load(SeqCst) == 2 && pool.metrics().queued == 1);
+        // Shutdown drains what waits, past the limit.
+        let report = pool.shutdown();
+        assert_eq!((report.completed, ran.load(SeqCst)), (3, 3));
     }
-    time.advance(10 * MS);
-    until(|| {
-        let m = pool.metrics();
-        m.timers_pending == 0 && m.queued == 2 && ran.load(SeqCst) == 1
-    });
-    time.advance(Duration::from_secs(1));
-    until(|| ran.load(SeqCst) == 2 && pool.metrics().queued == 1);
-    let report = pool.shutdown();
-    assert_eq!((report.completed, ran.load(SeqCst)), (3, 3));
 }
 
 #[test]

@@ -50,14 +50,20 @@ impl TaskBuilder<'_> {
         if self.share.is_none() && self.registry.config.rate_limit.is_none() {
             return None;
         }
+        let ask = self.ask();
+        Tenants::of(self.registry);
+        Some(ask.hold(&ask.tenant_id()))
+    }
+
+    /// What the task asks of its tenant: the options given, in its shard.
+    fn ask(&self) -> Ask {
         let mut ask = self
             .share
             .as_deref()
             .cloned()
             .unwrap_or_else(|| Ask::plain(None));
         ask.shard = self.shard;
-        Tenants::of(self.registry);
-        Some(ask.hold(&ask.tenant_id()))
+        ask
     }
 
     /// Whether the task goes through the tenants' queues: it has a tenant,
@@ -77,12 +83,6 @@ impl TaskBuilder<'_> {
         // queue.
         let token = self.options.as_ref().and_then(|o| o.parent.as_ref());
         if self.routed() {
-            let mut ask = self
-                .share
-                .as_deref()
-                .cloned()
-                .unwrap_or_else(|| Ask::plain(None));
-            ask.shard = self.shard;
             return match at {
                 // On the wheel until due, then into its tenant's queue.
                 Some(at) => {
@@ -90,7 +90,7 @@ impl TaskBuilder<'_> {
                     self.registry
                         .schedule_new(body, at, self.shard, None, hold, token)
                 }
-                None => Tenants::submit(self.registry, body, ask, wait, token),
+                None => Tenants::submit(self.registry, body, self.ask(), wait, token),
             };
         }
         match at {
