@@ -263,12 +263,12 @@ fn nested_groups_are_cancelled_with_their_parent() {
     assert_eq!(ran.load(SeqCst), 0);
 }
 
-/// Cancelling a token resolves, at once, the handles of the tasks under
-/// it that have not started, wherever they wait: behind a busy worker, in
-/// a paused pool, in a group's own queue. Each ends unrun, and is counted,
-/// when a worker takes it.
+/// Cancelling a group resolves, at once, the results of its tasks that
+/// have not started, wherever they wait: behind a busy worker, in a paused
+/// pool, in the group's own queue. Each ends unrun, and is counted, when a
+/// worker takes it.
 #[test]
-fn a_cancelled_token_resolves_its_queued_tasks_handles_at_once() {
+fn cancelling_a_group_resolves_its_queued_tasks_at_once() {
     for paused in [false, true] {
         let pool = Pool::builder().workers(1).build().unwrap();
         let gate = block_workers(&pool, 1);
@@ -276,39 +276,23 @@ fn a_cancelled_token_resolves_its_queued_tasks_handles_at_once() {
             pool.pause();
         }
         let ran = Arc::new(AtomicUsize::new(0));
-        let token = CancelToken::new();
-        let (r1, r2) = (ran.clone(), ran.clone());
-        let with = pool
-            .task()
-            .cancel_token(&token)
-            .spawn_with(move |_| Ok(r1.fetch_add(1, SeqCst)))
-            .unwrap();
-        let fallible = pool
-            .task()
-            .cancel_token(&token)
-            .retry(ebbtide::RetryPolicy::fixed(Duration::from_millis(1)))
-            .spawn_fallible(move |_| Ok::<_, String>(r2.fetch_add(1, SeqCst)))
-            .unwrap();
         // A group of limit 1: its second task waits in the group's queue.
         let mut group = pool.group::<usize, ()>().limit(1);
+        // A nested group, cancelled with its parent.
+        let mut inner = group.group::<usize, ()>();
         for _ in 0..2 {
-            let r = ran.clone();
-            group.spawn(move |_| Ok(r.fetch_add(1, SeqCst)));
+            let (r1, r2) = (ran.clone(), ran.clone());
+            group.spawn(move |_| Ok(r1.fetch_add(1, SeqCst)));
+            inner.spawn(move |_| Ok(r2.fetch_add(1, SeqCst)));
         }
-        let other = pool
-            .task()
-            .cancel_token(&CancelToken::new())
-            .spawn_with(|_| Ok(7))
-            .unwrap();
-        token.cancel();
+        let other = pool.spawn(|| 7).unwrap();
         group.token().cancel();
+        let cancelled = Err(GroupError::Task(TaskError::Cancelled));
         assert_eq!(
-            with.join_timeout(PATIENCE).ok(),
-            Some(Err(TaskError::Cancelled))
+            common::within("the inner group", move || inner.wait()),
+            cancelled
         );
-        let fallible = fallible.join_timeout(PATIENCE).ok();
-        assert_eq!(fallible, Some(Err(TaskError::Cancelled)));
-        assert_eq!(group.wait(), Err(GroupError::Task(TaskError::Cancelled)));
+        assert_eq!(common::within("the group", move || group.wait()), cancelled);
         // Nothing started meanwhile: the worker is still held.
         assert_eq!(ran.load(SeqCst), 0);
         assert!(!other.is_finished());

@@ -1298,21 +1298,13 @@ fn a_pool_rate_limit_holds_periodic_runs_and_cancel_ends_a_waiting_one() {
     // Ended now, not at the refill an hour away.
     periodic.cancel();
     assert_eq!(
-        periodic_result(periodic),
-        Some(Ok(1)),
-        "the waiting run ends the task"
+        common::within("the periodic task", move || periodic.join()),
+        Ok(1)
     );
     common::idle(&pool);
     let m = pool.metrics();
     assert_eq!((m.queued, m.counts.cancelled), (0, 1));
     assert_identity(&m);
-}
-
-/// Joins a periodic task from another thread, within the tests' patience.
-fn periodic_result(periodic: ebbtide::PeriodicHandle) -> Option<Result<u64, TaskError>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(periodic.join()));
-    rx.recv_timeout(common::PATIENCE).ok()
 }
 
 /// Tasks back from the timing wheel (a delayed task, a retry) waiting in

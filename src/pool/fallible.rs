@@ -104,10 +104,7 @@ impl TaskBuilder<'_> {
             plan,
         };
         match self.submit(body, wait) {
-            Ok(()) => {
-                crate::task::slot::watch_token(&slot);
-                Ok(JoinHandle::new(slot))
-            }
+            Ok(()) => Ok(JoinHandle::new(slot)),
             Err(e) => Err(e.map(|b| b.f)),
         }
     }

@@ -231,10 +231,7 @@ impl TaskBuilder<'_> {
             meta: meta(options.resolve(), options.name),
         };
         match self.submit(task, wait) {
-            Ok(()) => {
-                crate::task::slot::watch_token(&slot);
-                Ok(JoinHandle::new(slot))
-            }
+            Ok(()) => Ok(JoinHandle::new(slot)),
             Err(e) => Err(e.map(|t| t.f.into_inner())),
         }
     }

@@ -245,9 +245,8 @@ impl<'p> TaskBuilder<'p> {
 
     /// Makes the task's token a child of `token` (it is also cancelled by
     /// the pool's `shutdown_now`): cancelling `token` before the task starts
-    /// means it never runs, and its handle resolves to
-    /// [`TaskError::Cancelled`] at once, wherever the task waits; after,
-    /// its context's `is_cancelled()` turns true. A task waiting on the timing wheel (a
+    /// means it never runs ([`TaskError::Cancelled`]); after, its context's
+    /// `is_cancelled()` turns true. A task waiting on the timing wheel (a
     /// [`delay`](Self::delay), a [`retry`](Self::retry)'s backoff, a
     /// periodic task's next run) ends as soon as `token` is cancelled, not
     /// at its due time: a delayed or periodic task is taken off the wheel

@@ -59,12 +59,13 @@ const PRUNE_AT: usize = 8;
 ///
 /// A child looks up its ancestors when asked (a few loads, as deep as the
 /// tree), so making one takes no lock. Cancelling one tells only what the
-/// pool set to watch it: the handles of tasks under it that have not
-/// started (they resolve to [`TaskError::Cancelled`](crate::TaskError::Cancelled)
-/// at once, however busy or paused the pool), and tasks waiting on the
+/// pool set to watch it: a group's tasks not started yet (their results
+/// resolve to [`TaskError::Cancelled`](crate::TaskError::Cancelled) at
+/// once, however busy or paused the pool), and tasks waiting on the
 /// timing wheel (a delay, a retry's backoff, a periodic task's next run)
 /// or in a tenant's queue (for a rate limit's refill, say), which end at
-/// once instead of at their due time or their turn.
+/// once instead of at their due time or their turn. Any other task learns
+/// of it when a worker takes it, and ends unrun then.
 #[derive(Clone)]
 pub struct CancelToken(Arc<Node>);
 

@@ -311,8 +311,8 @@ pub(crate) type TaskSlot<T> = Slot<Result<T, TaskError>>;
 
 /// A slot watching its token: cancelled before its task started, it
 /// resolves its handle at once, as the handle's own `cancel` does, wherever
-/// the task waits (behind busy workers, in a paused pool, in a group's
-/// queue); the task ends unrun when a worker takes it.
+/// the task waits (behind busy workers, in a paused pool, in the group's
+/// own queue); the task ends unrun when a worker takes it.
 #[cfg(not(loom))]
 impl<T: Send + 'static> super::cancel::Watcher for TaskSlot<T> {
     fn cancelled(&self) {
@@ -327,10 +327,15 @@ impl<T: Send + 'static> super::cancel::Watcher for TaskSlot<T> {
     }
 }
 
-/// Makes `slot` watch its token (see the `Watcher` impl above), unless the
-/// token is the pool's own, which tells no one: a task accepted under a
-/// user's or a group's token. A token cancelled already resolves the
-/// handle now.
+/// Makes a group task's `slot` watch its group's token (see the `Watcher`
+/// impl above). A token cancelled already resolves the handle now.
+///
+/// Only a group's: the token keeps a weak reference to the slot, which
+/// keeps the slot's allocation (not its value) until the token drops it,
+/// when it next prunes its list (growing) or is dropped. A group's token
+/// lives as long as the group; a token of the user's may live as long as
+/// the program, and a burst of tasks under it would leave that many slots
+/// allocated after they ended.
 #[cfg(not(loom))]
 #[inline]
 pub(crate) fn watch_token<T: Send + 'static>(slot: &Arc<TaskSlot<T>>) {

@@ -55,6 +55,18 @@ pub fn idle_handle(handle: ebbtide::PoolHandle) {
         .unwrap_or_else(|_| panic!("gave up after {PATIENCE:?} waiting for the pool to go idle"));
 }
 
+/// Runs `f` (a wait with no deadline of its own, such as a group's `wait`)
+/// on a thread of its own and returns what it returned; panics, naming
+/// `what`, if it has not returned after [`PATIENCE`].
+pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    rx.recv_timeout(PATIENCE)
+        .unwrap_or_else(|_| panic!("gave up after {PATIENCE:?} waiting for {what}"))
+}
+
 /// The marker expected test panics carry; [`quiet_expected_panics`] keeps
 /// them out of the test output.
 pub const MARK: &str = "expected test panic";
